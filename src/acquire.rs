@@ -1,0 +1,191 @@
+//! The acquisition algorithm: name the lock, queue in the in-process table,
+//! try the backend inline, wait on the blocking pool, all under one deadline.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use crate::backend::{HeldLock, LockRequest};
+use crate::guard::{GuardParts, Hold, SharedHeld};
+use crate::table::{self, EntryRef};
+use crate::{Category, LockError, LockGuard, LockMode, Locks, naming};
+
+/// How long an acquisition may wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Never wait: `Ok(None)` when busy.
+    Try,
+    /// Wait up to the limit (`None`: forever); zero means one attempt. A busy
+    /// lock at the deadline is [`LockError::Timeout`].
+    Until(Option<Duration>),
+}
+
+pub(crate) async fn acquire(
+    locks: &Locks,
+    category: Category,
+    target: &Path,
+    mode: LockMode,
+    wait: Wait,
+) -> Result<Option<LockGuard>, LockError> {
+    let started = Instant::now();
+    let policy = locks.policy();
+    let normal = naming::normalize_target(target)?;
+    let lock_path: Arc<Path> = policy.lock_path(category, &normal).into();
+    let req = LockRequest {
+        lock_path,
+        target: normal.path.into(),
+        mode,
+        file_mode: policy.file_mode,
+        dir_mode: policy.dir_mode,
+    };
+    let span = tracing::debug_span!(
+        "lock",
+        category = category.name(),
+        lock_path = %req.lock_path.display(),
+        mode = %mode,
+    );
+    acquire_request(locks, category, req, wait, started)
+        .instrument(span)
+        .await
+}
+
+async fn acquire_request(
+    locks: &Locks,
+    category: Category,
+    req: LockRequest,
+    wait: Wait,
+    started: Instant,
+) -> Result<Option<LockGuard>, LockError> {
+    let entry = table::enter(&req.lock_path);
+    let owner = tokio::task::try_id();
+    if owner.is_some_and(|id| entry.is_held_by(id)) {
+        return Err(LockError::WouldDeadlock {
+            category,
+            target: req.target.to_path_buf(),
+            lock_path: req.lock_path.to_path_buf(),
+        });
+    }
+    let remove = locks.policy().remove_on_release(category);
+    let hold = match wait {
+        Wait::Try => match take(locks, &entry, &req, remove, true).await? {
+            Some(hold) => Some(hold),
+            None => return Ok(None),
+        },
+        Wait::Until(None) => take(locks, &entry, &req, remove, false).await?,
+        Wait::Until(Some(limit)) => {
+            let attempt = take(locks, &entry, &req, remove, limit.is_zero());
+            match tokio::time::timeout_at((started + limit).into(), attempt).await {
+                Ok(Ok(Some(hold))) => Some(hold),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(None)) | Err(_) => return Err(timed_out(locks, category, &req, started).await),
+            }
+        }
+    };
+    // Only `try_only` attempts return None, and those were handled above.
+    let Some(hold) = hold else {
+        return Err(timed_out(locks, category, &req, started).await);
+    };
+    let waited = started.elapsed();
+    locks.recorder().acquired(category, waited);
+    tracing::debug!(wait_ms = waited.as_secs_f64() * 1e3, "acquired");
+    Ok(Some(LockGuard::new(GuardParts {
+        hold,
+        entry,
+        owner,
+        category,
+        target: req.target,
+        lock_path: req.lock_path,
+        waited,
+        remove_on_release: remove,
+        budget: locks.policy().budget(category),
+        recorder: Arc::clone(locks.recorder()),
+    })))
+}
+
+/// Queues in this process, then takes the backend lock. With `try_only`,
+/// nothing waits and a busy lock gives `Ok(None)`.
+///
+/// Cancel safe: every await is on a cancel-safe primitive (tokio's fair
+/// locks leave their queue when dropped; the backend stops its wait), and
+/// what was taken before the drop is released by the drop.
+async fn take(
+    locks: &Locks,
+    entry: &EntryRef,
+    req: &LockRequest,
+    remove: bool,
+    try_only: bool,
+) -> Result<Option<Hold>, LockError> {
+    match req.mode {
+        LockMode::Exclusive => {
+            let queue = match Arc::clone(&entry.queue).try_write_owned() {
+                Ok(queue) => queue,
+                Err(_) if try_only => return Ok(None),
+                Err(_) => Arc::clone(&entry.queue).write_owned().await,
+            };
+            Ok(take_backend(locks, req, try_only)
+                .await?
+                .map(|os| Hold::Exclusive { os, queue }))
+        }
+        LockMode::Shared => {
+            let queue = match Arc::clone(&entry.queue).try_read_owned() {
+                Ok(queue) => queue,
+                Err(_) if try_only => return Ok(None),
+                Err(_) => Arc::clone(&entry.queue).read_owned().await,
+            };
+            let mut slot = match entry.shared.try_lock() {
+                Ok(slot) => slot,
+                Err(_) if try_only => return Ok(None),
+                Err(_) => entry.shared.lock().await,
+            };
+            if let Some(os) = slot.upgrade() {
+                return Ok(Some(Hold::Shared { os, queue }));
+            }
+            let Some(os) = take_backend(locks, req, try_only).await? else {
+                return Ok(None);
+            };
+            let os = Arc::new(SharedHeld::new(os, remove, Arc::clone(&req.lock_path)));
+            *slot = Arc::downgrade(&os);
+            Ok(Some(Hold::Shared { os, queue }))
+        }
+    }
+}
+
+async fn take_backend(
+    locks: &Locks,
+    req: &LockRequest,
+    try_only: bool,
+) -> Result<Option<Box<dyn HeldLock>>, LockError> {
+    if let Some(os) = locks.backend().try_lock(req)? {
+        return Ok(Some(os));
+    }
+    if try_only {
+        return Ok(None);
+    }
+    tracing::debug!("held by another process; waiting on the blocking pool");
+    locks.backend().lock(req).await.map(Some)
+}
+
+async fn timed_out(locks: &Locks, category: Category, req: &LockRequest, started: Instant) -> LockError {
+    let waited = started.elapsed();
+    locks.recorder().timed_out(category);
+    let backend = Arc::clone(locks.backend());
+    let path = Arc::clone(&req.lock_path);
+    let holder = tokio::task::spawn_blocking(move || backend.holder(&path))
+        .await
+        .ok()
+        .flatten();
+    tracing::info!(
+        wait_ms = waited.as_secs_f64() * 1e3,
+        holder,
+        "timed out waiting for lock"
+    );
+    LockError::Timeout {
+        category,
+        target: req.target.to_path_buf(),
+        lock_path: req.lock_path.to_path_buf(),
+        waited,
+        holder,
+    }
+}

@@ -1,0 +1,197 @@
+//! Interruptible blocking waits: the one piece of `unsafe` in the crate.
+//!
+//! A blocking `flock(2)` cannot be given a timeout and is not woken by closing
+//! its descriptor; only a lock grant or a signal ends it. Parking a blocking
+//! thread per abandoned waiter until some other process releases (what uv and
+//! hf-hub do) exhausts tokio's blocking pool; polling with `LOCK_NB` (what
+//! most async lock libraries do) adds up to a poll interval to every
+//! hand-over. Instead the waiting thread blocks for real, and a cancelled
+//! waiter is woken with a thread-directed signal whose handler does nothing
+//! and is installed without `SA_RESTART`, so `flock` returns `EINTR`, the
+//! thread sees the cancellation flag and returns to the pool.
+//!
+//! The signal is `SIGURG`, for the reasons the Go runtime chose it for
+//! goroutine preemption: its default action is to ignore it, and programs
+//! rarely use it. We install the handler only if `SIGURG` still has its
+//! default (or ignored) disposition; if the program has a handler of its own,
+//! [`signals_available`] is false and waits fall back to polling.
+//!
+//! A signal sent just before the thread enters `flock` is lost (the handler
+//! runs, then `flock` blocks). So a cancelled wait is handed to one watcher
+//! thread for the whole process, which re-sends the signal every
+//! [`RESEND_EVERY`] while the wait is still in `flock`. The watcher sends only
+//! while holding the wait's mutex with `in_wait` set, which the waiting thread
+//! must take to leave the wait, so a signal never reaches a thread that has
+//! gone back to other work.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+/// The signal that wakes a cancelled wait.
+const WAKE_SIGNAL: libc::c_int = libc::SIGURG;
+
+/// How often the watcher re-sends to a cancelled wait still in `flock`.
+const RESEND_EVERY: Duration = Duration::from_millis(2);
+
+/// Shared between a blocking wait and whoever may cancel it.
+#[derive(Debug)]
+pub(crate) struct WaitControl {
+    state: Mutex<WaitState>,
+    cancelled: AtomicBool,
+    finished: AtomicBool,
+}
+
+#[derive(Debug)]
+struct WaitState {
+    in_wait: bool,
+    thread: libc::pthread_t,
+}
+
+impl WaitControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(WaitControl {
+            state: Mutex::new(WaitState {
+                in_wait: false,
+                thread: 0,
+            }),
+            cancelled: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, WaitState> {
+        // The state is two plain fields: a panic elsewhere cannot leave it
+        // inconsistent, so a poisoned mutex is still good.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called by the waiting thread right before a blocking call. Returns
+    /// false, without entering, when the wait was cancelled.
+    pub fn enter(&self) -> bool {
+        let mut state = self.state();
+        if self.cancelled.load(Ordering::SeqCst) {
+            return false;
+        }
+        state.in_wait = true;
+        // SAFETY: pthread_self has no preconditions.
+        state.thread = unsafe { libc::pthread_self() };
+        true
+    }
+
+    /// Called by the waiting thread right after the blocking call returned.
+    pub fn leave(&self) {
+        self.state().in_wait = false;
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Called by the waiting thread when it will not wait any more.
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+    }
+
+    /// Asks the wait to stop: wakes it now and keeps waking it until it has.
+    pub fn cancel(self: &Arc<Self>) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        if self.poke() {
+            watcher().watch(Arc::clone(self));
+        }
+    }
+
+    /// Signals the waiting thread if it is inside the blocking call. Returns
+    /// whether the wait has not finished yet.
+    fn poke(&self) -> bool {
+        let state = self.state();
+        if state.in_wait {
+            // SAFETY: `in_wait` is set only by the thread itself between
+            // `enter` and `leave`, both under this mutex, which we hold: the
+            // thread is alive and inside the blocking call, so the id is valid.
+            unsafe {
+                libc::pthread_kill(state.thread, WAKE_SIGNAL);
+            }
+        }
+        !self.finished.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether cancelled waits can be woken by a signal. Installs the handler on
+/// first use; false if the program already handles `SIGURG` itself.
+pub(crate) fn signals_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(install_handler)
+}
+
+extern "C" fn wake_handler(_signal: libc::c_int) {}
+
+fn install_handler() -> bool {
+    // SAFETY: sigaction with a zeroed struct is the documented way to query a
+    // disposition; we install a handler that does nothing (async-signal-safe)
+    // only over the default or ignored disposition, so no other handler is
+    // replaced.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(WAKE_SIGNAL, std::ptr::null(), &mut old) != 0 {
+            return false;
+        }
+        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+            tracing::debug!(
+                "SIGURG has a handler already; cancelled lock waits will poll instead of being woken"
+            );
+            return false;
+        }
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = wake_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut new.sa_mask);
+        // No SA_RESTART: the interrupted flock must return EINTR.
+        new.sa_flags = 0;
+        libc::sigaction(WAKE_SIGNAL, &new, std::ptr::null_mut()) == 0
+    }
+}
+
+/// The process's one watcher thread for cancelled waits.
+struct Watcher {
+    pending: Mutex<Vec<Arc<WaitControl>>>,
+    wake: Condvar,
+}
+
+fn watcher() -> &'static Watcher {
+    static WATCHER: OnceLock<&'static Watcher> = OnceLock::new();
+    WATCHER.get_or_init(|| {
+        let w: &'static Watcher = Box::leak(Box::new(Watcher {
+            pending: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+        }));
+        let spawned = std::thread::Builder::new()
+            .name("async-filelock-waker".into())
+            .spawn(move || w.run());
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the lock waker thread; a cancelled lock wait may end only when the lock is released");
+        }
+        w
+    })
+}
+
+impl Watcher {
+    fn watch(&self, ctl: Arc<WaitControl>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ctl);
+        self.wake.notify_one();
+    }
+
+    fn run(&self) {
+        loop {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            while pending.is_empty() {
+                pending = self.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
+            }
+            pending.retain(|ctl| ctl.poke());
+            drop(pending);
+            std::thread::sleep(RESEND_EVERY);
+        }
+    }
+}

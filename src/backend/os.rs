@@ -1,0 +1,334 @@
+//! The OS backend: `flock(2)` through fs4 on a separate lock file (law 1).
+//!
+//! This module is the only place that calls the OS lock functions
+//! (`clippy.toml` disallows them elsewhere).
+//!
+//! Platform semantics: `flock` locks belong to an open file description, so
+//! two descriptors in one process exclude each other like two processes do;
+//! the in-process table keeps this process to one descriptor per lock path.
+//! Locks vanish when the holder dies. On NFS, Linux emulates `flock` with
+//! byte-range locks (works across clients with NFSv4); on filesystems without
+//! locking, `flock` fails with `ENOLCK`/`ENOTSUP`, reported as an I/O error
+//! naming the lock file (use the soft backend there).
+//!
+//! Lock file identity: after locking, the descriptor is checked to still be
+//! the file at the lock path (device and inode). A holder may remove the lock
+//! file on release while others wait on the old inode; they see the mismatch
+//! and retry on the new file, so exclusion holds across removal. (Python's
+//! filelock removed on release without this check and had to revert it.)
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt as _, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fs4::TryLockError;
+
+use super::interrupt::{WaitControl, signals_available};
+use super::{Backend, HeldLock, LockRequest};
+use crate::{LockError, LockMode, naming};
+
+/// How many times one attempt follows a lock file that was replaced under it
+/// before giving up as "busy" (try) or going round again (wait).
+const IDENTITY_RETRIES: usize = 16;
+
+/// The OS lock backend.
+#[derive(Debug, Default)]
+pub(crate) struct OsBackend;
+
+#[async_trait]
+impl Backend for OsBackend {
+    fn try_lock(&self, req: &LockRequest) -> Result<Option<Box<dyn HeldLock>>, LockError> {
+        for _ in 0..IDENTITY_RETRIES {
+            let file = open_lock_file(req)?;
+            match try_flock(&file, req.mode) {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => return Err(LockError::io("lock", &*req.lock_path, e)),
+            }
+            if let Some(held) = confirm(file, req)? {
+                return Ok(Some(Box::new(held)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn lock(&self, req: &LockRequest) -> Result<Box<dyn HeldLock>, LockError> {
+        let ctl = WaitControl::new();
+        let cancel_on_drop = CancelOnDrop(Some(Arc::clone(&ctl)));
+        let owned = req.clone();
+        let waited = tokio::task::spawn_blocking(move || blocking_lock(&owned, &ctl)).await;
+        cancel_on_drop.disarm();
+        match waited {
+            Ok(Ok(Some(held))) => Ok(Box::new(held)),
+            // Only a cancelled wait returns None, and only our drop cancels.
+            Ok(Ok(None)) => Err(LockError::io(
+                "wait for lock",
+                &*req.lock_path,
+                io::Error::new(io::ErrorKind::Interrupted, "lock wait cancelled"),
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(join) => Err(LockError::io(
+                "wait for lock",
+                &*req.lock_path,
+                io::Error::other(join.to_string()),
+            )),
+        }
+    }
+
+    fn holder(&self, lock_path: &Path) -> Option<u32> {
+        super::proc_locks::holder_of(lock_path)
+    }
+}
+
+/// Cancels the blocking wait if the future awaiting it is dropped.
+struct CancelOnDrop(Option<Arc<WaitControl>>);
+
+impl CancelOnDrop {
+    /// The wait ended on its own: nothing to cancel.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(ctl) = self.0.take() {
+            ctl.cancel();
+        }
+    }
+}
+
+/// Blocking waits in progress in this process, now and at the most.
+static WAITS_NOW: AtomicU64 = AtomicU64::new(0);
+static WAITS_PEAK: AtomicU64 = AtomicU64::new(0);
+
+/// `(now, peak)` of blocking-pool threads waiting for an OS lock.
+pub(crate) fn blocking_waits() -> (u64, u64) {
+    (
+        WAITS_NOW.load(Ordering::SeqCst),
+        WAITS_PEAK.load(Ordering::SeqCst),
+    )
+}
+
+struct WaitGauge;
+
+impl WaitGauge {
+    fn enter() -> Self {
+        let now = WAITS_NOW.fetch_add(1, Ordering::SeqCst) + 1;
+        WAITS_PEAK.fetch_max(now, Ordering::SeqCst);
+        WaitGauge
+    }
+}
+
+impl Drop for WaitGauge {
+    fn drop(&mut self) {
+        WAITS_NOW.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs on the blocking pool: open, wait, confirm identity, until locked or
+/// cancelled (`Ok(None)`).
+fn blocking_lock(req: &LockRequest, ctl: &WaitControl) -> Result<Option<OsHeld>, LockError> {
+    let _gauge = WaitGauge::enter();
+    let result = loop {
+        let file = open_lock_file(req)?;
+        let locked = if signals_available() {
+            wait_interruptible(&file, req.mode, ctl)
+        } else {
+            wait_polling(&file, req.mode, ctl)
+        };
+        match locked {
+            Ok(true) if ctl.is_cancelled() => break Ok(None),
+            Ok(true) => {
+                if let Some(held) = confirm(file, req)? {
+                    break Ok(Some(held));
+                }
+            }
+            Ok(false) => break Ok(None),
+            Err(e) => break Err(LockError::io("lock", &*req.lock_path, e)),
+        }
+    };
+    ctl.finish();
+    result
+}
+
+/// A real blocking `flock`, woken by a signal when cancelled. `Ok(false)` when
+/// cancelled before the lock was granted.
+fn wait_interruptible(file: &File, mode: LockMode, ctl: &WaitControl) -> io::Result<bool> {
+    loop {
+        if !ctl.enter() {
+            return Ok(false);
+        }
+        let locked = match mode {
+            LockMode::Exclusive => fs4::FileExt::lock(file),
+            LockMode::Shared => fs4::FileExt::lock_shared(file),
+        };
+        ctl.leave();
+        match locked {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Fallback when no wake signal can be installed: non-blocking tries with
+/// backoff from 1 ms to 50 ms, checking for cancellation in between.
+fn wait_polling(file: &File, mode: LockMode, ctl: &WaitControl) -> io::Result<bool> {
+    let mut delay = Duration::from_millis(1);
+    loop {
+        if ctl.is_cancelled() {
+            return Ok(false);
+        }
+        match try_flock(file, mode) {
+            Ok(()) => return Ok(true),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn try_flock(file: &File, mode: LockMode) -> Result<(), TryLockError> {
+    match mode {
+        LockMode::Exclusive => fs4::FileExt::try_lock(file),
+        LockMode::Shared => fs4::FileExt::try_lock_shared(file),
+    }
+}
+
+/// Opens (creating) the lock file, never through a symlink, creating the
+/// lock directory with `dir_mode` if it is missing.
+fn open_lock_file(req: &LockRequest) -> Result<File, LockError> {
+    let path = &*req.lock_path;
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(req.file_mode)
+            // O_NOFOLLOW: law 10. O_NONBLOCK: a FIFO planted at the lock path
+            // must not hang the open; it is refused just below.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+    };
+    let file = match open() {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(req.dir_mode)
+                .create(dir)
+                .map_err(|e| dir_error(dir, e))?;
+            open().map_err(|e| open_error(path, e))?
+        }
+        Err(e) => return Err(open_error(path, e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| LockError::io("inspect lock file", path, e))?;
+    if !meta.is_file() {
+        return Err(LockError::UnsafeLockFile {
+            path: path.to_path_buf(),
+            reason: "it is not a regular file; remove it or choose another lock dir".into(),
+        });
+    }
+    Ok(file)
+}
+
+fn open_error(path: &Path, e: io::Error) -> LockError {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => LockError::UnsafeLockFile {
+            path: path.to_path_buf(),
+            reason: "it is a symlink, and lock files are never followed through symlinks; remove it".into(),
+        },
+        Some(libc::EISDIR) | Some(libc::ENXIO) => LockError::UnsafeLockFile {
+            path: path.to_path_buf(),
+            reason: "it is not a regular file; remove it or choose another lock dir".into(),
+        },
+        Some(libc::ENOTDIR) => dir_error(path.parent().unwrap_or(path), e),
+        _ => LockError::io("open lock file", path, e),
+    }
+}
+
+fn dir_error(dir: &Path, e: io::Error) -> LockError {
+    match e.raw_os_error() {
+        Some(libc::EEXIST) | Some(libc::ENOTDIR) => LockError::Config {
+            key: format!("lock dir {}", dir.display()),
+            reason: "a path component is a file, not a directory; choose another lock dir".into(),
+        },
+        _ => LockError::io("create lock dir", dir, e),
+    }
+}
+
+/// After locking: keeps the lock if the descriptor is still the file at the
+/// lock path, records the target in a new lock file, and returns it; `None`
+/// (lock dropped) if the file was removed or replaced meanwhile.
+fn confirm(file: File, req: &LockRequest) -> Result<Option<OsHeld>, LockError> {
+    let path = &*req.lock_path;
+    let mine = file
+        .metadata()
+        .map_err(|e| LockError::io("inspect lock file", path, e))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(now) if now.dev() == mine.dev() && now.ino() == mine.ino() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LockError::io("inspect lock file", path, e)),
+    }
+    if mine.len() == 0 {
+        let mut record = naming::path_bytes(&req.target).to_vec();
+        record.push(b'\n');
+        // Shared holders may both write: the bytes are the same.
+        file.write_all_at(&record, 0)
+            .map_err(|e| LockError::io("record target in lock file", path, e))?;
+    }
+    Ok(Some(OsHeld {
+        file,
+        lock_path: Arc::clone(&req.lock_path),
+        mode: req.mode,
+    }))
+}
+
+/// A granted OS lock. Dropping it closes the descriptor, which releases.
+#[derive(Debug)]
+struct OsHeld {
+    file: File,
+    lock_path: Arc<Path>,
+    mode: LockMode,
+}
+
+impl HeldLock for OsHeld {
+    fn release(self: Box<Self>, remove_file: bool) -> Result<(), LockError> {
+        if !remove_file {
+            return Ok(());
+        }
+        // A shared holder may remove only if no one else holds the file: try
+        // to convert to exclusive without waiting. (The conversion is not
+        // atomic on Linux, which is fine: we are letting go either way.)
+        if self.mode == LockMode::Shared && try_flock(&self.file, LockMode::Exclusive).is_err() {
+            return Ok(());
+        }
+        let path = &*self.lock_path;
+        let mine = self
+            .file
+            .metadata()
+            .map_err(|e| LockError::io("inspect lock file", path, e))?;
+        match std::fs::symlink_metadata(path) {
+            Ok(now) if now.dev() == mine.dev() && now.ino() == mine.ino() => {
+                match std::fs::remove_file(path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(LockError::io("remove lock file", path, e)),
+                }
+            }
+            // Someone removed or replaced it: not ours to remove.
+            _ => Ok(()),
+        }
+    }
+}

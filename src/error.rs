@@ -1,0 +1,150 @@
+//! [`LockError`]: one error type for every operation of the crate. Each variant
+//! names the path involved so that a log line alone tells an operator where to
+//! look.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Category;
+
+/// Everything that can go wrong while taking, holding or releasing a lock.
+///
+/// Every variant names the path it concerns and reads as a complete log line:
+///
+/// ```
+/// use async_filelock::{Category, LockError};
+/// use std::time::Duration;
+/// let err = LockError::Timeout {
+///     category: Category::Manifest,
+///     target: "/run/manifest.jsonl".into(),
+///     lock_path: "/run/.locks/manifest.0123.lock".into(),
+///     waited: Duration::from_millis(1500),
+///     holder: Some(4242),
+/// };
+/// assert!(err.is_timeout());
+/// let line = err.to_string();
+/// assert!(line.contains("/run/manifest.jsonl") && line.contains("pid 4242"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// The lock was not granted before the timeout.
+    #[error(
+        "timed out after {waited:.3?} waiting for the {category} lock on {} (lock file {}){}",
+        .target.display(),
+        .lock_path.display(),
+        holder_suffix(*.holder)
+    )]
+    Timeout {
+        /// The category of the lock.
+        category: Category,
+        /// The file the lock guards.
+        target: PathBuf,
+        /// The lock file.
+        lock_path: PathBuf,
+        /// How long the caller waited.
+        waited: Duration,
+        /// The process that held the lock when the wait ended, where the OS
+        /// tells (Linux: `/proc/locks`).
+        holder: Option<u32>,
+    },
+
+    /// An I/O operation failed.
+    #[error("{op} {}: {source}", .path.display())]
+    Io {
+        /// What was being done, such as "open lock file".
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The target cannot be locked: empty, a directory, or otherwise unusable.
+    #[error("cannot lock {}: {reason}", .target.display())]
+    InvalidTarget {
+        /// The target as the caller gave it.
+        target: PathBuf,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+
+    /// The lock path exists but is not a plain file this crate may use: a
+    /// symlink (never followed, law 10), a directory, a FIFO.
+    #[error("refusing lock file {}: {reason}", .path.display())]
+    UnsafeLockFile {
+        /// The lock file path.
+        path: PathBuf,
+        /// What is wrong with it and what to do.
+        reason: String,
+    },
+
+    /// The calling task already holds this lock; waiting would never end.
+    #[error(
+        "this task already holds the {category} lock on {} (lock file {}); acquiring it again would deadlock",
+        .target.display(),
+        .lock_path.display()
+    )]
+    WouldDeadlock {
+        /// The category of the lock.
+        category: Category,
+        /// The file the lock guards.
+        target: PathBuf,
+        /// The lock file.
+        lock_path: PathBuf,
+    },
+
+    /// A configuration value (builder call or environment variable) is invalid.
+    #[error("invalid configuration {key}: {reason}")]
+    Config {
+        /// The setting, such as `ASYNC_FILELOCK_TIMEOUT_SQLITE`.
+        key: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+}
+
+fn holder_suffix(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) if pid == std::process::id() => format!(", held by this process (pid {pid})"),
+        Some(pid) => format!(", held by pid {pid}"),
+        None => String::new(),
+    }
+}
+
+impl LockError {
+    /// True for [`LockError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, LockError::Timeout { .. })
+    }
+
+    /// The path the error concerns: the target, the lock file, or the path of
+    /// the failed I/O operation. `None` only for configuration errors.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            LockError::Timeout { lock_path, .. } | LockError::WouldDeadlock { lock_path, .. } => {
+                Some(lock_path)
+            }
+            LockError::Io { path, .. } | LockError::UnsafeLockFile { path, .. } => Some(path),
+            LockError::InvalidTarget { target, .. } => Some(target),
+            LockError::Config { .. } => None,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        LockError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid_target(target: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        LockError::InvalidTarget {
+            target: target.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! [`LockGuard`]: proof that a lock is held; releasing it is dropping it.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
+
+use crate::backend::HeldLock;
+use crate::metrics::Recorder;
+use crate::table::EntryRef;
+use crate::{Category, LockError, LockMode};
+
+/// A held lock. Dropping it releases the lock; so does [`LockGuard::release`],
+/// which also reports errors.
+///
+/// Dropping never blocks beyond closing a descriptor: when the lock file is to
+/// be removed on release (the default for artifacts), the removal is handed to
+/// tokio's blocking pool and the lock is released right after it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// use async_filelock::{Category, LockMode, Locks};
+/// let dir = tempfile::tempdir().unwrap();
+/// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+/// let guard = locks.lock(Category::Manifest, dir.path().join("manifest.jsonl")).await?;
+/// assert_eq!(guard.category(), Category::Manifest);
+/// assert_eq!(guard.mode(), LockMode::Exclusive);
+/// assert!(guard.lock_path().starts_with(dir.path().join("locks")));
+/// assert!(guard.target().ends_with("manifest.jsonl"));
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "if unused the lock is released at once"]
+pub struct LockGuard {
+    inner: Option<Inner>,
+}
+
+/// What the guard holds, in the order it must be let go: the OS lock first,
+/// then this process's queue, so the next local waiter finds the OS lock free.
+pub(crate) enum Hold {
+    Exclusive {
+        os: Box<dyn HeldLock>,
+        queue: OwnedRwLockWriteGuard<()>,
+    },
+    Shared {
+        os: Arc<SharedHeld>,
+        queue: OwnedRwLockReadGuard<()>,
+    },
+}
+
+/// Everything a guard knows about its lock.
+pub(crate) struct GuardParts {
+    pub hold: Hold,
+    pub entry: EntryRef,
+    pub owner: Option<tokio::task::Id>,
+    pub category: Category,
+    pub target: Arc<Path>,
+    pub lock_path: Arc<Path>,
+    pub waited: Duration,
+    pub remove_on_release: bool,
+    pub budget: Option<Duration>,
+    pub recorder: Arc<Recorder>,
+}
+
+struct Inner {
+    parts: GuardParts,
+    acquired: Instant,
+}
+
+/// The one OS shared lock that all shared holders of a lock path in this
+/// process use. The last holder to let go releases it.
+#[derive(Debug)]
+pub(crate) struct SharedHeld {
+    os: Mutex<Option<Box<dyn HeldLock>>>,
+    remove_on_release: bool,
+    lock_path: Arc<Path>,
+}
+
+impl SharedHeld {
+    pub fn new(os: Box<dyn HeldLock>, remove_on_release: bool, lock_path: Arc<Path>) -> Self {
+        SharedHeld {
+            os: Mutex::new(Some(os)),
+            remove_on_release,
+            lock_path,
+        }
+    }
+}
+
+impl Drop for SharedHeld {
+    fn drop(&mut self) {
+        // Reached only from `Inner::release`, which runs on the blocking pool
+        // whenever `remove_on_release` may make this block.
+        let os = self.os.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(os) = os {
+            if let Err(e) = os.release(self.remove_on_release) {
+                tracing::warn!(lock_path = %self.lock_path.display(), error = %e, "releasing shared lock");
+            }
+        }
+    }
+}
+
+impl LockGuard {
+    pub(crate) fn new(parts: GuardParts) -> Self {
+        if let Some(id) = parts.owner {
+            parts.entry.add_owner(id);
+        }
+        LockGuard {
+            inner: Some(Inner {
+                parts,
+                acquired: Instant::now(),
+            }),
+        }
+    }
+
+    fn parts(&self) -> &GuardParts {
+        // `inner` is None only inside `release` and `drop`, which consume.
+        &self
+            .inner
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("guard used after release"))
+            .parts
+    }
+
+    /// The category of the lock.
+    pub fn category(&self) -> Category {
+        self.parts().category
+    }
+
+    /// Shared or exclusive.
+    pub fn mode(&self) -> LockMode {
+        match self.parts().hold {
+            Hold::Exclusive { .. } => LockMode::Exclusive,
+            Hold::Shared { .. } => LockMode::Shared,
+        }
+    }
+
+    /// The lock file.
+    pub fn lock_path(&self) -> &Path {
+        &self.parts().lock_path
+    }
+
+    /// The file the lock guards, absolute and normalised.
+    pub fn target(&self) -> &Path {
+        &self.parts().target
+    }
+
+    /// How long the acquisition waited before the lock was granted.
+    pub fn waited(&self) -> Duration {
+        self.parts().waited
+    }
+
+    /// How long the lock has been held so far.
+    pub fn held_for(&self) -> Duration {
+        self.inner
+            .as_ref()
+            .map_or(Duration::ZERO, |i| i.acquired.elapsed())
+    }
+
+    /// Releases the lock now and reports any error (for example, failing to
+    /// remove the lock file). The lock is released even when this errs.
+    ///
+    /// # Cancel safety
+    ///
+    /// If this future is dropped before it completes, the release still
+    /// happens, on the blocking pool.
+    pub async fn release(mut self) -> Result<(), LockError> {
+        let Some(inner) = self.inner.take() else {
+            return Ok(());
+        };
+        if !inner.parts.remove_on_release {
+            return inner.release();
+        }
+        let lock_path = inner.parts.lock_path.to_path_buf();
+        tokio::task::spawn_blocking(move || inner.release())
+            .await
+            .map_err(|e| LockError::io("release lock", lock_path, std::io::Error::other(e.to_string())))?
+    }
+}
+
+impl Inner {
+    /// Lets go of everything; blocks only if the lock file is to be removed.
+    fn release(self) -> Result<(), LockError> {
+        let Inner { parts, acquired } = self;
+        let held = acquired.elapsed();
+        let over = parts.budget.is_some_and(|b| held > b);
+        if over {
+            tracing::warn!(
+                category = parts.category.name(),
+                lock_path = %parts.lock_path.display(),
+                hold_ms = held.as_millis() as u64,
+                budget_ms = parts.budget.map_or(0, |b| b.as_millis() as u64),
+                "lock held longer than its budget"
+            );
+        }
+        let result = match parts.hold {
+            Hold::Exclusive { os, queue } => {
+                let r = os.release(parts.remove_on_release);
+                drop(queue);
+                r
+            }
+            Hold::Shared { os, queue } => {
+                drop(os);
+                drop(queue);
+                Ok(())
+            }
+        };
+        if let Some(id) = parts.owner {
+            parts.entry.remove_owner(id);
+        }
+        drop(parts.entry);
+        parts.recorder.released(parts.category, held, over);
+        tracing::debug!(
+            category = parts.category.name(),
+            lock_path = %parts.lock_path.display(),
+            hold_ms = held.as_secs_f64() * 1e3,
+            "released"
+        );
+        result
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        let lock_path = Arc::clone(&inner.parts.lock_path);
+        let log = move |r: Result<(), LockError>| {
+            if let Err(e) = r {
+                tracing::warn!(lock_path = %lock_path.display(), error = %e, "releasing lock");
+            }
+        };
+        if inner.parts.remove_on_release {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn_blocking(move || log(inner.release()));
+                return;
+            }
+        }
+        log(inner.release());
+    }
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Some(inner) => f
+                .debug_struct("LockGuard")
+                .field("category", &inner.parts.category)
+                .field("mode", &self.mode())
+                .field("target", &inner.parts.target)
+                .field("lock_path", &inner.parts.lock_path)
+                .field("waited", &inner.parts.waited)
+                .field("held_for", &inner.acquired.elapsed())
+                .finish(),
+            None => f.write_str("LockGuard(released)"),
+        }
+    }
+}

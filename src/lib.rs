@@ -1,0 +1,168 @@
+//! Async, cross-process file locks for tokio services.
+//!
+//! Services that download and record things run many tasks and many
+//! processes against the same files. `async-filelock` gives them OS-level
+//! locks that are awaited without blocking the runtime, queue fairly within a
+//! process, time out per category, and are cancellation safe.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+//! use async_filelock::manifest_lock;
+//! let dir = tempfile::tempdir().unwrap();
+//! let manifest = dir.path().join("manifest.jsonl");
+//! let guard = manifest_lock(&manifest).await?; // lock file in `.locks/` beside it
+//! // … append to the manifest while `guard` lives …
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//!
+//! * **Lock files, not data files** (law 1): each target has a lock file
+//!   `<lock dir>/<category>.<sha256 of the normalised target>.lock`, so every
+//!   spelling of one target meets on one lock. The file records the target.
+//! * **In-process queue** (law 5): all tasks of a process waiting for one lock
+//!   queue FIFO on a fair async lock; only the head talks to the OS, so a
+//!   thousand waiting tasks cost one blocking thread.
+//! * **Try inline, wait on the blocking pool** (law 3): an uncontended lock
+//!   is one non-blocking `flock` on the calling thread; a contended one is a
+//!   real blocking `flock` on tokio's blocking pool.
+//! * **Cancellation** (law 4): dropping any future of this crate at any await
+//!   point leaves no lock held. A cancelled blocking wait is woken by a
+//!   thread-directed `SIGURG` (see the `backend::interrupt` module docs) and
+//!   gives its thread back within milliseconds, instead of parking it until
+//!   some other process lets go.
+//! * **Removable lock files**: after locking, the descriptor is checked to be
+//!   the file still at the lock path, so lock files can be removed on release
+//!   (the default for artifacts) without two holders ending up on two inodes.
+//!
+//! # Platform
+//!
+//! Unix (Linux is what the test suite runs on). On filesystems without
+//! `flock` support the OS reports an error naming the lock file.
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs, missing_debug_implementations)]
+
+#[cfg(not(unix))]
+compile_error!("async-filelock supports Unix platforms only for now");
+
+mod acquire;
+mod backend;
+mod category;
+mod error;
+mod guard;
+mod locks;
+mod metrics;
+mod mode;
+mod naming;
+mod table;
+
+use std::path::Path;
+
+pub use category::{Category, ParseCategoryError};
+pub use error::LockError;
+pub use guard::LockGuard;
+pub use locks::{Acquire, BESIDE_TARGET_DIR, ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX, Locks, LocksBuilder};
+pub use metrics::{CategoryMetrics, Metrics, Percentiles};
+pub use mode::LockMode;
+
+/// Number of lock paths this process currently holds or waits for, across
+/// all handles. Entries leave the table when their last holder or waiter
+/// goes, so this returns to zero when the process is idle.
+///
+/// ```
+/// assert_eq!(async_filelock::paths_in_use(), 0);
+/// ```
+pub fn paths_in_use() -> usize {
+    table::len()
+}
+
+/// Exclusive artifact lock on `target` from the process-wide default
+/// [`Locks`] (see [`Locks::global`]), waiting up to the artifact timeout.
+///
+/// # Errors
+///
+/// As [`Locks::lock`], plus [`LockError::Config`] for an invalid environment.
+///
+/// # Cancel safety
+///
+/// Cancel safe, as [`Locks::lock`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let guard = async_filelock::artifact_lock(dir.path().join("paper.pdf")).await?;
+/// assert!(guard.lock_path().starts_with(dir.path().join(".locks")));
+/// # Ok(()) }
+/// ```
+pub async fn artifact_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockError> {
+    Locks::global()?.lock(Category::Artifact, target).await
+}
+
+/// Exclusive manifest lock on `target` from the default [`Locks`]; see
+/// [`artifact_lock`].
+///
+/// # Errors
+///
+/// As [`artifact_lock`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let _guard = async_filelock::manifest_lock(dir.path().join("manifest.jsonl")).await?;
+/// # Ok(()) }
+/// ```
+pub async fn manifest_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockError> {
+    Locks::global()?.lock(Category::Manifest, target).await
+}
+
+/// Exclusive telemetry lock on `target` from the default [`Locks`]; see
+/// [`artifact_lock`].
+///
+/// # Errors
+///
+/// As [`artifact_lock`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let _guard = async_filelock::telemetry_lock(dir.path().join("metrics.jsonl")).await?;
+/// # Ok(()) }
+/// ```
+pub async fn telemetry_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockError> {
+    Locks::global()?.lock(Category::Telemetry, target).await
+}
+
+/// Exclusive SQLite lock on `target` (the database file) from the default
+/// [`Locks`]; hold it for one transaction or batch. See [`artifact_lock`].
+///
+/// # Errors
+///
+/// As [`artifact_lock`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let _guard = async_filelock::sqlite_lock(dir.path().join("state.db")).await?;
+/// # Ok(()) }
+/// ```
+pub async fn sqlite_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockError> {
+    Locks::global()?.lock(Category::Sqlite, target).await
+}
+
+/// Exclusive summary lock on `target` from the default [`Locks`]; see
+/// [`artifact_lock`].
+///
+/// # Errors
+///
+/// As [`artifact_lock`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let _guard = async_filelock::summary_lock(dir.path().join("summary.json")).await?;
+/// # Ok(()) }
+/// ```
+pub async fn summary_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockError> {
+    Locks::global()?.lock(Category::Summary, target).await
+}

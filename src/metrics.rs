@@ -1,0 +1,182 @@
+//! Counters and percentiles per category (law 8), kept per [`crate::Locks`]
+//! handle, plus the process-wide count of blocking-pool threads waiting for an
+//! OS lock.
+//!
+//! Percentiles come from HDR histograms (the `hdrhistogram` crate) at two
+//! significant digits in microseconds: constant memory per category however
+//! many acquisitions are recorded.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::Category;
+
+/// A snapshot of a [`crate::Locks`] handle's metrics.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// use async_filelock::{Category, Locks};
+/// let dir = tempfile::tempdir().unwrap();
+/// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+/// let guard = locks.lock(Category::Summary, dir.path().join("summary.json")).await?;
+/// guard.release().await?;
+/// let m = locks.metrics();
+/// assert_eq!(m.category(Category::Summary).acquisitions, 1);
+/// assert_eq!(m.category(Category::Summary).releases, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    categories: [CategoryMetrics; 5],
+    /// Blocking-pool threads of this process waiting for an OS lock now
+    /// (all handles; at most one per contended lock path).
+    pub blocking_waits_now: u64,
+    /// The most such threads at any one time since the process started.
+    pub blocking_waits_peak: u64,
+}
+
+impl Metrics {
+    /// The metrics of one category.
+    pub fn category(&self, category: Category) -> &CategoryMetrics {
+        &self.categories[category.index()]
+    }
+
+    /// Every category's metrics, in lock order.
+    pub fn iter(&self) -> impl Iterator<Item = (Category, &CategoryMetrics)> {
+        Category::ALL.into_iter().zip(self.categories.iter())
+    }
+}
+
+/// Counts and percentiles of one category.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CategoryMetrics {
+    /// Locks granted.
+    pub acquisitions: u64,
+    /// Acquisitions that gave up at their timeout.
+    pub timeouts: u64,
+    /// Locks released (by drop or `release`).
+    pub releases: u64,
+    /// Holds that lasted longer than the category's hold budget.
+    pub over_budget: u64,
+    /// Time from asking to being granted.
+    pub wait: Percentiles,
+    /// Time from being granted to releasing.
+    pub hold: Percentiles,
+}
+
+/// Percentiles of a duration distribution (two significant digits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Duration,
+    /// 95th percentile.
+    pub p95: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Largest value recorded.
+    pub max: Duration,
+}
+
+#[derive(Debug)]
+struct CategoryRecorder {
+    acquisitions: u64,
+    timeouts: u64,
+    releases: u64,
+    over_budget: u64,
+    wait: Histogram<u64>,
+    hold: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // Construction fails only for more than five significant digits: a
+    // constant here, out of reach of input and the OS.
+    Histogram::new(2).expect("2 significant digits are within hdrhistogram's range")
+}
+
+impl CategoryRecorder {
+    fn new() -> Self {
+        CategoryRecorder {
+            acquisitions: 0,
+            timeouts: 0,
+            releases: 0,
+            over_budget: 0,
+            wait: histogram(),
+            hold: histogram(),
+        }
+    }
+}
+
+/// The recording side, shared by a handle and its guards.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    categories: [Mutex<CategoryRecorder>; 5],
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let at = |q: f64| Duration::from_micros(h.value_at_quantile(q));
+    Percentiles {
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+        max: Duration::from_micros(h.max()),
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Recorder {
+            categories: std::array::from_fn(|_| Mutex::new(CategoryRecorder::new())),
+        }
+    }
+
+    fn with<R>(&self, category: Category, f: impl FnOnce(&mut CategoryRecorder) -> R) -> R {
+        // Counters stay meaningful after a panic elsewhere: ignore poisoning.
+        let mut rec = self.categories[category.index()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        f(&mut rec)
+    }
+
+    pub fn acquired(&self, category: Category, waited: Duration) {
+        self.with(category, |r| {
+            r.acquisitions += 1;
+            r.wait.saturating_record(micros(waited));
+        });
+    }
+
+    pub fn timed_out(&self, category: Category) {
+        self.with(category, |r| r.timeouts += 1);
+    }
+
+    pub fn released(&self, category: Category, held: Duration, over_budget: bool) {
+        self.with(category, |r| {
+            r.releases += 1;
+            r.over_budget += u64::from(over_budget);
+            r.hold.saturating_record(micros(held));
+        });
+    }
+
+    pub fn snapshot(&self) -> Metrics {
+        let (now, peak) = crate::backend::os::blocking_waits();
+        Metrics {
+            categories: std::array::from_fn(|i| {
+                self.with(Category::ALL[i], |r| CategoryMetrics {
+                    acquisitions: r.acquisitions,
+                    timeouts: r.timeouts,
+                    releases: r.releases,
+                    over_budget: r.over_budget,
+                    wait: percentiles(&r.wait),
+                    hold: percentiles(&r.hold),
+                })
+            }),
+            blocking_waits_now: now,
+            blocking_waits_peak: peak,
+        }
+    }
+}

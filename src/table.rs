@@ -1,0 +1,116 @@
+//! The in-process table (law 5): one entry per lock path in use, shared by
+//! every [`crate::Locks`] handle of the process.
+//!
+//! Waiters queue on the entry's `tokio::sync::RwLock`, which is fair (FIFO)
+//! and cancel safe: a dropped waiter leaves the queue. Only the task at the
+//! head talks to the backend, so a thousand tasks waiting for one lock cost
+//! one blocking thread, not a thousand. Shared holders of one process share
+//! one OS shared lock through `shared`.
+//!
+//! Entries live only while someone holds or waits: the last [`EntryRef`] to
+//! go removes its entry, so touching a million distinct paths once leaves the
+//! table empty.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+
+use tokio::sync::RwLock;
+use tokio::task;
+
+use crate::guard::SharedHeld;
+
+/// State of one lock path in this process.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    lock_path: Arc<Path>,
+    /// FIFO queue of this process's waiters; its guard is held with the lock.
+    pub queue: Arc<RwLock<()>>,
+    /// The OS shared lock all shared holders in this process use, if any.
+    /// The async mutex makes concurrent shared waiters take it once.
+    pub shared: tokio::sync::Mutex<Weak<SharedHeld>>,
+    /// Tasks holding this lock, to refuse re-acquisition (self-deadlock).
+    owners: Mutex<Vec<task::Id>>,
+}
+
+impl Entry {
+    fn owners(&self) -> MutexGuard<'_, Vec<task::Id>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_held_by(&self, id: task::Id) -> bool {
+        self.owners().contains(&id)
+    }
+
+    pub fn add_owner(&self, id: task::Id) {
+        self.owners().push(id);
+    }
+
+    pub fn remove_owner(&self, id: task::Id) {
+        let mut owners = self.owners();
+        if let Some(i) = owners.iter().position(|o| *o == id) {
+            owners.swap_remove(i);
+        }
+    }
+}
+
+type Map = HashMap<Arc<Path>, Arc<Entry>>;
+
+static TABLE: LazyLock<Mutex<Map>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn map() -> MutexGuard<'static, Map> {
+    // Inserting and removing Arcs cannot leave the map half-changed.
+    TABLE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Number of lock paths currently in use in this process.
+pub(crate) fn len() -> usize {
+    map().len()
+}
+
+/// A counted reference to an entry. Created and dropped only under the table
+/// mutex, so the strong count tells exactly when an entry is unused.
+#[derive(Debug)]
+pub(crate) struct EntryRef {
+    entry: Option<Arc<Entry>>,
+}
+
+/// The entry for `lock_path`, created if absent.
+pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
+    let mut map = map();
+    let entry = map
+        .entry(Arc::clone(lock_path))
+        .or_insert_with(|| {
+            Arc::new(Entry {
+                lock_path: Arc::clone(lock_path),
+                queue: Arc::new(RwLock::new(())),
+                shared: tokio::sync::Mutex::new(Weak::new()),
+                owners: Mutex::new(Vec::new()),
+            })
+        })
+        .clone();
+    EntryRef { entry: Some(entry) }
+}
+
+impl std::ops::Deref for EntryRef {
+    type Target = Entry;
+
+    fn deref(&self) -> &Entry {
+        // Some from creation until drop.
+        self.entry.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for EntryRef {
+    fn drop(&mut self) {
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        let mut map = map();
+        // Ours plus the table's: nobody else holds or waits.
+        if Arc::strong_count(&entry) == 2 {
+            map.remove(&entry.lock_path);
+        }
+        drop(entry);
+    }
+}
