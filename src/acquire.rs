@@ -35,7 +35,7 @@ pub(crate) async fn acquire(
     let lock_path: Arc<Path> = policy.lock_path(category, &normal).into();
     let req = LockRequest {
         lock_path,
-        target: normal.path.into(),
+        target: normal.path,
         mode,
         file_mode: policy.file_mode,
         dir_mode: policy.dir_mode,

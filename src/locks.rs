@@ -66,11 +66,11 @@ impl Policy {
     }
 
     pub fn lock_path(&self, category: Category, target: &NormalTarget) -> PathBuf {
-        let dir = match &self.lock_dir {
-            LockDir::BesideTarget => target.parent().join(BESIDE_TARGET_DIR),
-            LockDir::Fixed(dir) => dir.clone(),
-        };
-        dir.join(naming::lock_file_name(category, target))
+        let name = naming::lock_file_name(category, target);
+        match &self.lock_dir {
+            LockDir::BesideTarget => target.parent().join(BESIDE_TARGET_DIR).join(name),
+            LockDir::Fixed(dir) => dir.join(name),
+        }
     }
 }
 

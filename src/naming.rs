@@ -7,11 +7,20 @@
 //! renames over it sees it. The normalised path is hashed with SHA-256 into a
 //! fixed-length file name, which avoids length and punctuation limits and
 //! keeps lock files out of data directories.
+//!
+//! Resolution costs several system calls (`realpath` walks the path), more
+//! than the lock itself, so results are cached per process for
+//! [`CACHE_TTL`]: a symlink in a target's path re-pointed while the process
+//! runs is seen within that time.
 
-use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io;
+// Fx: keys are local paths, where hash flooding is no threat and SipHash
+// was a visible share of an uncontended acquisition.
+use rustc_hash::FxHashMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -24,18 +33,68 @@ const HASH_HEX_LEN: usize = 32;
 /// A target after normalisation: its absolute path and its resolved parent.
 #[derive(Debug, Clone)]
 pub(crate) struct NormalTarget {
-    pub path: PathBuf,
+    pub path: Arc<Path>,
+    /// Hex SHA-256 prefix of `path`, computed once per resolution.
+    pub hash: Arc<str>,
 }
 
 impl NormalTarget {
+    pub fn new(path: PathBuf) -> Self {
+        let digest = Sha256::digest(path_bytes(&path));
+        let mut hash = String::with_capacity(HASH_HEX_LEN);
+        for byte in &digest[..HASH_HEX_LEN / 2] {
+            // Writing to a String cannot fail.
+            let _ = write!(hash, "{byte:02x}");
+        }
+        NormalTarget {
+            path: path.into(),
+            hash: hash.into(),
+        }
+    }
+
     pub fn parent(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("/"))
     }
 }
 
+/// How long a resolved target is reused without asking the filesystem again.
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Entries kept at most; past that, expired entries go, then all.
+const CACHE_MAX: usize = 8192;
+
+type Cache = FxHashMap<PathBuf, (NormalTarget, Instant)>;
+
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(FxHashMap::default()));
+
 /// Normalises `target`; see the module docs. Rejects empty paths, paths that
 /// end in `.` or `..`, and existing directories.
 pub(crate) fn normalize_target(target: &Path) -> Result<NormalTarget, LockError> {
+    if !target.is_absolute() {
+        return resolve_target(target);
+    }
+    let now = Instant::now();
+    {
+        let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((hit, at)) = cache.get(target) {
+            if now.duration_since(*at) < CACHE_TTL {
+                return Ok(hit.clone());
+            }
+        }
+    }
+    let resolved = resolve_target(target)?;
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= CACHE_MAX {
+        cache.retain(|_, (_, at)| now.duration_since(*at) < CACHE_TTL);
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+    }
+    cache.insert(target.to_path_buf(), (resolved.clone(), now));
+    Ok(resolved)
+}
+
+fn resolve_target(target: &Path) -> Result<NormalTarget, LockError> {
     if target.as_os_str().is_empty() {
         return Err(LockError::invalid_target(
             target,
@@ -66,64 +125,41 @@ pub(crate) fn normalize_target(target: &Path) -> Result<NormalTarget, LockError>
             target,
             "it is a directory; lock a file (for a directory of outputs, lock a marker file inside it)",
         )),
-        Ok(_) => Ok(NormalTarget { path }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(NormalTarget { path }),
+        Ok(_) => Ok(NormalTarget::new(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(NormalTarget::new(path)),
         Err(e) => Err(LockError::io("inspect lock target", target, e)),
     }
 }
 
 /// `realpath` of `dir`; for a directory that does not exist yet, `realpath`
-/// of its longest existing ancestor plus the rest normalised lexically.
+/// of its longest existing prefix plus the rest normalised lexically.
 fn resolve_dir(dir: &Path) -> io::Result<PathBuf> {
-    match std::fs::canonicalize(dir) {
-        Ok(p) => return Ok(p),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut missing: Vec<&OsStr> = Vec::new();
-    let mut ancestor = dir;
-    let base = loop {
-        match ancestor.parent() {
-            Some(up) => {
-                match ancestor.file_name() {
-                    Some(n) => missing.push(n),
-                    None => missing.push(ancestor.as_os_str()),
+    let parts: Vec<Component<'_>> = dir.components().collect();
+    for keep in (1..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..keep].iter().collect();
+        match std::fs::canonicalize(&prefix) {
+            Ok(mut resolved) => {
+                for part in &parts[keep..] {
+                    match part {
+                        Component::ParentDir => {
+                            resolved.pop();
+                        }
+                        Component::Normal(name) => resolved.push(name),
+                        Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+                    }
                 }
-                ancestor = up;
-                match std::fs::canonicalize(ancestor) {
-                    Ok(p) => break p,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                }
+                return Ok(resolved);
             }
-            None => break PathBuf::from("/"),
-        }
-    };
-    let mut out = base;
-    for part in missing.into_iter().rev() {
-        match Path::new(part).components().next() {
-            Some(Component::ParentDir) => {
-                out.pop();
-            }
-            Some(Component::CurDir) | None => {}
-            Some(_) => out.push(part),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Err(io::Error::new(io::ErrorKind::NotFound, "no existing ancestor"))
 }
 
 /// `<category>.<hash>.lock` for a normalised target.
 pub(crate) fn lock_file_name(category: Category, target: &NormalTarget) -> String {
-    let digest = Sha256::digest(path_bytes(&target.path));
-    let mut name = String::with_capacity(category.name().len() + HASH_HEX_LEN + 7);
-    name.push_str(category.name());
-    name.push('.');
-    for byte in &digest[..HASH_HEX_LEN / 2] {
-        // Writing to a String cannot fail.
-        let _ = write!(name, "{byte:02x}");
-    }
-    name.push_str(".lock");
-    name
+    [category.name(), ".", &target.hash, ".lock"].concat()
 }
 
 /// The raw bytes of a path: Unix paths are byte strings, so non-UTF-8 names
@@ -147,15 +183,11 @@ mod tests {
 
     #[test]
     fn lock_file_name_shape() {
-        let t = NormalTarget {
-            path: "/x/y".into(),
-        };
+        let t = NormalTarget::new("/x/y".into());
         let n = lock_file_name(Category::Sqlite, &t);
         assert!(n.starts_with("sqlite.") && n.ends_with(".lock"), "{n}");
         assert_eq!(n.len(), "sqlite.".len() + HASH_HEX_LEN + ".lock".len());
-        let other = NormalTarget {
-            path: "/x/z".into(),
-        };
+        let other = NormalTarget::new("/x/z".into());
         assert_ne!(n, lock_file_name(Category::Sqlite, &other));
         assert_ne!(n, lock_file_name(Category::Summary, &t));
     }

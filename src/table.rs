@@ -11,7 +11,9 @@
 //! go removes its entry, so touching a million distinct paths once leaves the
 //! table empty.
 
-use std::collections::HashMap;
+// Fx: keys are local paths, where hash flooding is no threat and SipHash
+// was a visible share of an uncontended acquisition.
+use rustc_hash::FxHashMap;
 use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
@@ -54,9 +56,9 @@ impl Entry {
     }
 }
 
-type Map = HashMap<Arc<Path>, Arc<Entry>>;
+type Map = FxHashMap<Arc<Path>, Arc<Entry>>;
 
-static TABLE: LazyLock<Mutex<Map>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+static TABLE: LazyLock<Mutex<Map>> = LazyLock::new(|| Mutex::new(FxHashMap::default()));
 
 fn map() -> MutexGuard<'static, Map> {
     // Inserting and removing Arcs cannot leave the map half-changed.
