@@ -1,0 +1,398 @@
+//! Exclusion, sharing, timeouts and cancellation across real processes.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use async_filelock::{Category, LockError, Locks, paths_in_use};
+use rand::RngExt;
+use support::{Worker, eventually, locks_in, spawn, threads_in_flock_wait};
+
+/// Entry point of the child processes these tests spawn; does nothing when
+/// run as an ordinary test.
+#[test]
+fn child_entry() {
+    support::child_entry();
+}
+
+fn arg(p: &std::path::Path) -> String {
+    p.to_str().expect("utf-8 temp path").to_owned()
+}
+
+fn appenders(n: usize, count: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifest.jsonl");
+    let mut workers: Vec<Worker> = (0..n)
+        .map(|i| {
+            spawn(
+                "append",
+                &[arg(dir.path()), arg(&file), count.to_string(), format!("w{i}")],
+            )
+        })
+        .collect();
+    for w in &mut workers {
+        w.wait_ready();
+    }
+    for w in workers {
+        w.finish();
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), n * count, "exact line count");
+    let mut seen = HashSet::new();
+    for line in lines {
+        let rest = line
+            .strip_prefix("{\"writer\":\"w")
+            .unwrap_or_else(|| panic!("torn line {line:?}"));
+        let (writer, seq) = rest
+            .split_once("\",\"seq\":")
+            .unwrap_or_else(|| panic!("torn line {line:?}"));
+        let seq = seq.strip_suffix('}').unwrap_or_else(|| panic!("torn line {line:?}"));
+        assert!(seen.insert((writer.to_owned(), seq.to_owned())), "duplicate {line}");
+    }
+}
+
+#[test]
+fn law1_exclusive_lock_serialises_appends_of_two_processes() {
+    appenders(2, 300);
+}
+
+#[test]
+fn law1_exclusive_lock_serialises_appends_of_four_processes() {
+    appenders(4, 200);
+}
+
+#[test]
+fn law1_exclusive_lock_serialises_appends_of_eight_processes() {
+    appenders(8, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_holders_in_other_processes_coexist_and_exclude_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("state.db");
+    let locks = locks_in(dir.path());
+    let mut readers: Vec<Worker> = (0..3)
+        .map(|_| spawn("hold", &[arg(dir.path()), "shared".into(), "sqlite".into(), arg(&target)]))
+        .collect();
+    for r in &mut readers {
+        r.wait_ready();
+    }
+    // Readers coexist with each other and with a reader here.
+    let mine = locks
+        .lock_shared(Category::Sqlite, &target)
+        .timeout(Duration::from_secs(5))
+        .await
+        .expect("shared beside shared");
+    drop(mine);
+    // A writer waits for all of them.
+    let err = locks
+        .lock(Category::Sqlite, &target)
+        .timeout(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    let writer = {
+        let locks = locks.clone();
+        let target = target.clone();
+        tokio::spawn(async move { locks.lock(Category::Sqlite, &target).wait_forever().await })
+    };
+    let last = readers.pop().unwrap();
+    for r in readers {
+        tokio::task::spawn_blocking(move || r.finish()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!writer.is_finished(), "writer must wait for the last reader");
+    tokio::task::spawn_blocking(move || last.finish()).await.unwrap();
+    let guard = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("writer granted after the readers left")
+        .unwrap()
+        .unwrap();
+
+    // The reverse: while we write, a reader in another process waits.
+    let mut reader = spawn("hold", &[arg(dir.path()), "shared".into(), "sqlite".into(), arg(&target)]);
+    let started = Instant::now();
+    let ready = tokio::task::spawn_blocking(move || {
+        reader.wait_ready();
+        reader
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ready.is_finished(), "reader must wait for the writer");
+    drop(guard);
+    let reader = ready.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    reader.finish();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn shared_and_exclusive_within_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("state.db");
+    let locks = locks_in(dir.path());
+    let a = locks.lock_shared(Category::Sqlite, &target).await.unwrap();
+    let b = tokio::spawn({
+        let (locks, target) = (locks.clone(), target.clone());
+        async move { locks.lock_shared(Category::Sqlite, &target).await }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(locks.try_lock(Category::Sqlite, &target).await.unwrap().is_none());
+    let writer = tokio::spawn({
+        let (locks, target) = (locks.clone(), target.clone());
+        async move { locks.lock(Category::Sqlite, &target).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!writer.is_finished());
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!writer.is_finished(), "one reader still holds");
+    drop(b);
+    let w = writer.await.unwrap().unwrap();
+    assert!(locks.try_lock_shared(Category::Sqlite, &target).await.unwrap().is_none());
+    drop(w);
+    assert!(locks.try_lock_shared(Category::Sqlite, &target).await.unwrap().is_some());
+}
+
+#[test]
+fn removing_lock_files_on_release_keeps_exclusion_under_contention() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("model.bin");
+    let per = 250;
+    let mut workers: Vec<Worker> = (0..4)
+        .map(|_| spawn("churn", &[arg(dir.path()), arg(&target), per.to_string()]))
+        .collect();
+    for w in &mut workers {
+        w.wait_ready();
+    }
+    for w in workers {
+        w.finish();
+    }
+    let n: usize = std::fs::read_to_string(dir.path().join("counter"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(n, 4 * per, "no lost update: exclusion held");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("locks")).unwrap().collect();
+    assert!(left.is_empty(), "lock files removed on release: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_zero_short_and_none_name_the_lock_and_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("summary.json");
+    let locks = locks_in(dir.path());
+    let lock_path = locks.lock_path(Category::Summary, &target).unwrap();
+    let mut holder = spawn("hold", &[arg(dir.path()), "exclusive".into(), "summary".into(), arg(&target)]);
+    let holder_pid = holder.pid();
+    holder.wait_ready();
+
+    // Zero: one try.
+    let started = Instant::now();
+    let err = locks
+        .acquire(Category::Summary, &target)
+        .timeout(Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Short.
+    let err2 = locks
+        .acquire(Category::Summary, &target)
+        .timeout(Duration::from_millis(150))
+        .await
+        .unwrap_err();
+    for err in [&err, &err2] {
+        match err {
+            LockError::Timeout {
+                lock_path: p,
+                holder,
+                category,
+                ..
+            } => {
+                assert_eq!(p, &lock_path);
+                assert_eq!(*holder, Some(holder_pid));
+                assert_eq!(*category, Category::Summary);
+            }
+            other => panic!("expected timeout, got {other}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains(&lock_path.display().to_string()), "{msg}");
+        assert!(msg.contains(&format!("pid {holder_pid}")), "{msg}");
+    }
+    match &err2 {
+        LockError::Timeout { waited, .. } => assert!(*waited >= Duration::from_millis(150)),
+        _ => unreachable!(),
+    }
+    assert_eq!(locks.metrics().category(Category::Summary).timeouts, 2);
+    // try_lock never waits.
+    assert!(locks.try_lock(Category::Summary, &target).await.unwrap().is_none());
+    // None: waits as long as it takes.
+    let waiter = {
+        let (locks, target) = (locks.clone(), target.clone());
+        tokio::spawn(async move { locks.acquire(Category::Summary, &target).wait_forever().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished());
+    holder.tell("release");
+    let guard = waiter.await.unwrap().unwrap();
+    assert!(guard.waited() >= Duration::from_millis(200));
+    tokio::task::spawn_blocking(move || holder.finish()).await.unwrap();
+}
+
+/// Law 4 and the thread budget: another process holds 300 locks, this one
+/// times out on each; shortly after, no blocking thread still waits.
+#[test]
+fn law4_timed_out_waits_give_their_threads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let targets: Vec<_> = (0..300).map(|i| dir.path().join(format!("paper-{i}.pdf"))).collect();
+    let mut args = vec![arg(dir.path()), "exclusive".into(), "artifact".into()];
+    args.extend(targets.iter().map(|t| arg(t)));
+    let mut holder = spawn("hold", &args);
+    holder.wait_ready();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let locks = locks_in(dir.path());
+    rt.block_on(async {
+        let tasks: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                let (locks, t) = (locks.clone(), t.clone());
+                tokio::spawn(async move {
+                    locks
+                        .acquire(Category::Artifact, &t)
+                        .timeout(Duration::from_millis(300))
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap_err().is_timeout());
+        }
+    });
+    let metrics = locks.metrics();
+    assert_eq!(metrics.category(Category::Artifact).timeouts, 300);
+    assert!(
+        eventually(Duration::from_secs(2), || locks.metrics().blocking_waits_now == 0),
+        "blocking waits left: {}",
+        locks.metrics().blocking_waits_now
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || threads_in_flock_wait() == 0),
+        "threads still in flock: {}",
+        threads_in_flock_wait()
+    );
+    // The runtime shuts down at once: no blocking task is left to wait for.
+    let started = Instant::now();
+    rt.shutdown_timeout(Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    holder.finish();
+}
+
+/// Law 4: thousands of acquire futures dropped at random moments (timeouts,
+/// `select!`, aborted tasks) while another process holds and releases.
+#[test]
+fn law4_cancellation_storm_leaves_nothing_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("manifest.jsonl");
+    let locks = locks_in(dir.path());
+    for flavor in ["current_thread", "multi_thread"] {
+        let rt = match flavor {
+            "current_thread" => tokio::runtime::Builder::new_current_thread(),
+            _ => tokio::runtime::Builder::new_multi_thread(),
+        }
+        .enable_all()
+        .build()
+        .unwrap();
+        rt.block_on(async {
+            for round in 0..4 {
+                let mut holder =
+                    spawn("hold", &[arg(dir.path()), "exclusive".into(), "manifest".into(), arg(&target)]);
+                holder.wait_ready();
+                let mut tasks = Vec::new();
+                for i in 0..750 {
+                    let (locks, target) = (locks.clone(), target.clone());
+                    let wait = Duration::from_micros(rand::rng().random_range(0..40_000));
+                    tasks.push(tokio::spawn(async move {
+                        let acquire = locks.lock(Category::Manifest, &target).wait_forever();
+                        match i % 3 {
+                            0 => {
+                                let _ = tokio::time::timeout(wait, acquire).await;
+                            }
+                            1 => {
+                                tokio::select! {
+                                    g = acquire => { drop(g); }
+                                    _ = tokio::time::sleep(wait) => {}
+                                }
+                            }
+                            _ => {
+                                let _ = acquire.await;
+                            }
+                        }
+                    }));
+                }
+                // Abort the third kind at random moments; release the holder
+                // midway through one round in two so grants race with drops.
+                for (i, t) in tasks.iter().enumerate() {
+                    if i % 3 == 2 {
+                        if i % 90 == 2 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        t.abort();
+                    }
+                    if i == 375 && round % 2 == 0 {
+                        holder.tell("release");
+                    }
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+                tokio::task::spawn_blocking(move || holder.finish()).await.unwrap();
+                // Free at once: a try succeeds with nobody left.
+                let g = locks.try_lock(Category::Manifest, &target).await.unwrap();
+                assert!(g.is_some(), "{flavor} round {round}: lock still held after the storm");
+            }
+        });
+        rt.shutdown_timeout(Duration::from_secs(5));
+        assert!(
+            eventually(Duration::from_secs(2), || locks.metrics().blocking_waits_now == 0),
+            "{flavor}: blocking waits left"
+        );
+        assert!(
+            eventually(Duration::from_secs(2), || threads_in_flock_wait() == 0),
+            "{flavor}: threads left in flock"
+        );
+    }
+    assert!(eventually(Duration::from_secs(2), || paths_in_use() == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn law4_runtime_shutdown_with_waiters_releases_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("summary.json");
+    let mut holder = spawn("hold", &[arg(dir.path()), "exclusive".into(), "summary".into(), arg(&target)]);
+    tokio::task::spawn_blocking(move || {
+        holder.wait_ready();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let locks = Locks::builder().lock_dir(dir.path().join("locks")).build().unwrap();
+        for _ in 0..50 {
+            let (locks, target) = (locks.clone(), target.clone());
+            rt.spawn(async move { locks.lock(Category::Summary, &target).wait_forever().await });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        // Shutdown drops the waiting futures and then waits for blocking
+        // tasks: it must not wait for the other process.
+        rt.shutdown_timeout(Duration::from_secs(3));
+        assert!(started.elapsed() < Duration::from_secs(3), "shutdown waited {:?}", started.elapsed());
+        holder.finish();
+        drop(dir);
+    })
+    .await
+    .unwrap();
+}

@@ -1,0 +1,265 @@
+//! Child processes for multi-process tests.
+//!
+//! A test binary re-runs itself as a child: `spawn(role, args)` starts
+//! `current_exe() child_entry --exact` with the role and its arguments in the
+//! environment, and the binary's `child_entry` test calls [`child_entry`],
+//! which runs the role and exits. Children talk to the parent with lines on
+//! stdout (`ready`, results) and take orders as lines on stdin.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use async_filelock::{Category, LockError, Locks};
+
+const ROLE_VAR: &str = "ASYNC_FILELOCK_TEST_ROLE";
+const ARGS_VAR: &str = "ASYNC_FILELOCK_TEST_ARGS";
+
+/// A running child process with its pipes.
+pub struct Worker {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// Starts this test binary again as a child running `role` with `args`.
+pub fn spawn(role: &str, args: &[String]) -> Worker {
+    let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_VAR, role)
+        .env(ARGS_VAR, args.join("\u{1f}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child");
+    let stdin = child.stdin.take();
+    let stdout = BufReader::new(child.stdout.take().expect("child stdout"));
+    Worker {
+        child,
+        stdin,
+        stdout,
+    }
+}
+
+impl Worker {
+    /// The next line the role printed with [`say`], skipping test-harness
+    /// noise. Panics if the child exits first.
+    pub fn read(&mut self) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).expect("read child stdout");
+            assert!(n > 0, "child exited before saying anything more");
+            if let Some(msg) = line.trim_end().strip_prefix("@@ ") {
+                return msg.to_owned();
+            }
+        }
+    }
+
+    /// Waits for the child to say `ready`.
+    pub fn wait_ready(&mut self) {
+        let msg = self.read();
+        assert_eq!(msg, "ready", "child said {msg:?}");
+    }
+
+    /// Sends one line to the child.
+    pub fn tell(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("child stdin open");
+        writeln!(stdin, "{line}").expect("write child stdin");
+        stdin.flush().expect("flush child stdin");
+    }
+
+    /// Closes stdin (children holding locks release and exit) and waits.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait child");
+        assert!(status.success(), "child failed: {status}");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Prints a message for the parent.
+pub fn say(msg: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "@@ {msg}");
+    let _ = out.flush();
+}
+
+/// Blocks until the parent sends a line (or closes stdin: `None`).
+pub fn hear() -> Option<String> {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim_end().to_owned()),
+    }
+}
+
+/// A `Locks` with its lock files in `dir/locks`.
+pub fn locks_in(dir: &Path) -> Locks {
+    Locks::builder()
+        .lock_dir(dir.join("locks"))
+        .build()
+        .expect("locks")
+}
+
+/// Runs the requested role and exits the process, if this process is a child.
+pub fn child_entry() {
+    let Ok(role) = std::env::var(ROLE_VAR) else {
+        return;
+    };
+    let raw = std::env::var(ARGS_VAR).unwrap_or_default();
+    let args: Vec<String> = raw.split('\u{1f}').map(str::to_owned).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result = rt.block_on(async {
+        match role.as_str() {
+            "append" => append(&args).await,
+            "hold" => hold(&args).await,
+            "churn" => churn(&args).await,
+            other => panic!("unknown role {other}"),
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("child {role} failed: {e}");
+        std::process::exit(1);
+    }
+    drop(rt);
+    std::process::exit(0);
+}
+
+fn category(s: &str) -> Category {
+    s.parse().expect("category")
+}
+
+/// `append DIR FILE COUNT ID`: COUNT times, take the exclusive manifest lock
+/// and append one line in two separate writes with a yield in between, so
+/// that without the lock lines would tear.
+async fn append(args: &[String]) -> Result<(), LockError> {
+    let dir = PathBuf::from(&args[0]);
+    let file = PathBuf::from(&args[1]);
+    let count: usize = args[2].parse().expect("count");
+    let id = &args[3];
+    let locks = locks_in(&dir);
+    say("ready");
+    for i in 0..count {
+        let guard = locks.lock(Category::Manifest, &file).await?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&file)
+            .expect("open data file");
+        f.write_all(format!("{{\"writer\":\"{id}\",").as_bytes())
+            .expect("write");
+        tokio::task::yield_now().await;
+        f.write_all(format!("\"seq\":{i}}}\n").as_bytes())
+            .expect("write");
+        drop(f);
+        guard.release().await?;
+    }
+    Ok(())
+}
+
+/// `hold DIR MODE CATEGORY TARGET...`: take MODE (`shared`/`exclusive`) locks
+/// on every target, say `ready`, and hold them until stdin says `release` or
+/// closes; then say `released` and exit.
+async fn hold(args: &[String]) -> Result<(), LockError> {
+    let dir = PathBuf::from(&args[0]);
+    let shared = args[1] == "shared";
+    let cat = category(&args[2]);
+    let locks = locks_in(&dir);
+    let mut guards = Vec::new();
+    for target in &args[3..] {
+        let acquire = locks.acquire(cat, target).wait_forever();
+        let acquire = if shared { acquire.shared() } else { acquire };
+        guards.push(acquire.await?);
+    }
+    say("ready");
+    let _ = tokio::task::spawn_blocking(hear).await;
+    drop(guards);
+    say("released");
+    Ok(())
+}
+
+/// `churn DIR TARGET COUNT`: COUNT times take the exclusive artifact lock
+/// (whose file is removed on every release), prove nobody else is inside by
+/// creating a marker with O_EXCL, bump a counter file read-modify-write,
+/// then remove the marker and release.
+async fn churn(args: &[String]) -> Result<(), LockError> {
+    let dir = PathBuf::from(&args[0]);
+    let target = PathBuf::from(&args[1]);
+    let count: usize = args[2].parse().expect("count");
+    let locks = Locks::builder()
+        .lock_dir(dir.join("locks"))
+        .remove_on_release(Category::Artifact, true)
+        .wait_forever(Category::Artifact)
+        .build()?;
+    let marker = dir.join("inside");
+    let counter = dir.join("counter");
+    say("ready");
+    for _ in 0..count {
+        let guard = locks.lock(Category::Artifact, &target).await?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .expect("marker already present: two holders at once");
+        let n: u64 = std::fs::read_to_string(&counter)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        std::thread::sleep(Duration::from_micros(50));
+        std::fs::write(&counter, format!("{}\n", n + 1)).expect("write counter");
+        std::fs::remove_file(&marker).expect("remove marker");
+        guard.release().await?;
+    }
+    Ok(())
+}
+
+/// Threads of this process blocked in the kernel's file-lock wait, counted
+/// from `/proc/self/task/*/wchan`: an independent check of how many blocking
+/// threads wait for OS locks.
+pub fn threads_in_flock_wait() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("wchan"))
+                .map(|w| w.contains("lock_inode_wait") || w.contains("flock"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Polls `cond` every 10 ms for up to `limit`; returns whether it held.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
