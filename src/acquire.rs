@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use crate::backend::{HeldLock, LockRequest};
 use crate::guard::{GuardParts, Hold, SharedHeld};
-use crate::table::{self, EntryRef};
+use crate::table::{self, EntryRef, Owner};
 use crate::{Category, LockError, LockGuard, LockMode, Locks, naming};
 
 /// How long an acquisition may wait.
@@ -59,8 +59,10 @@ async fn acquire_request(
     started: Instant,
 ) -> Result<Option<LockGuard>, LockError> {
     let entry = table::enter(&req.lock_path);
-    let owner = tokio::task::try_id();
-    if owner.is_some_and(|id| entry.is_held_by(id)) {
+    let owner = Owner::current();
+    // Only a wait can deadlock; a try by the holder just finds the lock busy.
+    let would_wait = !matches!(wait, Wait::Try | Wait::Until(Some(Duration::ZERO)));
+    if would_wait && entry.is_held_by(owner) {
         return Err(LockError::WouldDeadlock {
             category,
             target: req.target.to_path_buf(),

@@ -9,7 +9,7 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 
 use crate::backend::HeldLock;
 use crate::metrics::Recorder;
-use crate::table::EntryRef;
+use crate::table::{EntryRef, Owner};
 use crate::{Category, LockError, LockMode};
 
 /// A held lock. Dropping it releases the lock; so does [`LockGuard::release`],
@@ -54,7 +54,7 @@ pub(crate) enum Hold {
 pub(crate) struct GuardParts {
     pub hold: Hold,
     pub entry: EntryRef,
-    pub owner: Option<tokio::task::Id>,
+    pub owner: Owner,
     pub category: Category,
     pub target: Arc<Path>,
     pub lock_path: Arc<Path>,
@@ -103,9 +103,7 @@ impl Drop for SharedHeld {
 
 impl LockGuard {
     pub(crate) fn new(parts: GuardParts) -> Self {
-        if let Some(id) = parts.owner {
-            parts.entry.add_owner(id);
-        }
+        parts.entry.add_owner(parts.owner);
         LockGuard {
             inner: Some(Inner {
                 parts,
@@ -169,6 +167,7 @@ impl LockGuard {
         let Some(inner) = self.inner.take() else {
             return Ok(());
         };
+        inner.disown();
         if !inner.parts.remove_on_release {
             return inner.release();
         }
@@ -180,6 +179,13 @@ impl LockGuard {
 }
 
 impl Inner {
+    /// The holder has let go, even if the release itself finishes later on
+    /// the blocking pool: it may ask for the lock again at once and queue
+    /// behind that release, which is no deadlock.
+    fn disown(&self) {
+        self.parts.entry.remove_owner(self.parts.owner);
+    }
+
     /// Lets go of everything; blocks only if the lock file is to be removed.
     fn release(self) -> Result<(), LockError> {
         let Inner { parts, acquired } = self;
@@ -206,9 +212,6 @@ impl Inner {
                 Ok(())
             }
         };
-        if let Some(id) = parts.owner {
-            parts.entry.remove_owner(id);
-        }
         drop(parts.entry);
         parts.recorder.released(parts.category, held, over);
         tracing::debug!(
@@ -226,6 +229,7 @@ impl Drop for LockGuard {
         let Some(inner) = self.inner.take() else {
             return;
         };
+        inner.disown();
         let lock_path = Arc::clone(&inner.parts.lock_path);
         let log = move |r: Result<(), LockError>| {
             if let Err(e) = r {

@@ -2,10 +2,11 @@
 //! budgets), the backend and the metrics, and hands out guards.
 
 use std::ffi::OsString;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::acquire::{self, Wait};
@@ -177,6 +178,7 @@ impl Locks {
             target: target.as_ref().to_path_buf(),
             mode: LockMode::Exclusive,
             timeout: self.inner.policy.timeout(category),
+            running: None,
         }
     }
 
@@ -260,7 +262,12 @@ impl Locks {
 }
 
 /// One configured acquisition, from [`Locks::acquire`], [`Locks::lock`] or
-/// [`Locks::lock_shared`]. Await it for a [`LockGuard`].
+/// [`Locks::lock_shared`]: a future of a [`LockGuard`]. Configure it, then
+/// await it (or hand it to `select!`, `timeout`, `block_on`).
+///
+/// # Cancel safety
+///
+/// Cancel safe: see [`Locks::lock`].
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
@@ -281,13 +288,25 @@ impl Locks {
 /// # Ok(()) }
 /// ```
 #[must_use = "an acquisition does nothing until awaited"]
-#[derive(Debug)]
 pub struct Acquire {
     locks: Locks,
     category: Category,
     target: PathBuf,
     mode: LockMode,
     timeout: Option<Duration>,
+    running: Option<Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send>>>,
+}
+
+impl std::fmt::Debug for Acquire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acquire")
+            .field("category", &self.category)
+            .field("target", &self.target)
+            .field("mode", &self.mode)
+            .field("timeout", &self.timeout)
+            .field("started", &self.running.is_some())
+            .finish()
+    }
 }
 
 impl Acquire {
@@ -321,23 +340,30 @@ impl Acquire {
     }
 }
 
-impl IntoFuture for Acquire {
+impl Future for Acquire {
     type Output = Result<LockGuard, LockError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let wait = Wait::Until(self.timeout);
-            match acquire::acquire(&self.locks, self.category, &self.target, self.mode, wait).await? {
-                Some(guard) => Ok(guard),
-                // `Wait::Until` reports a busy lock as a timeout, never None.
-                None => Err(LockError::io(
-                    "acquire lock for",
-                    self.target,
-                    std::io::Error::other("lock not granted"),
-                )),
-            }
-        })
+    /// The first poll starts the acquisition; configuration methods consume
+    /// the `Acquire`, so they cannot run after it.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let running = this.running.get_or_insert_with(|| {
+            let (locks, category, target, mode) =
+                (this.locks.clone(), this.category, this.target.clone(), this.mode);
+            let wait = Wait::Until(this.timeout);
+            Box::pin(async move {
+                match acquire::acquire(&locks, category, &target, mode, wait).await? {
+                    Some(guard) => Ok(guard),
+                    // `Wait::Until` reports a busy lock as a timeout, never None.
+                    None => Err(LockError::io(
+                        "acquire lock for",
+                        target,
+                        std::io::Error::other("lock not granted"),
+                    )),
+                }
+            })
+        });
+        running.as_mut().poll(cx)
     }
 }
 

@@ -90,9 +90,10 @@ struct CategoryRecorder {
 }
 
 fn histogram() -> Histogram<u64> {
-    // Construction fails only for more than five significant digits: a
-    // constant here, out of reach of input and the OS.
-    Histogram::new(2).expect("2 significant digits are within hdrhistogram's range")
+    // 1 µs to a week, two significant digits; longer values saturate at the
+    // top. Construction fails only for bounds or digits out of range:
+    // constants here, out of reach of input and the OS.
+    Histogram::new_with_bounds(1, 7 * 24 * 3600 * 1_000_000, 2).expect("valid histogram bounds")
 }
 
 impl CategoryRecorder {

@@ -31,27 +31,46 @@ pub(crate) struct Entry {
     /// The OS shared lock all shared holders in this process use, if any.
     /// The async mutex makes concurrent shared waiters take it once.
     pub shared: tokio::sync::Mutex<Weak<SharedHeld>>,
-    /// Tasks holding this lock, to refuse re-acquisition (self-deadlock).
-    owners: Mutex<Vec<task::Id>>,
+    /// Who holds this lock, to refuse re-acquisition (self-deadlock).
+    owners: Mutex<Vec<Owner>>,
 }
 
 impl Entry {
-    fn owners(&self) -> MutexGuard<'_, Vec<task::Id>> {
+    fn owners(&self) -> MutexGuard<'_, Vec<Owner>> {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn is_held_by(&self, id: task::Id) -> bool {
+    pub fn is_held_by(&self, id: Owner) -> bool {
         self.owners().contains(&id)
     }
 
-    pub fn add_owner(&self, id: task::Id) {
+    pub fn add_owner(&self, id: Owner) {
         self.owners().push(id);
     }
 
-    pub fn remove_owner(&self, id: task::Id) {
+    pub fn remove_owner(&self, id: Owner) {
         let mut owners = self.owners();
         if let Some(i) = owners.iter().position(|o| *o == id) {
             owners.swap_remove(i);
+        }
+    }
+}
+
+/// Who is asking: the tokio task, or, for a future driven by `block_on`
+/// outside any task (the body of `#[tokio::test]`, `Runtime::block_on`), the
+/// thread, which such a future never leaves. A guard moved to another task
+/// still counts for the one that acquired it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Task(task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl Owner {
+    pub fn current() -> Owner {
+        match task::try_id() {
+            Some(id) => Owner::Task(id),
+            None => Owner::Thread(std::thread::current().id()),
         }
     }
 }
