@@ -1,81 +1,248 @@
 //! Speed claims of the lock engine as ratios to a baseline measured in the
-//! same run, on the same machine: `cargo bench --bench ratios`.
+//! same run, on the same machine: `cargo bench --bench ratios` (add
+//! `-- --quick` for a short run).
 //!
-//! Baseline: plain blocking `std::fs::File::lock` (open, lock, unlock, close)
-//! on a file in the same lock directory with a name of the same length as
-//! the crate's lock file, so both pay the same path walk and the ratio is the
-//! crate's own overhead. Rounds of baseline and crate alternate so that
-//! machine noise hits both.
+//! Baseline: plain blocking `std::fs::File::lock` (open, lock, unlock,
+//! close), on a file in the same lock directory with a name of the same
+//! length as the crate's lock file, so both pay the same path walk and the
+//! ratio is the crate's own overhead. Baseline and crate rounds alternate so
+//! that machine noise hits both; each ratio is of medians over the rounds.
+//!
+//! The cross-process runs start P copies of this binary (`--child`), which
+//! begin together on a "go", take the lock, append one line to a shared file,
+//! hold for H, release and think for T, and report their waits. The parent
+//! checks the shared file (exact line count, whole lines) before it reports.
+// The baseline is std's blocking lock, which the crate's clippy.toml keeps
+// out of everything but the OS backend.
+#![allow(clippy::disallowed_methods)]
 
 use std::fs::OpenOptions;
-use std::path::Path;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_filelock::{Category, Locks};
-
-const ROUNDS: usize = 7;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn baseline_op(path: &Path) {
-    let f = OpenOptions::new()
+fn baseline_path(dir: &Path) -> PathBuf {
+    dir.join("locks").join(format!("baseline.{}.lock", "0".repeat(32)))
+}
+
+fn open_baseline(path: &Path) -> std::fs::File {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .expect("open baseline lock file");
-    f.lock().expect("lock");
-    f.unlock().expect("unlock");
+        .expect("open baseline lock file")
 }
 
-fn uncontended(n: usize) {
+fn crate_locks(dir: &Path) -> Locks {
+    Locks::builder()
+        .lock_dir(dir.join("locks"))
+        .wait_forever(Category::Manifest)
+        .build()
+        .expect("locks")
+}
+
+fn uncontended(rounds: usize, n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("locks")).expect("lock dir");
-    let base_path = dir
-        .path()
-        .join("locks")
-        .join(format!("baseline.{}.lock", "0".repeat(32)));
+    let base_path = baseline_path(dir.path());
     let target = dir.path().join("manifest.jsonl");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .build()
-        .expect("locks");
-    let mut base = Vec::new();
-    let mut ours = Vec::new();
-    for _ in 0..ROUNDS {
+    let locks = crate_locks(dir.path());
+    let (mut base, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
         let t = Instant::now();
         for _ in 0..n {
-            baseline_op(&base_path);
+            let f = open_baseline(&base_path);
+            f.lock().expect("lock");
+            f.unlock().expect("unlock");
         }
         base.push(t.elapsed().as_secs_f64() / n as f64);
         let t = Instant::now();
         rt.block_on(async {
             for _ in 0..n {
-                let g = locks.lock(Category::Manifest, &target).await.expect("lock");
-                drop(g);
+                drop(locks.lock(Category::Manifest, &target).await.expect("lock"));
             }
         });
         ours.push(t.elapsed().as_secs_f64() / n as f64);
     }
     let (b, o) = (median(base), median(ours));
     println!(
-        "{{\"bench\":\"uncontended_exclusive\",\"baseline_ns\":{:.0},\"ours_ns\":{:.0},\"ratio\":{:.2},\"target\":\"<=1.5\"}}",
+        "{{\"bench\":\"uncontended_exclusive\",\"baseline_ns\":{:.0},\"ours_ns\":{:.0},\"ratio\":{:.2},\"target\":\"<= 1.5\"}}",
         b * 1e9,
         o * 1e9,
         o / b
     );
 }
 
+/// One child: `--child KIND DIR OPS HOLD_US THINK_US ID`.
+fn child(args: &[String]) {
+    let kind = args[0].as_str();
+    let dir = PathBuf::from(&args[1]);
+    let ops: usize = args[2].parse().expect("ops");
+    let hold = Duration::from_micros(args[3].parse().expect("hold"));
+    let think = Duration::from_micros(args[4].parse().expect("think"));
+    let id = &args[5];
+    let data = dir.join("data.jsonl");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).expect("go");
+    let mut waits = Vec::with_capacity(ops);
+    let mut append = |i: usize| {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&data)
+            .expect("open data");
+        f.write_all(format!("{{\"w\":\"{id}\",\"i\":{i}}}\n").as_bytes())
+            .expect("append");
+    };
+    match kind {
+        "baseline" => {
+            let path = baseline_path(&dir);
+            for i in 0..ops {
+                let t = Instant::now();
+                let f = open_baseline(&path);
+                f.lock().expect("lock");
+                waits.push(t.elapsed().as_micros() as u64);
+                append(i);
+                std::thread::sleep(hold);
+                f.unlock().expect("unlock");
+                drop(f);
+                std::thread::sleep(think);
+            }
+        }
+        _ => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let locks = crate_locks(&dir);
+            let target = dir.join("data.jsonl");
+            rt.block_on(async {
+                for i in 0..ops {
+                    let t = Instant::now();
+                    let g = locks.lock(Category::Manifest, &target).await.expect("lock");
+                    waits.push(t.elapsed().as_micros() as u64);
+                    append(i);
+                    // The same blocking sleep as the baseline: this measures
+                    // hand-over, not timer granularity.
+                    std::thread::sleep(hold);
+                    drop(g);
+                    std::thread::sleep(think);
+                }
+            });
+        }
+    }
+    let joined: Vec<String> = waits.iter().map(u64::to_string).collect();
+    println!("waits {}", joined.join(","));
+}
+
+struct RunResult {
+    ops_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+}
+
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize] as f64
+}
+
+fn run(kind: &str, procs: usize, ops: usize, hold_us: u64, think_us: u64) -> RunResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("locks")).expect("lock dir");
+    let exe = std::env::current_exe().expect("exe");
+    let mut children: Vec<_> = (0..procs)
+        .map(|i| {
+            Command::new(&exe)
+                .args(["--child", kind])
+                .arg(dir.path())
+                .args([ops.to_string(), hold_us.to_string(), think_us.to_string(), format!("p{i}")])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    for c in &mut children {
+        writeln!(c.stdin.as_mut().expect("stdin"), "go").expect("go");
+    }
+    let mut waits = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().expect("child");
+        assert!(out.status.success(), "child failed");
+        for line in BufReader::new(&out.stdout[..]).lines() {
+            let line = line.expect("line");
+            if let Some(list) = line.strip_prefix("waits ") {
+                waits.extend(list.split(',').map(|w| w.parse::<u64>().expect("wait")));
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(dir.path().join("data.jsonl")).expect("data");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), procs * ops, "{kind}: exact line count");
+    assert!(
+        lines.iter().all(|l| l.starts_with("{\"w\":\"p") && l.ends_with('}')),
+        "{kind}: torn line"
+    );
+    waits.sort_unstable();
+    RunResult {
+        ops_per_s: (procs * ops) as f64 / elapsed,
+        p50_us: percentile(&waits, 0.5),
+        p99_us: percentile(&waits, 0.99),
+        max_us: *waits.last().expect("waits") as f64,
+    }
+}
+
+fn contended(rounds: usize, procs: usize, ops: usize, hold_us: u64, think_us: u64) {
+    let (mut b_tp, mut o_tp, mut b_p99, mut o_p99) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        for kind in ["baseline", "crate"] {
+            let r = run(kind, procs, ops, hold_us, think_us);
+            println!(
+                "{{\"run\":\"{kind}\",\"procs\":{procs},\"hold_us\":{hold_us},\"think_us\":{think_us},\"ops_per_s\":{:.0},\"wait_p50_us\":{:.0},\"wait_p99_us\":{:.0},\"wait_max_us\":{:.0}}}",
+                r.ops_per_s, r.p50_us, r.p99_us, r.max_us
+            );
+            if kind == "baseline" {
+                b_tp.push(r.ops_per_s);
+                b_p99.push(r.p99_us);
+            } else {
+                o_tp.push(r.ops_per_s);
+                o_p99.push(r.p99_us);
+            }
+        }
+    }
+    let tp = median(o_tp) / median(b_tp);
+    let p99 = median(o_p99) / median(b_p99);
+    println!(
+        "{{\"bench\":\"contended_{procs}p_hold{hold_us}us_think{think_us}us\",\"throughput_ratio\":{tp:.2},\"p99_wait_ratio\":{p99:.2}}}"
+    );
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    uncontended(if quick { 2_000 } else { 20_000 });
-    let _ = Duration::ZERO;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        child(&args[i + 1..]);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let (rounds, scale) = if quick { (3, 1) } else { (5, 4) };
+    uncontended(rounds + 2, 5_000 * scale);
+    contended(rounds, 4, 100 * scale, 1000, 1000);
+    contended(rounds, 4, 1000 * scale, 0, 0);
 }

@@ -5,13 +5,20 @@ use async_filelock::{Category, LockError, Locks};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), LockError> {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let dir = std::env::temp_dir().join(format!("async-filelock-hot-loop-{}", std::process::id()));
     let locks = Locks::builder().lock_dir(dir.join("locks")).build()?;
     let target = dir.join("manifest.jsonl");
     let started = std::time::Instant::now();
     for _ in 0..n {
-        locks.lock(Category::Manifest, &target).await?.release().await?;
+        locks
+            .lock(Category::Manifest, &target)
+            .await?
+            .release()
+            .await?;
     }
     let per_op = started.elapsed() / n as u32;
     println!("{n} acquire+release: {per_op:?} each");

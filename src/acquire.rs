@@ -81,7 +81,9 @@ async fn acquire_request(
             match tokio::time::timeout_at((started + limit).into(), attempt).await {
                 Ok(Ok(Some(hold))) => Some(hold),
                 Ok(Err(e)) => return Err(e),
-                Ok(Ok(None)) | Err(_) => return Err(timed_out(locks, category, &req, started).await),
+                Ok(Ok(None)) | Err(_) => {
+                    return Err(timed_out(locks, category, &req, started).await);
+                }
             }
         }
     };
@@ -169,7 +171,12 @@ async fn take_backend(
     locks.backend().lock(req).await.map(Some)
 }
 
-async fn timed_out(locks: &Locks, category: Category, req: &LockRequest, started: Instant) -> LockError {
+async fn timed_out(
+    locks: &Locks,
+    category: Category,
+    req: &LockRequest,
+    started: Instant,
+) -> LockError {
     let waited = started.elapsed();
     locks.recorder().timed_out(category);
     let backend = Arc::clone(locks.backend());

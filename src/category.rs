@@ -85,7 +85,9 @@ impl fmt::Display for Category {
 
 /// The error of parsing a [`Category`] from a string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown lock category {0:?}: expected one of artifact, manifest, telemetry, sqlite, summary")]
+#[error(
+    "unknown lock category {0:?}: expected one of artifact, manifest, telemetry, sqlite, summary"
+)]
 pub struct ParseCategoryError(pub String);
 
 impl FromStr for Category {

@@ -93,10 +93,8 @@ impl Drop for SharedHeld {
         // Reached only from `Inner::release`, which runs on the blocking pool
         // whenever `remove_on_release` may make this block.
         let os = self.os.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(os) = os {
-            if let Err(e) = os.release(self.remove_on_release) {
-                tracing::warn!(lock_path = %self.lock_path.display(), error = %e, "releasing shared lock");
-            }
+        if let Some(Err(e)) = os.map(|os| os.release(self.remove_on_release)) {
+            tracing::warn!(lock_path = %self.lock_path.display(), error = %e, "releasing shared lock");
         }
     }
 }
@@ -174,7 +172,13 @@ impl LockGuard {
         let lock_path = inner.parts.lock_path.to_path_buf();
         tokio::task::spawn_blocking(move || inner.release())
             .await
-            .map_err(|e| LockError::io("release lock", lock_path, std::io::Error::other(e.to_string())))?
+            .map_err(|e| {
+                LockError::io(
+                    "release lock",
+                    lock_path,
+                    std::io::Error::other(e.to_string()),
+                )
+            })?
     }
 }
 
@@ -236,11 +240,11 @@ impl Drop for LockGuard {
                 tracing::warn!(lock_path = %lock_path.display(), error = %e, "releasing lock");
             }
         };
-        if inner.parts.remove_on_release {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn_blocking(move || log(inner.release()));
-                return;
-            }
+        if inner.parts.remove_on_release
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn_blocking(move || log(inner.release()));
+            return;
         }
         log(inner.release());
     }

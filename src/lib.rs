@@ -62,7 +62,9 @@ use std::path::Path;
 pub use category::{Category, ParseCategoryError};
 pub use error::LockError;
 pub use guard::LockGuard;
-pub use locks::{Acquire, BESIDE_TARGET_DIR, ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX, Locks, LocksBuilder};
+pub use locks::{
+    Acquire, BESIDE_TARGET_DIR, ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX, Locks, LocksBuilder,
+};
 pub use metrics::{CategoryMetrics, Metrics, Percentiles};
 pub use mode::LockMode;
 

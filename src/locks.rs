@@ -203,6 +203,10 @@ impl Locks {
     /// Waits for a shared lock on `target`: any number of shared holders, in
     /// this process and others, but no exclusive one. As [`Locks::lock`]
     /// otherwise.
+    ///
+    /// A task that already holds this lock, shared or exclusive, gets
+    /// [`LockError::WouldDeadlock`]: the queue is fair, so a writer queued
+    /// between its two requests would wait for it forever.
     pub fn lock_shared(&self, category: Category, target: impl AsRef<Path>) -> Acquire {
         self.acquire(category, target).shared()
     }
@@ -245,7 +249,11 @@ impl Locks {
     /// assert_eq!(a, b);
     /// # Ok::<(), async_filelock::LockError>(())
     /// ```
-    pub fn lock_path(&self, category: Category, target: impl AsRef<Path>) -> Result<PathBuf, LockError> {
+    pub fn lock_path(
+        &self,
+        category: Category,
+        target: impl AsRef<Path>,
+    ) -> Result<PathBuf, LockError> {
         let normal = naming::normalize_target(target.as_ref())?;
         Ok(self.inner.policy.lock_path(category, &normal))
     }
@@ -260,6 +268,9 @@ impl Locks {
         self.inner.recorder.snapshot()
     }
 }
+
+/// The started acquisition inside an [`Acquire`].
+type Running = Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send>>;
 
 /// One configured acquisition, from [`Locks::acquire`], [`Locks::lock`] or
 /// [`Locks::lock_shared`]: a future of a [`LockGuard`]. Configure it, then
@@ -277,12 +288,17 @@ impl Locks {
 /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
 /// let target = dir.path().join("state.db");
 /// let reader = locks.acquire(Category::Sqlite, &target).shared().await?;
-/// let second = locks.acquire(Category::Sqlite, &target).shared().await?;
-/// let err = locks
-///     .acquire(Category::Sqlite, &target)
-///     .timeout(Duration::from_millis(50))
-///     .await
-///     .unwrap_err();
+/// let second = tokio::spawn({
+///     let (locks, target) = (locks.clone(), target.clone());
+///     async move { locks.acquire(Category::Sqlite, &target).shared().await }
+/// })
+/// .await
+/// .unwrap()?;
+/// let writer = tokio::spawn({
+///     let (locks, target) = (locks.clone(), target.clone());
+///     async move { locks.acquire(Category::Sqlite, &target).timeout(Duration::from_millis(50)).await }
+/// });
+/// let err = writer.await.unwrap().unwrap_err();
 /// assert!(err.is_timeout());
 /// # drop((reader, second));
 /// # Ok(()) }
@@ -294,7 +310,7 @@ pub struct Acquire {
     target: PathBuf,
     mode: LockMode,
     timeout: Option<Duration>,
-    running: Option<Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send>>>,
+    running: Option<Running>,
 }
 
 impl std::fmt::Debug for Acquire {
@@ -336,7 +352,14 @@ impl Acquire {
 
     /// One attempt that never waits; `Ok(None)` when the lock is busy.
     pub async fn try_now(self) -> Result<Option<LockGuard>, LockError> {
-        acquire::acquire(&self.locks, self.category, &self.target, self.mode, Wait::Try).await
+        acquire::acquire(
+            &self.locks,
+            self.category,
+            &self.target,
+            self.mode,
+            Wait::Try,
+        )
+        .await
     }
 }
 
@@ -348,8 +371,12 @@ impl Future for Acquire {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let running = this.running.get_or_insert_with(|| {
-            let (locks, category, target, mode) =
-                (this.locks.clone(), this.category, this.target.clone(), this.mode);
+            let (locks, category, target, mode) = (
+                this.locks.clone(),
+                this.category,
+                this.target.clone(),
+                this.mode,
+            );
             let wait = Wait::Until(this.timeout);
             Box::pin(async move {
                 match acquire::acquire(&locks, category, &target, mode, wait).await? {
@@ -476,7 +503,10 @@ impl LocksBuilder {
     /// # Errors
     ///
     /// As [`LocksBuilder::env`].
-    pub fn env_from(mut self, lookup: impl Fn(&str) -> Option<OsString>) -> Result<Self, LockError> {
+    pub fn env_from(
+        mut self,
+        lookup: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, LockError> {
         if let Some(dir) = lookup(ENV_DIR) {
             if dir.is_empty() {
                 return Err(config(ENV_DIR, "is empty; unset it or give a directory"));
@@ -484,7 +514,10 @@ impl LocksBuilder {
             self.policy.lock_dir = LockDir::Fixed(dir.into());
         }
         for category in Category::ALL {
-            let key = format!("{ENV_TIMEOUT_PREFIX}{}", category.name().to_ascii_uppercase());
+            let key = format!(
+                "{ENV_TIMEOUT_PREFIX}{}",
+                category.name().to_ascii_uppercase()
+            );
             if let Some(value) = lookup(&key) {
                 self.policy.timeouts[category.index()] = parse_timeout(&key, &value)?;
             }
@@ -498,7 +531,12 @@ impl LocksBuilder {
                         &format!("the {other} backend is not part of this version; use os"),
                     ));
                 }
-                _ => return Err(config(ENV_BACKEND, &format!("{backend:?} is not one of os, soft, postgres"))),
+                _ => {
+                    return Err(config(
+                        ENV_BACKEND,
+                        &format!("{backend:?} is not one of os, soft, postgres"),
+                    ));
+                }
             }
         }
         Ok(self)
@@ -522,8 +560,10 @@ impl LocksBuilder {
                     .map_err(|e| LockError::io("read current directory for lock dir", dir, e))?
                     .join(dir)
             };
-            if let Ok(meta) = std::fs::metadata(&absolute) {
-                if !meta.is_dir() {
+            if let Ok(meta) = std::fs::metadata(&absolute)
+                && !meta.is_dir()
+            {
+                {
                     return Err(LockError::Config {
                         key: format!("lock dir {}", absolute.display()),
                         reason: "exists and is not a directory; choose another lock dir".into(),
@@ -551,7 +591,10 @@ fn config(key: &str, reason: &str) -> LockError {
 
 fn parse_timeout(key: &str, value: &std::ffi::OsStr) -> Result<Option<Duration>, LockError> {
     let text = value.to_str().map(str::trim).unwrap_or("");
-    if matches!(text.to_ascii_lowercase().as_str(), "inf" | "infinity" | "none") {
+    if matches!(
+        text.to_ascii_lowercase().as_str(),
+        "inf" | "infinity" | "none"
+    ) {
         return Ok(None);
     }
     text.parse::<f64>()
@@ -575,7 +618,10 @@ mod tests {
         let err = Locks::builder()
             .env_from(|k| (k == "ASYNC_FILELOCK_TIMEOUT_ARTIFACT").then(|| "-1".into()))
             .unwrap_err();
-        assert!(err.to_string().contains("ASYNC_FILELOCK_TIMEOUT_ARTIFACT"), "{err}");
+        assert!(
+            err.to_string().contains("ASYNC_FILELOCK_TIMEOUT_ARTIFACT"),
+            "{err}"
+        );
         let err = Locks::builder()
             .env_from(|k| (k == ENV_BACKEND).then(|| "carrier-pigeon".into()))
             .unwrap_err();

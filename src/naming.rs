@@ -76,10 +76,10 @@ pub(crate) fn normalize_target(target: &Path) -> Result<NormalTarget, LockError>
     let now = Instant::now();
     {
         let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((hit, at)) = cache.get(target) {
-            if now.duration_since(*at) < CACHE_TTL {
-                return Ok(hit.clone());
-            }
+        if let Some((hit, at)) = cache.get(target)
+            && now.duration_since(*at) < CACHE_TTL
+        {
+            return Ok(hit.clone());
         }
     }
     let resolved = resolve_target(target)?;
@@ -118,7 +118,8 @@ fn resolve_target(target: &Path) -> Result<NormalTarget, LockError> {
             .join(target)
     };
     let parent = absolute.parent().unwrap_or(Path::new("/"));
-    let resolved = resolve_dir(parent).map_err(|e| LockError::io("resolve parent of", target, e))?;
+    let resolved =
+        resolve_dir(parent).map_err(|e| LockError::io("resolve parent of", target, e))?;
     let path = resolved.join(name);
     match std::fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_dir() => Err(LockError::invalid_target(
@@ -154,7 +155,10 @@ fn resolve_dir(dir: &Path) -> io::Result<PathBuf> {
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::new(io::ErrorKind::NotFound, "no existing ancestor"))
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        "no existing ancestor",
+    ))
 }
 
 /// `<category>.<hash>.lock` for a normalised target.

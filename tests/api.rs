@@ -4,12 +4,15 @@
 use std::time::Duration;
 
 use async_filelock::{
-    Category, LockError, LockGuard, LockMode, Locks, artifact_lock, manifest_lock, paths_in_use, sqlite_lock,
-    summary_lock, telemetry_lock,
+    Category, LockError, LockGuard, LockMode, Locks, artifact_lock, manifest_lock, paths_in_use,
+    sqlite_lock, summary_lock, telemetry_lock,
 };
 
 fn locks_in(dir: &std::path::Path) -> Locks {
-    Locks::builder().lock_dir(dir.join("locks")).build().unwrap()
+    Locks::builder()
+        .lock_dir(dir.join("locks"))
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -26,7 +29,14 @@ async fn free_functions_use_a_locks_dir_beside_the_target() {
     for (g, c) in guards.iter().zip(Category::ALL) {
         assert_eq!(g.category(), c);
         assert_eq!(g.lock_path().parent().unwrap(), beside);
-        assert!(g.lock_path().file_name().unwrap().to_str().unwrap().starts_with(c.name()));
+        assert!(
+            g.lock_path()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(c.name())
+        );
     }
     let artifact_lock_file = guards[0].lock_path().to_path_buf();
     let manifest_lock_file = guards[1].lock_path().to_path_buf();
@@ -48,8 +58,14 @@ async fn asking_again_for_a_held_lock_in_the_same_task_is_an_immediate_error() {
     let err = locks.lock(Category::Manifest, &target).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(1), "not a timeout");
     assert!(matches!(err, LockError::WouldDeadlock { .. }), "{err}");
-    assert!(err.to_string().contains(&g.lock_path().display().to_string()));
-    let err = locks.lock_shared(Category::Manifest, &target).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&g.lock_path().display().to_string())
+    );
+    let err = locks
+        .lock_shared(Category::Manifest, &target)
+        .await
+        .unwrap_err();
     assert!(matches!(err, LockError::WouldDeadlock { .. }), "{err}");
     // Another task simply waits its turn.
     let other = tokio::spawn({
@@ -77,10 +93,22 @@ async fn guard_reports_what_it_holds_and_moves_between_tasks() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(g.held_for() >= Duration::from_millis(20));
     let debug = format!("{g:?}");
-    assert!(debug.contains("Sqlite") && debug.contains("state.db"), "{debug}");
+    assert!(
+        debug.contains("Sqlite") && debug.contains("state.db"),
+        "{debug}"
+    );
     // Guards are Send: release it from another task.
-    tokio::spawn(async move { g.release().await }).await.unwrap().unwrap();
-    assert!(locks.try_lock(Category::Sqlite, &target).await.unwrap().is_some());
+    tokio::spawn(async move { g.release().await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        locks
+            .try_lock(Category::Sqlite, &target)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -93,14 +121,23 @@ async fn metrics_count_and_time_acquisitions_holds_and_budgets() {
         .unwrap();
     let target = dir.path().join("summary.json");
     for _ in 0..9 {
-        locks.lock(Category::Summary, &target).await.unwrap().release().await.unwrap();
+        locks
+            .lock(Category::Summary, &target)
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
     }
     let long = locks.lock(Category::Summary, &target).await.unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
     drop(long);
     let m = locks.metrics();
     let s = m.category(Category::Summary);
-    assert_eq!((s.acquisitions, s.releases, s.timeouts, s.over_budget), (10, 10, 0, 1));
+    assert_eq!(
+        (s.acquisitions, s.releases, s.timeouts, s.over_budget),
+        (10, 10, 0, 1)
+    );
     assert!(s.hold.max >= Duration::from_millis(59), "{:?}", s.hold);
     assert!(s.hold.p50 < Duration::from_millis(30), "{:?}", s.hold);
     assert!(s.wait.p95 <= s.wait.max);
@@ -115,7 +152,13 @@ async fn release_reports_and_drop_releases() {
     let target = dir.path().join("x.pdf");
     {
         let _g = locks.lock(Category::Artifact, &target).await.unwrap();
-        assert!(locks.try_lock(Category::Artifact, &target).await.unwrap().is_none());
+        assert!(
+            locks
+                .try_lock(Category::Artifact, &target)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
     // Removal on drop goes through the blocking pool; the in-process queue is
     // released only after it, so a waiter here gets the lock in order.
@@ -125,7 +168,12 @@ async fn release_reports_and_drop_releases() {
         .await
         .unwrap();
     g.release().await.unwrap();
-    assert!(!locks.lock_path(Category::Artifact, &target).unwrap().exists());
+    assert!(
+        !locks
+            .lock_path(Category::Artifact, &target)
+            .unwrap()
+            .exists()
+    );
 }
 
 #[test]
@@ -134,16 +182,31 @@ fn works_without_tokio_test_on_both_runtime_flavors() {
     let locks = locks_in(dir.path());
     let target = dir.path().join("m.jsonl");
     for rt in [
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap(),
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
     ] {
-        let g = rt.block_on(locks.lock(Category::Manifest, &target)).unwrap();
+        let g = rt
+            .block_on(locks.lock(Category::Manifest, &target))
+            .unwrap();
         // A guard dropped outside any runtime still releases.
         drop(rt);
         drop(g);
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    assert!(rt.block_on(locks.try_lock(Category::Manifest, &target)).unwrap().is_some());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert!(
+        rt.block_on(locks.try_lock(Category::Manifest, &target))
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -159,5 +222,9 @@ async fn the_table_forgets_paths_nobody_uses() {
         drop(g);
     }
     // Other tests of this binary may hold locks concurrently; ours are gone.
-    assert!(paths_in_use() <= before + 8, "table grew: {}", paths_in_use());
+    assert!(
+        paths_in_use() <= before + 8,
+        "table grew: {}",
+        paths_in_use()
+    );
 }

@@ -19,7 +19,10 @@ fn child_entry() {
 #[tokio::test]
 async fn empty_path_is_an_invalid_target() {
     let dir = tempfile::tempdir().unwrap();
-    let err = locks_in(dir.path()).lock(Category::Artifact, "").await.unwrap_err();
+    let err = locks_in(dir.path())
+        .lock(Category::Artifact, "")
+        .await
+        .unwrap_err();
     assert!(matches!(err, LockError::InvalidTarget { .. }), "{err}");
     assert!(err.to_string().contains("empty"), "{err}");
 }
@@ -47,7 +50,10 @@ async fn a_lock_dir_that_is_a_file_is_refused() {
     assert!(matches!(err, LockError::Config { .. }), "{err}");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
     // A lock dir under a file fails at lock time, naming it.
-    let locks = Locks::builder().lock_dir(file.join("locks")).build().unwrap();
+    let locks = Locks::builder()
+        .lock_dir(file.join("locks"))
+        .build()
+        .unwrap();
     let err = locks
         .lock(Category::Summary, dir.path().join("s.json"))
         .await
@@ -65,14 +71,23 @@ fn a_lock_dir_without_permission_is_an_io_error_naming_it() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
     let check = |locked: &Path| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let locks = Locks::builder().lock_dir(locked.join("locks")).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let locks = Locks::builder()
+            .lock_dir(locked.join("locks"))
+            .build()
+            .unwrap();
         let err = rt
             .block_on(locks.lock(Category::Manifest, locked.join("m.jsonl")))
             .unwrap_err();
         assert!(matches!(err, LockError::Io { .. }), "{err}");
         assert!(err.to_string().contains("locked"), "{err}");
-        assert!(err.to_string().to_lowercase().contains("permission"), "{err}");
+        assert!(
+            err.to_string().to_lowercase().contains("permission"),
+            "{err}"
+        );
     };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -81,7 +96,13 @@ fn a_lock_dir_without_permission_is_an_io_error_naming_it() {
     }
     use std::os::unix::process::CommandExt;
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["permission_child", "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .args([
+            "permission_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
         .env("ASYNC_FILELOCK_TEST_LOCKED", &locked)
         .uid(65534)
         .gid(65534)
@@ -97,14 +118,23 @@ fn permission_child() {
         return;
     };
     let locked = PathBuf::from(locked);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let locks = Locks::builder().lock_dir(locked.join("locks")).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let locks = Locks::builder()
+        .lock_dir(locked.join("locks"))
+        .build()
+        .unwrap();
     let err = rt
         .block_on(locks.lock(Category::Manifest, locked.join("m.jsonl")))
         .unwrap_err();
     assert!(matches!(err, LockError::Io { .. }), "{err}");
     assert!(err.to_string().contains("locked"), "{err}");
-    assert!(err.to_string().to_lowercase().contains("permission"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("permission"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -137,10 +167,13 @@ async fn law10_a_lock_path_that_is_not_a_regular_file_is_refused() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     for target in [&a, &b] {
-        let err = tokio::time::timeout(Duration::from_secs(5), locks.lock(Category::Summary, target))
-            .await
-            .expect("refused at once, not hung")
-            .unwrap_err();
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            locks.lock(Category::Summary, target),
+        )
+        .await
+        .expect("refused at once, not hung")
+        .unwrap_err();
         assert!(matches!(err, LockError::UnsafeLockFile { .. }), "{err}");
     }
 }
@@ -149,7 +182,10 @@ async fn law10_a_lock_path_that_is_not_a_regular_file_is_refused() {
 async fn law10_lock_dir_is_0700_and_lock_files_0600_by_default_and_configurable() {
     let dir = tempfile::tempdir().unwrap();
     let locks = locks_in(dir.path());
-    let g = locks.lock(Category::Sqlite, dir.path().join("s.db")).await.unwrap();
+    let g = locks
+        .lock(Category::Sqlite, dir.path().join("s.db"))
+        .await
+        .unwrap();
     let dir_mode = std::fs::metadata(dir.path().join("locks")).unwrap().mode() & 0o777;
     let file_mode = std::fs::metadata(g.lock_path()).unwrap().mode() & 0o777;
     assert_eq!((dir_mode, file_mode), (0o700, 0o600));
@@ -159,9 +195,21 @@ async fn law10_lock_dir_is_0700_and_lock_files_0600_by_default_and_configurable(
         .file_mode(0o640)
         .build()
         .unwrap();
-    let g = custom.lock(Category::Sqlite, dir.path().join("s.db")).await.unwrap();
-    assert_eq!(std::fs::metadata(dir.path().join("shared-locks")).unwrap().mode() & 0o777, 0o750);
-    assert_eq!(std::fs::metadata(g.lock_path()).unwrap().mode() & 0o777, 0o640);
+    let g = custom
+        .lock(Category::Sqlite, dir.path().join("s.db"))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(dir.path().join("shared-locks"))
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o750
+    );
+    assert_eq!(
+        std::fs::metadata(g.lock_path()).unwrap().mode() & 0o777,
+        0o640
+    );
 }
 
 #[tokio::test]
@@ -175,7 +223,13 @@ async fn non_utf8_names_lock_and_are_recorded_exactly() {
     let recorded = std::fs::read(g.lock_path()).unwrap();
     let expected = std::fs::canonicalize(dir.path()).unwrap().join(name);
     assert_eq!(recorded, [expected.as_os_str().as_bytes(), b"\n"].concat());
-    assert!(locks.try_lock(Category::Manifest, &target).await.unwrap().is_none());
+    assert!(
+        locks
+            .try_lock(Category::Manifest, &target)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -194,20 +248,37 @@ async fn law2_every_spelling_of_a_target_meets_on_one_lock() {
     ];
     let first = locks.lock_path(Category::Artifact, &spellings[0]).unwrap();
     for s in &spellings {
-        assert_eq!(locks.lock_path(Category::Artifact, s).unwrap(), first, "{}", s.display());
+        assert_eq!(
+            locks.lock_path(Category::Artifact, s).unwrap(),
+            first,
+            "{}",
+            s.display()
+        );
     }
     // Relative spellings, from inside the directory.
     std::env::set_current_dir(base.join("a")).unwrap();
-    assert_eq!(locks.lock_path(Category::Artifact, "../b/x").unwrap(), first);
+    assert_eq!(
+        locks.lock_path(Category::Artifact, "../b/x").unwrap(),
+        first
+    );
     std::env::set_current_dir(base.join("b")).unwrap();
     assert_eq!(locks.lock_path(Category::Artifact, "./x").unwrap(), first);
     assert_eq!(locks.lock_path(Category::Artifact, "x").unwrap(), first);
     // And they exclude each other.
     let g = locks.lock(Category::Artifact, &spellings[3]).await.unwrap();
-    assert!(locks.try_lock(Category::Artifact, &spellings[1]).await.unwrap().is_none());
+    assert!(
+        locks
+            .try_lock(Category::Artifact, &spellings[1])
+            .await
+            .unwrap()
+            .is_none()
+    );
     drop(g);
     // Categories are separate locks on the same target.
-    assert_ne!(locks.lock_path(Category::Manifest, &spellings[0]).unwrap(), first);
+    assert_ne!(
+        locks.lock_path(Category::Manifest, &spellings[0]).unwrap(),
+        first
+    );
 }
 
 #[tokio::test]

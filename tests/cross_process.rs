@@ -27,7 +27,12 @@ fn appenders(n: usize, count: usize) {
         .map(|i| {
             spawn(
                 "append",
-                &[arg(dir.path()), arg(&file), count.to_string(), format!("w{i}")],
+                &[
+                    arg(dir.path()),
+                    arg(&file),
+                    count.to_string(),
+                    format!("w{i}"),
+                ],
             )
         })
         .collect();
@@ -48,8 +53,13 @@ fn appenders(n: usize, count: usize) {
         let (writer, seq) = rest
             .split_once("\",\"seq\":")
             .unwrap_or_else(|| panic!("torn line {line:?}"));
-        let seq = seq.strip_suffix('}').unwrap_or_else(|| panic!("torn line {line:?}"));
-        assert!(seen.insert((writer.to_owned(), seq.to_owned())), "duplicate {line}");
+        let seq = seq
+            .strip_suffix('}')
+            .unwrap_or_else(|| panic!("torn line {line:?}"));
+        assert!(
+            seen.insert((writer.to_owned(), seq.to_owned())),
+            "duplicate {line}"
+        );
     }
 }
 
@@ -74,7 +84,17 @@ async fn shared_holders_in_other_processes_coexist_and_exclude_writers() {
     let target = dir.path().join("state.db");
     let locks = locks_in(dir.path());
     let mut readers: Vec<Worker> = (0..3)
-        .map(|_| spawn("hold", &[arg(dir.path()), "shared".into(), "sqlite".into(), arg(&target)]))
+        .map(|_| {
+            spawn(
+                "hold",
+                &[
+                    arg(dir.path()),
+                    "shared".into(),
+                    "sqlite".into(),
+                    arg(&target),
+                ],
+            )
+        })
         .collect();
     for r in &mut readers {
         r.wait_ready();
@@ -100,11 +120,18 @@ async fn shared_holders_in_other_processes_coexist_and_exclude_writers() {
     };
     let last = readers.pop().unwrap();
     for r in readers {
-        tokio::task::spawn_blocking(move || r.finish()).await.unwrap();
+        tokio::task::spawn_blocking(move || r.finish())
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!writer.is_finished(), "writer must wait for the last reader");
-    tokio::task::spawn_blocking(move || last.finish()).await.unwrap();
+    assert!(
+        !writer.is_finished(),
+        "writer must wait for the last reader"
+    );
+    tokio::task::spawn_blocking(move || last.finish())
+        .await
+        .unwrap();
     let guard = tokio::time::timeout(Duration::from_secs(10), writer)
         .await
         .expect("writer granted after the readers left")
@@ -112,7 +139,15 @@ async fn shared_holders_in_other_processes_coexist_and_exclude_writers() {
         .unwrap();
 
     // The reverse: while we write, a reader in another process waits.
-    let mut reader = spawn("hold", &[arg(dir.path()), "shared".into(), "sqlite".into(), arg(&target)]);
+    let mut reader = spawn(
+        "hold",
+        &[
+            arg(dir.path()),
+            "shared".into(),
+            "sqlite".into(),
+            arg(&target),
+        ],
+    );
     let started = Instant::now();
     let ready = tokio::task::spawn_blocking(move || {
         reader.wait_ready();
@@ -139,7 +174,13 @@ async fn shared_and_exclusive_within_one_process() {
     .await
     .unwrap()
     .unwrap();
-    assert!(locks.try_lock(Category::Sqlite, &target).await.unwrap().is_none());
+    assert!(
+        locks
+            .try_lock(Category::Sqlite, &target)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let writer = tokio::spawn({
         let (locks, target) = (locks.clone(), target.clone());
         async move { locks.lock(Category::Sqlite, &target).await }
@@ -151,9 +192,21 @@ async fn shared_and_exclusive_within_one_process() {
     assert!(!writer.is_finished(), "one reader still holds");
     drop(b);
     let w = writer.await.unwrap().unwrap();
-    assert!(locks.try_lock_shared(Category::Sqlite, &target).await.unwrap().is_none());
+    assert!(
+        locks
+            .try_lock_shared(Category::Sqlite, &target)
+            .await
+            .unwrap()
+            .is_none()
+    );
     drop(w);
-    assert!(locks.try_lock_shared(Category::Sqlite, &target).await.unwrap().is_some());
+    assert!(
+        locks
+            .try_lock_shared(Category::Sqlite, &target)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -176,7 +229,9 @@ fn removing_lock_files_on_release_keeps_exclusion_under_contention() {
         .parse()
         .unwrap();
     assert_eq!(n, 4 * per, "no lost update: exclusion held");
-    let left: Vec<_> = std::fs::read_dir(dir.path().join("locks")).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("locks"))
+        .unwrap()
+        .collect();
     assert!(left.is_empty(), "lock files removed on release: {left:?}");
 }
 
@@ -186,7 +241,15 @@ async fn timeouts_zero_short_and_none_name_the_lock_and_holder() {
     let target = dir.path().join("summary.json");
     let locks = locks_in(dir.path());
     let lock_path = locks.lock_path(Category::Summary, &target).unwrap();
-    let mut holder = spawn("hold", &[arg(dir.path()), "exclusive".into(), "summary".into(), arg(&target)]);
+    let mut holder = spawn(
+        "hold",
+        &[
+            arg(dir.path()),
+            "exclusive".into(),
+            "summary".into(),
+            arg(&target),
+        ],
+    );
     let holder_pid = holder.pid();
     holder.wait_ready();
 
@@ -228,18 +291,31 @@ async fn timeouts_zero_short_and_none_name_the_lock_and_holder() {
     }
     assert_eq!(locks.metrics().category(Category::Summary).timeouts, 2);
     // try_lock never waits.
-    assert!(locks.try_lock(Category::Summary, &target).await.unwrap().is_none());
+    assert!(
+        locks
+            .try_lock(Category::Summary, &target)
+            .await
+            .unwrap()
+            .is_none()
+    );
     // None: waits as long as it takes.
     let waiter = {
         let (locks, target) = (locks.clone(), target.clone());
-        tokio::spawn(async move { locks.acquire(Category::Summary, &target).wait_forever().await })
+        tokio::spawn(async move {
+            locks
+                .acquire(Category::Summary, &target)
+                .wait_forever()
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiter.is_finished());
     holder.tell("release");
     let guard = waiter.await.unwrap().unwrap();
     assert!(guard.waited() >= Duration::from_millis(200));
-    tokio::task::spawn_blocking(move || holder.finish()).await.unwrap();
+    tokio::task::spawn_blocking(move || holder.finish())
+        .await
+        .unwrap();
 }
 
 /// Law 4 and the thread budget: another process holds 300 locks, this one
@@ -247,7 +323,9 @@ async fn timeouts_zero_short_and_none_name_the_lock_and_holder() {
 #[test]
 fn law4_timed_out_waits_give_their_threads_back() {
     let dir = tempfile::tempdir().unwrap();
-    let targets: Vec<_> = (0..300).map(|i| dir.path().join(format!("paper-{i}.pdf"))).collect();
+    let targets: Vec<_> = (0..300)
+        .map(|i| dir.path().join(format!("paper-{i}.pdf")))
+        .collect();
     let mut args = vec![arg(dir.path()), "exclusive".into(), "artifact".into()];
     args.extend(targets.iter().map(|t| arg(t)));
     let mut holder = spawn("hold", &args);
@@ -278,7 +356,10 @@ fn law4_timed_out_waits_give_their_threads_back() {
     let metrics = locks.metrics();
     assert_eq!(metrics.category(Category::Artifact).timeouts, 300);
     assert!(
-        eventually(Duration::from_secs(2), || locks.metrics().blocking_waits_now == 0),
+        eventually(Duration::from_secs(2), || locks
+            .metrics()
+            .blocking_waits_now
+            == 0),
         "blocking waits left: {}",
         locks.metrics().blocking_waits_now
     );
@@ -311,8 +392,15 @@ fn law4_cancellation_storm_leaves_nothing_held() {
         .unwrap();
         rt.block_on(async {
             for round in 0..4 {
-                let mut holder =
-                    spawn("hold", &[arg(dir.path()), "exclusive".into(), "manifest".into(), arg(&target)]);
+                let mut holder = spawn(
+                    "hold",
+                    &[
+                        arg(dir.path()),
+                        "exclusive".into(),
+                        "manifest".into(),
+                        arg(&target),
+                    ],
+                );
                 holder.wait_ready();
                 let mut tasks = Vec::new();
                 for i in 0..750 {
@@ -352,15 +440,23 @@ fn law4_cancellation_storm_leaves_nothing_held() {
                 for t in tasks {
                     let _ = t.await;
                 }
-                tokio::task::spawn_blocking(move || holder.finish()).await.unwrap();
+                tokio::task::spawn_blocking(move || holder.finish())
+                    .await
+                    .unwrap();
                 // Free at once: a try succeeds with nobody left.
                 let g = locks.try_lock(Category::Manifest, &target).await.unwrap();
-                assert!(g.is_some(), "{flavor} round {round}: lock still held after the storm");
+                assert!(
+                    g.is_some(),
+                    "{flavor} round {round}: lock still held after the storm"
+                );
             }
         });
         rt.shutdown_timeout(Duration::from_secs(5));
         assert!(
-            eventually(Duration::from_secs(2), || locks.metrics().blocking_waits_now == 0),
+            eventually(Duration::from_secs(2), || locks
+                .metrics()
+                .blocking_waits_now
+                == 0),
             "{flavor}: blocking waits left"
         );
         assert!(
@@ -375,11 +471,22 @@ fn law4_cancellation_storm_leaves_nothing_held() {
 async fn law4_runtime_shutdown_with_waiters_releases_everything() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("summary.json");
-    let mut holder = spawn("hold", &[arg(dir.path()), "exclusive".into(), "summary".into(), arg(&target)]);
+    let mut holder = spawn(
+        "hold",
+        &[
+            arg(dir.path()),
+            "exclusive".into(),
+            "summary".into(),
+            arg(&target),
+        ],
+    );
     tokio::task::spawn_blocking(move || {
         holder.wait_ready();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let locks = Locks::builder().lock_dir(dir.path().join("locks")).build().unwrap();
+        let locks = Locks::builder()
+            .lock_dir(dir.path().join("locks"))
+            .build()
+            .unwrap();
         for _ in 0..50 {
             let (locks, target) = (locks.clone(), target.clone());
             rt.spawn(async move { locks.lock(Category::Summary, &target).wait_forever().await });
@@ -389,7 +496,11 @@ async fn law4_runtime_shutdown_with_waiters_releases_everything() {
         // Shutdown drops the waiting futures and then waits for blocking
         // tasks: it must not wait for the other process.
         rt.shutdown_timeout(Duration::from_secs(3));
-        assert!(started.elapsed() < Duration::from_secs(3), "shutdown waited {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "shutdown waited {:?}",
+            started.elapsed()
+        );
         holder.finish();
         drop(dir);
     })

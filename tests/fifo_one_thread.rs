@@ -42,7 +42,10 @@ fn law5_thousand_tasks_get_the_lock_in_fifo_order_on_one_blocking_thread() {
             .map(|i| {
                 let (locks, target, order) = (locks.clone(), target.clone(), order.clone());
                 tokio::spawn(async move {
-                    let g = locks.lock(Category::Manifest, &target).wait_forever().await?;
+                    let g = locks
+                        .lock(Category::Manifest, &target)
+                        .wait_forever()
+                        .await?;
                     order.lock().unwrap().push(i);
                     g.release().await
                 })
@@ -50,8 +53,13 @@ fn law5_thousand_tasks_get_the_lock_in_fifo_order_on_one_blocking_thread() {
             .collect();
         // Everyone is queued behind the other process.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let waiting_now = tokio::task::spawn_blocking(threads_in_flock_wait).await.unwrap();
-        assert_eq!(waiting_now, 1, "exactly one thread in flock for 1000 waiters");
+        let waiting_now = tokio::task::spawn_blocking(threads_in_flock_wait)
+            .await
+            .unwrap();
+        assert_eq!(
+            waiting_now, 1,
+            "exactly one thread in flock for 1000 waiters"
+        );
         assert_eq!(locks.metrics().blocking_waits_now, 1);
         holder.tell("release");
         for t in tasks {
@@ -61,7 +69,10 @@ fn law5_thousand_tasks_get_the_lock_in_fifo_order_on_one_blocking_thread() {
     let order = order.lock().unwrap().clone();
     assert_eq!(order, (0..1000).collect::<Vec<_>>(), "FIFO");
     let m = locks.metrics();
-    assert_eq!(m.blocking_waits_peak, 1, "never more than one blocking wait");
+    assert_eq!(
+        m.blocking_waits_peak, 1,
+        "never more than one blocking wait"
+    );
     assert_eq!(m.category(Category::Manifest).acquisitions, 1000);
     holder.finish();
 }
@@ -82,7 +93,10 @@ fn many_tasks_on_a_multi_thread_runtime_all_get_the_lock() {
             .map(|_| {
                 let (locks, target, inside) = (locks.clone(), target.clone(), inside.clone());
                 tokio::spawn(async move {
-                    let g = locks.lock(Category::Telemetry, &target).wait_forever().await?;
+                    let g = locks
+                        .lock(Category::Telemetry, &target)
+                        .wait_forever()
+                        .await?;
                     let before = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     assert_eq!(before, 0, "two holders at once");
                     tokio::task::yield_now().await;
@@ -95,5 +109,8 @@ fn many_tasks_on_a_multi_thread_runtime_all_get_the_lock() {
             t.await.unwrap().unwrap();
         }
     });
-    assert_eq!(locks.metrics().category(Category::Telemetry).acquisitions, 1000);
+    assert_eq!(
+        locks.metrics().category(Category::Telemetry).acquisitions,
+        1000
+    );
 }

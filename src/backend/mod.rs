@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use crate::{LockError, LockMode};
 
 mod interrupt;
+#[allow(clippy::disallowed_methods)] // the one module allowed to take OS locks
 pub(crate) mod os;
 pub(crate) mod proc_locks;
 

@@ -49,7 +49,9 @@ impl Backend for OsBackend {
             match try_flock(&file, req.mode) {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => return Ok(None),
-                Err(TryLockError::Error(e)) => return Err(LockError::io("lock", &*req.lock_path, e)),
+                Err(TryLockError::Error(e)) => {
+                    return Err(LockError::io("lock", &*req.lock_path, e));
+                }
             }
             if let Some(held) = confirm(file, req)? {
                 return Ok(Some(Box::new(held)));
@@ -238,7 +240,9 @@ fn open_error(path: &Path, e: io::Error) -> LockError {
     match e.raw_os_error() {
         Some(libc::ELOOP) => LockError::UnsafeLockFile {
             path: path.to_path_buf(),
-            reason: "it is a symlink, and lock files are never followed through symlinks; remove it".into(),
+            reason:
+                "it is a symlink, and lock files are never followed through symlinks; remove it"
+                    .into(),
         },
         Some(libc::EISDIR) | Some(libc::ENXIO) => LockError::UnsafeLockFile {
             path: path.to_path_buf(),

@@ -27,7 +27,13 @@ pub struct Worker {
 /// Starts this test binary again as a child running `role` with `args`.
 pub fn spawn(role: &str, args: &[String]) -> Worker {
     let mut child = Command::new(std::env::current_exe().expect("current exe"))
-        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .args([
+            "child_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
         .env(ROLE_VAR, role)
         .env(ARGS_VAR, args.join("\u{1f}"))
         .stdin(Stdio::piped())
