@@ -30,7 +30,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn baseline_path(dir: &Path) -> PathBuf {
-    dir.join("locks").join(format!("baseline.{}.lock", "0".repeat(32)))
+    dir.join("locks")
+        .join(format!("baseline.{}.lock", "0".repeat(32)))
 }
 
 fn open_baseline(path: &Path) -> std::fs::File {
@@ -99,7 +100,7 @@ fn child(args: &[String]) {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("go");
     let mut waits = Vec::with_capacity(ops);
-    let mut append = |i: usize| {
+    let append = |i: usize| {
         let mut f = OpenOptions::new()
             .append(true)
             .create(true)
@@ -124,10 +125,16 @@ fn child(args: &[String]) {
             }
         }
         _ => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            // RATIOS_MULTI_THREAD=1 runs the crate's children on a
+            // multi-thread runtime, to compare hand-over tails by flavor.
+            let rt = if std::env::var_os("RATIOS_MULTI_THREAD").is_some() {
+                tokio::runtime::Builder::new_multi_thread()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+            }
+            .enable_all()
+            .build()
+            .expect("runtime");
             let locks = crate_locks(&dir);
             let target = dir.join("data.jsonl");
             rt.block_on(async {
@@ -169,7 +176,12 @@ fn run(kind: &str, procs: usize, ops: usize, hold_us: u64, think_us: u64) -> Run
             Command::new(&exe)
                 .args(["--child", kind])
                 .arg(dir.path())
-                .args([ops.to_string(), hold_us.to_string(), think_us.to_string(), format!("p{i}")])
+                .args([
+                    ops.to_string(),
+                    hold_us.to_string(),
+                    think_us.to_string(),
+                    format!("p{i}"),
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -197,7 +209,9 @@ fn run(kind: &str, procs: usize, ops: usize, hold_us: u64, think_us: u64) -> Run
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), procs * ops, "{kind}: exact line count");
     assert!(
-        lines.iter().all(|l| l.starts_with("{\"w\":\"p") && l.ends_with('}')),
+        lines
+            .iter()
+            .all(|l| l.starts_with("{\"w\":\"p") && l.ends_with('}')),
         "{kind}: torn line"
     );
     waits.sort_unstable();

@@ -95,7 +95,13 @@ fn a_lock_dir_without_permission_is_an_io_error_naming_it() {
         return;
     }
     use std::os::unix::process::CommandExt;
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
+    // The checkout may sit under a directory `nobody` cannot enter: run a
+    // copy of this binary from the (0755) temporary directory.
+    let exe = dir.path().join("test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let status = std::process::Command::new(&exe)
+        .current_dir(dir.path())
         .args([
             "permission_child",
             "--exact",
