@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_filelock::{Category, LockError, Locks, paths_in_use};
 use rand::RngExt;
-use support::{Worker, eventually, locks_in, spawn, threads_in_flock_wait};
+use support::{Worker, eventually, locks_in, spawn, spawn_holder, threads_in_flock_wait};
 
 /// Entry point of the child processes these tests spawn; does nothing when
 /// run as an ordinary test.
@@ -16,9 +16,7 @@ fn child_entry() {
     support::child_entry();
 }
 
-fn arg(p: &std::path::Path) -> String {
-    p.to_str().expect("utf-8 temp path").to_owned()
-}
+use support::path_arg as arg;
 
 fn appenders(n: usize, count: usize) {
     let dir = tempfile::tempdir().unwrap();
@@ -84,17 +82,7 @@ async fn shared_holders_in_other_processes_coexist_and_exclude_writers() {
     let target = dir.path().join("state.db");
     let locks = locks_in(dir.path());
     let mut readers: Vec<Worker> = (0..3)
-        .map(|_| {
-            spawn(
-                "hold",
-                &[
-                    arg(dir.path()),
-                    "shared".into(),
-                    "sqlite".into(),
-                    arg(&target),
-                ],
-            )
-        })
+        .map(|_| spawn_holder(dir.path(), "shared", "sqlite", &[&target]))
         .collect();
     for r in &mut readers {
         r.wait_ready();
@@ -139,15 +127,7 @@ async fn shared_holders_in_other_processes_coexist_and_exclude_writers() {
         .unwrap();
 
     // The reverse: while we write, a reader in another process waits.
-    let mut reader = spawn(
-        "hold",
-        &[
-            arg(dir.path()),
-            "shared".into(),
-            "sqlite".into(),
-            arg(&target),
-        ],
-    );
+    let mut reader = spawn_holder(dir.path(), "shared", "sqlite", &[&target]);
     let started = Instant::now();
     let ready = tokio::task::spawn_blocking(move || {
         reader.wait_ready();
@@ -241,15 +221,7 @@ async fn timeouts_zero_short_and_none_name_the_lock_and_holder() {
     let target = dir.path().join("summary.json");
     let locks = locks_in(dir.path());
     let lock_path = locks.lock_path(Category::Summary, &target).unwrap();
-    let mut holder = spawn(
-        "hold",
-        &[
-            arg(dir.path()),
-            "exclusive".into(),
-            "summary".into(),
-            arg(&target),
-        ],
-    );
+    let mut holder = spawn_holder(dir.path(), "exclusive", "summary", &[&target]);
     let holder_pid = holder.pid();
     holder.wait_ready();
 
@@ -326,9 +298,8 @@ fn law4_timed_out_waits_give_their_threads_back() {
     let targets: Vec<_> = (0..300)
         .map(|i| dir.path().join(format!("paper-{i}.pdf")))
         .collect();
-    let mut args = vec![arg(dir.path()), "exclusive".into(), "artifact".into()];
-    args.extend(targets.iter().map(|t| arg(t)));
-    let mut holder = spawn("hold", &args);
+    let refs: Vec<&std::path::Path> = targets.iter().map(|t| t.as_path()).collect();
+    let mut holder = spawn_holder(dir.path(), "exclusive", "artifact", &refs);
     holder.wait_ready();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -392,15 +363,7 @@ fn law4_cancellation_storm_leaves_nothing_held() {
         .unwrap();
         rt.block_on(async {
             for round in 0..4 {
-                let mut holder = spawn(
-                    "hold",
-                    &[
-                        arg(dir.path()),
-                        "exclusive".into(),
-                        "manifest".into(),
-                        arg(&target),
-                    ],
-                );
+                let mut holder = spawn_holder(dir.path(), "exclusive", "manifest", &[&target]);
                 holder.wait_ready();
                 let mut tasks = Vec::new();
                 for i in 0..750 {
@@ -471,15 +434,7 @@ fn law4_cancellation_storm_leaves_nothing_held() {
 async fn law4_runtime_shutdown_with_waiters_releases_everything() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("summary.json");
-    let mut holder = spawn(
-        "hold",
-        &[
-            arg(dir.path()),
-            "exclusive".into(),
-            "summary".into(),
-            arg(&target),
-        ],
-    );
+    let mut holder = spawn_holder(dir.path(), "exclusive", "summary", &[&target]);
     tokio::task::spawn_blocking(move || {
         holder.wait_ready();
         let rt = tokio::runtime::Runtime::new().unwrap();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_filelock::Category;
-use support::{locks_in, spawn, threads_in_flock_wait};
+use support::{locks_in, spawn_holder, threads_in_flock_wait};
 
 #[test]
 fn child_entry() {
@@ -19,15 +19,7 @@ fn child_entry() {
 fn law5_thousand_tasks_get_the_lock_in_fifo_order_on_one_blocking_thread() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("manifest.jsonl");
-    let mut holder = spawn(
-        "hold",
-        &[
-            dir.path().to_str().unwrap().into(),
-            "exclusive".into(),
-            "manifest".into(),
-            target.to_str().unwrap().into(),
-        ],
-    );
+    let mut holder = spawn_holder(dir.path(), "exclusive", "manifest", &[&target]);
     holder.wait_ready();
     let locks = locks_in(dir.path());
     let order = Arc::new(Mutex::new(Vec::new()));

@@ -99,6 +99,19 @@ impl Drop for Worker {
     }
 }
 
+/// Starts a `hold` child: MODE (`shared`/`exclusive`) locks of CATEGORY on
+/// every target, with lock files in `dir/locks`.
+pub fn spawn_holder(dir: &Path, mode: &str, category: &str, targets: &[&Path]) -> Worker {
+    let mut args = vec![path_arg(dir), mode.to_owned(), category.to_owned()];
+    args.extend(targets.iter().map(|t| path_arg(t)));
+    spawn("hold", &args)
+}
+
+/// A path as a child argument (temp paths are UTF-8).
+pub fn path_arg(p: &Path) -> String {
+    p.to_str().expect("utf-8 temp path").to_owned()
+}
+
 /// Prints a message for the parent.
 pub fn say(msg: &str) {
     let mut out = std::io::stdout().lock();
