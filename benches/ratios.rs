@@ -12,6 +12,9 @@
 //! begin together on a "go", take the lock, append one line to a shared file,
 //! hold for H, release and think for T, and report their waits. The parent
 //! checks the shared file (exact line count, whole lines) before it reports.
+//! `RATIOS_HOP=1` adds `baseline_hop`: the baseline's blocking lock taken on
+//! another thread and handed back, which isolates the cost of not blocking
+//! the caller (law 3) from the crate's own.
 // The baseline is std's blocking lock, which the crate's clippy.toml keeps
 // out of everything but the OS backend.
 #![allow(clippy::disallowed_methods)]
@@ -226,7 +229,12 @@ fn run(kind: &str, procs: usize, ops: usize, hold_us: u64, think_us: u64) -> Run
 fn contended(rounds: usize, procs: usize, ops: usize, hold_us: u64, think_us: u64) {
     let (mut b_tp, mut o_tp, mut b_p99, mut o_p99) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
-        for kind in ["baseline", "crate"] {
+        let kinds: &[&str] = if std::env::var_os("RATIOS_HOP").is_some() {
+            &["baseline", "baseline_hop", "crate"]
+        } else {
+            &["baseline", "crate"]
+        };
+        for &kind in kinds {
             let r = run(kind, procs, ops, hold_us, think_us);
             println!(
                 "{{\"run\":\"{kind}\",\"procs\":{procs},\"hold_us\":{hold_us},\"think_us\":{think_us},\"ops_per_s\":{:.0},\"wait_p50_us\":{:.0},\"wait_p99_us\":{:.0},\"wait_max_us\":{:.0}}}",
@@ -235,7 +243,7 @@ fn contended(rounds: usize, procs: usize, ops: usize, hold_us: u64, think_us: u6
             if kind == "baseline" {
                 b_tp.push(r.ops_per_s);
                 b_p99.push(r.p99_us);
-            } else {
+            } else if kind == "crate" {
                 o_tp.push(r.ops_per_s);
                 o_p99.push(r.p99_us);
             }
