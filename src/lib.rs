@@ -68,6 +68,11 @@ pub use locks::{
 pub use metrics::{CategoryMetrics, Metrics, Percentiles};
 pub use mode::LockMode;
 
+/// The README's examples, compiled as doctests so the quickstart cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Number of lock paths this process currently holds or waits for, across
 /// all handles. Entries leave the table when their last holder or waiter
 /// goes, so this returns to zero when the process is idle.
