@@ -10,6 +10,7 @@ use tracing::Instrument;
 use crate::backend::{HeldLock, LockRequest};
 use crate::guard::{GuardParts, Hold, SharedHeld};
 use crate::table::{self, EntryRef, Owner};
+use crate::order::{self, OrderCheck};
 use crate::{Category, LockError, LockGuard, LockMode, Locks, naming};
 
 /// How long an acquisition may wait.
@@ -39,6 +40,7 @@ pub(crate) async fn acquire(
         mode,
         file_mode: policy.file_mode,
         dir_mode: policy.dir_mode,
+        create_dir_parents: policy.lock_dir_is_fixed(),
     };
     let span = tracing::debug_span!(
         "lock",
@@ -68,6 +70,23 @@ async fn acquire_request(
             target: req.target.to_path_buf(),
             lock_path: req.lock_path.to_path_buf(),
         });
+    }
+    let order_check = locks.policy().order_check;
+    if would_wait
+        && order_check != OrderCheck::Off
+        && let Some((held_category, held_lock_path)) = order::later_held(owner, category, &req.lock_path)
+    {
+        locks.recorder().order_violation(category);
+        let err = LockError::OrderViolation {
+            category,
+            lock_path: req.lock_path.to_path_buf(),
+            held_category,
+            held_lock_path,
+        };
+        if order_check == OrderCheck::Error {
+            return Err(err);
+        }
+        tracing::warn!(error = %err, "lock taken against the lock order");
     }
     let remove = locks.policy().remove_on_release(category);
     let hold = match wait {
@@ -103,6 +122,7 @@ async fn acquire_request(
         lock_path: req.lock_path,
         waited,
         remove_on_release: remove,
+        track_order: order_check != OrderCheck::Off,
         budget: locks.policy().budget(category),
         recorder: Arc::clone(locks.recorder()),
     })))

@@ -96,6 +96,52 @@ pub enum LockError {
         lock_path: PathBuf,
     },
 
+    /// Acquiring this lock now would break the lock order of law 7 (category,
+    /// then lock path) while the task holds a later lock: the shape of a
+    /// deadlock. Use [`crate::Locks::lock_many`] to take several locks.
+    #[error(
+        "lock order: this task holds the {held_category} lock {} and asks for the {category} lock {}, which comes first; take both with Locks::lock_many",
+        .held_lock_path.display(),
+        .lock_path.display()
+    )]
+    OrderViolation {
+        /// The category asked for.
+        category: Category,
+        /// The lock file asked for.
+        lock_path: PathBuf,
+        /// The category of the later lock already held.
+        held_category: Category,
+        /// The lock file of the later lock already held.
+        held_lock_path: PathBuf,
+    },
+
+    /// A read-modify-write found a newer revision than the caller's copy.
+    #[error(
+        "revision conflict on {}: expected revision {expected}, found {found}; reload and retry",
+        .path.display()
+    )]
+    Conflict {
+        /// The file.
+        path: PathBuf,
+        /// The revision the caller's copy was read at.
+        expected: u64,
+        /// The revision in the file.
+        found: u64,
+    },
+
+    /// A file's content is not the JSON expected, or a value would not
+    /// serialise. The file is left as it was.
+    #[error("{op} {}: {source}", .path.display())]
+    Json {
+        /// What was being done, such as "parse".
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// serde_json's error, with line and column.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// A configuration value (builder call or environment variable) is invalid.
     #[error("invalid configuration {key}: {reason}")]
     Config {
@@ -127,7 +173,11 @@ impl LockError {
             LockError::Timeout { lock_path, .. } | LockError::WouldDeadlock { lock_path, .. } => {
                 Some(lock_path)
             }
-            LockError::Io { path, .. } | LockError::UnsafeLockFile { path, .. } => Some(path),
+            LockError::OrderViolation { lock_path, .. } => Some(lock_path),
+            LockError::Io { path, .. }
+            | LockError::UnsafeLockFile { path, .. }
+            | LockError::Conflict { path, .. }
+            | LockError::Json { path, .. } => Some(path),
             LockError::InvalidTarget { target, .. } => Some(target),
             LockError::Config { .. } => None,
         }

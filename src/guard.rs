@@ -60,6 +60,8 @@ pub(crate) struct GuardParts {
     pub lock_path: Arc<Path>,
     pub waited: Duration,
     pub remove_on_release: bool,
+    /// Whether this lock is in the per-owner held set of [`crate::order`].
+    pub track_order: bool,
     pub budget: Option<Duration>,
     pub recorder: Arc<Recorder>,
 }
@@ -102,6 +104,9 @@ impl Drop for SharedHeld {
 impl LockGuard {
     pub(crate) fn new(parts: GuardParts) -> Self {
         parts.entry.add_owner(parts.owner);
+        if parts.track_order {
+            crate::order::record(parts.owner, parts.category, &parts.lock_path);
+        }
         LockGuard {
             inner: Some(Inner {
                 parts,
@@ -187,7 +192,11 @@ impl Inner {
     /// the blocking pool: it may ask for the lock again at once and queue
     /// behind that release, which is no deadlock.
     fn disown(&self) {
-        self.parts.entry.remove_owner(self.parts.owner);
+        let parts = &self.parts;
+        parts.entry.remove_owner(parts.owner);
+        if parts.track_order {
+            crate::order::forget(parts.owner, parts.category, &parts.lock_path);
+        }
     }
 
     /// Lets go of everything; blocks only if the lock file is to be removed.

@@ -47,26 +47,32 @@
 compile_error!("async-filelock supports Unix platforms only for now");
 
 mod acquire;
+mod atomic;
 mod backend;
 mod category;
 mod error;
 mod guard;
+mod json_state;
 mod locks;
 mod metrics;
 mod mode;
 mod naming;
+mod order;
 mod table;
 
 use std::path::Path;
 
 pub use category::{Category, ParseCategoryError};
 pub use error::LockError;
+pub use atomic::write_atomic;
 pub use guard::LockGuard;
+pub use json_state::{Versioned, load_json, save_if_revision, update_json};
 pub use locks::{
     Acquire, BESIDE_TARGET_DIR, ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX, Locks, LocksBuilder,
 };
 pub use metrics::{CategoryMetrics, Metrics, Percentiles};
 pub use mode::LockMode;
+pub use order::{LockSet, OrderCheck};
 
 /// The README's examples, compiled as doctests so the quickstart cannot rot.
 #[cfg(doctest)]

@@ -14,6 +14,7 @@ use crate::backend::Backend;
 use crate::backend::os::OsBackend;
 use crate::metrics::{Metrics, Recorder};
 use crate::naming::{self, NormalTarget};
+use crate::order::OrderCheck;
 use crate::{Category, LockError, LockGuard, LockMode};
 
 /// Where lock files go.
@@ -36,6 +37,7 @@ pub(crate) struct Policy {
     remove_on_release: [bool; 5],
     pub file_mode: u32,
     pub dir_mode: u32,
+    pub order_check: OrderCheck,
 }
 
 impl Default for Policy {
@@ -49,6 +51,7 @@ impl Default for Policy {
             remove_on_release: Category::ALL.map(Category::default_remove_on_release),
             file_mode: 0o600,
             dir_mode: 0o700,
+            order_check: OrderCheck::default(),
         }
     }
 }
@@ -64,6 +67,10 @@ impl Policy {
 
     pub fn remove_on_release(&self, c: Category) -> bool {
         self.remove_on_release[c.index()]
+    }
+
+    pub fn lock_dir_is_fixed(&self) -> bool {
+        matches!(self.lock_dir, LockDir::Fixed(_))
     }
 
     pub fn lock_path(&self, category: Category, target: &NormalTarget) -> PathBuf {
@@ -458,6 +465,13 @@ impl LocksBuilder {
     /// Whether releasing a lock of `category` removes its lock file.
     pub fn remove_on_release(mut self, category: Category, remove: bool) -> Self {
         self.policy.remove_on_release[category.index()] = remove;
+        self
+    }
+
+    /// What to do when a task asks for a lock that comes before one it holds
+    /// in the lock order (default [`OrderCheck::Warn`]).
+    pub fn order_check(mut self, check: OrderCheck) -> Self {
+        self.policy.order_check = check;
         self
     }
 

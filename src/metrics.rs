@@ -60,6 +60,8 @@ pub struct CategoryMetrics {
     pub releases: u64,
     /// Holds that lasted longer than the category's hold budget.
     pub over_budget: u64,
+    /// Acquisitions that came against the lock order (law 7).
+    pub order_violations: u64,
     /// Time from asking to being granted.
     pub wait: Percentiles,
     /// Time from being granted to releasing.
@@ -85,6 +87,7 @@ struct CategoryRecorder {
     timeouts: u64,
     releases: u64,
     over_budget: u64,
+    order_violations: u64,
     wait: Histogram<u64>,
     hold: Histogram<u64>,
 }
@@ -103,6 +106,7 @@ impl CategoryRecorder {
             timeouts: 0,
             releases: 0,
             over_budget: 0,
+            order_violations: 0,
             wait: histogram(),
             hold: histogram(),
         }
@@ -155,6 +159,10 @@ impl Recorder {
         self.with(category, |r| r.timeouts += 1);
     }
 
+    pub fn order_violation(&self, category: Category) {
+        self.with(category, |r| r.order_violations += 1);
+    }
+
     pub fn released(&self, category: Category, held: Duration, over_budget: bool) {
         self.with(category, |r| {
             r.releases += 1;
@@ -172,6 +180,7 @@ impl Recorder {
                     timeouts: r.timeouts,
                     releases: r.releases,
                     over_budget: r.over_budget,
+                    order_violations: r.order_violations,
                     wait: percentiles(&r.wait),
                     hold: percentiles(&r.hold),
                 })

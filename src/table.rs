@@ -60,7 +60,7 @@ impl Entry {
 /// outside any task (the body of `#[tokio::test]`, `Runtime::block_on`), the
 /// thread, which such a future never leaves. A guard moved to another task
 /// still counts for the one that acquired it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Owner {
     Task(task::Id),
     Thread(std::thread::ThreadId),

@@ -31,6 +31,10 @@ pub(crate) struct LockRequest {
     pub file_mode: u32,
     /// Permission bits of a new lock directory.
     pub dir_mode: u32,
+    /// Whether a missing lock directory may be created with its parents
+    /// (a configured lock dir), or only itself (`.locks` beside a target,
+    /// whose directory must exist).
+    pub create_dir_parents: bool,
 }
 
 /// A lock backend. Object safe; held as `Arc<dyn Backend>` by [`crate::Locks`].

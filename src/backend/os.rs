@@ -224,11 +224,21 @@ fn open_lock_file(req: &LockRequest) -> Result<File, LockError> {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let dir = path.parent().unwrap_or(Path::new("/"));
-            std::fs::DirBuilder::new()
-                .recursive(true)
+            match std::fs::DirBuilder::new()
+                .recursive(req.create_dir_parents)
                 .mode(req.dir_mode)
                 .create(dir)
-                .map_err(|e| dir_error(dir, e))?;
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(LockError::invalid_target(
+                        &*req.target,
+                        "its directory does not exist; create it first",
+                    ));
+                }
+                Err(e) => return Err(dir_error(dir, e)),
+            }
             open().map_err(|e| open_error(path, e))?
         }
         Err(e) => return Err(open_error(path, e)),

@@ -1,0 +1,161 @@
+//! Atomic replace (law 6): `write_atomic` writes a whole file or nothing.
+//!
+//! Under the summary lock: a temp file `.{name}.{random}.tmp` created with
+//! `O_EXCL` in the target's directory (so the rename stays on one
+//! filesystem), written, fsynced, given the target's permissions, renamed
+//! over the target, and the directory fsynced; then the lock is released.
+//! The file work runs on the blocking pool in one closure that owns the
+//! guard, so dropping the future cannot release the lock halfway through a
+//! commit: the commit finishes (or is undone) under the lock either way.
+
+use std::fs::{File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::{Category, LockError, LockGuard, Locks};
+
+/// Suffix of temp files; with the `.{name}.` prefix it marks a file as this
+/// crate's temp for that target.
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Replaces `path` with `bytes` atomically under the summary lock of the
+/// default [`Locks`]: readers see the old file or the new one, never a mix,
+/// and a crash leaves the old file intact.
+///
+/// # Errors
+///
+/// Lock errors as [`Locks::lock`]; [`LockError::Io`] naming the file or
+/// directory if writing, syncing or renaming fails, in which case the old
+/// file is intact and the temp file is gone.
+///
+/// # Cancel safety
+///
+/// Cancel safe: once the lock is granted, the write and rename complete (or
+/// are undone) on the blocking pool under the lock even if the future is
+/// dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let summary = dir.path().join("summary.json");
+/// async_filelock::write_atomic(&summary, br#"{"done":true}"#.to_vec()).await?;
+/// assert_eq!(std::fs::read(&summary).unwrap(), br#"{"done":true}"#);
+/// # Ok(()) }
+/// ```
+pub async fn write_atomic(path: impl AsRef<Path>, bytes: impl Into<Vec<u8>>) -> Result<(), LockError> {
+    Locks::global()?.write_atomic(path, bytes).await
+}
+
+impl Locks {
+    /// [`write_atomic`] with this handle's summary lock.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_atomic`].
+    pub async fn write_atomic(&self, path: impl AsRef<Path>, bytes: impl Into<Vec<u8>>) -> Result<(), LockError> {
+        let bytes = bytes.into();
+        let guard = self.lock(Category::Summary, path).await?;
+        with_guard(guard, move |guard| replace_file(guard.target(), &bytes)).await
+    }
+}
+
+/// Runs `work` on the blocking pool while `guard` is held, and releases the
+/// guard there when `work` is done, even if the awaiting future was dropped.
+pub(crate) async fn with_guard<R, F>(guard: LockGuard, work: F) -> Result<R, LockError>
+where
+    F: FnOnce(&LockGuard) -> Result<R, LockError> + Send + 'static,
+    R: Send + 'static,
+{
+    let lock_path = guard.lock_path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let result = work(&guard);
+        drop(guard);
+        result
+    })
+    .await
+    .map_err(|e| LockError::io("run locked work for", lock_path, io::Error::other(e.to_string())))?
+}
+
+/// The blocking replace; the caller holds the target's summary lock.
+pub(crate) fn replace_file(target: &Path, bytes: &[u8]) -> Result<(), LockError> {
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let name = target
+        .file_name()
+        .ok_or_else(|| LockError::invalid_target(target, "it has no file name"))?;
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    remove_orphaned_temps(dir, &prefix)?;
+    let existing = match std::fs::metadata(target) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(LockError::invalid_target(target, "it is a directory"));
+        }
+        Ok(meta) => Some(meta.permissions()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(LockError::io("inspect", target, e)),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(TEMP_SUFFIX)
+        .rand_bytes(12)
+        // As `File::create` would, before the umask.
+        .permissions(Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => LockError::invalid_target(target, "its directory does not exist"),
+            _ => LockError::io("create temp file in", dir, e),
+        })?;
+    let temp_path = temp.path().to_path_buf();
+    temp.write_all(bytes)
+        .map_err(|e| LockError::io("write temp file", &temp_path, e))?;
+    if let Some(perms) = existing {
+        temp.as_file()
+            .set_permissions(perms)
+            .map_err(|e| LockError::io("copy permissions to temp file", &temp_path, e))?;
+    }
+    temp.as_file()
+        .sync_all()
+        .map_err(|e| LockError::io("fsync temp file", &temp_path, e))?;
+    // On failure `persist` hands the temp file back, and dropping it removes it.
+    temp.persist(target)
+        .map_err(|e| LockError::io("rename temp file over", target, e.error))?;
+    sync_dir(dir)
+}
+
+/// Makes a rename in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LockError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LockError::io("fsync directory", dir, e))
+}
+
+/// Removes temp files of this target left by a writer that crashed. Safe
+/// because temps are created only under the target's lock, which we hold:
+/// any that exist now belong to no live writer.
+fn remove_orphaned_temps(dir: &Path, prefix: &std::ffi::OsStr) -> Result<(), LockError> {
+    use std::os::unix::ffi::OsStrExt;
+    let prefix = prefix.as_bytes();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LockError::io("list directory", dir, e)),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let bytes = name.as_bytes();
+        // `.{name}.` + 12 random characters + `.tmp`: exactly our temps.
+        if bytes.len() == prefix.len() + 12 + TEMP_SUFFIX.len()
+            && bytes.starts_with(prefix)
+            && bytes.ends_with(TEMP_SUFFIX.as_bytes())
+        {
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::warn!(path = %path.display(), "removed a temp file left by a crashed writer"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LockError::io("remove orphaned temp file", path, e)),
+            }
+        }
+    }
+    Ok(())
+}
