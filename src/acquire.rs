@@ -9,8 +9,8 @@ use tracing::Instrument;
 
 use crate::backend::{HeldLock, LockRequest};
 use crate::guard::{GuardParts, Hold, SharedHeld};
-use crate::table::{self, EntryRef, Owner};
 use crate::order::{self, OrderCheck};
+use crate::table::{self, EntryRef, Owner};
 use crate::{Category, LockError, LockGuard, LockMode, Locks, naming};
 
 /// How long an acquisition may wait.
@@ -74,7 +74,8 @@ async fn acquire_request(
     let order_check = locks.policy().order_check;
     if would_wait
         && order_check != OrderCheck::Off
-        && let Some((held_category, held_lock_path)) = order::later_held(owner, category, &req.lock_path)
+        && let Some((held_category, held_lock_path)) =
+            order::later_held(owner, category, &req.lock_path)
     {
         locks.recorder().order_violation(category);
         let err = LockError::OrderViolation {

@@ -43,7 +43,10 @@ const TEMP_SUFFIX: &str = ".tmp";
 /// assert_eq!(std::fs::read(&summary).unwrap(), br#"{"done":true}"#);
 /// # Ok(()) }
 /// ```
-pub async fn write_atomic(path: impl AsRef<Path>, bytes: impl Into<Vec<u8>>) -> Result<(), LockError> {
+pub async fn write_atomic(
+    path: impl AsRef<Path>,
+    bytes: impl Into<Vec<u8>>,
+) -> Result<(), LockError> {
     Locks::global()?.write_atomic(path, bytes).await
 }
 
@@ -53,7 +56,11 @@ impl Locks {
     /// # Errors
     ///
     /// As [`write_atomic`].
-    pub async fn write_atomic(&self, path: impl AsRef<Path>, bytes: impl Into<Vec<u8>>) -> Result<(), LockError> {
+    pub async fn write_atomic(
+        &self,
+        path: impl AsRef<Path>,
+        bytes: impl Into<Vec<u8>>,
+    ) -> Result<(), LockError> {
         let bytes = bytes.into();
         let guard = self.lock(Category::Summary, path).await?;
         with_guard(guard, move |guard| replace_file(guard.target(), &bytes)).await
@@ -74,7 +81,13 @@ where
         result
     })
     .await
-    .map_err(|e| LockError::io("run locked work for", lock_path, io::Error::other(e.to_string())))?
+    .map_err(|e| {
+        LockError::io(
+            "run locked work for",
+            lock_path,
+            io::Error::other(e.to_string()),
+        )
+    })?
 }
 
 /// The blocking replace; the caller holds the target's summary lock.
@@ -103,7 +116,9 @@ pub(crate) fn replace_file(target: &Path, bytes: &[u8]) -> Result<(), LockError>
         .permissions(Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => LockError::invalid_target(target, "its directory does not exist"),
+            io::ErrorKind::NotFound => {
+                LockError::invalid_target(target, "its directory does not exist")
+            }
             _ => LockError::io("create temp file in", dir, e),
         })?;
     let temp_path = temp.path().to_path_buf();
@@ -151,7 +166,9 @@ fn remove_orphaned_temps(dir: &Path, prefix: &std::ffi::OsStr) -> Result<(), Loc
         {
             let path = entry.path();
             match std::fs::remove_file(&path) {
-                Ok(()) => tracing::warn!(path = %path.display(), "removed a temp file left by a crashed writer"),
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), "removed a temp file left by a crashed writer")
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(LockError::io("remove orphaned temp file", path, e)),
             }

@@ -93,11 +93,17 @@ where
 /// assert!(matches!(err, LockError::Conflict { expected: 0, found: 1, .. }));
 /// # Ok(()) }
 /// ```
-pub async fn save_if_revision<T>(path: impl AsRef<Path>, expected: u64, data: &T) -> Result<u64, LockError>
+pub async fn save_if_revision<T>(
+    path: impl AsRef<Path>,
+    expected: u64,
+    data: &T,
+) -> Result<u64, LockError>
 where
     T: Serialize + ?Sized,
 {
-    Locks::global()?.save_if_revision(path, expected, data).await
+    Locks::global()?
+        .save_if_revision(path, expected, data)
+        .await
 }
 
 impl Locks {
@@ -106,7 +112,11 @@ impl Locks {
     /// # Errors
     ///
     /// As [`update_json`].
-    pub async fn update_json<T, R, F>(&self, path: impl AsRef<Path>, change: F) -> Result<(R, u64), LockError>
+    pub async fn update_json<T, R, F>(
+        &self,
+        path: impl AsRef<Path>,
+        change: F,
+    ) -> Result<(R, u64), LockError>
     where
         T: Serialize + DeserializeOwned + Default + Send + 'static,
         R: Send + 'static,
@@ -142,7 +152,12 @@ impl Locks {
     /// # Errors
     ///
     /// As [`save_if_revision`].
-    pub async fn save_if_revision<T>(&self, path: impl AsRef<Path>, expected: u64, data: &T) -> Result<u64, LockError>
+    pub async fn save_if_revision<T>(
+        &self,
+        path: impl AsRef<Path>,
+        expected: u64,
+        data: &T,
+    ) -> Result<u64, LockError>
     where
         T: Serialize + ?Sized,
     {

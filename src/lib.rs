@@ -62,9 +62,9 @@ mod table;
 
 use std::path::Path;
 
+pub use atomic::write_atomic;
 pub use category::{Category, ParseCategoryError};
 pub use error::LockError;
-pub use atomic::write_atomic;
 pub use guard::LockGuard;
 pub use json_state::{Versioned, load_json, save_if_revision, update_json};
 pub use locks::{

@@ -43,7 +43,11 @@ fn held() -> MutexGuard<'static, Held> {
 }
 
 /// The latest lock `owner` holds that comes after `(category, lock_path)`.
-pub(crate) fn later_held(owner: Owner, category: Category, lock_path: &Path) -> Option<(Category, PathBuf)> {
+pub(crate) fn later_held(
+    owner: Owner,
+    category: Category,
+    lock_path: &Path,
+) -> Option<(Category, PathBuf)> {
     let held = held();
     held.get(&owner)?
         .iter()
@@ -53,13 +57,19 @@ pub(crate) fn later_held(owner: Owner, category: Category, lock_path: &Path) -> 
 }
 
 pub(crate) fn record(owner: Owner, category: Category, lock_path: &Arc<Path>) {
-    held().entry(owner).or_default().push((category, Arc::clone(lock_path)));
+    held()
+        .entry(owner)
+        .or_default()
+        .push((category, Arc::clone(lock_path)));
 }
 
 pub(crate) fn forget(owner: Owner, category: Category, lock_path: &Path) {
     let mut held = held();
     if let Some(list) = held.get_mut(&owner) {
-        if let Some(i) = list.iter().position(|(c, p)| *c == category && &**p == lock_path) {
+        if let Some(i) = list
+            .iter()
+            .position(|(c, p)| *c == category && &**p == lock_path)
+        {
             list.swap_remove(i);
         }
         if list.is_empty() {

@@ -153,6 +153,9 @@ pub fn child_entry() {
             "append" => append(&args).await,
             "hold" => hold(&args).await,
             "churn" => churn(&args).await,
+            "increment" => increment(&args).await,
+            "rewrite" => rewrite(&args).await,
+            "sqlite" => sqlite(&args).await,
             other => panic!("unknown role {other}"),
         }
     });
@@ -247,6 +250,78 @@ async fn churn(args: &[String]) -> Result<(), LockError> {
         std::thread::sleep(Duration::from_micros(50));
         std::fs::write(&counter, format!("{}\n", n + 1)).expect("write counter");
         std::fs::remove_file(&marker).expect("remove marker");
+        guard.release().await?;
+    }
+    Ok(())
+}
+
+/// `increment DIR FILE COUNT`: COUNT read-modify-write increments of the
+/// counter in the JSON state FILE.
+async fn increment(args: &[String]) -> Result<(), LockError> {
+    let locks = locks_in(Path::new(&args[0]));
+    let count: usize = args[2].parse().expect("count");
+    say("ready");
+    for _ in 0..count {
+        locks.update_json(&args[1], |n: &mut u64| *n += 1).await?;
+    }
+    Ok(())
+}
+
+/// `rewrite DIR FILE`: replaces FILE with big JSON documents, alternating
+/// "a" and "b" fillers, until killed; says `ready` after the first.
+async fn rewrite(args: &[String]) -> Result<(), LockError> {
+    let locks = locks_in(Path::new(&args[0]));
+    let docs = [big_doc('a'), big_doc('b')];
+    for i in 0.. {
+        locks.write_atomic(&args[1], docs[i % 2].clone()).await?;
+        if i == 0 {
+            say("ready");
+        }
+    }
+    Ok(())
+}
+
+/// A JSON document of about 1 MiB whose content is all `fill`.
+pub fn big_doc(fill: char) -> Vec<u8> {
+    format!("{{\"fill\":\"{}\"}}", fill.to_string().repeat(1 << 20)).into_bytes()
+}
+
+/// `sqlite DIR DB ROWS ID`: inserts ROWS rows in batches of 100, each batch
+/// one transaction under the SQLite lock, with SQLite's own busy timeout
+/// off, so any "database is locked" would surface as an error.
+async fn sqlite(args: &[String]) -> Result<(), LockError> {
+    let locks = locks_in(Path::new(&args[0]));
+    let db = PathBuf::from(&args[1]);
+    let rows: usize = args[2].parse().expect("rows");
+    let id = args[3].clone();
+    let conn = rusqlite::Connection::open(&db).expect("open db");
+    conn.busy_timeout(Duration::ZERO).expect("busy timeout");
+    {
+        let _guard = locks.lock(Category::Sqlite, &db).await?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+            .expect("wal");
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS rows (writer TEXT, n INTEGER)")
+            .expect("create table");
+    }
+    say("ready");
+    let conn = std::sync::Arc::new(std::sync::Mutex::new(conn));
+    for batch in 0..rows / 100 {
+        let guard = locks.lock(Category::Sqlite, &db).await?;
+        let (conn, id) = (conn.clone(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().expect("conn");
+            let tx = conn.transaction().expect("begin: database is locked?");
+            for n in 0..100 {
+                tx.execute(
+                    "INSERT INTO rows VALUES (?1, ?2)",
+                    rusqlite::params![id, (batch * 100 + n) as i64],
+                )
+                .expect("insert: database is locked?");
+            }
+            tx.commit().expect("commit: database is locked?");
+        })
+        .await
+        .expect("batch");
         guard.release().await?;
     }
     Ok(())
