@@ -142,6 +142,20 @@ pub enum LockError {
         source: serde_json::Error,
     },
 
+    /// A line of a JSONL file is not a record of the expected type.
+    #[error("bad record at line {line} (byte {offset}) of {}: {source}", .path.display())]
+    BadRecord {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// Byte offset where the line starts.
+        offset: u64,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// A configuration value (builder call or environment variable) is invalid.
     #[error("invalid configuration {key}: {reason}")]
     Config {
@@ -177,7 +191,8 @@ impl LockError {
             LockError::Io { path, .. }
             | LockError::UnsafeLockFile { path, .. }
             | LockError::Conflict { path, .. }
-            | LockError::Json { path, .. } => Some(path),
+            | LockError::Json { path, .. }
+            | LockError::BadRecord { path, .. } => Some(path),
             LockError::InvalidTarget { target, .. } => Some(target),
             LockError::Config { .. } => None,
         }

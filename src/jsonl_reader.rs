@@ -1,0 +1,146 @@
+//! [`JsonlReader`]: reads back what a [`crate::JsonlSink`] wrote, rotated
+//! files first (in number order), then the current file.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use futures::Stream;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::LockError;
+use crate::jsonl::{rotated_path, rotation_numbers};
+
+/// Reads the records of a JSONL file and its rotations, in order, typed
+/// through serde. A line that does not parse is reported as
+/// [`LockError::BadRecord`] (file, line number, byte offset) and reading
+/// goes on with the next line. A last line without its newline (a write in
+/// progress, or a crash not yet repaired) is not a record and is skipped.
+///
+/// Reading takes no lock: lines are appended whole, so a reader sees each
+/// complete line or none of it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// use async_filelock::{JsonlReader, JsonlSink};
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("events.jsonl");
+/// let sink = JsonlSink::builder(&path).rotate_records(2).open().await?;
+/// for i in 0..5u32 {
+///     sink.append(&i).await?;
+/// }
+/// let mut reader = JsonlReader::<u32>::open(&path).await?;
+/// let mut all = Vec::new();
+/// while let Some(record) = reader.next().await {
+///     all.push(record?);
+/// }
+/// assert_eq!(all, [0, 1, 2, 3, 4]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct JsonlReader<T> {
+    files: VecDeque<PathBuf>,
+    current: Option<OpenFile>,
+    _records: PhantomData<fn() -> T>,
+}
+
+#[derive(Debug)]
+struct OpenFile {
+    path: PathBuf,
+    reader: BufReader<tokio::fs::File>,
+    line: u64,
+    offset: u64,
+}
+
+impl<T: DeserializeOwned> JsonlReader<T> {
+    /// Lists `path`'s rotated files and `path` itself.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Io`] if the directory cannot be listed.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, LockError> {
+        let path = path.as_ref().to_path_buf();
+        let listed = path.clone();
+        let numbers = tokio::task::spawn_blocking(move || rotation_numbers(&listed))
+            .await
+            .map_err(|e| LockError::io("list rotations of", &path, std::io::Error::other(e.to_string())))??;
+        let mut files: VecDeque<PathBuf> = numbers.into_iter().map(|n| rotated_path(&path, n)).collect();
+        files.push_back(path);
+        Ok(JsonlReader {
+            files,
+            current: None,
+            _records: PhantomData,
+        })
+    }
+
+    /// The files still to read, in order.
+    pub fn remaining_files(&self) -> impl Iterator<Item = &Path> {
+        self.current
+            .as_ref()
+            .map(|c| c.path.as_path())
+            .into_iter()
+            .chain(self.files.iter().map(PathBuf::as_path))
+    }
+
+    /// The next record, `None` at the end.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a dropped call may lose the line it was reading.
+    pub async fn next(&mut self) -> Option<Result<T, LockError>> {
+        let mut buf = Vec::new();
+        loop {
+            if self.current.is_none() {
+                let path = self.files.pop_front()?;
+                match tokio::fs::File::open(&path).await {
+                    Ok(file) => {
+                        self.current = Some(OpenFile {
+                            path,
+                            reader: BufReader::new(file),
+                            line: 0,
+                            offset: 0,
+                        })
+                    }
+                    // The current file may not exist yet; a rotated one may
+                    // have been removed by an operator.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Some(Err(LockError::io("open for reading", path, e))),
+                }
+            }
+            let file = self.current.as_mut()?;
+            buf.clear();
+            let n = match file.reader.read_until(b'\n', &mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let path = file.path.clone();
+                    self.current = None;
+                    return Some(Err(LockError::io("read", path, e)));
+                }
+            };
+            if n == 0 || buf.last() != Some(&b'\n') {
+                self.current = None;
+                continue;
+            }
+            file.line += 1;
+            let offset = file.offset;
+            file.offset += n as u64;
+            return Some(
+                serde_json::from_slice(&buf[..n - 1]).map_err(|source| LockError::BadRecord {
+                    path: file.path.clone(),
+                    line: file.line,
+                    offset,
+                    source,
+                }),
+            );
+        }
+    }
+
+    /// The records as a `Stream`.
+    pub fn into_stream(self) -> impl Stream<Item = Result<T, LockError>> {
+        futures::stream::unfold(self, |mut reader| async move {
+            let item = reader.next().await?;
+            Some((item, reader))
+        })
+    }
+}
