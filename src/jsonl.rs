@@ -127,7 +127,10 @@ impl JsonlSinkBuilder {
         if !matches!(self.category, Category::Manifest | Category::Telemetry) {
             return Err(LockError::invalid_target(
                 &self.path,
-                format!("a JSONL sink takes the manifest or telemetry lock, not {}", self.category),
+                format!(
+                    "a JSONL sink takes the manifest or telemetry lock, not {}",
+                    self.category
+                ),
             ));
         }
         let locks = match self.locks {
@@ -342,11 +345,16 @@ impl JsonlSink {
             id
         };
         // Dropped before a committer took it: take it back out.
-        let withdraw = Withdraw { inner, id: Some(id) };
+        let withdraw = Withdraw {
+            inner,
+            id: Some(id),
+        };
         let outcome = loop {
             match result.try_recv() {
                 Ok(r) => break r,
-                Err(oneshot::error::TryRecvError::Closed) => break Err("its commit was abandoned".into()),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    break Err("its commit was abandoned".into());
+                }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
             let _turn = inner.commit.lock().await;
@@ -373,7 +381,8 @@ impl JsonlSink {
             let result = match inner.locks.lock(inner.category, &inner.path).await {
                 Ok(guard) => {
                     let shared = Arc::clone(&inner.shared);
-                    let chunks: Vec<(Vec<u8>, u64)> = batch.iter().map(|e| (e.lines.clone(), e.records)).collect();
+                    let chunks: Vec<(Vec<u8>, u64)> =
+                        batch.iter().map(|e| (e.lines.clone(), e.records)).collect();
                     with_guard(guard, move |_| shared.write_batch(&chunks)).await
                 }
                 Err(e) => Err(e),
@@ -457,7 +466,9 @@ impl Shared {
                 .map_err(|e| LockError::io("read", path, e))?;
             open.size = size;
         }
-        if let Some(cut) = repair_torn_tail(&open.file, open.size).map_err(|e| LockError::io("repair", path, e))? {
+        if let Some(cut) =
+            repair_torn_tail(&open.file, open.size).map_err(|e| LockError::io("repair", path, e))?
+        {
             tracing::warn!(path = %path.display(), offset = cut.0, bytes = cut.1, "cut off a torn last line left by a crash");
             open.size = cut.0;
             let mut stats = lock(&self.stats);
@@ -509,8 +520,14 @@ impl Shared {
         let (mut size, mut records) = (open.size, open.records);
         let mut n = 0;
         for (bytes, count) in chunks {
-            let over_bytes = self.rotation.max_bytes.is_some_and(|m| size + bytes.len() as u64 > m);
-            let over_records = self.rotation.max_records.is_some_and(|m| records + count > m);
+            let over_bytes = self
+                .rotation
+                .max_bytes
+                .is_some_and(|m| size + bytes.len() as u64 > m);
+            let over_records = self
+                .rotation
+                .max_records
+                .is_some_and(|m| records + count > m);
             if (over_bytes || over_records) && (size > 0 || n > 0) {
                 break;
             }
@@ -564,7 +581,9 @@ fn open_current(path: &Path) -> Result<OpenFile, LockError> {
             Some(libc::EISDIR) => LockError::invalid_target(path, "it is a directory"),
             _ => LockError::io("open for appending", path, e),
         })?;
-    let meta = file.metadata().map_err(|e| LockError::io("inspect", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| LockError::io("inspect", path, e))?;
     let records = count_lines(&file, 0, meta.len()).map_err(|e| LockError::io("read", path, e))?;
     Ok(OpenFile {
         file,
@@ -624,7 +643,10 @@ fn repair_torn_tail(file: &File, size: u64) -> io::Result<Option<(u64, u64)>> {
 
 /// `dir/name.0007.jsonl` for `dir/name.jsonl` and 7.
 pub(crate) fn rotated_path(path: &Path, n: u64) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = match path.extension() {
         Some(ext) => format!("{stem}.{n:04}.{}", ext.to_string_lossy()),
         None => format!("{stem}.{n:04}"),
@@ -635,8 +657,14 @@ pub(crate) fn rotated_path(path: &Path, n: u64) -> PathBuf {
 /// The rotation numbers present for `path`, sorted.
 pub(crate) fn rotation_numbers(path: &Path) -> Result<Vec<u64>, LockError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
     let mut numbers = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| LockError::io("list directory", dir, e))?;
     for entry in entries.flatten() {
@@ -649,10 +677,11 @@ pub(crate) fn rotation_numbers(path: &Path) -> Result<Vec<u64>, LockError> {
         else {
             continue;
         };
-        if middle.len() >= 4 && middle.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(n) = middle.parse::<u64>() {
-                numbers.push(n);
-            }
+        if middle.len() >= 4
+            && middle.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(n) = middle.parse::<u64>()
+        {
+            numbers.push(n);
         }
     }
     numbers.sort_unstable();

@@ -64,8 +64,17 @@ impl<T: DeserializeOwned> JsonlReader<T> {
         let listed = path.clone();
         let numbers = tokio::task::spawn_blocking(move || rotation_numbers(&listed))
             .await
-            .map_err(|e| LockError::io("list rotations of", &path, std::io::Error::other(e.to_string())))??;
-        let mut files: VecDeque<PathBuf> = numbers.into_iter().map(|n| rotated_path(&path, n)).collect();
+            .map_err(|e| {
+                LockError::io(
+                    "list rotations of",
+                    &path,
+                    std::io::Error::other(e.to_string()),
+                )
+            })??;
+        let mut files: VecDeque<PathBuf> = numbers
+            .into_iter()
+            .map(|n| rotated_path(&path, n))
+            .collect();
         files.push_back(path);
         Ok(JsonlReader {
             files,
@@ -125,14 +134,14 @@ impl<T: DeserializeOwned> JsonlReader<T> {
             file.line += 1;
             let offset = file.offset;
             file.offset += n as u64;
-            return Some(
-                serde_json::from_slice(&buf[..n - 1]).map_err(|source| LockError::BadRecord {
+            return Some(serde_json::from_slice(&buf[..n - 1]).map_err(|source| {
+                LockError::BadRecord {
                     path: file.path.clone(),
                     line: file.line,
                     offset,
                     source,
-                }),
-            );
+                }
+            }));
         }
     }
 

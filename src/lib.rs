@@ -68,9 +68,9 @@ pub use atomic::write_atomic;
 pub use category::{Category, ParseCategoryError};
 pub use error::LockError;
 pub use guard::LockGuard;
+pub use json_state::{Versioned, load_json, save_if_revision, update_json};
 pub use jsonl::{FsyncPolicy, JsonlSink, JsonlSinkBuilder, Rotation, SinkStats};
 pub use jsonl_reader::JsonlReader;
-pub use json_state::{Versioned, load_json, save_if_revision, update_json};
 pub use locks::{
     Acquire, BESIDE_TARGET_DIR, ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX, Locks, LocksBuilder,
 };

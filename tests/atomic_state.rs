@@ -209,35 +209,19 @@ async fn whole_file_writers_refuse_bad_targets() {
 /// Root reads anything, so the unreadable-file check runs as `nobody`.
 #[test]
 fn update_json_on_an_unreadable_file_is_an_io_error_naming_it() {
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let state = dir.path().join("secret.json");
     std::fs::write(&state, br#"{"revision":1,"data":5}"#).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o000)).unwrap();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !support::is_root() {
         expect_unreadable(&state);
         return;
     }
-    let exe = dir.path().join("test-binary");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let status = std::process::Command::new(&exe)
-        .args([
-            "unreadable_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .current_dir(dir.path())
-        .env("ASYNC_FILELOCK_TEST_STATE", &state)
-        .uid(65534)
-        .gid(65534)
-        .status()
-        .unwrap();
-    assert!(status.success(), "child as nobody: {status}");
+    support::run_as_nobody(
+        dir.path(),
+        "unreadable_child",
+        &[("ASYNC_FILELOCK_TEST_STATE", &state)],
+    );
     assert_eq!(
         std::fs::read(&state).unwrap(),
         br#"{"revision":1,"data":5}"#

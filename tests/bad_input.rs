@@ -68,34 +68,16 @@ fn a_lock_dir_without_permission_is_an_io_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let locked = dir.path().join("locked");
     std::fs::create_dir(&locked).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !support::is_root() {
         expect_permission_error(&locked);
         return;
     }
-    use std::os::unix::process::CommandExt;
-    // The checkout may sit under a directory `nobody` cannot enter: run a
-    // copy of this binary from the (0755) temporary directory.
-    let exe = dir.path().join("test-binary");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let status = std::process::Command::new(&exe)
-        .current_dir(dir.path())
-        .args([
-            "permission_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env("ASYNC_FILELOCK_TEST_LOCKED", &locked)
-        .uid(65534)
-        .gid(65534)
-        .status()
-        .unwrap();
-    assert!(status.success(), "child as nobody: {status}");
+    support::run_as_nobody(
+        dir.path(),
+        "permission_child",
+        &[("ASYNC_FILELOCK_TEST_LOCKED", &locked)],
+    );
 }
 
 /// Runs the permission check when started by the test above as `nobody`.

@@ -156,6 +156,8 @@ pub fn child_entry() {
             "increment" => increment(&args).await,
             "rewrite" => rewrite(&args).await,
             "sqlite" => sqlite(&args).await,
+            "jsonl_append" => jsonl_append(&args).await,
+            "jsonl_acks" => jsonl_acks(&args).await,
             other => panic!("unknown role {other}"),
         }
     });
@@ -325,6 +327,85 @@ async fn sqlite(args: &[String]) -> Result<(), LockError> {
         guard.release().await?;
     }
     Ok(())
+}
+
+/// `jsonl_append DIR PATH COUNT ID ROTATE_BYTES TASKS`: TASKS tasks append
+/// COUNT records in all, `{"w":ID,"i":n}`, to a sink rotating at
+/// ROTATE_BYTES.
+async fn jsonl_append(args: &[String]) -> Result<(), LockError> {
+    let count: usize = args[2].parse().expect("count");
+    let tasks: usize = args[5].parse().expect("tasks");
+    let sink = async_filelock::JsonlSink::builder(&args[1])
+        .locks(locks_in(Path::new(&args[0])))
+        .rotate_bytes(args[4].parse().expect("rotate bytes"))
+        .fsync(async_filelock::FsyncPolicy::Never)
+        .open()
+        .await?;
+    say("ready");
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (sink, id) = (sink.clone(), args[3].clone());
+            tokio::spawn(async move {
+                for n in (t..count).step_by(tasks) {
+                    sink.append(&serde_json::json!({"w": id, "i": n})).await?;
+                }
+                Ok::<_, LockError>(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("task")?;
+    }
+    sink.close().await
+}
+
+/// `jsonl_acks DIR PATH`: appends 64 KiB records forever, saying `acked N`
+/// after each append returned; for kill -9 tests. (A kill rarely lands
+/// inside a write; repair of a torn line has its own deterministic test.)
+async fn jsonl_acks(args: &[String]) -> Result<(), LockError> {
+    // No fsync: a killed process's writes survive in the page cache.
+    let sink = async_filelock::JsonlSink::builder(&args[1])
+        .locks(locks_in(Path::new(&args[0])))
+        .fsync(async_filelock::FsyncPolicy::Never)
+        .open()
+        .await?;
+    say("ready");
+    let pad = "x".repeat(64 * 1024);
+    for n in 0u64.. {
+        sink.append(&serde_json::json!({"n": n, "pad": pad}))
+            .await?;
+        say(&format!("acked {n}"));
+    }
+    Ok(())
+}
+
+/// Runs `test` (a test of this binary) in a copy of this binary as user
+/// `nobody`, with `envs`: for checks that root's permission override would
+/// defeat. The copy lives in `dir` (made world-readable) because the
+/// checkout may sit where `nobody` cannot enter.
+pub fn run_as_nobody(dir: &Path, test: &str, envs: &[(&str, &Path)]) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod dir");
+    let exe = dir.join("test-binary");
+    std::fs::copy(std::env::current_exe().expect("exe"), &exe).expect("copy test binary");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod binary");
+    let mut cmd = Command::new(&exe);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .current_dir(dir)
+        .uid(65534)
+        .gid(65534);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().expect("run as nobody");
+    assert!(status.success(), "{test} as nobody: {status}");
+}
+
+/// Whether this process runs as root (which ignores permission bits).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Threads of this process blocked in the kernel's file-lock wait, counted

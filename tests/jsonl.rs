@@ -1,0 +1,394 @@
+//! JSONL sinks across processes: whole lines, exact records, rotation
+//! without gaps, crash repair, group commit, cancellation, bad input.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use async_filelock::{FsyncPolicy, JsonlReader, JsonlSink, LockError, Locks};
+use rand::RngExt;
+use serde::Deserialize;
+use support::{Worker, locks_in, path_arg as arg, spawn};
+
+#[test]
+fn child_entry() {
+    support::child_entry();
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, Hash)]
+struct Row {
+    w: String,
+    i: u64,
+}
+
+async fn all_rows(path: &Path) -> Vec<Row> {
+    let mut reader = JsonlReader::<Row>::open(path).await.unwrap();
+    let mut rows = Vec::new();
+    while let Some(r) = reader.next().await {
+        rows.push(r.unwrap_or_else(|e| panic!("bad line: {e}")));
+    }
+    rows
+}
+
+#[test]
+fn eight_processes_with_small_rotation_write_every_record_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let (procs, count) = (8, 1500);
+    let mut workers: Vec<Worker> = (0..procs)
+        .map(|i| {
+            spawn(
+                "jsonl_append",
+                &[
+                    arg(dir.path()),
+                    arg(&path),
+                    count.to_string(),
+                    format!("p{i}"),
+                    "16384".into(),
+                    "4".into(),
+                ],
+            )
+        })
+        .collect();
+    for w in &mut workers {
+        w.wait_ready();
+    }
+    for w in workers {
+        w.finish();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows = rt.block_on(all_rows(&path));
+    assert_eq!(rows.len(), procs * count, "every record once");
+    let unique: HashSet<&Row> = rows.iter().collect();
+    assert_eq!(unique.len(), procs * count, "no duplicates");
+    // Rotation numbers 1..=k with no gap or repeat, each file within the limit
+    // and made of whole lines.
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("manifest.")?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert!(numbers.len() > 10, "rotated {} times", numbers.len());
+    assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>());
+    for n in numbers {
+        let file = dir.path().join(format!("manifest.{n:04}.jsonl"));
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            bytes.len() <= 16384,
+            "{} has {} bytes",
+            file.display(),
+            bytes.len()
+        );
+        assert!(bytes.ends_with(b"\n"));
+    }
+    // Within each writer, records of one task keep their order.
+    let mut last = std::collections::HashMap::new();
+    for r in &rows {
+        let key = (r.w.clone(), r.i % 4);
+        if let Some(prev) = last.insert(key, r.i) {
+            assert!(prev < r.i, "out of order: {prev} then {}", r.i);
+        }
+    }
+}
+
+#[test]
+fn kill_9_mid_stream_leaves_no_torn_line_and_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("telemetry.jsonl");
+    let mut acked: HashSet<u64> = HashSet::new();
+    let mut repaired = 0;
+    for round in 0..6 {
+        let mut w = spawn("jsonl_acks", &[arg(dir.path()), arg(&path)]);
+        w.wait_ready();
+        let wanted = 20 + round * 13;
+        let mut last = 0;
+        for _ in 0..wanted {
+            let msg = w.read();
+            last = msg.strip_prefix("acked ").unwrap().parse::<u64>().unwrap();
+            acked.insert(last + 1_000_000 * round as u64);
+        }
+        w.child.kill().unwrap();
+        w.child.wait().unwrap();
+        let _ = last;
+        // Reopening repairs whatever the kill tore.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stats = rt.block_on(async {
+            let sink = JsonlSink::builder(&path)
+                .locks(locks_in(dir.path()))
+                .open()
+                .await
+                .unwrap();
+            sink.stats()
+        });
+        repaired += stats.torn_tails_repaired;
+        let text = std::fs::read(&path).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with(b"\n"),
+            "round {round}: torn tail remains"
+        );
+        // Renumber this round's records so rounds do not collide.
+        let mut present = HashSet::new();
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).expect("every line parses");
+            present.insert(v["n"].as_u64().unwrap());
+        }
+        for n in acked.iter().filter(|n| **n / 1_000_000 == round as u64) {
+            assert!(
+                present.contains(&(n % 1_000_000)),
+                "acknowledged record {n} lost"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+    eprintln!("torn tails repaired over the kills: {repaired}");
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_cut_off_on_open_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    std::fs::write(&path, b"{\"a\":1}\n{\"a\":2}\n{\"a\":3, \"unfinis").unwrap();
+    let sink = JsonlSink::builder(&path)
+        .locks(locks_in(dir.path()))
+        .open()
+        .await
+        .unwrap();
+    let stats = sink.stats();
+    assert_eq!(stats.torn_tails_repaired, 1);
+    assert_eq!(stats.last_torn_offset, Some(16));
+    assert_eq!(stats.torn_bytes_cut, 16);
+    sink.append(&serde_json::json!({"a": 4})).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"a\":1}\n{\"a\":2}\n{\"a\":4}\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_needs_far_fewer_fsyncs_than_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let sink = JsonlSink::builder(&path)
+        .locks(locks_in(dir.path()))
+        .fsync(FsyncPolicy::EveryCommit)
+        .open()
+        .await
+        .unwrap();
+    let (tasks, each) = (64, 40);
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                for i in 0..each {
+                    sink.append(&serde_json::json!({"w": t.to_string(), "i": i}))
+                        .await?;
+                }
+                Ok::<_, LockError>(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let stats = sink.stats();
+    let records = (tasks * each) as u64;
+    assert_eq!(stats.records, records);
+    assert_eq!(stats.fsyncs, stats.commits);
+    assert!(
+        stats.fsyncs * 4 < records,
+        "{} fsyncs for {records} records",
+        stats.fsyncs
+    );
+    assert_eq!(all_rows(&path).await.len() as u64, records);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_appends_leave_each_record_whole_or_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let sink = JsonlSink::builder(&path)
+        .locks(locks_in(dir.path()))
+        .fsync(FsyncPolicy::Never)
+        .open()
+        .await
+        .unwrap();
+    let pad = "y".repeat(2000);
+    // Even records wait as long as it takes; odd ones are dropped at a
+    // random point within a few hundred microseconds.
+    let handles: Vec<_> = (0..400u64)
+        .map(|i| {
+            let (sink, pad) = (sink.clone(), pad.clone());
+            let wait = if i % 2 == 0 {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_micros(rand::rng().random_range(0..400))
+            };
+            tokio::spawn(async move {
+                let record = serde_json::json!({"w": "x", "i": i, "pad": pad});
+                tokio::time::timeout(wait, sink.append(&record))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            })
+        })
+        .collect();
+    let mut acked = HashSet::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        if h.await.unwrap() {
+            acked.insert(i as u64);
+        }
+    }
+    sink.close().await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut present = HashSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("whole line");
+        assert_eq!(v["pad"].as_str().unwrap().len(), 2000);
+        assert!(present.insert(v["i"].as_u64().unwrap()), "written twice");
+    }
+    assert!(
+        acked.is_subset(&present),
+        "an acknowledged record is missing"
+    );
+    assert!(acked.len() >= 200, "every unhurried append is acknowledged");
+    assert!(text.ends_with('\n'));
+    eprintln!(
+        "{} acknowledged, {} present of 400",
+        acked.len(),
+        present.len()
+    );
+}
+
+/// Serialises as `1`, or fails when `true`.
+struct MaybeBad(bool);
+
+impl serde::Serialize for MaybeBad {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 {
+            return Err(serde::ser::Error::custom(
+                "this record refuses to serialise",
+            ));
+        }
+        s.serialize_u8(1)
+    }
+}
+
+#[tokio::test]
+async fn records_that_do_not_serialise_are_rejected_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let sink = JsonlSink::builder(&path)
+        .locks(locks_in(dir.path()))
+        .open()
+        .await
+        .unwrap();
+    let mut bad_keys = std::collections::HashMap::new();
+    bad_keys.insert((1u8, 2u8), 3u8);
+    let err = sink.append(&bad_keys).await.unwrap_err();
+    assert!(matches!(err, LockError::Json { .. }), "{err}");
+    let err = sink.append(&MaybeBad(true)).await.unwrap_err();
+    assert!(err.to_string().contains("refuses to serialise"), "{err}");
+    assert!(err.to_string().contains("manifest.jsonl"), "{err}");
+    // A batch with one bad record writes none.
+    let err = sink
+        .append_batch(&[MaybeBad(false), MaybeBad(true), MaybeBad(false)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LockError::Json { .. }), "{err}");
+    sink.append(&1).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+    assert_eq!(sink.stats().records, 1);
+}
+
+#[tokio::test]
+async fn a_directory_is_not_a_sink_and_a_bad_line_is_reported_not_skipped_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("manifest.jsonl");
+    std::fs::create_dir(&d).unwrap();
+    let err = JsonlSink::builder(&d)
+        .locks(locks_in(dir.path()))
+        .open()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LockError::InvalidTarget { .. }), "{err}");
+
+    let path = dir.path().join("m.jsonl");
+    std::fs::write(
+        &path,
+        "{\"w\":\"a\",\"i\":1}\nnot json\n{\"w\":\"a\",\"i\":2}\n",
+    )
+    .unwrap();
+    let mut reader = JsonlReader::<Row>::open(&path).await.unwrap();
+    assert_eq!(reader.next().await.unwrap().unwrap().i, 1);
+    match reader.next().await.unwrap() {
+        Err(LockError::BadRecord {
+            line,
+            offset,
+            path: p,
+            ..
+        }) => {
+            assert_eq!((line, offset), (2, 16));
+            assert_eq!(p, path);
+        }
+        other => panic!("expected a bad record, got {other:?}"),
+    }
+    assert_eq!(reader.next().await.unwrap().unwrap().i, 2);
+    assert!(reader.next().await.is_none());
+}
+
+/// Root writes anywhere, so the read-only check runs as `nobody`.
+#[test]
+fn a_read_only_file_is_an_io_error_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("frozen.jsonl");
+    std::fs::write(&path, "1\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    if !support::is_root() {
+        expect_read_only_error(&path);
+        return;
+    }
+    support::run_as_nobody(
+        dir.path(),
+        "read_only_child",
+        &[("ASYNC_FILELOCK_TEST_JSONL", &path)],
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+}
+
+/// Runs the read-only check when started by the test above.
+#[test]
+fn read_only_child() {
+    if let Some(path) = std::env::var_os("ASYNC_FILELOCK_TEST_JSONL") {
+        expect_read_only_error(Path::new(&path));
+    }
+}
+
+fn expect_read_only_error(path: &Path) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let locks = Locks::builder()
+        .lock_dir(path.parent().unwrap().join("nobody-locks"))
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(JsonlSink::builder(path).locks(locks).open())
+        .unwrap_err();
+    assert!(matches!(err, LockError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("frozen.jsonl"), "{err}");
+}
