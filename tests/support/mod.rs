@@ -388,7 +388,13 @@ pub fn run_as_nobody(dir: &Path, test: &str, envs: &[(&str, &Path)]) {
     use std::os::unix::process::CommandExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod dir");
     let exe = dir.join("test-binary");
-    std::fs::copy(std::env::current_exe().expect("exe"), &exe).expect("copy test binary");
+    let me = std::env::current_exe().expect("exe");
+    // A hard link opens no descriptor for writing; a copy does, and a child
+    // forked meanwhile by another test inherits it, making exec fail with
+    // ETXTBSY until that child execs: hence the retries below.
+    if std::fs::hard_link(&me, &exe).is_err() {
+        std::fs::copy(&me, &exe).expect("copy test binary");
+    }
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod binary");
     let mut cmd = Command::new(&exe);
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
@@ -398,7 +404,16 @@ pub fn run_as_nobody(dir: &Path, test: &str, envs: &[(&str, &Path)]) {
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let status = cmd.status().expect("run as nobody");
+    let mut tries = 0;
+    let status = loop {
+        match cmd.status() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => break other.expect("run as nobody"),
+        }
+    };
     assert!(status.success(), "{test} as nobody: {status}");
 }
 
