@@ -91,6 +91,170 @@ fn uncontended(rounds: usize, n: usize) {
     );
 }
 
+/// One JSONL child: `--jsonl-child KIND DIR RECORDS TASKS ID`, appending
+/// 100-byte lines to `DIR/data.jsonl`.
+fn jsonl_child(args: &[String]) {
+    let kind = args[0].as_str();
+    let dir = PathBuf::from(&args[1]);
+    let records: usize = args[2].parse().expect("records");
+    let tasks: usize = args[3].parse().expect("tasks");
+    let id = args[4].clone();
+    let data = dir.join("data.jsonl");
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).expect("go");
+    // `{"w":"p0","i":123456,"pad":"xx…"}` padded to 100 bytes with the newline.
+    let line = |i: usize| {
+        let head = format!("{{\"w\":\"{id}\",\"i\":{i},\"pad\":\"");
+        let pad = 100 - head.len() - 3;
+        format!("{head}{}\"}}\n", "x".repeat(pad))
+    };
+    match kind {
+        "lock_append_fsync" | "raw_append" => {
+            let file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&data)
+                .expect("open data");
+            let lock = open_baseline(&baseline_path(&dir));
+            for i in 0..records {
+                let l = line(i);
+                if kind == "lock_append_fsync" {
+                    lock.lock().expect("lock");
+                    (&file).write_all(l.as_bytes()).expect("append");
+                    file.sync_data().expect("fsync");
+                    lock.unlock().expect("unlock");
+                } else {
+                    (&file).write_all(l.as_bytes()).expect("append");
+                }
+            }
+        }
+        _ => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let fsync = if kind == "sink_fsync" {
+                    async_filelock::FsyncPolicy::EveryCommit
+                } else {
+                    async_filelock::FsyncPolicy::Never
+                };
+                let sink = async_filelock::JsonlSink::builder(&data)
+                    .locks(crate_locks(&dir))
+                    .fsync(fsync)
+                    .open()
+                    .await
+                    .expect("sink");
+                let handles: Vec<_> = (0..tasks)
+                    .map(|t| {
+                        let sink = sink.clone();
+                        let id = id.clone();
+                        tokio::spawn(async move {
+                            for i in (t..records).step_by(tasks) {
+                                // The same 100-byte line as the baselines,
+                                // from a struct as a caller would have it.
+                                let head = format!("{{\"w\":\"{id}\",\"i\":{i},\"pad\":\"");
+                                let rec = Rec {
+                                    w: &id,
+                                    i,
+                                    pad: "x".repeat(100 - head.len() - 3),
+                                };
+                                sink.append(&rec).await.expect("append");
+                            }
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.await.expect("task");
+                }
+                sink.close().await.expect("close");
+            });
+        }
+    }
+}
+
+/// Appending tasks per process for the sink runs (`RATIOS_JSONL_TASKS`,
+/// default 32).
+fn jsonl_tasks() -> usize {
+    std::env::var("RATIOS_JSONL_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+}
+
+#[derive(serde::Serialize)]
+struct Rec<'a> {
+    w: &'a str,
+    i: usize,
+    pad: String,
+}
+
+fn jsonl_run(kind: &str, procs: usize, records: usize, tasks: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("locks")).expect("lock dir");
+    let exe = std::env::current_exe().expect("exe");
+    let mut children: Vec<_> = (0..procs)
+        .map(|i| {
+            Command::new(&exe)
+                .args(["--jsonl-child", kind])
+                .arg(dir.path())
+                .args([records.to_string(), tasks.to_string(), format!("p{i}")])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    for c in &mut children {
+        writeln!(c.stdin.as_mut().expect("stdin"), "go").expect("go");
+    }
+    for c in children {
+        assert!(
+            c.wait_with_output().expect("child").status.success(),
+            "child failed"
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(dir.path().join("data.jsonl")).expect("data");
+    let mut n = 0;
+    for l in text.lines() {
+        serde_json::from_str::<serde_json::Value>(l)
+            .unwrap_or_else(|e| panic!("{kind}: torn line {l:?}: {e}"));
+        n += 1;
+    }
+    assert_eq!(n, procs * records, "{kind}: exact line count");
+    (procs * records) as f64 / elapsed
+}
+
+fn jsonl(rounds: usize, records: usize) {
+    let pairs = [
+        (
+            "lock_append_fsync",
+            "sink_fsync",
+            2_000.min(records),
+            ">= 10",
+        ),
+        ("raw_append", "sink_nosync", records, ">= 0.8"),
+    ];
+    for (base_kind, ours_kind, n, target) in pairs {
+        let (mut base, mut ours) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let b = jsonl_run(base_kind, 4, n, 1);
+            let o = jsonl_run(ours_kind, 4, n, jsonl_tasks());
+            println!("{{\"run\":\"{base_kind}\",\"records_per_s\":{b:.0}}}");
+            println!("{{\"run\":\"{ours_kind}\",\"records_per_s\":{o:.0}}}");
+            base.push(b);
+            ours.push(o);
+        }
+        let ratio = median(ours) / median(base);
+        println!(
+            "{{\"bench\":\"jsonl_4p_{ours_kind}_vs_{base_kind}\",\"ratio\":{ratio:.2},\"target\":\"{target}\"}}"
+        );
+    }
+}
+
 /// One child: `--child KIND DIR OPS HOLD_US THINK_US ID`.
 fn child(args: &[String]) {
     let kind = args[0].as_str();
@@ -262,9 +426,14 @@ fn main() {
         child(&args[i + 1..]);
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--jsonl-child") {
+        jsonl_child(&args[i + 1..]);
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let (rounds, scale) = if quick { (3, 1) } else { (5, 4) };
     uncontended(rounds + 2, 5_000 * scale);
     contended(rounds, 4, 100 * scale, 1000, 1000);
     contended(rounds, 4, 1000 * scale, 0, 0);
+    jsonl(rounds, 5_000 * scale);
 }
