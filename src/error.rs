@@ -156,6 +156,40 @@ pub enum LockError {
         source: serde_json::Error,
     },
 
+    /// A written file is not what the caller said it would be. The partial
+    /// file was removed and the target left as it was.
+    #[error("verification of {} failed: {what}", .path.display())]
+    Verification {
+        /// The target.
+        path: PathBuf,
+        /// Which check, with expected and actual values.
+        what: String,
+    },
+
+    /// Not enough free space for a file of known size; nothing was written.
+    #[error(
+        "not enough space for {}: {needed} bytes needed, {available} available",
+        .path.display()
+    )]
+    InsufficientSpace {
+        /// The target.
+        path: PathBuf,
+        /// Bytes still to write.
+        needed: u64,
+        /// Bytes available to this user on that filesystem.
+        available: u64,
+    },
+
+    /// The source of a streamed write (an HTTP body, a reader) failed.
+    #[error("reading the source for {} failed: {source}", .path.display())]
+    Source {
+        /// The target being written.
+        path: PathBuf,
+        /// The source's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A configuration value (builder call or environment variable) is invalid.
     #[error("invalid configuration {key}: {reason}")]
     Config {
@@ -192,7 +226,10 @@ impl LockError {
             | LockError::UnsafeLockFile { path, .. }
             | LockError::Conflict { path, .. }
             | LockError::Json { path, .. }
-            | LockError::BadRecord { path, .. } => Some(path),
+            | LockError::BadRecord { path, .. }
+            | LockError::Verification { path, .. }
+            | LockError::InsufficientSpace { path, .. }
+            | LockError::Source { path, .. } => Some(path),
             LockError::InvalidTarget { target, .. } => Some(target),
             LockError::Config { .. } => None,
         }

@@ -47,6 +47,7 @@
 compile_error!("async-filelock supports Unix platforms only for now");
 
 mod acquire;
+mod artifact;
 mod atomic;
 mod backend;
 mod category;
@@ -64,6 +65,9 @@ mod table;
 
 use std::path::Path;
 
+pub use artifact::{
+    Artifact, ArtifactWriter, ArtifactWriterBuilder, CommitReport, Leftover, OnBusy, PresentReport, Progress,
+};
 pub use atomic::write_atomic;
 pub use category::{Category, ParseCategoryError};
 pub use error::LockError;

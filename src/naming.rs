@@ -13,7 +13,6 @@
 //! [`CACHE_TTL`]: a symlink in a target's path re-pointed while the process
 //! runs is seen within that time.
 
-use std::fmt::Write as _;
 use std::io;
 // Fx: keys are local paths, where hash flooding is no threat and SipHash
 // was a visible share of an uncontended acquisition.
@@ -41,14 +40,9 @@ pub(crate) struct NormalTarget {
 impl NormalTarget {
     pub fn new(path: PathBuf) -> Self {
         let digest = Sha256::digest(path_bytes(&path));
-        let mut hash = String::with_capacity(HASH_HEX_LEN);
-        for byte in &digest[..HASH_HEX_LEN / 2] {
-            // Writing to a String cannot fail.
-            let _ = write!(hash, "{byte:02x}");
-        }
         NormalTarget {
             path: path.into(),
-            hash: hash.into(),
+            hash: hex::encode(&digest[..HASH_HEX_LEN / 2]).into(),
         }
     }
 
