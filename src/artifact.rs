@@ -86,6 +86,9 @@ pub struct PresentReport {
 }
 
 /// The outcome of [`ArtifactWriterBuilder::open`].
+// A transient return value, matched once per download: boxing the writer
+// would cost an allocation to save stack space nobody keeps.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Artifact {
     /// We hold the lock and should write the artifact.
@@ -225,11 +228,19 @@ impl ArtifactWriterBuilder {
             sha256: self.expected_sha256,
         };
         let hashing = self.compute_sha256 || self.expected_sha256.is_some();
-        let (replace, verify, leftover, prealloc) =
-            (self.replace_existing, self.verify_existing, self.leftover, self.preallocate);
+        let (replace, verify, leftover, prealloc) = (
+            self.replace_existing,
+            self.verify_existing,
+            self.leftover,
+            self.preallocate,
+        );
         let prepared = blocking("prepare .part for", &target, {
             let target = target.clone();
-            move || prepare(&target, &expect, replace, verify, leftover, prealloc, hashing)
+            move || {
+                prepare(
+                    &target, &expect, replace, verify, leftover, prealloc, hashing,
+                )
+            }
         })
         .await?;
         let (file, resumed, hasher) = match prepared {
@@ -242,7 +253,11 @@ impl ArtifactWriterBuilder {
                     waited,
                 }));
             }
-            Prepared::Part { file, resumed, hasher } => (file, resumed, hasher),
+            Prepared::Part {
+                file,
+                resumed,
+                hasher,
+            } => (file, resumed, hasher),
         };
         Ok(Artifact::Write(ArtifactWriter {
             file: tokio::fs::File::from_std(file),
@@ -377,7 +392,11 @@ impl ArtifactWriter {
     ///
     /// As [`ArtifactWriterBuilder::open`].
     pub async fn create(target: impl AsRef<Path>) -> Result<ArtifactWriter, LockError> {
-        match ArtifactWriter::builder(target).replace_existing().open().await? {
+        match ArtifactWriter::builder(target)
+            .replace_existing()
+            .open()
+            .await?
+        {
             Artifact::Write(w) => Ok(w),
             // `replace_existing` with `OnBusy::Wait` always writes.
             Artifact::AlreadyPresent(p) => Err(LockError::io(
@@ -385,7 +404,11 @@ impl ArtifactWriter {
                 p.path,
                 io::Error::other("unexpectedly present"),
             )),
-            Artifact::Busy => Err(LockError::io("write artifact", "", io::Error::other("unexpectedly busy"))),
+            Artifact::Busy => Err(LockError::io(
+                "write artifact",
+                "",
+                io::Error::other("unexpectedly busy"),
+            )),
         }
     }
 
@@ -406,7 +429,11 @@ impl ArtifactWriter {
         let builder = ArtifactWriter::builder(guard.target()).replace_existing();
         match builder.open_with(guard).await? {
             Artifact::Write(w) => Ok(w),
-            _ => Err(LockError::io("write artifact", "", io::Error::other("unexpected outcome"))),
+            _ => Err(LockError::io(
+                "write artifact",
+                "",
+                io::Error::other("unexpected outcome"),
+            )),
         }
     }
 
@@ -466,7 +493,10 @@ impl ArtifactWriter {
     ///
     /// [`LockError::Io`] naming the `.part` (a failing reader surfaces here
     /// too, as tokio's copy does not tell the two apart).
-    pub async fn copy_from<R: AsyncRead + Unpin + ?Sized>(&mut self, reader: &mut R) -> Result<u64, LockError> {
+    pub async fn copy_from<R: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        reader: &mut R,
+    ) -> Result<u64, LockError> {
         tokio::io::copy(reader, self)
             .await
             .map_err(|e| LockError::io("copy into", self.state.part.clone(), e))
@@ -509,7 +539,9 @@ impl ArtifactWriter {
     /// removes the `.part`; once the rename started, it completes and the
     /// lock is released after it.
     pub async fn commit(self) -> Result<CommitReport, LockError> {
-        self.commit_then(|_| async { Ok(()) }).await.map(|(report, ())| report)
+        self.commit_then(|_| async { Ok(()) })
+            .await
+            .map(|(report, ())| report)
     }
 
     /// As [`ArtifactWriter::commit`], running `step` after the rename and
@@ -548,7 +580,11 @@ impl ArtifactWriter {
         // the guard: the writer's drop must not remove anything.
         self.state.done = true;
         let Some(guard) = self.state.guard.take() else {
-            return Err(LockError::io("commit", part, io::Error::other("lock already released")));
+            return Err(LockError::io(
+                "commit",
+                part,
+                io::Error::other("lock already released"),
+            ));
         };
         let target = self.state.target.clone();
         let renamed = {
@@ -615,7 +651,11 @@ impl ArtifactWriter {
         if let (Some(want), Some(h)) = (s.expect.sha256, &s.hasher) {
             let got: [u8; 32] = h.clone().finalize().into();
             if got != want {
-                return Err(format!("sha256: expected {}, got {}", hex(&want), hex(&got)));
+                return Err(format!(
+                    "sha256: expected {}, got {}",
+                    hex(&want),
+                    hex(&got)
+                ));
             }
         }
         Ok(())
@@ -623,7 +663,11 @@ impl ArtifactWriter {
 }
 
 impl AsyncWrite for ArtifactWriter {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let n = std::task::ready!(this.file.poll_write(cx, buf))?;
         let state = this.state;
@@ -650,8 +694,15 @@ impl AsyncWrite for ArtifactWriter {
 }
 
 enum Prepared {
-    Present { bytes: u64, verified: bool },
-    Part { file: std::fs::File, resumed: u64, hasher: Option<Sha256> },
+    Present {
+        bytes: u64,
+        verified: bool,
+    },
+    Part {
+        file: std::fs::File,
+        resumed: u64,
+        hasher: Option<Sha256>,
+    },
 }
 
 /// `<target>.part`.
@@ -688,7 +739,12 @@ fn prepare(
                 }
                 tracing::warn!(target = %target.display(), "existing artifact fails verification; writing it anew");
             }
-            Ok(_) => return Err(LockError::invalid_target(target, "it is not a regular file")),
+            Ok(_) => {
+                return Err(LockError::invalid_target(
+                    target,
+                    "it is not a regular file",
+                ));
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(LockError::io("inspect", target, e)),
         }
@@ -710,7 +766,8 @@ fn prepare(
     if let Some(len) = expect.len {
         let needed = len.saturating_sub(resumed);
         let dir = target.parent().unwrap_or(Path::new("/"));
-        let available = fs4::available_space(dir).map_err(|e| LockError::io("check free space in", dir, e))?;
+        let available =
+            fs4::available_space(dir).map_err(|e| LockError::io("check free space in", dir, e))?;
         if available < needed {
             return Err(LockError::InsufficientSpace {
                 path: target.to_path_buf(),
@@ -726,7 +783,9 @@ fn prepare(
         .truncate(false)
         .open(&part)
         .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => LockError::invalid_target(target, "its directory does not exist"),
+            io::ErrorKind::NotFound => {
+                LockError::invalid_target(target, "its directory does not exist")
+            }
             _ => LockError::io("open", &part, e),
         })?;
     let hasher = if hashing {
@@ -739,11 +798,16 @@ fn prepare(
     } else {
         None
     };
-    io::Seek::seek(&mut file, io::SeekFrom::Start(resumed)).map_err(|e| LockError::io("seek", &part, e))?;
+    io::Seek::seek(&mut file, io::SeekFrom::Start(resumed))
+        .map_err(|e| LockError::io("seek", &part, e))?;
     if prealloc && let Some(len) = expect.len {
         reserve(&file, len);
     }
-    Ok(Prepared::Part { file, resumed, hasher })
+    Ok(Prepared::Part {
+        file,
+        resumed,
+        hasher,
+    })
 }
 
 /// Reserves `len` bytes of disk for `file` without changing its size, so a

@@ -66,7 +66,8 @@ mod table;
 use std::path::Path;
 
 pub use artifact::{
-    Artifact, ArtifactWriter, ArtifactWriterBuilder, CommitReport, Leftover, OnBusy, PresentReport, Progress,
+    Artifact, ArtifactWriter, ArtifactWriterBuilder, CommitReport, Leftover, OnBusy, PresentReport,
+    Progress,
 };
 pub use atomic::write_atomic;
 pub use category::{Category, ParseCategoryError};

@@ -158,6 +158,19 @@ pub fn child_entry() {
             "sqlite" => sqlite(&args).await,
             "jsonl_append" => jsonl_append(&args).await,
             "jsonl_acks" => jsonl_acks(&args).await,
+            "fetch" => {
+                let outcome = fetch(
+                    &locks_in(Path::new(&args[0])),
+                    &args[1],
+                    Path::new(&args[2]),
+                    args[3].parse().expect("len"),
+                    &args[4],
+                )
+                .await?;
+                say(outcome);
+                Ok(())
+            }
+            "fetch_fsize" => fetch_fsize(&args).await,
             other => panic!("unknown role {other}"),
         }
     });
@@ -375,6 +388,80 @@ async fn jsonl_acks(args: &[String]) -> Result<(), LockError> {
         sink.append(&serde_json::json!({"n": n, "pad": pad}))
             .await?;
         say(&format!("acked {n}"));
+    }
+    Ok(())
+}
+
+/// Fetches `url` into `target` under the artifact lock, verifying length
+/// and SHA-256, resuming a leftover `.part` with an HTTP Range request.
+/// Returns "downloaded", "present" or "busy".
+pub async fn fetch(
+    locks: &Locks,
+    url: &str,
+    target: &Path,
+    len: u64,
+    sha256: &str,
+) -> Result<&'static str, LockError> {
+    use async_filelock::{Artifact, ArtifactWriter, Leftover};
+    let open = ArtifactWriter::builder(target)
+        .locks(locks.clone())
+        .expected_len(len)
+        .expected_sha256(sha256)?
+        .leftover(Leftover::Resume)
+        .open()
+        .await?;
+    let writer = match open {
+        Artifact::Write(w) => w,
+        Artifact::AlreadyPresent(_) => return Ok("present"),
+        Artifact::Busy => return Ok("busy"),
+    };
+    let mut request = reqwest::Client::new().get(url);
+    if writer.resume_from() > 0 {
+        request = request.header(
+            reqwest::header::RANGE,
+            format!("bytes={}-", writer.resume_from()),
+        );
+    }
+    let source = |e: reqwest::Error| LockError::Source {
+        path: target.to_path_buf(),
+        source: Box::new(e),
+    };
+    let response = request
+        .send()
+        .await
+        .map_err(source)?
+        .error_for_status()
+        .map_err(source)?;
+    writer.download(response.bytes_stream()).await?;
+    Ok("downloaded")
+}
+
+/// `fetch_fsize DIR URL TARGET`: fetches with a 1 MiB file size limit
+/// (RLIMIT_FSIZE, SIGXFSZ ignored) and no expected length, and says the
+/// error it got.
+async fn fetch_fsize(args: &[String]) -> Result<(), LockError> {
+    // SAFETY: plain libc calls on this process's own limits and signals.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let limit = libc::rlimit {
+            rlim_cur: 1 << 20,
+            rlim_max: 1 << 20,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+    let target = PathBuf::from(&args[2]);
+    let locks = locks_in(Path::new(&args[0]));
+    let writer = async_filelock::ArtifactWriter::builder(&target)
+        .locks(locks)
+        .open()
+        .await?;
+    let async_filelock::Artifact::Write(writer) = writer else {
+        panic!("expected to write");
+    };
+    let response = reqwest::get(&args[1]).await.expect("get");
+    match writer.download(response.bytes_stream()).await {
+        Ok(_) => say("no error"),
+        Err(e) => say(&format!("error: {e}")),
     }
     Ok(())
 }

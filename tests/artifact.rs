@@ -1,0 +1,384 @@
+//! Streaming artifact writer against a real HTTP server on 127.0.0.1.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_filelock::{Artifact, ArtifactWriter, Category, JsonlSink, LockError, Locks, OrderCheck};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use futures::StreamExt;
+use rand::RngExt;
+use sha2::{Digest, Sha256};
+use support::{eventually, fetch, locks_in, path_arg as arg, spawn};
+use tokio::io::AsyncWriteExt;
+
+#[test]
+fn child_entry() {
+    support::child_entry();
+}
+
+/// What the test server serves, and how many GETs it answered.
+struct Served {
+    body: Vec<u8>,
+    chunk_delay: Duration,
+    requests: AtomicUsize,
+}
+
+impl Served {
+    fn sha256(&self) -> String {
+        hex::encode(Sha256::digest(&self.body))
+    }
+}
+
+async fn file(State(s): State<Arc<Served>>, headers: HeaderMap) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let from: usize = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let status = if from > 0 {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let chunks: Vec<Bytes> = s.body[from.min(s.body.len())..]
+        .chunks(64 * 1024)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let delay = s.chunk_delay;
+    let stream = futures::stream::iter(chunks).then(move |c| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, std::io::Error>(c)
+    });
+    Response::builder()
+        .status(status)
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+/// Serves `len` deterministic bytes at `/file` on 127.0.0.1.
+async fn serve(len: usize, chunk_delay: Duration) -> (String, Arc<Served>) {
+    let body: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+    let served = Arc::new(Served {
+        body,
+        chunk_delay,
+        requests: AtomicUsize::new(0),
+    });
+    let app = axum::Router::new()
+        .route("/file", axum::routing::get(file))
+        .with_state(served.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/file", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_and_processes_download_an_artifact_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("model.bin");
+    let (url, served) = serve(3 << 20, Duration::from_millis(2)).await;
+    let (len, sha) = (served.body.len() as u64, served.sha256());
+    let mut children: Vec<_> = (0..3)
+        .map(|_| {
+            spawn(
+                "fetch",
+                &[
+                    arg(dir.path()),
+                    url.clone(),
+                    arg(&target),
+                    len.to_string(),
+                    sha.clone(),
+                ],
+            )
+        })
+        .collect();
+    let locks = locks_in(dir.path());
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (locks, url, target, sha) =
+                (locks.clone(), url.clone(), target.clone(), sha.clone());
+            tokio::spawn(async move { fetch(&locks, &url, &target, len, &sha).await })
+        })
+        .collect();
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        *outcomes
+            .entry(t.await.unwrap().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for c in children.iter_mut() {
+        let said = tokio::task::block_in_place(|| c.read());
+        *outcomes.entry(said).or_default() += 1;
+    }
+    for c in children {
+        tokio::task::spawn_blocking(move || c.finish())
+            .await
+            .unwrap();
+    }
+    assert_eq!(outcomes.get("downloaded"), Some(&1), "{outcomes:?}");
+    assert_eq!(outcomes.get("present"), Some(&6), "{outcomes:?}");
+    assert_eq!(
+        served.requests.load(Ordering::SeqCst),
+        1,
+        "exactly one download"
+    );
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        served.body,
+        "byte-identical"
+    );
+    assert!(!dir.path().join("model.bin.part").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_never_leaves_a_partial_target_and_the_next_writer_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("dataset.tar");
+    let part = dir.path().join("dataset.tar.part");
+    let (url, served) = serve(4 << 20, Duration::from_millis(4)).await;
+    let (len, sha) = (served.body.len() as u64, served.sha256());
+    let locks = locks_in(dir.path());
+    let mut resumed_rounds = 0;
+    for round in 0..6u64 {
+        let mut child = spawn(
+            "fetch",
+            &[
+                arg(dir.path()),
+                url.clone(),
+                arg(&target),
+                len.to_string(),
+                sha.clone(),
+            ],
+        );
+        let wait = rand::rng().random_range(40..200);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        child.child.kill().unwrap();
+        child.child.wait().unwrap();
+        assert!(!target.exists(), "round {round}: a partial target appeared");
+        // The dead process's lock is free at once.
+        let g = locks.try_lock(Category::Artifact, &target).await.unwrap();
+        assert!(g.is_some(), "round {round}: lock still held after kill -9");
+        drop(g);
+        let left = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if round % 3 == 2 {
+            // Discard: start over.
+            let Artifact::Write(w) = ArtifactWriter::builder(&target)
+                .locks(locks.clone())
+                .expected_len(len)
+                .expected_sha256(&sha)
+                .unwrap()
+                .open()
+                .await
+                .unwrap()
+            else {
+                panic!("expected to write");
+            };
+            assert_eq!(w.resume_from(), 0);
+            let body = reqwest::get(&url).await.unwrap().bytes_stream();
+            let report = w.download(body).await.unwrap();
+            assert_eq!(report.resumed_bytes, 0);
+        } else {
+            assert_eq!(
+                fetch(&locks, &url, &target, len, &sha).await.unwrap(),
+                "downloaded"
+            );
+            resumed_rounds += u64::from(left > 0);
+        }
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            served.body,
+            "round {round}"
+        );
+        assert!(!part.exists());
+        std::fs::remove_file(&target).unwrap();
+    }
+    assert!(resumed_rounds > 0, "no round left a .part to resume");
+}
+
+#[tokio::test]
+async fn a_digest_or_length_mismatch_fails_the_commit_and_leaves_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks_in(dir.path());
+    let target = dir.path().join("paper.pdf");
+    std::fs::write(&target, b"old version").unwrap();
+    let wrong_sha = hex::encode(Sha256::digest(b"something else"));
+    for (len, sha) in [(Some(3), None), (None, Some(wrong_sha.as_str()))] {
+        let mut b = ArtifactWriter::builder(&target)
+            .locks(locks.clone())
+            .replace_existing();
+        if let Some(len) = len {
+            b = b.expected_len(len);
+        }
+        if let Some(sha) = sha {
+            b = b.expected_sha256(sha).unwrap();
+        }
+        let Artifact::Write(mut w) = b.open().await.unwrap() else {
+            panic!("expected to write");
+        };
+        w.write_all(b"new version").await.unwrap();
+        let err = w.commit().await.unwrap_err();
+        assert!(matches!(err, LockError::Verification { .. }), "{err}");
+        assert!(err.to_string().contains("paper.pdf"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"old version");
+        assert!(!dir.path().join("paper.pdf.part").exists());
+        assert!(
+            locks
+                .try_lock(Category::Artifact, &target)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_space_is_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("huge.bin");
+    let err = ArtifactWriter::builder(&target)
+        .locks(locks_in(dir.path()))
+        .expected_len(u64::MAX / 2)
+        .open()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LockError::InsufficientSpace { .. }), "{err}");
+    assert!(err.to_string().contains("huge.bin"), "{err}");
+    assert!(!dir.path().join("huge.bin.part").exists());
+    assert!(!target.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_runs_out_of_room_fails_clearly_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("big.bin");
+    let (url, _served) = serve(4 << 20, Duration::ZERO).await;
+    let mut child = spawn("fetch_fsize", &[arg(dir.path()), url, arg(&target)]);
+    let said = tokio::task::spawn_blocking(move || {
+        let said = child.read();
+        child.finish();
+        said
+    })
+    .await
+    .unwrap();
+    assert!(said.starts_with("error: "), "{said}");
+    assert!(said.contains("big.bin.part"), "{said}");
+    assert!(said.to_lowercase().contains("too large"), "{said}");
+    assert!(!target.exists());
+    assert!(!dir.path().join("big.bin.part").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_at_random_points_leaves_old_or_new_and_nothing_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks_in(dir.path());
+    let target = dir.path().join("weights.bin");
+    let old = vec![1u8; 300_000];
+    std::fs::write(&target, &old).unwrap();
+    let handles: Vec<_> = (0..80)
+        .map(|i| {
+            let (locks, target) = (locks.clone(), target.clone());
+            let wait = Duration::from_micros(rand::rng().random_range(0..20_000));
+            tokio::spawn(async move {
+                let work = async {
+                    let Artifact::Write(mut w) = ArtifactWriter::builder(&target)
+                        .locks(locks)
+                        .replace_existing()
+                        .open()
+                        .await?
+                    else {
+                        unreachable!()
+                    };
+                    for _ in 0..30 {
+                        w.write_all(&[(i % 250) as u8 + 2; 10_000]).await.unwrap();
+                    }
+                    w.commit().await
+                };
+                let _ = tokio::time::timeout(wait, work).await;
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || !dir
+            .path()
+            .join("weights.bin.part")
+            .exists()),
+        "a stray .part remained"
+    );
+    let g = locks
+        .acquire(Category::Artifact, &target)
+        .timeout(Duration::from_secs(5))
+        .await
+        .expect("nothing left holding the lock");
+    drop(g);
+    let now = std::fs::read(&target).unwrap();
+    assert_eq!(now.len(), 300_000, "never mixed lengths");
+    assert!(now.iter().all(|b| *b == now[0]), "never mixed content");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phase_commit_appends_the_manifest_row_before_the_artifact_lock_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .order_check(OrderCheck::Error)
+        .build()
+        .unwrap();
+    let target = dir.path().join("paper.pdf");
+    let manifest = JsonlSink::builder(dir.path().join("manifest.jsonl"))
+        .locks(locks.clone())
+        .open()
+        .await
+        .unwrap();
+    let Artifact::Write(mut writer) = ArtifactWriter::builder(&target)
+        .locks(locks.clone())
+        .compute_sha256()
+        .open()
+        .await
+        .unwrap()
+    else {
+        panic!("expected to write");
+    };
+    writer.write_all(b"%PDF").await.unwrap();
+    let (report, still_locked) = writer
+        .commit_then(|report| {
+            let (manifest, locks, target) = (manifest.clone(), locks.clone(), target.clone());
+            let row = serde_json::json!({"path": report.path, "sha256": report.sha256, "bytes": report.bytes});
+            async move {
+                // The artifact is in place and still locked while the row goes in.
+                assert!(target.exists());
+                let other = tokio::spawn(async move { locks.try_lock(Category::Artifact, &target).await });
+                let still_locked = other.await.unwrap()?.is_none();
+                manifest.append(&row).await?;
+                Ok(still_locked)
+            }
+        })
+        .await
+        .unwrap();
+    assert!(still_locked, "the artifact lock was held during the step");
+    assert_eq!(
+        report.sha256.as_deref(),
+        Some(hex::encode(Sha256::digest(b"%PDF")).as_str())
+    );
+    let rows = std::fs::read_to_string(dir.path().join("manifest.jsonl")).unwrap();
+    assert!(rows.contains("paper.pdf"), "{rows}");
+    assert!(
+        locks
+            .try_lock(Category::Artifact, &target)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
