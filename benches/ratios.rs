@@ -255,6 +255,66 @@ fn jsonl(rounds: usize, records: usize) {
     }
 }
 
+/// Streams `total` bytes in 64 KiB chunks: through `ArtifactWriter`
+/// (including commit) against plain `tokio::fs::File` writes of the same
+/// chunks plus fsync and rename, in the same directory, alternating.
+fn artifact(rounds: usize, total: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let locks = crate_locks(dir.path());
+    let chunk = vec![7u8; 64 * 1024];
+    let chunks = total / chunk.len();
+    let (mut base, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        rt.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            let target = dir.path().join("baseline.bin");
+            let part = dir.path().join("baseline.bin.part");
+            let t = Instant::now();
+            let mut f = tokio::fs::File::create(&part).await.expect("create");
+            for _ in 0..chunks {
+                f.write_all(&chunk).await.expect("write");
+            }
+            f.flush().await.expect("flush");
+            f.sync_all().await.expect("fsync");
+            drop(f);
+            tokio::fs::rename(&part, &target).await.expect("rename");
+            base.push(t.elapsed().as_secs_f64());
+            tokio::fs::remove_file(&target).await.expect("remove");
+
+            let target = dir.path().join("ours.bin");
+            let t = Instant::now();
+            let w = async_filelock::ArtifactWriter::builder(&target)
+                .locks(locks.clone())
+                .expected_len((chunks * chunk.len()) as u64)
+                .open()
+                .await
+                .expect("open");
+            let async_filelock::Artifact::Write(mut w) = w else {
+                panic!("expected to write");
+            };
+            for _ in 0..chunks {
+                w.write_all(&chunk).await.expect("write");
+            }
+            w.commit().await.expect("commit");
+            ours.push(t.elapsed().as_secs_f64());
+            tokio::fs::remove_file(&target).await.expect("remove");
+        });
+    }
+    let (b, o) = (median(base), median(ours));
+    let mib = (chunks * chunk.len()) as f64 / (1 << 20) as f64;
+    println!(
+        "{{\"bench\":\"artifact_stream_{mib:.0}MiB\",\"baseline_mib_s\":{:.0},\"ours_mib_s\":{:.0},\"throughput_ratio\":{:.2},\"target\":\">= 0.9\"}}",
+        mib / b,
+        mib / o,
+        b / o
+    );
+}
+
 /// One child: `--child KIND DIR OPS HOLD_US THINK_US ID`.
 fn child(args: &[String]) {
     let kind = args[0].as_str();
@@ -436,4 +496,5 @@ fn main() {
     contended(rounds, 4, 100 * scale, 1000, 1000);
     contended(rounds, 4, 1000 * scale, 0, 0);
     jsonl(rounds, 5_000 * scale);
+    artifact(rounds, if quick { 256 << 20 } else { 1 << 30 });
 }
