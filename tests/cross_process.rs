@@ -462,3 +462,46 @@ async fn law4_runtime_shutdown_with_waiters_releases_everything() {
     .await
     .unwrap();
 }
+
+/// Law 4: waiting futures polled once and dropped in queue order (head
+/// first) while another process holds the lock must leave the queue
+/// working: the next waiter gets the lock when the holder lets go.
+#[test]
+fn law4_queued_futures_dropped_in_order_leave_the_queue_working() {
+    use std::future::Future;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("manifest.jsonl");
+    let mut holder = spawn_holder(dir.path(), "exclusive", "manifest", &[&target]);
+    holder.wait_ready();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let locks = locks_in(dir.path());
+    rt.block_on(async {
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut futs: Vec<_> = (0..20)
+            .map(|_| Box::pin(locks.lock(Category::Manifest, &target).wait_forever()))
+            .collect();
+        for f in &mut futs {
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(futs);
+        let next = tokio::spawn({
+            let (locks, target) = (locks.clone(), target.clone());
+            async move { locks.lock(Category::Manifest, &target).wait_forever().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        holder.tell("release");
+        let g = tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("the queue works after the drops")
+            .unwrap()
+            .unwrap();
+        drop(g);
+    });
+    holder.finish();
+}

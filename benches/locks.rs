@@ -1,0 +1,263 @@
+//! Criterion benches of the lock engine and the writers, each beside its
+//! baseline in the same group: `cargo bench --bench locks`. The ratios the
+//! README quotes come from `cargo bench --bench ratios`, which measures
+//! baseline and crate alternately and prints the ratios directly.
+// The baseline is std's blocking lock, kept out of the crate by clippy.toml.
+#![allow(clippy::disallowed_methods)]
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::time::Duration;
+
+use async_filelock::{ArtifactWriter, Category, FsyncPolicy, JsonlSink, Locks};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tokio::io::AsyncWriteExt;
+use tokio::runtime::Runtime;
+
+fn runtimes() -> [(&'static str, Runtime); 2] {
+    [
+        (
+            "current_thread",
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        ),
+        (
+            "multi_thread",
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        ),
+    ]
+}
+
+fn locks_in(dir: &Path) -> Locks {
+    Locks::builder()
+        .lock_dir(dir.join("locks"))
+        .wait_forever(Category::Manifest)
+        .build()
+        .expect("locks")
+}
+
+fn uncontended(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("locks")).expect("lock dir");
+    let base = dir
+        .path()
+        .join("locks")
+        .join(format!("baseline.{}.lock", "0".repeat(32)));
+    let target = dir.path().join("manifest.jsonl");
+    let locks = locks_in(dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("uncontended");
+    g.bench_function("baseline_std_flock", |b| {
+        b.iter(|| {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&base)
+                .expect("open");
+            f.lock().expect("lock");
+            f.unlock().expect("unlock");
+        })
+    });
+    g.bench_function("exclusive", |b| {
+        b.to_async(&rt)
+            .iter(|| async { drop(locks.lock(Category::Manifest, &target).await.expect("lock")) })
+    });
+    g.bench_function("shared", |b| {
+        b.to_async(&rt).iter(|| async {
+            drop(
+                locks
+                    .lock_shared(Category::Manifest, &target)
+                    .await
+                    .expect("lock"),
+            )
+        })
+    });
+    g.bench_function("try_lock", |b| {
+        b.to_async(&rt).iter(|| async {
+            drop(
+                locks
+                    .try_lock(Category::Manifest, &target)
+                    .await
+                    .expect("lock"),
+            )
+        })
+    });
+    g.finish();
+}
+
+/// `tasks` tasks each take the lock 10 times: on one lock, or each on its own.
+fn contention(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let locks = locks_in(dir.path());
+    let one = dir.path().join("one.jsonl");
+    let many: Vec<_> = (0..1000)
+        .map(|i| dir.path().join(format!("t{i}.jsonl")))
+        .collect();
+    let mut g = c.benchmark_group("in_process");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    for (flavor, rt) in runtimes() {
+        for tasks in [1usize, 10, 100, 1000] {
+            g.throughput(Throughput::Elements((tasks * 10) as u64));
+            g.bench_with_input(
+                BenchmarkId::new(format!("one_lock/{flavor}"), tasks),
+                &tasks,
+                |b, &tasks| {
+                    b.to_async(&rt).iter(|| async {
+                        let handles: Vec<_> = (0..tasks)
+                            .map(|_| {
+                                let (locks, one) = (locks.clone(), one.clone());
+                                tokio::spawn(async move {
+                                    for _ in 0..10 {
+                                        drop(
+                                            locks
+                                                .lock(Category::Manifest, &one)
+                                                .await
+                                                .expect("lock"),
+                                        );
+                                    }
+                                })
+                            })
+                            .collect();
+                        for h in handles {
+                            h.await.expect("task");
+                        }
+                    })
+                },
+            );
+        }
+        g.throughput(Throughput::Elements(10_000));
+        g.bench_function(format!("distinct_locks_1000/{flavor}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let handles: Vec<_> = many
+                    .iter()
+                    .map(|t| {
+                        let (locks, t) = (locks.clone(), t.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..10 {
+                                drop(locks.lock(Category::Manifest, &t).await.expect("lock"));
+                            }
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.await.expect("task");
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn artifact(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let locks = locks_in(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let chunk = vec![7u8; 64 * 1024];
+    let chunks = 256; // 16 MiB
+    let mut g = c.benchmark_group("artifact_16MiB");
+    g.sample_size(10)
+        .throughput(Throughput::Bytes((chunks * chunk.len()) as u64));
+    g.bench_function("baseline_tokio_file_fsync_rename", |b| {
+        b.to_async(&rt).iter(|| async {
+            let part = dir.path().join("base.bin.part");
+            let mut f = tokio::fs::File::create(&part).await.expect("create");
+            for _ in 0..chunks {
+                f.write_all(&chunk).await.expect("write");
+            }
+            f.flush().await.expect("flush");
+            f.sync_all().await.expect("fsync");
+            tokio::fs::rename(&part, dir.path().join("base.bin"))
+                .await
+                .expect("rename");
+        })
+    });
+    g.bench_function("artifact_writer", |b| {
+        b.to_async(&rt).iter(|| async {
+            let async_filelock::Artifact::Write(mut writer) =
+                ArtifactWriter::builder(dir.path().join("ours.bin"))
+                    .locks(locks.clone())
+                    .replace_existing()
+                    .open()
+                    .await
+                    .expect("open")
+            else {
+                panic!("expected to write");
+            };
+            for _ in 0..chunks {
+                writer.write_all(&chunk).await.expect("write");
+            }
+            writer.commit().await.expect("commit");
+        })
+    });
+    g.finish();
+}
+
+/// 1,000 100-byte records: one task (no group commit possible) against 32
+/// tasks (group commit), with and without fsync.
+fn jsonl(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let locks = locks_in(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("jsonl_1000_records");
+    g.sample_size(10).throughput(Throughput::Elements(1000));
+    for (name, fsync) in [
+        ("fsync", FsyncPolicy::EveryCommit),
+        ("nosync", FsyncPolicy::Never),
+    ] {
+        let sink = rt
+            .block_on(
+                JsonlSink::builder(dir.path().join(format!("{name}.jsonl")))
+                    .locks(locks.clone())
+                    .fsync(fsync)
+                    .open(),
+            )
+            .expect("sink");
+        for tasks in [1usize, 32] {
+            g.bench_function(format!("{name}/{tasks}_tasks"), |b| {
+                b.to_async(&rt).iter(|| async {
+                    let handles: Vec<_> = (0..tasks)
+                        .map(|t| {
+                            let sink = sink.clone();
+                            tokio::spawn(async move {
+                                for i in (t..1000).step_by(tasks) {
+                                    let pad = "x".repeat(60);
+                                    sink.append(&(i, pad)).await.expect("append");
+                                }
+                            })
+                        })
+                        .collect();
+                    for h in handles {
+                        h.await.expect("task");
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = uncontended, contention, artifact, jsonl
+}
+criterion_main!(benches);
