@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_filelock::{ArtifactWriter, Category, FsyncPolicy, JsonlSink, Locks};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 
@@ -260,4 +260,97 @@ criterion_group! {
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
     targets = uncontended, contention, artifact, jsonl
 }
-criterion_main!(benches);
+
+/// Mean time in ns of a bench of this run, from criterion's estimates.
+fn mean_ns(id: &str) -> Option<f64> {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "target".into())
+                .join("criterion")
+        });
+    let text = std::fs::read_to_string(home.join(id).join("new/estimates.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["mean"]["point_estimate"].as_f64()
+}
+
+/// Prints each bench's ratio to its baseline, measured in this run: time
+/// ratios (lower is better) for locks, throughput ratios (higher is better)
+/// for the writers.
+fn print_ratios() {
+    let time_ratio = |name: &str, ours: &str, base: &str| {
+        if let (Some(o), Some(b)) = (mean_ns(ours), mean_ns(base)) {
+            println!(
+                "{{\"ratio\":\"{name}\",\"ours_over_baseline_time\":{:.2}}}",
+                o / b
+            );
+        }
+    };
+    time_ratio(
+        "uncontended_exclusive",
+        "uncontended/exclusive",
+        "uncontended/baseline_std_flock",
+    );
+    time_ratio(
+        "uncontended_shared",
+        "uncontended/shared",
+        "uncontended/baseline_std_flock",
+    );
+    time_ratio(
+        "try_lock",
+        "uncontended/try_lock",
+        "uncontended/baseline_std_flock",
+    );
+    // In-process contention: cost per acquisition relative to one
+    // uncontended acquisition.
+    if let Some(single) = mean_ns("uncontended/exclusive") {
+        for flavor in ["current_thread", "multi_thread"] {
+            for tasks in [1u64, 10, 100, 1000] {
+                if let Some(t) = mean_ns(&format!("in_process/one_lock_{flavor}/{tasks}")) {
+                    let per = t / (tasks * 10) as f64;
+                    println!(
+                        "{{\"ratio\":\"one_lock_{flavor}_{tasks}_tasks\",\"per_acquire_over_uncontended\":{:.2}}}",
+                        per / single
+                    );
+                }
+            }
+            if let Some(t) = mean_ns(&format!("in_process/distinct_locks_1000_{flavor}")) {
+                println!(
+                    "{{\"ratio\":\"distinct_locks_1000_{flavor}\",\"per_acquire_over_uncontended\":{:.2}}}",
+                    t / 10_000.0 / single
+                );
+            }
+        }
+    }
+    let throughput_ratio = |name: &str, ours: &str, base: &str| {
+        if let (Some(o), Some(b)) = (mean_ns(ours), mean_ns(base)) {
+            println!(
+                "{{\"ratio\":\"{name}\",\"ours_over_baseline_throughput\":{:.2}}}",
+                b / o
+            );
+        }
+    };
+    throughput_ratio(
+        "artifact_writer",
+        "artifact_16MiB/artifact_writer",
+        "artifact_16MiB/baseline_tokio_file_fsync_rename",
+    );
+    throughput_ratio(
+        "jsonl_group_commit_fsync",
+        "jsonl_1000_records/fsync_32_tasks",
+        "jsonl_1000_records/fsync_1_tasks",
+    );
+    throughput_ratio(
+        "jsonl_group_commit_nosync",
+        "jsonl_1000_records/nosync_32_tasks",
+        "jsonl_1000_records/nosync_1_tasks",
+    );
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    print_ratios();
+}
