@@ -34,6 +34,19 @@ fn runtimes() -> [(&'static str, Runtime); 2] {
     ]
 }
 
+/// Spawns one task per item running `work(item)` and waits for all.
+async fn all_tasks<I, F, Fut>(items: I, work: F)
+where
+    I: IntoIterator,
+    F: Fn(I::Item) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let handles: Vec<_> = items.into_iter().map(|i| tokio::spawn(work(i))).collect();
+    for h in handles {
+        h.await.expect("task");
+    }
+}
+
 fn locks_in(dir: &Path) -> Locks {
     Locks::builder()
         .lock_dir(dir.join("locks"))
@@ -113,20 +126,16 @@ fn contention(c: &mut Criterion) {
                 BenchmarkId::new(format!("one_lock/{flavor}"), tasks),
                 &tasks,
                 |b, &tasks| {
-                    b.to_async(&rt).iter(|| async {
-                        let handles: Vec<_> = (0..tasks)
-                            .map(|_| {
-                                let (locks, one) = (locks.clone(), one.clone());
-                                tokio::spawn(async move {
-                                    for _ in 0..10 {
-                                        drop(
-                                            locks
-                                                .lock(Category::Manifest, &one)
-                                                .await
-                                                .expect("lock"),
-                                        );
-                                    }
-                                })
+                    b.to_async(&rt).iter(|| {
+                        all_tasks(0..tasks, |_| {
+                            let (locks, one) = (locks.clone(), one.clone());
+                            async move {
+                                for _ in 0..10 {
+                                    drop(locks.lock(Category::Manifest, &one).await.expect("lock"));
+                                }
+                            }
+                        })
+                    })
                             })
                             .collect();
                         for h in handles {
@@ -138,21 +147,15 @@ fn contention(c: &mut Criterion) {
         }
         g.throughput(Throughput::Elements(10_000));
         g.bench_function(format!("distinct_locks_1000/{flavor}"), |b| {
-            b.to_async(&rt).iter(|| async {
-                let handles: Vec<_> = many
-                    .iter()
-                    .map(|t| {
-                        let (locks, t) = (locks.clone(), t.clone());
-                        tokio::spawn(async move {
-                            for _ in 0..10 {
-                                drop(locks.lock(Category::Manifest, &t).await.expect("lock"));
-                            }
-                        })
-                    })
-                    .collect();
-                for h in handles {
-                    h.await.expect("task");
-                }
+            b.to_async(&rt).iter(|| {
+                all_tasks(&many, |t| {
+                    let (locks, t) = (locks.clone(), t.clone());
+                    async move {
+                        for _ in 0..10 {
+                            drop(locks.lock(Category::Manifest, &t).await.expect("lock"));
+                        }
+                    }
+                })
             })
         });
     }
@@ -233,21 +236,16 @@ fn jsonl(c: &mut Criterion) {
             .expect("sink");
         for tasks in [1usize, 32] {
             g.bench_function(format!("{name}/{tasks}_tasks"), |b| {
-                b.to_async(&rt).iter(|| async {
-                    let handles: Vec<_> = (0..tasks)
-                        .map(|t| {
-                            let sink = sink.clone();
-                            tokio::spawn(async move {
-                                for i in (t..1000).step_by(tasks) {
-                                    let pad = "x".repeat(60);
-                                    sink.append(&(i, pad)).await.expect("append");
-                                }
-                            })
-                        })
-                        .collect();
-                    for h in handles {
-                        h.await.expect("task");
-                    }
+                b.to_async(&rt).iter(|| {
+                    all_tasks(0..tasks, |t| {
+                        let sink = sink.clone();
+                        async move {
+                            for i in (t..1000).step_by(tasks) {
+                                let pad = "x".repeat(60);
+                                sink.append(&(i, pad)).await.expect("append");
+                            }
+                        }
+                    })
                 })
             });
         }

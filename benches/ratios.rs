@@ -35,6 +35,29 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Starts `procs` children built by `command`, lets them settle, then tells
+/// them all "go" at once; returns them and the start time.
+fn start_together(
+    procs: usize,
+    command: impl Fn(usize) -> Command,
+) -> (Vec<std::process::Child>, Instant) {
+    let mut children: Vec<_> = (0..procs)
+        .map(|i| {
+            command(i)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    for c in &mut children {
+        writeln!(c.stdin.as_mut().expect("stdin"), "go").expect("go");
+    }
+    (children, started)
+}
+
 fn baseline_path(dir: &Path) -> PathBuf {
     dir.join("locks")
         .join(format!("baseline.{}.lock", "0".repeat(32)))
@@ -197,22 +220,15 @@ fn jsonl_run(kind: &str, procs: usize, records: usize, tasks: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("locks")).expect("lock dir");
     let exe = std::env::current_exe().expect("exe");
-    let mut children: Vec<_> = (0..procs)
-        .map(|i| {
-            Command::new(&exe)
-                .args(["--jsonl-child", kind])
-                .arg(dir.path())
-                .args([records.to_string(), tasks.to_string(), format!("p{i}")])
-                .stdin(Stdio::piped())
-                .spawn()
-                .expect("spawn child")
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(100));
-    let started = Instant::now();
-    for c in &mut children {
-        writeln!(c.stdin.as_mut().expect("stdin"), "go").expect("go");
-    }
+    let (children, started) = start_together(procs, |i| {
+        let mut c = Command::new(&exe);
+        c.args(["--jsonl-child", kind]).arg(dir.path()).args([
+            records.to_string(),
+            tasks.to_string(),
+            format!("p{i}"),
+        ]);
+        c
+    });
     for c in children {
         assert!(
             c.wait_with_output().expect("child").status.success(),
@@ -436,28 +452,16 @@ fn run(kind: &str, procs: usize, ops: usize, hold_us: u64, think_us: u64) -> Run
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("locks")).expect("lock dir");
     let exe = std::env::current_exe().expect("exe");
-    let mut children: Vec<_> = (0..procs)
-        .map(|i| {
-            Command::new(&exe)
-                .args(["--child", kind])
-                .arg(dir.path())
-                .args([
-                    ops.to_string(),
-                    hold_us.to_string(),
-                    think_us.to_string(),
-                    format!("p{i}"),
-                ])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("spawn child")
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(100));
-    let started = Instant::now();
-    for c in &mut children {
-        writeln!(c.stdin.as_mut().expect("stdin"), "go").expect("go");
-    }
+    let (children, started) = start_together(procs, |i| {
+        let mut c = Command::new(&exe);
+        c.args(["--child", kind]).arg(dir.path()).args([
+            ops.to_string(),
+            hold_us.to_string(),
+            think_us.to_string(),
+            format!("p{i}"),
+        ]);
+        c
+    });
     let mut waits = Vec::new();
     for c in children {
         let out = c.wait_with_output().expect("child");
