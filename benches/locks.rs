@@ -136,12 +136,6 @@ fn contention(c: &mut Criterion) {
                             }
                         })
                     })
-                            })
-                            .collect();
-                        for h in handles {
-                            h.await.expect("task");
-                        }
-                    })
                 },
             );
         }
