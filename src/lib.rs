@@ -16,6 +16,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # What is in it
+//!
+//! * Locks: [`Locks`] (and the free functions [`artifact_lock`] …),
+//!   [`LockGuard`], shared and exclusive, [`Locks::lock_many`] in lock order.
+//! * Writers that can only commit while holding their lock:
+//!   [`ArtifactWriter`] (stream to `.part`, verify, rename),
+//!   [`JsonlSink`] (whole lines, group commit, rotation) and
+//!   [`JsonlReader`], [`write_atomic`], [`update_json`] with revisions.
+//!
 //! # How it works
 //!
 //! * **Lock files, not data files** (law 1): each target has a lock file
