@@ -301,11 +301,7 @@ fn law4_timed_out_waits_give_their_threads_back() {
     let refs: Vec<&std::path::Path> = targets.iter().map(|t| t.as_path()).collect();
     let mut holder = spawn_holder(dir.path(), "exclusive", "artifact", &refs);
     holder.wait_ready();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     let locks = locks_in(dir.path());
     rt.block_on(async {
         let tasks: Vec<_> = targets
@@ -473,11 +469,7 @@ fn law4_queued_futures_dropped_in_order_leave_the_queue_working() {
     let target = dir.path().join("manifest.jsonl");
     let mut holder = spawn_holder(dir.path(), "exclusive", "manifest", &[&target]);
     holder.wait_ready();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     let locks = locks_in(dir.path());
     rt.block_on(async {
         let waker = futures::task::noop_waker();

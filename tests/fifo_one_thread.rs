@@ -74,11 +74,7 @@ fn many_tasks_on_a_multi_thread_runtime_all_get_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("telemetry.jsonl");
     let locks = locks_in(dir.path());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     rt.block_on(async {
         let tasks: Vec<_> = (0..1000)

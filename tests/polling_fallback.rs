@@ -47,11 +47,7 @@ fn with_the_programs_own_sigurg_handler_waits_poll_and_still_cancel() {
     let mut holder = spawn_holder(dir.path(), "exclusive", "manifest", &[&target]);
     holder.wait_ready();
     let locks = locks_in(dir.path());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     rt.block_on(async {
         let wait = tokio::spawn({
             let (locks, target) = (locks.clone(), target.clone());

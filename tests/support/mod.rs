@@ -128,6 +128,15 @@ pub fn hear() -> Option<String> {
     }
 }
 
+/// A multi-thread runtime with two workers, the size of the CI machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// A `Locks` with its lock files in `dir/locks`.
 pub fn locks_in(dir: &Path) -> Locks {
     Locks::builder()
@@ -143,11 +152,7 @@ pub fn child_entry() {
     };
     let raw = std::env::var(ARGS_VAR).unwrap_or_default();
     let args: Vec<String> = raw.split('\u{1f}').map(str::to_owned).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let result = rt.block_on(async {
         match role.as_str() {
             "append" => append(&args).await,
