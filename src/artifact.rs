@@ -391,6 +391,10 @@ impl ArtifactWriter {
     /// # Errors
     ///
     /// As [`ArtifactWriterBuilder::open`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future releases whatever it took.
     pub async fn create(target: impl AsRef<Path>) -> Result<ArtifactWriter, LockError> {
         match ArtifactWriter::builder(target)
             .replace_existing()
@@ -419,6 +423,10 @@ impl ArtifactWriter {
     ///
     /// [`LockError::InvalidTarget`] if `guard` is not an exclusive artifact
     /// lock; otherwise as [`ArtifactWriterBuilder::open`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future releases the guard and removes any `.part` it opened.
     pub async fn from_guard(guard: LockGuard) -> Result<ArtifactWriter, LockError> {
         if guard.category() != Category::Artifact || guard.mode().is_shared() {
             return Err(LockError::invalid_target(
@@ -465,6 +473,10 @@ impl ArtifactWriter {
     ///
     /// [`LockError::Source`] if the stream fails, [`LockError::Io`] if a
     /// write fails. The writer is still usable for `abort` (or drop).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in the sense that matters: a chunk may be written in part, but the writer (and so the lock) is still yours; commit, abort or drop it. Nothing reaches the target.
     pub async fn write_stream<S, B, E>(&mut self, stream: S) -> Result<u64, LockError>
     where
         S: Stream<Item = Result<B, E>>,
@@ -493,6 +505,10 @@ impl ArtifactWriter {
     ///
     /// [`LockError::Io`] naming the `.part` (a failing reader surfaces here
     /// too, as tokio's copy does not tell the two apart).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ArtifactWriter::write_stream`].
     pub async fn copy_from<R: AsyncRead + Unpin + ?Sized>(
         &mut self,
         reader: &mut R,
@@ -508,6 +524,10 @@ impl ArtifactWriter {
     /// # Errors
     ///
     /// As [`ArtifactWriter::write_stream`] and [`ArtifactWriter::commit`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the writer, which removes the `.part` and releases the lock; a commit whose rename started completes under the lock.
     pub async fn download<S, B, E>(mut self, stream: S) -> Result<CommitReport, LockError>
     where
         S: Stream<Item = Result<B, E>>,
@@ -618,6 +638,10 @@ impl ArtifactWriter {
     ///
     /// [`LockError::Io`] if the `.part` cannot be removed (the lock is
     /// released regardless).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the removal runs on the blocking pool and completes, then releases the lock, even if the future is dropped.
     pub async fn abort(mut self) -> Result<(), LockError> {
         self.state.done = true;
         let part = self.state.part.clone();

@@ -43,6 +43,10 @@ const TEMP_SUFFIX: &str = ".tmp";
 /// assert_eq!(std::fs::read(&summary).unwrap(), br#"{"done":true}"#);
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// As [`write_atomic`].
 pub async fn write_atomic(
     path: impl AsRef<Path>,
     bytes: impl Into<Vec<u8>>,

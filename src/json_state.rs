@@ -66,6 +66,10 @@ where
 /// # Errors
 ///
 /// As [`update_json`].
+///
+/// # Cancel safety
+///
+/// Cancel safe: nothing is written; a dropped read releases its shared lock.
 pub async fn load_json<T>(path: impl AsRef<Path>) -> Result<Versioned<T>, LockError>
 where
     T: DeserializeOwned + Default + Send + 'static,
@@ -93,6 +97,10 @@ where
 /// assert!(matches!(err, LockError::Conflict { expected: 0, found: 1, .. }));
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// Cancel safe: once the lock is granted the check and the write complete (or fail) under it even if the future is dropped.
 pub async fn save_if_revision<T>(
     path: impl AsRef<Path>,
     expected: u64,
@@ -110,6 +118,10 @@ impl Locks {
     /// [`update_json`] with this handle.
     ///
     /// # Errors
+    ///
+    /// As [`update_json`].
+    ///
+    /// # Cancel safety
     ///
     /// As [`update_json`].
     pub async fn update_json<T, R, F>(
@@ -139,6 +151,10 @@ impl Locks {
     /// # Errors
     ///
     /// As [`load_json`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`load_json`].
     pub async fn load_json<T>(&self, path: impl AsRef<Path>) -> Result<Versioned<T>, LockError>
     where
         T: DeserializeOwned + Default + Send + 'static,
@@ -150,6 +166,10 @@ impl Locks {
     /// [`save_if_revision`] with this handle.
     ///
     /// # Errors
+    ///
+    /// As [`save_if_revision`].
+    ///
+    /// # Cancel safety
     ///
     /// As [`save_if_revision`].
     pub async fn save_if_revision<T>(

@@ -123,6 +123,10 @@ impl JsonlSinkBuilder {
     ///
     /// [`LockError::InvalidTarget`] for a directory or a category other than
     /// manifest or telemetry; lock and I/O errors naming the path.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future releases the lock; a torn-tail repair in progress completes under it.
     pub async fn open(self) -> Result<JsonlSink, LockError> {
         if !matches!(self.category, Category::Manifest | Category::Telemetry) {
             return Err(LockError::invalid_target(
@@ -257,6 +261,10 @@ impl JsonlSink {
     /// # Errors
     ///
     /// As [`JsonlSinkBuilder::open`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`JsonlSinkBuilder::open`].
     pub async fn open(path: impl AsRef<Path>) -> Result<JsonlSink, LockError> {
         JsonlSink::builder(path).open().await
     }
@@ -300,6 +308,10 @@ impl JsonlSink {
     /// # Errors
     ///
     /// As [`JsonlSink::append`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`JsonlSink::append`]: the batch is written whole or not at all.
     pub async fn append_batch<T: Serialize>(&self, records: &[T]) -> Result<(), LockError> {
         let mut lines = Vec::new();
         for record in records {
@@ -400,6 +412,11 @@ impl JsonlSink {
     /// # Errors
     ///
     /// The error of the last commit, if it failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a commit already started completes; records not yet
+    /// taken by one stay queued for another call to `close`.
     pub async fn close(&self) -> Result<(), LockError> {
         self.inner.closed.store(true, Ordering::SeqCst);
         let _turn = self.inner.commit.lock().await;

@@ -59,6 +59,10 @@ impl<T: DeserializeOwned> JsonlReader<T> {
     /// # Errors
     ///
     /// [`LockError::Io`] if the directory cannot be listed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only lists files.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, LockError> {
         let path = path.as_ref().to_path_buf();
         let listed = path.clone();

@@ -143,6 +143,10 @@ pub async fn artifact_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockEr
 /// let _guard = async_filelock::manifest_lock(dir.path().join("manifest.jsonl")).await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// Cancel safe, as [`Locks::lock`].
 pub async fn manifest_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockError> {
     Locks::global()?.lock(Category::Manifest, target).await
 }
@@ -160,6 +164,10 @@ pub async fn manifest_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockEr
 /// let _guard = async_filelock::telemetry_lock(dir.path().join("metrics.jsonl")).await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// Cancel safe, as [`Locks::lock`].
 pub async fn telemetry_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockError> {
     Locks::global()?.lock(Category::Telemetry, target).await
 }
@@ -177,6 +185,10 @@ pub async fn telemetry_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockE
 /// let _guard = async_filelock::sqlite_lock(dir.path().join("state.db")).await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// Cancel safe, as [`Locks::lock`].
 pub async fn sqlite_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockError> {
     Locks::global()?.lock(Category::Sqlite, target).await
 }
@@ -194,6 +206,10 @@ pub async fn sqlite_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockErro
 /// let _guard = async_filelock::summary_lock(dir.path().join("summary.json")).await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// Cancel safe, as [`Locks::lock`].
 pub async fn summary_lock(target: impl AsRef<Path>) -> Result<LockGuard, LockError> {
     Locks::global()?.lock(Category::Summary, target).await
 }

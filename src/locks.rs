@@ -358,6 +358,10 @@ impl Acquire {
     }
 
     /// One attempt that never waits; `Ok(None)` when the lock is busy.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; it completes without waiting.
     pub async fn try_now(self) -> Result<Option<LockGuard>, LockError> {
         acquire::acquire(
             &self.locks,

@@ -116,6 +116,10 @@ impl LockSet {
     /// # Errors
     ///
     /// The first release error; every lock is released regardless.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: locks not yet released when the future is dropped are released by the drop.
     pub async fn release(mut self) -> Result<(), LockError> {
         let mut first = Ok(());
         while let Some(g) = self.guards.pop() {
