@@ -234,7 +234,7 @@ impl ArtifactWriterBuilder {
             self.leftover,
             self.preallocate,
         );
-        let prepared = blocking("prepare .part for", &target, {
+        let prepared = crate::blocking::run("prepare .part for", &target, {
             let target = target.clone();
             move || {
                 prepare(
@@ -318,18 +318,13 @@ pin_project! {
 
     impl PinnedDrop for ArtifactWriter {
         fn drop(this: Pin<&mut Self>) {
-            let state = this.project().state;
-            if state.done {
+            let Some(cleanup) = this.project().state.take_cleanup() else {
                 return;
-            }
-            state.done = true;
-            let part = state.part.clone();
-            let guard = state.guard.take();
+            };
             let cleanup = move || {
-                if let Err(e) = remove_if_exists(&part) {
-                    tracing::warn!(part = %part.display(), error = %e, "removing an abandoned .part");
+                if let Err(e) = cleanup() {
+                    tracing::warn!(error = %e, "removing an abandoned .part");
                 }
-                drop(guard);
             };
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => {
@@ -353,6 +348,25 @@ struct State {
     started: Instant,
     done: bool,
     progress: Option<ProgressFn>,
+}
+
+impl State {
+    /// The one cleanup of an uncommitted writer, for drop, `abort` and
+    /// failed commits: removes the `.part`, then releases the lock. `None`
+    /// once the writer is committed or already cleaned up.
+    fn take_cleanup(&mut self) -> Option<impl FnOnce() -> Result<(), LockError> + Send + 'static> {
+        if self.done {
+            return None;
+        }
+        self.done = true;
+        let part = self.part.clone();
+        let guard = self.guard.take();
+        Some(move || {
+            let removed = remove_if_exists(&part).map_err(|e| LockError::io("remove", &part, e));
+            drop(guard);
+            removed
+        })
+    }
 }
 
 impl fmt::Debug for ArtifactWriter {
@@ -609,15 +623,16 @@ impl ArtifactWriter {
         let target = self.state.target.clone();
         let renamed = {
             let (part, to) = (part.clone(), target.clone());
-            tokio::task::spawn_blocking(move || match std::fs::rename(&part, &to) {
-                Ok(()) => sync_dir(to.parent().unwrap_or(Path::new("/"))).map(|()| guard),
-                Err(e) => {
-                    let _ = remove_if_exists(&part);
-                    Err(LockError::io("rename .part over", &to, e))
+            crate::blocking::run("commit", &target, move || {
+                match std::fs::rename(&part, &to) {
+                    Ok(()) => sync_dir(to.parent().unwrap_or(Path::new("/"))).map(|()| guard),
+                    Err(e) => {
+                        let _ = remove_if_exists(&part);
+                        Err(LockError::io("rename .part over", &to, e))
+                    }
                 }
             })
-            .await
-            .map_err(|e| LockError::io("commit", &target, io::Error::other(e.to_string())))??
+            .await?
         };
         let report = CommitReport {
             path: target,
@@ -643,26 +658,21 @@ impl ArtifactWriter {
     ///
     /// Cancel safe: the removal runs on the blocking pool and completes, then releases the lock, even if the future is dropped.
     pub async fn abort(mut self) -> Result<(), LockError> {
-        self.state.done = true;
         let part = self.state.part.clone();
-        let guard = self.state.guard.take();
-        blocking("abort", &part.clone(), move || {
-            let r = remove_if_exists(&part).map_err(|e| LockError::io("remove", &part, e));
-            drop(guard);
-            r
-        })
-        .await
+        match self.state.take_cleanup() {
+            Some(cleanup) => crate::blocking::run("abort", &part, cleanup).await,
+            None => Ok(()),
+        }
     }
 
+    /// As `abort`, on an error path that reports its own error.
     async fn abort_quietly(&mut self) {
-        self.state.done = true;
         let part = self.state.part.clone();
-        let guard = self.state.guard.take();
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = remove_if_exists(&part);
-            drop(guard);
-        })
-        .await;
+        if let Some(cleanup) = self.state.take_cleanup()
+            && let Err(e) = crate::blocking::run("abort", &part, cleanup).await
+        {
+            tracing::warn!(error = %e, "removing .part after a failed commit");
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -865,6 +875,8 @@ fn matches_expectations(target: &Path, len: u64, expect: &Expect) -> Result<bool
     Ok(true)
 }
 
+/// Feeds `io::copy` into a hasher: digest 0.11 deliberately implements no
+/// `io::Write` for its hashers.
 struct HashWriter<'a>(&'a mut Sha256);
 
 impl io::Write for HashWriter<'_> {
@@ -883,16 +895,6 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
-}
-
-async fn blocking<R: Send + 'static>(
-    op: &'static str,
-    path: &Path,
-    f: impl FnOnce() -> Result<R, LockError> + Send + 'static,
-) -> Result<R, LockError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| LockError::io(op, path, io::Error::other(e.to_string())))?
 }
 
 fn parse_sha256(hex_digest: &str) -> Result<[u8; 32], LockError> {

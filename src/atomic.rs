@@ -79,19 +79,12 @@ where
     R: Send + 'static,
 {
     let lock_path = guard.lock_path().to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::run("run locked work for", &lock_path, move || {
         let result = work(&guard);
         drop(guard);
         result
     })
     .await
-    .map_err(|e| {
-        LockError::io(
-            "run locked work for",
-            lock_path,
-            io::Error::other(e.to_string()),
-        )
-    })?
 }
 
 /// The blocking replace; the caller holds the target's summary lock.

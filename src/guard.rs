@@ -174,16 +174,8 @@ impl LockGuard {
         if !inner.parts.remove_on_release {
             return inner.release();
         }
-        let lock_path = inner.parts.lock_path.to_path_buf();
-        tokio::task::spawn_blocking(move || inner.release())
-            .await
-            .map_err(|e| {
-                LockError::io(
-                    "release lock",
-                    lock_path,
-                    std::io::Error::other(e.to_string()),
-                )
-            })?
+        let lock_path = Arc::clone(&inner.parts.lock_path);
+        crate::blocking::run("release lock", &lock_path, move || inner.release()).await
     }
 }
 

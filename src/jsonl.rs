@@ -373,7 +373,9 @@ impl JsonlSink {
             if let Ok(r) = result.try_recv() {
                 break r;
             }
-            self.commit_pending().await;
+            // Our own record's outcome arrives through `result`; an error
+            // here is the batch's, reported to each of its appends.
+            let _ = self.commit_pending().await;
         };
         withdraw.disarm();
         drop(permit);
@@ -383,35 +385,46 @@ impl JsonlSink {
     /// Writes everything pending as one batch and tells each waiter. The
     /// commit runs as its own task, so a committer whose `append` is dropped
     /// does not abandon the other records of its batch.
-    async fn commit_pending(&self) {
-        let batch: Vec<Entry> = lock(&self.inner.pending).queue.drain(..).collect();
+    /// Returns the batch's result (`Ok` when nothing was pending).
+    async fn commit_pending(&self) -> Result<(), LockError> {
+        let mut batch: Vec<Entry> = lock(&self.inner.pending).queue.drain(..).collect();
         if batch.is_empty() {
-            return;
+            return Ok(());
         }
         let inner = Arc::clone(&self.inner);
         let commit = tokio::spawn(async move {
+            // Moved, not copied: each entry keeps only its reply channel.
+            let chunks: Vec<(Vec<u8>, u64)> = batch
+                .iter_mut()
+                .map(|e| (std::mem::take(&mut e.lines), e.records))
+                .collect();
             let result = match inner.locks.lock(inner.category, &inner.path).await {
                 Ok(guard) => {
                     let shared = Arc::clone(&inner.shared);
-                    let chunks: Vec<(Vec<u8>, u64)> =
-                        batch.iter().map(|e| (e.lines.clone(), e.records)).collect();
                     with_guard(guard, move |_| shared.write_batch(&chunks)).await
                 }
                 Err(e) => Err(e),
             };
-            let result = result.map_err(|e| e.to_string());
+            let reply = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
             for entry in batch {
-                let _ = entry.done.send(result.clone());
+                let _ = entry.done.send(reply.clone());
             }
+            result
         });
-        let _ = commit.await;
+        commit.await.map_err(|e| {
+            LockError::io(
+                "commit to",
+                &self.inner.path,
+                io::Error::other(e.to_string()),
+            )
+        })?
     }
 
     /// Drains the queue and refuses further appends.
     ///
     /// # Errors
     ///
-    /// The error of the last commit, if it failed.
+    /// The error of the final commit, if it failed.
     ///
     /// # Cancel safety
     ///
@@ -420,11 +433,7 @@ impl JsonlSink {
     pub async fn close(&self) -> Result<(), LockError> {
         self.inner.closed.store(true, Ordering::SeqCst);
         let _turn = self.inner.commit.lock().await;
-        let batch_left = !lock(&self.inner.pending).queue.is_empty();
-        if batch_left {
-            self.commit_pending().await;
-        }
-        Ok(())
+        self.commit_pending().await
     }
 }
 
@@ -513,7 +522,10 @@ impl Shared {
                 continue;
             }
             let (now, later) = rest.split_at(fit);
-            let bytes: Vec<u8> = now.iter().flat_map(|(b, _)| b.iter().copied()).collect();
+            let mut bytes = Vec::with_capacity(now.iter().map(|(b, _)| b.len()).sum());
+            for (chunk, _) in now {
+                bytes.extend_from_slice(chunk);
+            }
             let records: u64 = now.iter().map(|(_, r)| r).sum();
             (&open.file)
                 .write_all(&bytes)

@@ -66,15 +66,10 @@ impl<T: DeserializeOwned> JsonlReader<T> {
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, LockError> {
         let path = path.as_ref().to_path_buf();
         let listed = path.clone();
-        let numbers = tokio::task::spawn_blocking(move || rotation_numbers(&listed))
-            .await
-            .map_err(|e| {
-                LockError::io(
-                    "list rotations of",
-                    &path,
-                    std::io::Error::other(e.to_string()),
-                )
-            })??;
+        let numbers = crate::blocking::run("list rotations of", &path, move || {
+            rotation_numbers(&listed)
+        })
+        .await?;
         let mut files: VecDeque<PathBuf> = numbers
             .into_iter()
             .map(|n| rotated_path(&path, n))

@@ -59,6 +59,7 @@ mod acquire;
 mod artifact;
 mod atomic;
 mod backend;
+mod blocking;
 mod category;
 mod error;
 mod guard;

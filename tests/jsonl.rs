@@ -392,3 +392,28 @@ fn expect_read_only_error(path: &Path) {
     assert!(matches!(err, LockError::Io { .. }), "{err}");
     assert!(err.to_string().contains("frozen.jsonl"), "{err}");
 }
+
+#[tokio::test]
+async fn a_failing_commit_reaches_append_and_close_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let sink = JsonlSink::builder(&path)
+        .locks(locks_in(dir.path()))
+        .open()
+        .await
+        .unwrap();
+    sink.append(&1).await.unwrap();
+    // Someone replaces the manifest with a directory behind the sink's back.
+    std::fs::rename(&path, dir.path().join("moved.jsonl")).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let err = sink.append(&2).await.unwrap_err();
+    assert!(err.to_string().contains("manifest.jsonl"), "{err}");
+    assert!(err.to_string().contains("directory"), "{err}");
+    assert_eq!(sink.stats().records, 1);
+    // Nothing pending: close has nothing to fail on.
+    sink.close().await.unwrap();
+    assert!(
+        sink.append(&3).await.is_err(),
+        "closed sinks refuse appends"
+    );
+}
