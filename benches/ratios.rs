@@ -195,6 +195,9 @@ fn jsonl_child(args: &[String]) {
                     h.await.expect("task");
                 }
                 sink.close().await.expect("close");
+                if std::env::var_os("RATIOS_JSONL_STATS").is_some() {
+                    eprintln!("{id}: {:?}", sink.stats());
+                }
             });
         }
     }
@@ -557,9 +560,25 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let (rounds, scale) = if quick { (3, 1) } else { (5, 4) };
-    uncontended(rounds + 2, 5_000 * scale);
-    contended(rounds, 4, 100 * scale, 1000, 1000);
-    contended(rounds, 4, 1000 * scale, 0, 0);
-    jsonl(rounds, 5_000 * scale);
-    artifact(rounds, if quick { 256 << 20 } else { 1 << 30 });
+    // Groups named on the command line run alone (`-- jsonl artifact`);
+    // none named runs them all.
+    let named: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |group: &str| named.is_empty() || named.contains(&group);
+    if wanted("uncontended") {
+        uncontended(rounds + 2, 5_000 * scale);
+    }
+    if wanted("contended") {
+        contended(rounds, 4, 100 * scale, 1000, 1000);
+        contended(rounds, 4, 1000 * scale, 0, 0);
+    }
+    if wanted("jsonl") {
+        jsonl(rounds, 5_000 * scale);
+    }
+    if wanted("artifact") {
+        artifact(rounds, if quick { 256 << 20 } else { 1 << 30 });
+    }
 }

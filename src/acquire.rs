@@ -31,17 +31,7 @@ pub(crate) async fn acquire(
     wait: Wait,
 ) -> Result<Option<LockGuard>, LockError> {
     let started = Instant::now();
-    let policy = locks.policy();
-    let normal = naming::normalize_target(target)?;
-    let lock_path: Arc<Path> = policy.lock_path(category, &normal).into();
-    let req = LockRequest {
-        lock_path,
-        target: normal.path,
-        mode,
-        file_mode: policy.file_mode,
-        dir_mode: policy.dir_mode,
-        create_dir_parents: policy.lock_dir_is_fixed(),
-    };
+    let req = request(locks, category, target, mode)?;
     let span = tracing::debug_span!(
         "lock",
         category = category.name(),
@@ -53,18 +43,36 @@ pub(crate) async fn acquire(
         .await
 }
 
-async fn acquire_request(
+/// What the backend needs to lock `target` in `category`.
+fn request(
     locks: &Locks,
     category: Category,
-    req: LockRequest,
-    wait: Wait,
-    started: Instant,
-) -> Result<Option<LockGuard>, LockError> {
-    let entry = table::enter(&req.lock_path);
-    let owner = Owner::current();
-    // Only a wait can deadlock; a try by the holder just finds the lock busy.
-    let would_wait = !matches!(wait, Wait::Try | Wait::Until(Some(Duration::ZERO)));
-    if would_wait && entry.is_held_by(owner) {
+    target: &Path,
+    mode: LockMode,
+) -> Result<LockRequest, LockError> {
+    let policy = locks.policy();
+    let normal = naming::normalize_target(target)?;
+    let lock_path: Arc<Path> = policy.lock_path(category, &normal).into();
+    Ok(LockRequest {
+        lock_path,
+        target: normal.path,
+        mode,
+        file_mode: policy.file_mode,
+        dir_mode: policy.dir_mode,
+        create_dir_parents: policy.lock_dir_is_fixed(),
+    })
+}
+
+/// Refuses a wait that would deadlock on a lock `owner` holds, and reports
+/// (or, per policy, refuses) one against the lock order.
+fn check_before_waiting(
+    locks: &Locks,
+    category: Category,
+    req: &LockRequest,
+    entry: &EntryRef,
+    owner: Owner,
+) -> Result<(), LockError> {
+    if entry.is_held_by(owner) {
         return Err(LockError::WouldDeadlock {
             category,
             target: req.target.to_path_buf(),
@@ -72,8 +80,7 @@ async fn acquire_request(
         });
     }
     let order_check = locks.policy().order_check;
-    if would_wait
-        && order_check != OrderCheck::Off
+    if order_check != OrderCheck::Off
         && let Some((held_category, held_lock_path)) =
             order::later_held(owner, category, &req.lock_path)
     {
@@ -88,6 +95,83 @@ async fn acquire_request(
             return Err(err);
         }
         tracing::warn!(error = %err, "lock taken against the lock order");
+    }
+    Ok(())
+}
+
+/// Takes an exclusive lock from a thread that may block (the blocking
+/// pool), within the category's timeout: for work that runs there anyway,
+/// such as a JSONL commit. The OS wait happens on this thread, so when the
+/// lock is granted the work starts at once, and the lock is held no longer
+/// than the work (an async acquisition followed by `spawn_blocking` holds it
+/// across a thread hand-off).
+///
+/// Cancellation does not apply: nothing can drop a running blocking call.
+pub(crate) fn acquire_blocking(
+    locks: &Locks,
+    category: Category,
+    target: &Path,
+) -> Result<LockGuard, LockError> {
+    let started = Instant::now();
+    let req = request(locks, category, target, LockMode::Exclusive)?;
+    let _span = tracing::debug_span!(
+        "lock",
+        category = category.name(),
+        lock_path = %req.lock_path.display(),
+        mode = %LockMode::Exclusive,
+    )
+    .entered();
+    let entry = table::enter(&req.lock_path);
+    let owner = Owner::current();
+    check_before_waiting(locks, category, &req, &entry, owner)?;
+    let deadline = locks.policy().timeout(category).map(|t| started + t);
+    let timeout = |req: &LockRequest| {
+        let holder = locks.backend().holder(&req.lock_path);
+        timeout_error(locks, category, req, started.elapsed(), holder)
+    };
+    let queue = match Arc::clone(&entry.queue).try_write_owned() {
+        Ok(queue) => queue,
+        Err(_) => {
+            let queued = Arc::clone(&entry.queue).write_owned();
+            match crate::blocking::wait_until(queued, deadline) {
+                Some(queue) => queue,
+                None => return Err(timeout(&req)),
+            }
+        }
+    };
+    let os = match locks.backend().try_lock(&req)? {
+        Some(os) => os,
+        None => match locks.backend().lock_blocking(&req, deadline)? {
+            Some(os) => os,
+            None => return Err(timeout(&req)),
+        },
+    };
+    let remove = locks.policy().remove_on_release(category);
+    Ok(new_guard(
+        locks,
+        category,
+        req,
+        entry,
+        owner,
+        Hold::Exclusive { os, queue },
+        started,
+        remove,
+    ))
+}
+
+async fn acquire_request(
+    locks: &Locks,
+    category: Category,
+    req: LockRequest,
+    wait: Wait,
+    started: Instant,
+) -> Result<Option<LockGuard>, LockError> {
+    let entry = table::enter(&req.lock_path);
+    let owner = Owner::current();
+    // Only a wait can deadlock; a try by the holder just finds the lock busy.
+    let would_wait = !matches!(wait, Wait::Try | Wait::Until(Some(Duration::ZERO)));
+    if would_wait {
+        check_before_waiting(locks, category, &req, &entry, owner)?;
     }
     let remove = locks.policy().remove_on_release(category);
     let hold = match wait {
@@ -114,10 +198,27 @@ async fn acquire_request(
     let Some(hold) = hold else {
         return Err(timed_out(locks, category, &req, started).await);
     };
+    Ok(Some(new_guard(
+        locks, category, req, entry, owner, hold, started, remove,
+    )))
+}
+
+/// The guard for a lock just granted; records the acquisition.
+#[allow(clippy::too_many_arguments)] // the parts of one acquisition, named
+fn new_guard(
+    locks: &Locks,
+    category: Category,
+    req: LockRequest,
+    entry: EntryRef,
+    owner: Owner,
+    hold: Hold,
+    started: Instant,
+    remove_on_release: bool,
+) -> LockGuard {
     let waited = started.elapsed();
     locks.recorder().acquired(category, waited);
     tracing::debug!(wait_ms = waited.as_secs_f64() * 1e3, "acquired");
-    Ok(Some(LockGuard::new(GuardParts {
+    LockGuard::new(GuardParts {
         hold,
         entry,
         owner,
@@ -125,11 +226,11 @@ async fn acquire_request(
         target: req.target,
         lock_path: req.lock_path,
         waited,
-        remove_on_release: remove,
-        track_order: order_check != OrderCheck::Off,
+        remove_on_release,
+        track_order: locks.policy().order_check != OrderCheck::Off,
         budget: locks.policy().budget(category),
         recorder: Arc::clone(locks.recorder()),
-    })))
+    })
 }
 
 /// Queues in this process, then takes the backend lock. With `try_only`,
@@ -201,14 +302,23 @@ async fn timed_out(
     req: &LockRequest,
     started: Instant,
 ) -> LockError {
-    let waited = started.elapsed();
-    locks.recorder().timed_out(category);
     let backend = Arc::clone(locks.backend());
     let path = Arc::clone(&req.lock_path);
     let holder = tokio::task::spawn_blocking(move || backend.holder(&path))
         .await
         .ok()
         .flatten();
+    timeout_error(locks, category, req, started.elapsed(), holder)
+}
+
+fn timeout_error(
+    locks: &Locks,
+    category: Category,
+    req: &LockRequest,
+    waited: Duration,
+    holder: Option<u32>,
+) -> LockError {
+    locks.recorder().timed_out(category);
     tracing::info!(
         wait_ms = waited.as_secs_f64() * 1e3,
         holder,

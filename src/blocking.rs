@@ -1,9 +1,14 @@
 //! The one way this crate runs blocking file work from async code (law 3):
 //! on tokio's blocking pool, with a pool failure (panic, shutdown) reported
-//! as an I/O error naming the path, like every other error.
+//! as an I/O error naming the path, like every other error; and the one way
+//! blocking-pool work waits on an async primitive.
 
 use std::io;
 use std::path::Path;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
 
 use crate::LockError;
 
@@ -18,4 +23,46 @@ where
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| LockError::io(op, path, io::Error::other(e.to_string())))?
+}
+
+/// Drives `future` on the calling thread, which may block (the blocking
+/// pool), parking between polls; `None` if `deadline` passes first.
+///
+/// For the few async waits a blocking-pool thread needs (a place in this
+/// process's queue for a lock). Hand-written because `futures`'
+/// `block_on` has no deadline, and tokio's timers must not be used from the
+/// blocking pool: they panic once the runtime is shutting down, and blocking
+/// work outlives that.
+pub(crate) fn wait_until<F: Future>(future: F, deadline: Option<Instant>) -> Option<F::Output> {
+    let waker = Waker::from(Arc::new(Unparker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return Some(out);
+        }
+        match deadline {
+            None => std::thread::park(),
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                std::thread::park_timeout(left);
+            }
+        }
+    }
+}
+
+/// Wakes a thread parked in [`wait_until`].
+struct Unparker(std::thread::Thread);
+
+impl Wake for Unparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }

@@ -235,6 +235,92 @@ impl LockError {
         }
     }
 
+    /// An equal error for each of several callers who share one failure
+    /// (the appends of one commit): the same variant and fields. An OS error
+    /// keeps its code and kind; a serde or source error, which cannot be
+    /// copied, becomes an I/O error with the same text.
+    pub(crate) fn duplicate(&self) -> LockError {
+        let same_io = |e: &io::Error| match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        };
+        match self {
+            LockError::Timeout {
+                category,
+                target,
+                lock_path,
+                waited,
+                holder,
+            } => LockError::Timeout {
+                category: *category,
+                target: target.clone(),
+                lock_path: lock_path.clone(),
+                waited: *waited,
+                holder: *holder,
+            },
+            LockError::Io { op, path, source } => LockError::io(op, path.clone(), same_io(source)),
+            LockError::InvalidTarget { target, reason } => {
+                LockError::invalid_target(target.clone(), reason.clone())
+            }
+            LockError::UnsafeLockFile { path, reason } => LockError::UnsafeLockFile {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            LockError::WouldDeadlock {
+                category,
+                target,
+                lock_path,
+            } => LockError::WouldDeadlock {
+                category: *category,
+                target: target.clone(),
+                lock_path: lock_path.clone(),
+            },
+            LockError::OrderViolation {
+                category,
+                lock_path,
+                held_category,
+                held_lock_path,
+            } => LockError::OrderViolation {
+                category: *category,
+                lock_path: lock_path.clone(),
+                held_category: *held_category,
+                held_lock_path: held_lock_path.clone(),
+            },
+            LockError::Conflict {
+                path,
+                expected,
+                found,
+            } => LockError::Conflict {
+                path: path.clone(),
+                expected: *expected,
+                found: *found,
+            },
+            LockError::Verification { path, what } => LockError::Verification {
+                path: path.clone(),
+                what: what.clone(),
+            },
+            LockError::InsufficientSpace {
+                path,
+                needed,
+                available,
+            } => LockError::InsufficientSpace {
+                path: path.clone(),
+                needed: *needed,
+                available: *available,
+            },
+            LockError::Config { key, reason } => LockError::Config {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            LockError::Json { op, path, source } => {
+                LockError::io(op, path.clone(), io::Error::other(source.to_string()))
+            }
+            LockError::BadRecord { path, .. } | LockError::Source { path, .. } => {
+                LockError::io("commit to", path.clone(), io::Error::other(self.to_string()))
+            }
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         LockError::Io {
             op,

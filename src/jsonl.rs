@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::atomic::{sync_dir, with_guard};
 use crate::{Category, LockError, Locks};
@@ -159,7 +159,7 @@ impl JsonlSinkBuilder {
                 path,
                 shared,
                 pending: Mutex::new(Pending::default()),
-                commit: tokio::sync::Mutex::new(()),
+                idle: Notify::new(),
                 permits: Semaphore::new(self.max_pending),
                 max_pending: self.max_pending,
                 closed: AtomicBool::new(false),
@@ -195,8 +195,8 @@ struct Inner {
     path: PathBuf,
     shared: Arc<Shared>,
     pending: Mutex<Pending>,
-    /// FIFO: whoever holds it commits everything pending.
-    commit: tokio::sync::Mutex<()>,
+    /// Told when the committer finds nothing left to do.
+    idle: Notify,
     permits: Semaphore,
     max_pending: usize,
     closed: AtomicBool,
@@ -206,6 +206,13 @@ struct Inner {
 struct Pending {
     next_id: u64,
     queue: VecDeque<Entry>,
+    /// Whether a committer task is running; it takes everything queued,
+    /// batch after batch, until the queue is empty.
+    committing: bool,
+    /// Commits finished, and the error of the latest if it failed: `close`
+    /// reports a failure of the commits that ran while it waited.
+    rounds: u64,
+    last_error: Option<LockError>,
 }
 
 #[derive(Debug)]
@@ -213,7 +220,7 @@ struct Entry {
     id: u64,
     lines: Vec<u8>,
     records: u64,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), LockError>>,
 }
 
 /// State the commit closure (on the blocking pool) needs.
@@ -343,8 +350,8 @@ impl JsonlSink {
             .acquire_many(wanted)
             .await
             .map_err(|e| LockError::io("queue record for", &inner.path, io::Error::other(e)))?;
-        let (done, mut result) = oneshot::channel();
-        let id = {
+        let (done, result) = oneshot::channel();
+        let (id, start_committer) = {
             let mut pending = lock(&inner.pending);
             let id = pending.next_id;
             pending.next_id += 1;
@@ -354,70 +361,29 @@ impl JsonlSink {
                 records,
                 done,
             });
-            id
+            let start = !pending.committing;
+            pending.committing = true;
+            (id, start)
         };
-        // Dropped before a committer took it: take it back out.
+        if start_committer {
+            let committer = Arc::clone(inner);
+            tokio::task::spawn_blocking(move || run_committer(committer));
+        }
+        // Dropped before the committer took it: take it back out.
         let withdraw = Withdraw {
             inner,
             id: Some(id),
         };
-        let outcome = loop {
-            match result.try_recv() {
-                Ok(r) => break r,
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    break Err("its commit was abandoned".into());
-                }
-                Err(oneshot::error::TryRecvError::Empty) => {}
-            }
-            let _turn = inner.commit.lock().await;
-            if let Ok(r) = result.try_recv() {
-                break r;
-            }
-            // Our own record's outcome arrives through `result`; an error
-            // here is the batch's, reported to each of its appends.
-            let _ = self.commit_pending().await;
-        };
+        let outcome = result.await.unwrap_or_else(|_| {
+            Err(LockError::io(
+                "append to",
+                &inner.path,
+                io::Error::other("its commit was abandoned (the runtime shut down)"),
+            ))
+        });
         withdraw.disarm();
         drop(permit);
-        outcome.map_err(|msg| LockError::io("append to", &inner.path, io::Error::other(msg)))
-    }
-
-    /// Writes everything pending as one batch and tells each waiter. The
-    /// commit runs as its own task, so a committer whose `append` is dropped
-    /// does not abandon the other records of its batch.
-    /// Returns the batch's result (`Ok` when nothing was pending).
-    async fn commit_pending(&self) -> Result<(), LockError> {
-        let mut batch: Vec<Entry> = lock(&self.inner.pending).queue.drain(..).collect();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let inner = Arc::clone(&self.inner);
-        let commit = tokio::spawn(async move {
-            // Moved, not copied: each entry keeps only its reply channel.
-            let chunks: Vec<(Vec<u8>, u64)> = batch
-                .iter_mut()
-                .map(|e| (std::mem::take(&mut e.lines), e.records))
-                .collect();
-            let result = match inner.locks.lock(inner.category, &inner.path).await {
-                Ok(guard) => {
-                    let shared = Arc::clone(&inner.shared);
-                    with_guard(guard, move |_| shared.write_batch(&chunks)).await
-                }
-                Err(e) => Err(e),
-            };
-            let reply = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-            for entry in batch {
-                let _ = entry.done.send(reply.clone());
-            }
-            result
-        });
-        commit.await.map_err(|e| {
-            LockError::io(
-                "commit to",
-                &self.inner.path,
-                io::Error::other(e.to_string()),
-            )
-        })?
+        outcome
     }
 
     /// Drains the queue and refuses further appends.
@@ -428,14 +394,86 @@ impl JsonlSink {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a commit already started completes; records not yet
-    /// taken by one stay queued for another call to `close`.
+    /// Cancel safe: the records already queued are committed whether or not
+    /// this future is polled to the end.
     pub async fn close(&self) -> Result<(), LockError> {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        let _turn = self.inner.commit.lock().await;
-        self.commit_pending().await
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::SeqCst);
+        let rounds_before = lock(&inner.pending).rounds;
+        loop {
+            let idle = inner.idle.notified();
+            tokio::pin!(idle);
+            // Registered before looking, so a committer that finishes
+            // between the look and the await still wakes us.
+            idle.as_mut().enable();
+            {
+                let pending = lock(&inner.pending);
+                if !pending.committing {
+                    let ran = pending.rounds > rounds_before;
+                    return match &pending.last_error {
+                        Some(e) if ran => Err(e.duplicate()),
+                        _ => Ok(()),
+                    };
+                }
+            }
+            idle.await;
+        }
     }
 }
+
+/// The sink's committer: at most one per sink, on the blocking pool,
+/// started by the first append that finds none running. Each round it takes
+/// the lock, then everything queued by then (records that arrived while it
+/// waited for the lock join the batch), writes it as one `write` with at most
+/// one fsync, lets go of the lock and replies to each append; it goes round
+/// until the queue is empty. Group commit without a leader election, with no
+/// thread hand-off between the lock grant and the write, and an append that
+/// is dropped never abandons anyone else's record.
+fn run_committer(inner: Arc<Inner>) {
+    loop {
+        {
+            let mut pending = lock(&inner.pending);
+            if pending.queue.is_empty() {
+                pending.committing = false;
+                drop(pending);
+                inner.idle.notify_waiters();
+                return;
+            }
+        }
+        let locked = crate::acquire::acquire_blocking(&inner.locks, inner.category, &inner.path);
+        // Everything queued by now, including what came while we waited.
+        let mut batch: Vec<Entry> = lock(&inner.pending).queue.drain(..).collect();
+        let result = match locked {
+            Ok(guard) => {
+                // Moved, not copied: each entry keeps only its reply channel.
+                let chunks: Vec<(Vec<u8>, u64)> = batch
+                    .iter_mut()
+                    .map(|e| (std::mem::take(&mut e.lines), e.records))
+                    .collect();
+                let written = inner.shared.write_batch(&chunks);
+                // Let go before replying: another process may go at once.
+                drop(guard);
+                written
+            }
+            Err(e) => Err(e),
+        };
+        let replies: Vec<_> = batch
+            .into_iter()
+            .map(|e| (e.done, result.as_ref().map(|_| ()).map_err(LockError::duplicate)))
+            .collect();
+        // Recorded before anyone hears back, so a `close` called after an
+        // append returned knows this commit ran before it.
+        {
+            let mut pending = lock(&inner.pending);
+            pending.rounds += 1;
+            pending.last_error = result.err();
+        }
+        for (done, reply) in replies {
+            let _ = done.send(reply);
+        }
+    }
+}
+
 
 /// Removes a queued record whose `append` was dropped before any commit
 /// took it.
@@ -474,7 +512,7 @@ impl Shared {
         };
         let current = matches!((&*slot, at_path), (Some(f), Some((dev, ino))) if f.dev == dev && f.ino == ino);
         if !current {
-            *slot = Some(open_current(path)?);
+            *slot = Some(open_current(path, self.rotation.max_records.is_some())?);
         }
         let Some(open) = slot.as_mut() else {
             return Err(LockError::io("open", path, io::Error::other("no file")));
@@ -486,10 +524,15 @@ impl Shared {
             .len();
         if size != open.size {
             // Others appended (whole lines, under the lock) since we looked.
-            let from = open.size.min(size);
-            open.records = if size < open.size { 0 } else { open.records };
-            open.records += count_lines(&open.file, if size < open.size { 0 } else { from }, size)
-                .map_err(|e| LockError::io("read", path, e))?;
+            // Their lines are counted only if a record limit needs the count:
+            // reading them back would cost every commit as much as writing.
+            if self.rotation.max_records.is_some() {
+                let from = if size < open.size { 0 } else { open.size };
+                let seen = if size < open.size { 0 } else { open.records };
+                open.records = seen
+                    + count_lines(&open.file, from, size)
+                        .map_err(|e| LockError::io("read", path, e))?;
+            }
             open.size = size;
         }
         if let Some(cut) =
@@ -592,7 +635,7 @@ impl Shared {
         }
         let to = rotated_path(path, next_rotation_number(path)?);
         std::fs::rename(path, &to).map_err(|e| LockError::io("rotate (rename)", path, e))?;
-        **slot = Some(open_current(path)?);
+        **slot = Some(open_current(path, self.rotation.max_records.is_some())?);
         sync_dir(path.parent().unwrap_or(Path::new("/")))?;
         lock(&self.stats).rotations += 1;
         tracing::info!(path = %path.display(), to = %to.display(), "rotated");
@@ -600,7 +643,7 @@ impl Shared {
     }
 }
 
-fn open_current(path: &Path) -> Result<OpenFile, LockError> {
+fn open_current(path: &Path, count_records: bool) -> Result<OpenFile, LockError> {
     let file = OpenOptions::new()
         .append(true)
         .read(true)
@@ -613,7 +656,11 @@ fn open_current(path: &Path) -> Result<OpenFile, LockError> {
     let meta = file
         .metadata()
         .map_err(|e| LockError::io("inspect", path, e))?;
-    let records = count_lines(&file, 0, meta.len()).map_err(|e| LockError::io("read", path, e))?;
+    let records = if count_records {
+        count_lines(&file, 0, meta.len()).map_err(|e| LockError::io("read", path, e))?
+    } else {
+        0
+    };
     Ok(OpenFile {
         file,
         dev: meta.dev(),

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use async_filelock::{FsyncPolicy, JsonlReader, JsonlSink, LockError, Locks};
+use async_filelock::{Category, FsyncPolicy, JsonlReader, JsonlSink, LockError, Locks};
 use rand::RngExt;
 use serde::Deserialize;
 use support::{Worker, locks_in, path_arg as arg, spawn};
@@ -416,4 +416,102 @@ async fn a_failing_commit_reaches_append_and_close_naming_the_file() {
         sink.append(&3).await.is_err(),
         "closed sinks refuse appends"
     );
+}
+
+/// The committer waits for the lock on the blocking pool itself: it must
+/// still honour the category's timeout (waking its `flock` at the deadline),
+/// name the holder, leave no thread waiting, write nothing of the timed-out
+/// records, and commit again once the lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_behind_another_process_times_out_naming_it_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .timeout(Category::Manifest, Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let sink = JsonlSink::builder(&path)
+        .locks(locks.clone())
+        .open()
+        .await
+        .unwrap();
+    sink.append(&0).await.unwrap();
+    let mut holder = support::spawn_holder(dir.path(), "exclusive", "manifest", &[&path]);
+    let holder_pid = holder.pid();
+    holder = tokio::task::spawn_blocking(move || {
+        holder.wait_ready();
+        holder
+    })
+    .await
+    .unwrap();
+
+    // Generous: what is checked is that the wait ends, not how fast.
+    let err = tokio::time::timeout(Duration::from_secs(60), sink.append(&1))
+        .await
+        .expect("the committer's wait must end at its deadline")
+        .unwrap_err();
+    match &err {
+        LockError::Timeout {
+            holder, lock_path, ..
+        } => {
+            assert_eq!(*holder, Some(holder_pid), "{err}");
+            assert!(lock_path.starts_with(dir.path().join("locks")), "{err}");
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
+    assert!(
+        support::eventually(Duration::from_secs(5), || locks
+            .metrics()
+            .blocking_waits_now
+            == 0),
+        "the timed-out wait left its thread in flock"
+    );
+
+    tokio::task::spawn_blocking(move || holder.finish())
+        .await
+        .unwrap();
+    sink.append(&2).await.unwrap();
+    sink.close().await.unwrap();
+    let lines: Vec<u64> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(lines, [0, 2], "the timed-out record is absent, the rest whole");
+}
+
+/// The same within one process: a task holding the manifest lock makes
+/// appends time out (the committer's place in this process's queue has a
+/// deadline too), and they succeed once it lets go.
+#[tokio::test(flavor = "current_thread")]
+async fn a_commit_behind_a_task_of_this_process_times_out_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .timeout(Category::Manifest, Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let sink = JsonlSink::builder(&path)
+        .locks(locks.clone())
+        .open()
+        .await
+        .unwrap();
+    let guard = locks.lock(Category::Manifest, &path).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(60), sink.append(&1))
+        .await
+        .expect("the committer's wait must end at its deadline")
+        .unwrap_err();
+    assert!(matches!(err, LockError::Timeout { .. }), "{err}");
+
+    // A commit that gets the lock before its deadline goes through.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(guard);
+    });
+    sink.append(&2).await.unwrap();
+    release.await.unwrap();
+    sink.close().await.unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "2\n");
 }

@@ -26,7 +26,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The signal that wakes a cancelled wait.
 const WAKE_SIGNAL: libc::c_int = libc::SIGURG;
@@ -93,6 +93,12 @@ impl WaitControl {
         self.finished.store(true, Ordering::SeqCst);
     }
 
+    /// Cancels the wait at `deadline` unless it has finished by then: the
+    /// timeout of a wait that runs on the calling thread.
+    pub fn cancel_at(self: &Arc<Self>, deadline: Instant) {
+        watcher().cancel_at(Arc::clone(self), deadline);
+    }
+
     /// Asks the wait to stop: wakes it now and keeps waking it until it has.
     pub fn cancel(self: &Arc<Self>) {
         self.cancelled.store(true, Ordering::SeqCst);
@@ -151,47 +157,97 @@ fn install_handler() -> bool {
     }
 }
 
-/// The process's one watcher thread for cancelled waits.
+/// The process's one watcher thread: cancels waits whose deadline passed,
+/// and keeps waking cancelled waits until they have left `flock`.
 struct Watcher {
-    pending: Mutex<Vec<Arc<WaitControl>>>,
+    state: Mutex<Watched>,
     wake: Condvar,
+}
+
+#[derive(Default)]
+struct Watched {
+    /// Cancelled waits to wake until they finish.
+    cancelled: Vec<Arc<WaitControl>>,
+    /// Waits to cancel at a deadline.
+    deadlines: Vec<(Instant, Arc<WaitControl>)>,
 }
 
 fn watcher() -> &'static Watcher {
     static WATCHER: OnceLock<&'static Watcher> = OnceLock::new();
     WATCHER.get_or_init(|| {
         let w: &'static Watcher = Box::leak(Box::new(Watcher {
-            pending: Mutex::new(Vec::new()),
+            state: Mutex::new(Watched::default()),
             wake: Condvar::new(),
         }));
         let spawned = std::thread::Builder::new()
             .name("async-filelock-waker".into())
             .spawn(move || w.run());
         if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start the lock waker thread; a cancelled lock wait may end only when the lock is released");
+            tracing::warn!(error = %e, "could not start the lock waker thread; a cancelled or timed lock wait may end only when the lock is released");
         }
         w
     })
 }
 
 impl Watcher {
+    fn state(&self) -> MutexGuard<'_, Watched> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn watch(&self, ctl: Arc<WaitControl>) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(ctl);
+        self.state().cancelled.push(ctl);
+        self.wake.notify_one();
+    }
+
+    fn cancel_at(&self, ctl: Arc<WaitControl>, deadline: Instant) {
+        let mut state = self.state();
+        // Finished waits leave here, so the list holds only live waits (and
+        // a wait that finishes long before its deadline costs nothing later).
+        state
+            .deadlines
+            .retain(|(_, c)| !c.finished.load(Ordering::SeqCst));
+        state.deadlines.push((deadline, ctl));
+        drop(state);
         self.wake.notify_one();
     }
 
     fn run(&self) {
+        let mut state = self.state();
         loop {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            while pending.is_empty() {
-                pending = self.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let mut due = Vec::new();
+            state.deadlines.retain(|(at, ctl)| {
+                if ctl.finished.load(Ordering::SeqCst) {
+                    false
+                } else if *at <= now {
+                    due.push(Arc::clone(ctl));
+                    false
+                } else {
+                    true
+                }
+            });
+            for ctl in due {
+                ctl.cancelled.store(true, Ordering::SeqCst);
+                state.cancelled.push(ctl);
             }
-            pending.retain(|ctl| ctl.poke());
-            drop(pending);
-            std::thread::sleep(RESEND_EVERY);
+            state.cancelled.retain(|ctl| ctl.poke());
+            if !state.cancelled.is_empty() {
+                drop(state);
+                std::thread::sleep(RESEND_EVERY);
+                state = self.state();
+                continue;
+            }
+            let next = state.deadlines.iter().map(|(at, _)| *at).min();
+            state = match next {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    self.wake
+                        .wait_timeout(state, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.wake.wait(state).unwrap_or_else(|p| p.into_inner()),
+            };
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
@@ -49,6 +50,16 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Cancel safety: dropping the future stops the wait promptly (well under
     /// 100 ms) and leaves nothing held.
     async fn lock(&self, req: &LockRequest) -> Result<Box<dyn HeldLock>, LockError>;
+
+    /// Waits on the calling thread until the lock is granted or `deadline`
+    /// passes (`Ok(None)`). For work that runs on the blocking pool anyway:
+    /// the thread that gets the lock does the work, with no hand-off between
+    /// the grant and the work, so the lock is held only as long as the work.
+    fn lock_blocking(
+        &self,
+        req: &LockRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Box<dyn HeldLock>>, LockError>;
 
     /// Best effort: the pid of a process holding `lock_path`. May block
     /// briefly; call it from the blocking pool.

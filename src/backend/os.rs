@@ -24,7 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt as _, MetadataExt, OpenOptionsExt
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fs4::TryLockError;
@@ -81,6 +81,18 @@ impl Backend for OsBackend {
                 io::Error::other(join.to_string()),
             )),
         }
+    }
+
+    fn lock_blocking(
+        &self,
+        req: &LockRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
+        let ctl = WaitControl::new();
+        if let Some(deadline) = deadline {
+            ctl.cancel_at(deadline);
+        }
+        Ok(blocking_lock(req, &ctl)?.map(|held| Box::new(held) as Box<dyn HeldLock>))
     }
 
     fn holder(&self, lock_path: &Path) -> Option<u32> {
