@@ -315,9 +315,11 @@ impl LockError {
             LockError::Json { op, path, source } => {
                 LockError::io(op, path.clone(), io::Error::other(source.to_string()))
             }
-            LockError::BadRecord { path, .. } | LockError::Source { path, .. } => {
-                LockError::io("commit to", path.clone(), io::Error::other(self.to_string()))
-            }
+            LockError::BadRecord { path, .. } | LockError::Source { path, .. } => LockError::io(
+                "commit to",
+                path.clone(),
+                io::Error::other(self.to_string()),
+            ),
         }
     }
 

@@ -22,6 +22,10 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use crate::atomic::{sync_dir, with_guard};
 use crate::{Category, LockError, Locks};
 
+/// How long the committer waits for more records before it leaves the
+/// blocking pool thread.
+const LINGER: Duration = Duration::from_millis(1);
+
 /// When a commit reaches the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -160,6 +164,7 @@ impl JsonlSinkBuilder {
                 shared,
                 pending: Mutex::new(Pending::default()),
                 idle: Notify::new(),
+                more: std::sync::Condvar::new(),
                 permits: Semaphore::new(self.max_pending),
                 max_pending: self.max_pending,
                 closed: AtomicBool::new(false),
@@ -197,6 +202,8 @@ struct Inner {
     pending: Mutex<Pending>,
     /// Told when the committer finds nothing left to do.
     idle: Notify,
+    /// Wakes a lingering committer when a record is queued.
+    more: std::sync::Condvar,
     permits: Semaphore,
     max_pending: usize,
     closed: AtomicBool,
@@ -209,6 +216,8 @@ struct Pending {
     /// Whether a committer task is running; it takes everything queued,
     /// batch after batch, until the queue is empty.
     committing: bool,
+    /// Whether the committer is waiting on `Inner::more` for records.
+    lingering: bool,
     /// Commits finished, and the error of the latest if it failed: `close`
     /// reports a failure of the commits that ran while it waited.
     rounds: u64,
@@ -363,6 +372,9 @@ impl JsonlSink {
             });
             let start = !pending.committing;
             pending.committing = true;
+            if pending.lingering {
+                inner.more.notify_one();
+            }
             (id, start)
         };
         if start_committer {
@@ -434,6 +446,18 @@ fn run_committer(inner: Arc<Inner>) {
         {
             let mut pending = lock(&inner.pending);
             if pending.queue.is_empty() {
+                // Appenders just answered usually queue again within
+                // microseconds: wait a little for them rather than leave and
+                // be started again (a blocking-pool hand-off per commit).
+                pending.lingering = true;
+                pending = inner
+                    .more
+                    .wait_timeout_while(pending, LINGER, |p| p.queue.is_empty())
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                pending.lingering = false;
+            }
+            if pending.queue.is_empty() {
                 pending.committing = false;
                 drop(pending);
                 inner.idle.notify_waiters();
@@ -459,7 +483,12 @@ fn run_committer(inner: Arc<Inner>) {
         };
         let replies: Vec<_> = batch
             .into_iter()
-            .map(|e| (e.done, result.as_ref().map(|_| ()).map_err(LockError::duplicate)))
+            .map(|e| {
+                (
+                    e.done,
+                    result.as_ref().map(|_| ()).map_err(LockError::duplicate),
+                )
+            })
             .collect();
         // Recorded before anyone hears back, so a `close` called after an
         // append returned knows this commit ran before it.
@@ -473,7 +502,6 @@ fn run_committer(inner: Arc<Inner>) {
         }
     }
 }
-
 
 /// Removes a queued record whose `append` was dropped before any commit
 /// took it.

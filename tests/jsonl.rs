@@ -478,7 +478,11 @@ async fn a_commit_behind_another_process_times_out_naming_it_then_recovers() {
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
-    assert_eq!(lines, [0, 2], "the timed-out record is absent, the rest whole");
+    assert_eq!(
+        lines,
+        [0, 2],
+        "the timed-out record is absent, the rest whole"
+    );
 }
 
 /// The same within one process: a task holding the manifest lock makes
