@@ -195,6 +195,8 @@ fn jsonl_child(args: &[String]) {
                     h.await.expect("task");
                 }
                 sink.close().await.expect("close");
+                // RATIOS_JSONL_STATS=1: each child prints its sink's stats
+                // (commits per record show the group-commit batch size).
                 if std::env::var_os("RATIOS_JSONL_STATS").is_some() {
                     eprintln!("{id}: {:?}", sink.stats());
                 }
@@ -203,13 +205,20 @@ fn jsonl_child(args: &[String]) {
     }
 }
 
-/// Appending tasks per process for the sink runs (`RATIOS_JSONL_TASKS`,
-/// default 32).
-fn jsonl_tasks() -> usize {
-    std::env::var("RATIOS_JSONL_TASKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32)
+/// Appending tasks per process for the sink runs: each count is a run of
+/// its own (`RATIOS_JSONL_TASKS=32,128`, the default).
+fn jsonl_tasks() -> Vec<usize> {
+    let counts: Vec<usize> = std::env::var("RATIOS_JSONL_TASKS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    if counts.is_empty() {
+        vec![32, 128]
+    } else {
+        counts
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -260,20 +269,22 @@ fn jsonl(rounds: usize, records: usize) {
         ),
         ("raw_append", "sink_nosync", records, ">= 0.8"),
     ];
-    for (base_kind, ours_kind, n, target) in pairs {
-        let (mut base, mut ours) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            let b = jsonl_run(base_kind, 4, n, 1);
-            let o = jsonl_run(ours_kind, 4, n, jsonl_tasks());
-            println!("{{\"run\":\"{base_kind}\",\"records_per_s\":{b:.0}}}");
-            println!("{{\"run\":\"{ours_kind}\",\"records_per_s\":{o:.0}}}");
-            base.push(b);
-            ours.push(o);
+    for tasks in jsonl_tasks() {
+        for (base_kind, ours_kind, n, target) in pairs {
+            let (mut base, mut ours) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let b = jsonl_run(base_kind, 4, n, 1);
+                let o = jsonl_run(ours_kind, 4, n, tasks);
+                println!("{{\"run\":\"{base_kind}\",\"records_per_s\":{b:.0}}}");
+                println!("{{\"run\":\"{ours_kind}\",\"tasks\":{tasks},\"records_per_s\":{o:.0}}}");
+                base.push(b);
+                ours.push(o);
+            }
+            let ratio = median(ours) / median(base);
+            println!(
+                "{{\"bench\":\"jsonl_4p_x{tasks}_{ours_kind}_vs_{base_kind}\",\"ratio\":{ratio:.2},\"target\":\"{target}\"}}"
+            );
         }
-        let ratio = median(ours) / median(base);
-        println!(
-            "{{\"bench\":\"jsonl_4p_{ours_kind}_vs_{base_kind}\",\"ratio\":{ratio:.2},\"target\":\"{target}\"}}"
-        );
     }
 }
 

@@ -5,7 +5,8 @@
 //! append mode, as one `write` of whole lines. Appends from many tasks of a
 //! process are group-committed: while one batch is being written, later
 //! records queue and go out together in the next write, under one lock hold
-//! and one fsync.
+//! and one fsync. One committer per sink does the commits, on the blocking
+//! pool, taking the lock there so that it is held only for the write.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
