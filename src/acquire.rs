@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use crate::backend::{HeldLock, LockRequest};
+use crate::backend::{HeldLock, LockRequest, WaitControl};
 use crate::guard::{GuardParts, Hold, SharedHeld};
 use crate::order::{self, OrderCheck};
 use crate::table::{self, EntryRef, Owner};
@@ -106,11 +106,26 @@ fn check_before_waiting(
 /// than the work (an async acquisition followed by `spawn_blocking` holds it
 /// across a thread hand-off).
 ///
-/// Cancellation does not apply: nothing can drop a running blocking call.
+/// Nothing can drop a running blocking call, so the caller cancels through
+/// `ctl` (then unparks this thread): the wait ends with an `Interrupted`
+/// I/O error and nothing held.
 pub(crate) fn acquire_blocking(
     locks: &Locks,
     category: Category,
     target: &Path,
+    ctl: &Arc<WaitControl>,
+) -> Result<LockGuard, LockError> {
+    let result = acquire_blocking_inner(locks, category, target, ctl);
+    // The watcher forgets a finished wait, whichever way it ended.
+    ctl.finish();
+    result
+}
+
+fn acquire_blocking_inner(
+    locks: &Locks,
+    category: Category,
+    target: &Path,
+    ctl: &Arc<WaitControl>,
 ) -> Result<LockGuard, LockError> {
     let started = Instant::now();
     let req = request(locks, category, target, LockMode::Exclusive)?;
@@ -125,25 +140,37 @@ pub(crate) fn acquire_blocking(
     let owner = Owner::current();
     check_before_waiting(locks, category, &req, &entry, owner)?;
     let deadline = locks.policy().timeout(category).map(|t| started + t);
-    let timeout = |req: &LockRequest| {
-        let holder = locks.backend().holder(&req.lock_path);
-        timeout_error(locks, category, req, started.elapsed(), holder)
+    if let Some(deadline) = deadline {
+        ctl.cancel_at(deadline);
+    }
+    // Ended without the lock: by the deadline, or by the caller.
+    let gave_up = |req: &LockRequest| {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let holder = locks.backend().holder(&req.lock_path);
+            timeout_error(locks, category, req, started.elapsed(), holder)
+        } else {
+            LockError::io(
+                "wait for lock",
+                &*req.lock_path,
+                std::io::Error::new(std::io::ErrorKind::Interrupted, "lock wait cancelled"),
+            )
+        }
     };
     let queue = match Arc::clone(&entry.queue).try_write_owned() {
         Ok(queue) => queue,
         Err(_) => {
             let queued = Arc::clone(&entry.queue).write_owned();
-            match crate::blocking::wait_until(queued, deadline) {
+            match crate::blocking::wait_until(queued, deadline, || ctl.is_cancelled()) {
                 Some(queue) => queue,
-                None => return Err(timeout(&req)),
+                None => return Err(gave_up(&req)),
             }
         }
     };
     let os = match locks.backend().try_lock(&req)? {
         Some(os) => os,
-        None => match locks.backend().lock_blocking(&req, deadline)? {
+        None => match locks.backend().lock_blocking(&req, ctl)? {
             Some(os) => os,
-            None => return Err(timeout(&req)),
+            None => return Err(gave_up(&req)),
         },
     };
     let remove = locks.policy().remove_on_release(category);

@@ -26,20 +26,28 @@ where
 }
 
 /// Drives `future` on the calling thread, which may block (the blocking
-/// pool), parking between polls; `None` if `deadline` passes first.
+/// pool), parking between polls; `None` if `deadline` passes or `stop` says
+/// so first (whoever makes `stop` true unparks this thread).
 ///
 /// For the few async waits a blocking-pool thread needs (a place in this
 /// process's queue for a lock). Hand-written because `futures`'
 /// `block_on` has no deadline, and tokio's timers must not be used from the
 /// blocking pool: they panic once the runtime is shutting down, and blocking
 /// work outlives that.
-pub(crate) fn wait_until<F: Future>(future: F, deadline: Option<Instant>) -> Option<F::Output> {
+pub(crate) fn wait_until<F: Future>(
+    future: F,
+    deadline: Option<Instant>,
+    stop: impl Fn() -> bool,
+) -> Option<F::Output> {
     let waker = Waker::from(Arc::new(Unparker(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);
     loop {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return Some(out);
+        }
+        if stop() {
+            return None;
         }
         match deadline {
             None => std::thread::park(),

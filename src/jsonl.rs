@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::atomic::{sync_dir, with_guard};
+use crate::backend::WaitControl;
 use crate::{Category, LockError, Locks};
 
 /// How long the committer waits for more records before it leaves the
@@ -219,6 +220,12 @@ struct Pending {
     committing: bool,
     /// Whether the committer is waiting on `Inner::more` for records.
     lingering: bool,
+    /// The committer's lock wait, and its thread: cancelled when the last
+    /// queued record is withdrawn, so that a wait nobody needs any more
+    /// (every append dropped, as at runtime shutdown) ends at once instead
+    /// of holding a blocking-pool thread, and the runtime's shutdown, until
+    /// the lock is granted.
+    waiting: Option<(Arc<WaitControl>, std::thread::Thread)>,
     /// Commits finished, and the error of the latest if it failed: `close`
     /// reports a failure of the commits that ran while it waited.
     rounds: u64,
@@ -444,6 +451,7 @@ impl JsonlSink {
 /// is dropped never abandons anyone else's record.
 fn run_committer(inner: Arc<Inner>) {
     loop {
+        let ctl = WaitControl::new();
         {
             let mut pending = lock(&inner.pending);
             if pending.queue.is_empty() {
@@ -464,10 +472,26 @@ fn run_committer(inner: Arc<Inner>) {
                 inner.idle.notify_waiters();
                 return;
             }
+            // Set under the same lock as the look at the queue, so that the
+            // withdrawal of its last record always finds the wait to cancel.
+            pending.waiting = Some((Arc::clone(&ctl), std::thread::current()));
         }
-        let locked = crate::acquire::acquire_blocking(&inner.locks, inner.category, &inner.path);
+        let locked =
+            crate::acquire::acquire_blocking(&inner.locks, inner.category, &inner.path, &ctl);
         // Everything queued by now, including what came while we waited.
-        let mut batch: Vec<Entry> = lock(&inner.pending).queue.drain(..).collect();
+        let mut batch: Vec<Entry> = {
+            let mut pending = lock(&inner.pending);
+            pending.waiting = None;
+            let cancelled = matches!(&locked, Err(LockError::Io { source, .. })
+                if source.kind() == io::ErrorKind::Interrupted);
+            if cancelled {
+                // Every record of the round was withdrawn (the runtime may be
+                // shutting down). Records queued since then start a new
+                // round; none of them hears of this wait.
+                continue;
+            }
+            pending.queue.drain(..).collect()
+        };
         let result = match locked {
             Ok(guard) => {
                 // Moved, not copied: each entry keeps only its reply channel.
@@ -520,7 +544,14 @@ impl Withdraw<'_> {
 impl Drop for Withdraw<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            lock(&self.inner.pending).queue.retain(|e| e.id != id);
+            let mut pending = lock(&self.inner.pending);
+            pending.queue.retain(|e| e.id != id);
+            if pending.queue.is_empty()
+                && let Some((ctl, thread)) = &pending.waiting
+            {
+                ctl.cancel();
+                thread.unpark();
+            }
         }
     }
 }

@@ -519,3 +519,55 @@ async fn a_commit_behind_a_task_of_this_process_times_out_then_recovers() {
     sink.close().await.unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "2\n");
 }
+
+/// An append waiting for a lock another process holds forever, on a sink
+/// whose category waits forever: shutting the runtime down drops the append,
+/// and that ends the committer's wait (the runtime's shutdown waits for
+/// blocking-pool work, so a wait nobody needs would hang it).
+#[test]
+fn runtime_shutdown_ends_a_commit_wait_nobody_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .wait_forever(Category::Manifest)
+        .build()
+        .unwrap();
+    let rt = support::runtime();
+    let sink = rt
+        .block_on(JsonlSink::builder(&path).locks(locks.clone()).open())
+        .unwrap();
+    let mut holder = support::spawn_holder(dir.path(), "exclusive", "manifest", &[&path]);
+    holder.wait_ready();
+    let appending = rt.spawn({
+        let sink = sink.clone();
+        async move { sink.append(&1).await }
+    });
+    assert!(
+        support::eventually(Duration::from_secs(30), || locks
+            .metrics()
+            .blocking_waits_now
+            == 1),
+        "the committer should be waiting in flock"
+    );
+    assert!(!appending.is_finished());
+
+    let (done, shut_down) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(rt);
+        let _ = done.send(());
+    });
+    // Generous: what is checked is that shutdown ends while the lock is
+    // still held elsewhere, not how fast.
+    shut_down
+        .recv_timeout(Duration::from_secs(60))
+        .expect("runtime shutdown must not wait for the committer's lock");
+    assert_eq!(locks.metrics().blocking_waits_now, 0);
+    holder.finish();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "",
+        "nothing written"
+    );
+    drop(sink);
+}

@@ -9,13 +9,13 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 
 use crate::{LockError, LockMode};
 
 mod interrupt;
+pub(crate) use interrupt::WaitControl;
 #[allow(clippy::disallowed_methods)] // the one module allowed to take OS locks
 pub(crate) mod os;
 pub(crate) mod proc_locks;
@@ -51,14 +51,16 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// 100 ms) and leaves nothing held.
     async fn lock(&self, req: &LockRequest) -> Result<Box<dyn HeldLock>, LockError>;
 
-    /// Waits on the calling thread until the lock is granted or `deadline`
-    /// passes (`Ok(None)`). For work that runs on the blocking pool anyway:
-    /// the thread that gets the lock does the work, with no hand-off between
-    /// the grant and the work, so the lock is held only as long as the work.
+    /// Waits on the calling thread until the lock is granted, or `ctl` is
+    /// cancelled (`Ok(None)`; by its owner, or at a deadline set with
+    /// [`WaitControl::cancel_at`]). For work that runs on the blocking pool
+    /// anyway: the thread that gets the lock does the work, with no hand-off
+    /// between the grant and the work, so the lock is held only as long as
+    /// the work.
     fn lock_blocking(
         &self,
         req: &LockRequest,
-        deadline: Option<Instant>,
+        ctl: &WaitControl,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError>;
 
     /// Best effort: the pid of a process holding `lock_path`. May block

@@ -24,7 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt as _, MetadataExt, OpenOptionsExt
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fs4::TryLockError;
@@ -86,13 +86,9 @@ impl Backend for OsBackend {
     fn lock_blocking(
         &self,
         req: &LockRequest,
-        deadline: Option<Instant>,
+        ctl: &WaitControl,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
-        let ctl = WaitControl::new();
-        if let Some(deadline) = deadline {
-            ctl.cancel_at(deadline);
-        }
-        Ok(blocking_lock(req, &ctl)?.map(|held| Box::new(held) as Box<dyn HeldLock>))
+        Ok(blocking_lock(req, ctl)?.map(|held| Box::new(held) as Box<dyn HeldLock>))
     }
 
     fn holder(&self, lock_path: &Path) -> Option<u32> {
