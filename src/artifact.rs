@@ -234,15 +234,28 @@ impl ArtifactWriterBuilder {
             self.leftover,
             self.preallocate,
         );
-        let prepared = crate::blocking::run("prepare .part for", &target, {
+        // The guard travels with the work: if this future is dropped while
+        // the `.part` is being prepared, the result is dropped on the
+        // blocking pool, which removes the `.part` before letting go of the
+        // lock (see `Prepping`), instead of leaving it behind unlocked.
+        let mut prepping = crate::blocking::run("prepare .part for", &target, {
             let target = target.clone();
             move || {
-                prepare(
+                let prepared = prepare(
                     &target, &expect, replace, verify, leftover, prealloc, hashing,
-                )
+                )?;
+                Ok(Prepping {
+                    part: part_path(&target),
+                    prepared: Some(prepared),
+                    guard: Some(guard),
+                })
             }
         })
         .await?;
+        let (Some(prepared), Some(guard)) = (prepping.prepared.take(), prepping.guard.take())
+        else {
+            unreachable!("a Prepping is taken apart once, here")
+        };
         let (file, resumed, hasher) = match prepared {
             Prepared::Present { bytes, verified } => {
                 drop(guard);
@@ -275,6 +288,29 @@ impl ArtifactWriterBuilder {
                 progress: self.progress,
             },
         }))
+    }
+}
+
+/// A prepared `.part` and its lock, on the way from the blocking pool to
+/// the writer. Dropped before it got there (the `open` future was dropped),
+/// it removes the `.part` and then releases the lock.
+struct Prepping {
+    part: PathBuf,
+    prepared: Option<Prepared>,
+    guard: Option<LockGuard>,
+}
+
+impl Drop for Prepping {
+    fn drop(&mut self) {
+        if let Some(Prepared::Part { file, .. }) = self.prepared.take() {
+            drop(file);
+            if let Err(e) = std::fs::remove_file(&self.part)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %self.part.display(), error = %e, "removing an abandoned .part");
+            }
+        }
+        drop(self.guard.take());
     }
 }
 
