@@ -107,14 +107,14 @@ fn check_before_waiting(
 /// across a thread hand-off).
 ///
 /// Nothing can drop a running blocking call, so the caller cancels through
-/// `ctl` (then unparks this thread): the wait ends with an `Interrupted`
-/// I/O error and nothing held.
+/// `ctl` (then unparks this thread): the wait ends with `Ok(None)` and
+/// nothing held.
 pub(crate) fn acquire_blocking(
     locks: &Locks,
     category: Category,
     target: &Path,
     ctl: &Arc<WaitControl>,
-) -> Result<LockGuard, LockError> {
+) -> Result<Option<LockGuard>, LockError> {
     let result = acquire_blocking_inner(locks, category, target, ctl);
     // The watcher forgets a finished wait, whichever way it ended.
     ctl.finish();
@@ -126,7 +126,7 @@ fn acquire_blocking_inner(
     category: Category,
     target: &Path,
     ctl: &Arc<WaitControl>,
-) -> Result<LockGuard, LockError> {
+) -> Result<Option<LockGuard>, LockError> {
     let started = Instant::now();
     let req = request(locks, category, target, LockMode::Exclusive)?;
     let _span = tracing::debug_span!(
@@ -143,17 +143,20 @@ fn acquire_blocking_inner(
     if let Some(deadline) = deadline {
         ctl.cancel_at(deadline);
     }
-    // Ended without the lock: by the deadline, or by the caller.
+    // Ended without the lock: a timeout at the deadline, else the caller's
+    // cancellation.
     let gave_up = |req: &LockRequest| {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             let holder = locks.backend().holder(&req.lock_path);
-            timeout_error(locks, category, req, started.elapsed(), holder)
+            Err(timeout_error(
+                locks,
+                category,
+                req,
+                started.elapsed(),
+                holder,
+            ))
         } else {
-            LockError::io(
-                "wait for lock",
-                &*req.lock_path,
-                std::io::Error::new(std::io::ErrorKind::Interrupted, "lock wait cancelled"),
-            )
+            Ok(None)
         }
     };
     let queue = match Arc::clone(&entry.queue).try_write_owned() {
@@ -162,7 +165,7 @@ fn acquire_blocking_inner(
             let queued = Arc::clone(&entry.queue).write_owned();
             match crate::blocking::wait_until(queued, deadline, || ctl.is_cancelled()) {
                 Some(queue) => queue,
-                None => return Err(gave_up(&req)),
+                None => return gave_up(&req),
             }
         }
     };
@@ -170,11 +173,11 @@ fn acquire_blocking_inner(
         Some(os) => os,
         None => match locks.backend().lock_blocking(&req, ctl)? {
             Some(os) => os,
-            None => return Err(gave_up(&req)),
+            None => return gave_up(&req),
         },
     };
     let remove = locks.policy().remove_on_release(category);
-    Ok(new_guard(
+    Ok(Some(new_guard(
         locks,
         category,
         req,
@@ -183,7 +186,7 @@ fn acquire_blocking_inner(
         Hold::Exclusive { os, queue },
         started,
         remove,
-    ))
+    )))
 }
 
 async fn acquire_request(

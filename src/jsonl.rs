@@ -478,52 +478,45 @@ fn run_committer(inner: Arc<Inner>) {
         }
         let locked =
             crate::acquire::acquire_blocking(&inner.locks, inner.category, &inner.path, &ctl);
-        // Everything queued by now, including what came while we waited.
-        let mut batch: Vec<Entry> = {
-            let mut pending = lock(&inner.pending);
-            pending.waiting = None;
-            let cancelled = matches!(&locked, Err(LockError::Io { source, .. })
-                if source.kind() == io::ErrorKind::Interrupted);
-            if cancelled {
-                // Every record of the round was withdrawn (the runtime may be
-                // shutting down). Records queued since then start a new
-                // round; none of them hears of this wait.
-                continue;
-            }
-            pending.queue.drain(..).collect()
-        };
-        let result = match locked {
-            Ok(guard) => {
-                // Moved, not copied: each entry keeps only its reply channel.
-                let chunks: Vec<(Vec<u8>, u64)> = batch
-                    .iter_mut()
-                    .map(|e| (std::mem::take(&mut e.lines), e.records))
-                    .collect();
-                let written = inner.shared.write_batch(&chunks);
-                // Let go before replying: another process may go at once.
-                drop(guard);
-                written
-            }
+        let mut pending = lock(&inner.pending);
+        pending.waiting = None;
+        let guard = match locked {
+            // Cancelled: every record of the round was withdrawn (the runtime
+            // may be shutting down). Records queued since then start a new
+            // round; none of them hears of this wait.
+            Ok(None) => continue,
+            Ok(Some(guard)) => Ok(guard),
             Err(e) => Err(e),
         };
-        let replies: Vec<_> = batch
-            .into_iter()
-            .map(|e| {
-                (
-                    e.done,
-                    result.as_ref().map(|_| ()).map_err(LockError::duplicate),
-                )
-            })
-            .collect();
+        // Everything queued by now, including what came while we waited.
+        let mut batch: Vec<Entry> = pending.queue.drain(..).collect();
+        drop(pending);
+        if batch.is_empty() {
+            // Withdrawn after the lock was granted: nothing to write.
+            continue;
+        }
+        let result = guard.and_then(|guard| {
+            // Moved, not copied: each entry keeps only its reply channel.
+            let chunks: Vec<(Vec<u8>, u64)> = batch
+                .iter_mut()
+                .map(|e| (std::mem::take(&mut e.lines), e.records))
+                .collect();
+            let written = inner.shared.write_batch(&chunks);
+            // Let go before replying: another process may go at once.
+            drop(guard);
+            written
+        });
         // Recorded before anyone hears back, so a `close` called after an
         // append returned knows this commit ran before it.
         {
             let mut pending = lock(&inner.pending);
             pending.rounds += 1;
-            pending.last_error = result.err();
+            pending.last_error = result.as_ref().err().map(LockError::duplicate);
         }
-        for (done, reply) in replies {
-            let _ = done.send(reply);
+        for entry in batch {
+            let _ = entry
+                .done
+                .send(result.as_ref().map(|_| ()).map_err(LockError::duplicate));
         }
     }
 }
@@ -826,13 +819,4 @@ pub(crate) fn rotation_numbers(path: &Path) -> Result<Vec<u64>, LockError> {
 
 fn next_rotation_number(path: &Path) -> Result<u64, LockError> {
     Ok(rotation_numbers(path)?.last().map_or(1, |n| n + 1))
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let left = lock(&self.pending).queue.len();
-        if left > 0 {
-            tracing::debug!(path = %self.path.display(), left, "sink dropped with records no append was waiting for");
-        }
-    }
 }

@@ -418,6 +418,28 @@ async fn a_failing_commit_reaches_append_and_close_naming_the_file() {
     );
 }
 
+/// Locks in `dir/locks` whose manifest lock times out after `limit`
+/// (`None`: waits forever).
+fn manifest_locks(dir: &Path, limit: Option<Duration>) -> Locks {
+    let builder = Locks::builder().lock_dir(dir.join("locks"));
+    match limit {
+        Some(limit) => builder.timeout(Category::Manifest, limit),
+        None => builder.wait_forever(Category::Manifest),
+    }
+    .build()
+    .unwrap()
+}
+
+/// An append that must fail when the sink's lock wait reaches its deadline.
+/// The 60 s bound is generous: it catches a wait that never ends, not a
+/// slow one.
+async fn append_past_deadline(sink: &JsonlSink, record: u64) -> LockError {
+    tokio::time::timeout(Duration::from_secs(60), sink.append(&record))
+        .await
+        .expect("the committer's wait must end at its deadline")
+        .unwrap_err()
+}
+
 /// The committer waits for the lock on the blocking pool itself: it must
 /// still honour the category's timeout (waking its `flock` at the deadline),
 /// name the holder, leave no thread waiting, write nothing of the timed-out
@@ -426,11 +448,7 @@ async fn a_failing_commit_reaches_append_and_close_naming_the_file() {
 async fn a_commit_behind_another_process_times_out_naming_it_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.jsonl");
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .timeout(Category::Manifest, Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let locks = manifest_locks(dir.path(), Some(Duration::from_millis(300)));
     let sink = JsonlSink::builder(&path)
         .locks(locks.clone())
         .open()
@@ -446,11 +464,7 @@ async fn a_commit_behind_another_process_times_out_naming_it_then_recovers() {
     .await
     .unwrap();
 
-    // Generous: what is checked is that the wait ends, not how fast.
-    let err = tokio::time::timeout(Duration::from_secs(60), sink.append(&1))
-        .await
-        .expect("the committer's wait must end at its deadline")
-        .unwrap_err();
+    let err = append_past_deadline(&sink, 1).await;
     match &err {
         LockError::Timeout {
             holder, lock_path, ..
@@ -492,21 +506,14 @@ async fn a_commit_behind_another_process_times_out_naming_it_then_recovers() {
 async fn a_commit_behind_a_task_of_this_process_times_out_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.jsonl");
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .timeout(Category::Manifest, Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let locks = manifest_locks(dir.path(), Some(Duration::from_millis(200)));
     let sink = JsonlSink::builder(&path)
         .locks(locks.clone())
         .open()
         .await
         .unwrap();
     let guard = locks.lock(Category::Manifest, &path).await.unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(60), sink.append(&1))
-        .await
-        .expect("the committer's wait must end at its deadline")
-        .unwrap_err();
+    let err = append_past_deadline(&sink, 1).await;
     assert!(matches!(err, LockError::Timeout { .. }), "{err}");
 
     // A commit that gets the lock before its deadline goes through.
@@ -528,11 +535,7 @@ async fn a_commit_behind_a_task_of_this_process_times_out_then_recovers() {
 fn runtime_shutdown_ends_a_commit_wait_nobody_needs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.jsonl");
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .wait_forever(Category::Manifest)
-        .build()
-        .unwrap();
+    let locks = manifest_locks(dir.path(), None);
     let rt = support::runtime();
     let sink = rt
         .block_on(JsonlSink::builder(&path).locks(locks.clone()).open())
