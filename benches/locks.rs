@@ -5,32 +5,20 @@
 // The baseline is std's blocking lock, kept out of the crate by clippy.toml.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::fs::OpenOptions;
-use std::path::Path;
 use std::time::Duration;
 
-use async_filelock::{ArtifactWriter, Category, FsyncPolicy, JsonlSink, Locks};
+use async_filelock::{ArtifactWriter, Category, FsyncPolicy, JsonlSink};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 
 fn runtimes() -> [(&'static str, Runtime); 2] {
     [
-        (
-            "current_thread",
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime"),
-        ),
-        (
-            "multi_thread",
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime"),
-        ),
+        ("current_thread", common::runtime(false)),
+        ("multi_thread", common::runtime(true)),
     ]
 }
 
@@ -47,14 +35,6 @@ where
     }
 }
 
-fn locks_in(dir: &Path) -> Locks {
-    Locks::builder()
-        .lock_dir(dir.join("locks"))
-        .wait_forever(Category::Manifest)
-        .build()
-        .expect("locks")
-}
-
 fn uncontended(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("locks")).expect("lock dir");
@@ -63,11 +43,8 @@ fn uncontended(c: &mut Criterion) {
         .join("locks")
         .join(format!("baseline.{}.lock", "0".repeat(32)));
     let target = dir.path().join("manifest.jsonl");
-    let locks = locks_in(dir.path());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let locks = common::locks_in(dir.path());
+    let rt = common::runtime(false);
     let mut g = c.benchmark_group("uncontended");
     g.bench_function("baseline_std_flock", |b| {
         b.iter(|| {
@@ -112,7 +89,7 @@ fn uncontended(c: &mut Criterion) {
 /// `tasks` tasks each take the lock 10 times: on one lock, or each on its own.
 fn contention(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let locks = locks_in(dir.path());
+    let locks = common::locks_in(dir.path());
     let one = dir.path().join("one.jsonl");
     let many: Vec<_> = (0..1000)
         .map(|i| dir.path().join(format!("t{i}.jsonl")))
@@ -158,12 +135,8 @@ fn contention(c: &mut Criterion) {
 
 fn artifact(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let locks = locks_in(dir.path());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let locks = common::locks_in(dir.path());
+    let rt = common::runtime(true);
     let chunk = vec![7u8; 64 * 1024];
     let chunks = 256; // 16 MiB
     let mut g = c.benchmark_group("artifact_16MiB");
@@ -208,12 +181,8 @@ fn artifact(c: &mut Criterion) {
 /// tasks (group commit), with and without fsync.
 fn jsonl(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let locks = locks_in(dir.path());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let locks = common::locks_in(dir.path());
+    let rt = common::runtime(true);
     let mut g = c.benchmark_group("jsonl_1000_records");
     g.sample_size(10).throughput(Throughput::Elements(1000));
     for (name, fsync) in [

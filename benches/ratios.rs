@@ -22,13 +22,15 @@
 // out of everything but the OS backend.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use async_filelock::{Category, Locks};
+use async_filelock::Category;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -73,24 +75,13 @@ fn open_baseline(path: &Path) -> std::fs::File {
         .expect("open baseline lock file")
 }
 
-fn crate_locks(dir: &Path) -> Locks {
-    Locks::builder()
-        .lock_dir(dir.join("locks"))
-        .wait_forever(Category::Manifest)
-        .build()
-        .expect("locks")
-}
-
 fn uncontended(rounds: usize, n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("locks")).expect("lock dir");
     let base_path = baseline_path(dir.path());
     let target = dir.path().join("manifest.jsonl");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let locks = crate_locks(dir.path());
+    let rt = common::runtime(false);
+    let locks = common::locks_in(dir.path());
     let (mut base, mut ours) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let t = Instant::now();
@@ -155,11 +146,7 @@ fn jsonl_child(args: &[String]) {
             }
         }
         _ => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = common::runtime(true);
             rt.block_on(async {
                 let fsync = if kind == "sink_fsync" {
                     async_filelock::FsyncPolicy::EveryCommit
@@ -167,7 +154,7 @@ fn jsonl_child(args: &[String]) {
                     async_filelock::FsyncPolicy::Never
                 };
                 let sink = async_filelock::JsonlSink::builder(&data)
-                    .locks(crate_locks(&dir))
+                    .locks(common::locks_in(&dir))
                     .fsync(fsync)
                     .open()
                     .await
@@ -293,12 +280,8 @@ fn jsonl(rounds: usize, records: usize) {
 /// chunks plus fsync and rename, in the same directory, alternating.
 fn artifact(rounds: usize, total: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let locks = crate_locks(dir.path());
+    let rt = common::runtime(true);
+    let locks = common::locks_in(dir.path());
     let chunk = vec![7u8; 64 * 1024];
     let chunks = total / chunk.len();
     let (mut base, mut ours) = (Vec::new(), Vec::new());
@@ -380,13 +363,10 @@ fn child(args: &[String]) {
             }
         }
         "sink" => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = common::runtime(false);
             rt.block_on(async {
                 let sink = async_filelock::JsonlSink::builder(&data)
-                    .locks(crate_locks(&dir))
+                    .locks(common::locks_in(&dir))
                     .fsync(async_filelock::FsyncPolicy::Never)
                     .open()
                     .await
@@ -422,15 +402,8 @@ fn child(args: &[String]) {
         _ => {
             // RATIOS_MULTI_THREAD=1 runs the crate's children on a
             // multi-thread runtime, to compare hand-over tails by flavor.
-            let rt = if std::env::var_os("RATIOS_MULTI_THREAD").is_some() {
-                tokio::runtime::Builder::new_multi_thread()
-            } else {
-                tokio::runtime::Builder::new_current_thread()
-            }
-            .enable_all()
-            .build()
-            .expect("runtime");
-            let locks = crate_locks(&dir);
+            let rt = common::runtime(std::env::var_os("RATIOS_MULTI_THREAD").is_some());
+            let locks = common::locks_in(&dir);
             let target = dir.join("data.jsonl");
             rt.block_on(async {
                 for i in 0..ops {

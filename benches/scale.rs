@@ -10,13 +10,15 @@
 //! hand-written because what is wanted is one number (live bytes) from this
 //! process, with no dependency to keep.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_filelock::{Category, Locks, paths_in_use};
+use async_filelock::{Category, paths_in_use};
 
 struct Counting;
 
@@ -46,14 +48,8 @@ fn live() -> isize {
 
 fn distinct_paths(n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .build()
-        .expect("locks");
+    let rt = common::runtime(false);
+    let locks = common::locks_in(dir.path());
     let targets: Vec<_> = (0..n)
         .map(|i| dir.path().join(format!("t{i}.jsonl")))
         .collect();
@@ -98,15 +94,8 @@ fn waiters(n: usize) {
         &mut line,
     )
     .expect("ready");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .build()
-        .expect("locks");
+    let rt = common::runtime(true);
+    let locks = common::locks_in(dir.path());
     let (per_waiter, per_task, peak) = rt.block_on(async {
         // Waiting futures alone: what the crate costs per waiter.
         let before = live();
@@ -160,14 +149,8 @@ fn waiters(n: usize) {
 use std::future::Future;
 
 fn hold(dir: &str, target: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let locks = Locks::builder()
-        .lock_dir(std::path::Path::new(dir).join("locks"))
-        .build()
-        .expect("locks");
+    let rt = common::runtime(false);
+    let locks = common::locks_in(std::path::Path::new(dir));
     let g = rt
         .block_on(locks.lock(Category::Manifest, target))
         .expect("lock");

@@ -32,6 +32,16 @@ async fn all_rows(path: &Path) -> Vec<Row> {
     rows
 }
 
+/// A sink on `path` with lock files in `dir/locks`.
+async fn open_sink(dir: &Path, path: &Path, fsync: FsyncPolicy) -> JsonlSink {
+    JsonlSink::builder(path)
+        .locks(locks_in(dir))
+        .fsync(fsync)
+        .open()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn eight_processes_with_small_rotation_write_every_record_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,11 +137,7 @@ fn kill_9_mid_stream_leaves_no_torn_line_and_loses_no_acknowledged_record() {
             .build()
             .unwrap();
         let stats = rt.block_on(async {
-            let sink = JsonlSink::builder(&path)
-                .locks(locks_in(dir.path()))
-                .open()
-                .await
-                .unwrap();
+            let sink = open_sink(dir.path(), &path, FsyncPolicy::EveryCommit).await;
             sink.stats()
         });
         repaired += stats.torn_tails_repaired;
@@ -162,11 +168,7 @@ async fn a_torn_last_line_is_cut_off_on_open_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.jsonl");
     std::fs::write(&path, b"{\"a\":1}\n{\"a\":2}\n{\"a\":3, \"unfinis").unwrap();
-    let sink = JsonlSink::builder(&path)
-        .locks(locks_in(dir.path()))
-        .open()
-        .await
-        .unwrap();
+    let sink = open_sink(dir.path(), &path, FsyncPolicy::EveryCommit).await;
     let stats = sink.stats();
     assert_eq!(stats.torn_tails_repaired, 1);
     assert_eq!(stats.last_torn_offset, Some(16));
@@ -182,12 +184,7 @@ async fn a_torn_last_line_is_cut_off_on_open_and_reported() {
 async fn group_commit_needs_far_fewer_fsyncs_than_records() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.jsonl");
-    let sink = JsonlSink::builder(&path)
-        .locks(locks_in(dir.path()))
-        .fsync(FsyncPolicy::EveryCommit)
-        .open()
-        .await
-        .unwrap();
+    let sink = open_sink(dir.path(), &path, FsyncPolicy::EveryCommit).await;
     let (tasks, each) = (64, 40);
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
@@ -220,12 +217,7 @@ async fn group_commit_needs_far_fewer_fsyncs_than_records() {
 async fn cancelled_appends_leave_each_record_whole_or_absent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.jsonl");
-    let sink = JsonlSink::builder(&path)
-        .locks(locks_in(dir.path()))
-        .fsync(FsyncPolicy::Never)
-        .open()
-        .await
-        .unwrap();
+    let sink = open_sink(dir.path(), &path, FsyncPolicy::Never).await;
     let pad = "y".repeat(2000);
     // Even records wait as long as it takes; odd ones are dropped at a
     // random point within a few hundred microseconds.
@@ -290,11 +282,7 @@ impl serde::Serialize for MaybeBad {
 async fn records_that_do_not_serialise_are_rejected_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.jsonl");
-    let sink = JsonlSink::builder(&path)
-        .locks(locks_in(dir.path()))
-        .open()
-        .await
-        .unwrap();
+    let sink = open_sink(dir.path(), &path, FsyncPolicy::EveryCommit).await;
     let mut bad_keys = std::collections::HashMap::new();
     bad_keys.insert((1u8, 2u8), 3u8);
     let err = sink.append(&bad_keys).await.unwrap_err();
@@ -397,11 +385,7 @@ fn expect_read_only_error(path: &Path) {
 async fn a_failing_commit_reaches_append_and_close_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.jsonl");
-    let sink = JsonlSink::builder(&path)
-        .locks(locks_in(dir.path()))
-        .open()
-        .await
-        .unwrap();
+    let sink = open_sink(dir.path(), &path, FsyncPolicy::EveryCommit).await;
     sink.append(&1).await.unwrap();
     // Someone replaces the manifest with a directory behind the sink's back.
     std::fs::rename(&path, dir.path().join("moved.jsonl")).unwrap();
