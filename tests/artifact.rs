@@ -3,6 +3,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use axum::response::Response;
 use futures::StreamExt;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
-use support::{eventually, fetch, locks_in, path_arg as arg, spawn};
+use support::{Worker, eventually, fetch, locks_in, path_arg as arg, spawn};
 use tokio::io::AsyncWriteExt;
 
 #[test]
@@ -82,6 +83,21 @@ async fn serve(len: usize, chunk_delay: Duration) -> (String, Arc<Served>) {
     (url, served)
 }
 
+/// A child that downloads `url` into `target` (expecting `len` bytes with
+/// digest `sha`), with lock files in `dir/locks`.
+fn spawn_fetch(dir: &Path, url: &str, target: &Path, len: u64, sha: &str) -> Worker {
+    spawn(
+        "fetch",
+        &[
+            arg(dir),
+            url.to_owned(),
+            arg(target),
+            len.to_string(),
+            sha.to_owned(),
+        ],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tasks_and_processes_download_an_artifact_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,18 +105,7 @@ async fn many_tasks_and_processes_download_an_artifact_exactly_once() {
     let (url, served) = serve(3 << 20, Duration::from_millis(2)).await;
     let (len, sha) = (served.body.len() as u64, served.sha256());
     let mut children: Vec<_> = (0..3)
-        .map(|_| {
-            spawn(
-                "fetch",
-                &[
-                    arg(dir.path()),
-                    url.clone(),
-                    arg(&target),
-                    len.to_string(),
-                    sha.clone(),
-                ],
-            )
-        })
+        .map(|_| spawn_fetch(dir.path(), &url, &target, len, &sha))
         .collect();
     let locks = locks_in(dir.path());
     let tasks: Vec<_> = (0..4)
@@ -150,16 +155,7 @@ async fn kill_9_mid_stream_never_leaves_a_partial_target_and_the_next_writer_res
     let locks = locks_in(dir.path());
     let mut resumed_rounds = 0;
     for round in 0..6u64 {
-        let mut child = spawn(
-            "fetch",
-            &[
-                arg(dir.path()),
-                url.clone(),
-                arg(&target),
-                len.to_string(),
-                sha.clone(),
-            ],
-        );
+        let mut child = spawn_fetch(dir.path(), &url, &target, len, &sha);
         let wait = rand::rng().random_range(40..200);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         child.child.kill().unwrap();
