@@ -559,22 +559,30 @@ impl Shared {
             Ok(meta) if meta.is_dir() => {
                 return Err(LockError::invalid_target(path, "it is a directory"));
             }
-            Ok(meta) => Some((meta.dev(), meta.ino())),
+            Ok(meta) => Some(meta),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(LockError::io("inspect", path, e)),
         };
-        let current = matches!((&*slot, at_path), (Some(f), Some((dev, ino))) if f.dev == dev && f.ino == ino);
-        if !current {
-            *slot = Some(open_current(path, self.rotation.max_records.is_some())?);
-        }
+        // The file at the path is ours: its size is in hand. Otherwise it
+        // was rotated (or removed) since: open the current one.
+        let (size, fresh) = match (&*slot, &at_path) {
+            (Some(f), Some(meta)) if f.dev == meta.dev() && f.ino == meta.ino() => {
+                (meta.len(), false)
+            }
+            _ => {
+                let opened = open_current(path, self.rotation.max_records.is_some())?;
+                let size = opened.size;
+                *slot = Some(opened);
+                (size, true)
+            }
+        };
         let Some(open) = slot.as_mut() else {
             return Err(LockError::io("open", path, io::Error::other("no file")));
         };
-        let size = open
-            .file
-            .metadata()
-            .map_err(|e| LockError::io("inspect", path, e))?
-            .len();
+        // Only a file someone else wrote since our last look can end torn:
+        // our own writes end with a newline or fail (and leave the size
+        // differing from the one we keep).
+        let unseen = fresh || size != open.size;
         if size != open.size {
             // Others appended (whole lines, under the lock) since we looked.
             // Their lines are counted only if a record limit needs the count:
@@ -588,9 +596,12 @@ impl Shared {
             }
             open.size = size;
         }
-        if let Some(cut) =
+        let torn = if unseen {
             repair_torn_tail(&open.file, open.size).map_err(|e| LockError::io("repair", path, e))?
-        {
+        } else {
+            None
+        };
+        if let Some(cut) = torn {
             tracing::warn!(path = %path.display(), offset = cut.0, bytes = cut.1, "cut off a torn last line left by a crash");
             open.size = cut.0;
             let mut stats = lock(&self.stats);
