@@ -302,15 +302,15 @@ struct Prepping {
 
 impl Drop for Prepping {
     fn drop(&mut self) {
-        if let Some(Prepared::Part { file, .. }) = self.prepared.take() {
-            drop(file);
-            if let Err(e) = std::fs::remove_file(&self.part)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %self.part.display(), error = %e, "removing an abandoned .part");
+        let guard = self.guard.take();
+        match self.prepared.take() {
+            Some(Prepared::Part { file, .. }) => {
+                drop(file);
+                let part = std::mem::take(&mut self.part);
+                clean_up_from_drop(move || remove_part_then_release(&part, guard));
             }
+            _ => drop(guard),
         }
-        drop(self.guard.take());
     }
 }
 
@@ -354,19 +354,8 @@ pin_project! {
 
     impl PinnedDrop for ArtifactWriter {
         fn drop(this: Pin<&mut Self>) {
-            let Some(cleanup) = this.project().state.take_cleanup() else {
-                return;
-            };
-            let cleanup = move || {
-                if let Err(e) = cleanup() {
-                    tracing::warn!(error = %e, "removing an abandoned .part");
-                }
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn_blocking(cleanup);
-                }
-                Err(_) => cleanup(),
+            if let Some(cleanup) = this.project().state.take_cleanup() {
+                clean_up_from_drop(cleanup);
             }
         }
     }
@@ -397,11 +386,31 @@ impl State {
         self.done = true;
         let part = self.part.clone();
         let guard = self.guard.take();
-        Some(move || {
-            let removed = remove_if_exists(&part).map_err(|e| LockError::io("remove", &part, e));
-            drop(guard);
-            removed
-        })
+        Some(move || remove_part_then_release(&part, guard))
+    }
+}
+
+/// The cleanup of an uncommitted write: removes the `.part`, then lets go
+/// of the lock, so nobody sees a `.part` whose lock is free.
+fn remove_part_then_release(part: &Path, guard: Option<LockGuard>) -> Result<(), LockError> {
+    let removed = remove_if_exists(part).map_err(|e| LockError::io("remove", part, e));
+    drop(guard);
+    removed
+}
+
+/// Runs a cleanup from a destructor: on the blocking pool when there is a
+/// runtime (a destructor may run on a runtime thread), else here.
+fn clean_up_from_drop(cleanup: impl FnOnce() -> Result<(), LockError> + Send + 'static) {
+    let cleanup = move || {
+        if let Err(e) = cleanup() {
+            tracing::warn!(error = %e, "removing an abandoned .part");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(cleanup);
+        }
+        Err(_) => cleanup(),
     }
 }
 

@@ -581,12 +581,10 @@ impl LocksBuilder {
             if let Ok(meta) = std::fs::metadata(&absolute)
                 && !meta.is_dir()
             {
-                {
-                    return Err(LockError::Config {
-                        key: format!("lock dir {}", absolute.display()),
-                        reason: "exists and is not a directory; choose another lock dir".into(),
-                    });
-                }
+                return Err(LockError::Config {
+                    key: format!("lock dir {}", absolute.display()),
+                    reason: "exists and is not a directory; choose another lock dir".into(),
+                });
             }
             self.policy.lock_dir = LockDir::Fixed(absolute);
         }

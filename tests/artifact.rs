@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_filelock::{Artifact, ArtifactWriter, Category, JsonlSink, LockError, Locks, OrderCheck};
+use async_filelock::{
+    Artifact, ArtifactWriter, Category, JsonlSink, Leftover, LockError, Locks, OrderCheck,
+};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -377,4 +379,46 @@ async fn two_phase_commit_appends_the_manifest_row_before_the_artifact_lock_goes
             .unwrap()
             .is_some()
     );
+}
+
+/// An `open` dropped while it prepares the `.part` (here: hashing a large
+/// leftover to resume from) must not leave the `.part` behind, and must hold
+/// the lock until the preparation is over and cleaned up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_dropped_mid_preparation_leaves_no_part_and_the_lock_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks_in(dir.path());
+    let target = dir.path().join("weights.bin");
+    let part = dir.path().join("weights.bin.part");
+    // Large enough that hashing it outlasts the first poll of the timeout.
+    std::fs::write(&part, vec![5u8; 32 << 20]).unwrap();
+    let open = ArtifactWriter::builder(&target)
+        .locks(locks.clone())
+        .leftover(Leftover::Resume)
+        .compute_sha256()
+        .open();
+    let dropped = tokio::time::timeout(Duration::from_millis(5), open).await;
+    assert!(dropped.is_err(), "the preparation should still be running");
+    // The preparation holds the lock until it has cleaned up after itself.
+    // (Asked from another task: this one still owns the abandoned guard
+    // until it drops, and would be refused as a self-deadlock.)
+    let (lock_target, lock_part) = (target.clone(), part.clone());
+    let part_seen = tokio::spawn(async move {
+        let guard = locks
+            .acquire(Category::Artifact, &lock_target)
+            .timeout(Duration::from_secs(60))
+            .await
+            .expect("the lock is released after the cleanup");
+        let seen = lock_part.exists();
+        drop(guard);
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(
+        !part_seen,
+        "the abandoned .part was removed before the lock was let go"
+    );
+    assert!(!part.exists());
+    assert!(!target.exists());
 }
