@@ -85,19 +85,6 @@ fn with_the_programs_own_sigurg_handler_waits_poll_and_still_cancel() {
         "no signal was sent"
     );
     // Hand-over still works.
-    rt.block_on(async {
-        let waiter = tokio::spawn({
-            let (locks, target) = (locks.clone(), target.clone());
-            async move { locks.lock(Category::Manifest, &target).wait_forever().await }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        holder.tell("release");
-        let g = tokio::time::timeout(Duration::from_secs(10), waiter)
-            .await
-            .expect("granted after release")
-            .unwrap()
-            .unwrap();
-        drop(g);
-    });
+    rt.block_on(support::granted_after_release(&locks, &target, &mut holder));
     holder.finish();
 }

@@ -545,3 +545,21 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Queues a task for `target`'s manifest lock, tells `holder` to release,
+/// and checks that the task is granted the lock. The 10 s bound is generous:
+/// it catches a hand-over that never happens, not a slow one.
+pub async fn granted_after_release(locks: &Locks, target: &Path, holder: &mut Worker) {
+    let waiter = tokio::spawn({
+        let (locks, target) = (locks.clone(), target.to_path_buf());
+        async move { locks.lock(Category::Manifest, &target).wait_forever().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.tell("release");
+    let guard = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("granted after the holder released")
+        .expect("waiter task")
+        .expect("lock");
+    drop(guard);
+}
