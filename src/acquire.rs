@@ -140,9 +140,6 @@ fn acquire_blocking_inner(
     let owner = Owner::current();
     check_before_waiting(locks, category, &req, &entry, owner)?;
     let deadline = locks.policy().timeout(category).map(|t| started + t);
-    if let Some(deadline) = deadline {
-        ctl.cancel_at(deadline);
-    }
     // Ended without the lock: a timeout at the deadline, else the caller's
     // cancellation.
     let gave_up = |req: &LockRequest| {
@@ -171,10 +168,17 @@ fn acquire_blocking_inner(
     };
     let os = match locks.backend().try_lock(&req)? {
         Some(os) => os,
-        None => match locks.backend().lock_blocking(&req, ctl)? {
-            Some(os) => os,
-            None => return gave_up(&req),
-        },
+        None => {
+            // Only a wait that blocks needs the waker thread to end it at
+            // the deadline; the uncontended path never involves it.
+            if let Some(deadline) = deadline {
+                ctl.cancel_at(deadline);
+            }
+            match locks.backend().lock_blocking(&req, ctl)? {
+                Some(os) => os,
+                None => return gave_up(&req),
+            }
+        }
     };
     let remove = locks.policy().remove_on_release(category);
     Ok(Some(new_guard(

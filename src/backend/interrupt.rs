@@ -206,9 +206,14 @@ impl Watcher {
         state
             .deadlines
             .retain(|(_, c)| !c.finished.load(Ordering::SeqCst));
+        // The watcher sleeps until the earliest deadline: wake it only if
+        // this one comes sooner.
+        let sooner = state.deadlines.iter().all(|(at, _)| deadline < *at);
         state.deadlines.push((deadline, ctl));
         drop(state);
-        self.wake.notify_one();
+        if sooner {
+            self.wake.notify_one();
+        }
     }
 
     fn run(&self) {
