@@ -64,7 +64,7 @@ impl Backend for OsBackend {
         let ctl = WaitControl::new();
         let cancel_on_drop = CancelOnDrop(Some(Arc::clone(&ctl)));
         let owned = req.clone();
-        let waited = tokio::task::spawn_blocking(move || blocking_lock(&owned, &ctl, None)).await;
+        let waited = tokio::task::spawn_blocking(move || blocking_lock(&owned, &ctl)).await;
         cancel_on_drop.disarm();
         match waited {
             Ok(Ok(Some(held))) => Ok(Box::new(held)),
@@ -88,7 +88,7 @@ impl Backend for OsBackend {
         req: &LockRequest,
         ctl: &WaitControl,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
-        Ok(blocking_lock(req, ctl, None)?.map(|held| Box::new(held) as Box<dyn HeldLock>))
+        Ok(blocking_lock(req, ctl)?.map(|held| Box::new(held) as Box<dyn HeldLock>))
     }
 
     fn holder(&self, lock_path: &Path) -> Option<u32> {
@@ -144,29 +144,18 @@ impl Drop for WaitGauge {
 
 /// Runs on the blocking pool: open, wait, confirm identity, until locked or
 /// cancelled (`Ok(None)`).
-fn blocking_lock(
-    req: &LockRequest,
-    ctl: &WaitControl,
-    mut first: Option<File>,
-) -> Result<Option<OsHeld>, LockError> {
+fn blocking_lock(req: &LockRequest, ctl: &WaitControl) -> Result<Option<OsHeld>, LockError> {
     let _gauge = WaitGauge::enter();
     // The wait is finished however it ends, an error included: the waker
     // thread forgets finished waits.
-    let result = wait_for_lock(req, ctl, &mut first);
+    let result = wait_for_lock(req, ctl);
     ctl.finish();
     result
 }
 
-fn wait_for_lock(
-    req: &LockRequest,
-    ctl: &WaitControl,
-    first: &mut Option<File>,
-) -> Result<Option<OsHeld>, LockError> {
+fn wait_for_lock(req: &LockRequest, ctl: &WaitControl) -> Result<Option<OsHeld>, LockError> {
     loop {
-        let file = match first.take() {
-            Some(file) => file,
-            None => open_lock_file(req)?,
-        };
+        let file = open_lock_file(req)?;
         let locked = if signals_available() {
             wait_interruptible(&file, req.mode, ctl)
         } else {
