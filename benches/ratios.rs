@@ -399,6 +399,37 @@ fn child(args: &[String]) {
                 std::thread::sleep(think);
             }
         }
+        "baseline_hop" => {
+            // The baseline's lock in the shape law 3 forces on any async
+            // lock: a non-blocking try inline, else the blocking `flock` on
+            // the blocking pool, handed back to the task.
+            let rt = common::runtime(std::env::var_os("RATIOS_MULTI_THREAD").is_some());
+            let path = baseline_path(&dir);
+            rt.block_on(async {
+                for i in 0..ops {
+                    let t = Instant::now();
+                    let f = open_baseline(&path);
+                    let f = match f.try_lock() {
+                        Ok(()) => f,
+                        Err(std::fs::TryLockError::WouldBlock) => {
+                            tokio::task::spawn_blocking(move || {
+                                f.lock().expect("lock");
+                                f
+                            })
+                            .await
+                            .expect("join")
+                        }
+                        Err(std::fs::TryLockError::Error(e)) => panic!("try_lock: {e}"),
+                    };
+                    waits.push(t.elapsed().as_micros() as u64);
+                    append(i);
+                    std::thread::sleep(hold);
+                    f.unlock().expect("unlock");
+                    drop(f);
+                    std::thread::sleep(think);
+                }
+            });
+        }
         _ => {
             // RATIOS_MULTI_THREAD=1 runs the crate's children on a
             // multi-thread runtime, to compare hand-over tails by flavor.
@@ -533,7 +564,7 @@ fn main() {
             num(3, 1000),
             num(4, 200) as usize,
         );
-        for kind in ["baseline", "crate", "raw_append", "sink"] {
+        for kind in ["baseline", "baseline_hop", "crate", "raw_append", "sink"] {
             let r = run(kind, procs, ops, hold, think);
             println!(
                 "{{\"run\":\"{kind}\",\"procs\":{procs},\"hold_us\":{hold},\"think_us\":{think},\"ops_per_s\":{:.0},\"wait_p50_us\":{:.0},\"wait_p99_us\":{:.0},\"wait_max_us\":{:.0}}}",
