@@ -331,6 +331,26 @@ fn artifact(rounds: usize, total: usize) {
     );
 }
 
+/// The rest of round `i` once the lock is granted, the same for every kind:
+/// append the round's line, hold, release, think. The sleeps are blocking,
+/// as in the baseline: this measures hand-over, not timer granularity.
+fn hold_release_think(
+    append: &dyn Fn(usize),
+    i: usize,
+    hold: Duration,
+    think: Duration,
+    release: impl FnOnce(),
+) {
+    append(i);
+    std::thread::sleep(hold);
+    release();
+    std::thread::sleep(think);
+}
+
+fn unlock_baseline(f: std::fs::File) {
+    f.unlock().expect("unlock");
+}
+
 /// One child: `--child KIND DIR OPS HOLD_US THINK_US ID`.
 fn child(args: &[String]) {
     let kind = args[0].as_str();
@@ -343,7 +363,7 @@ fn child(args: &[String]) {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("go");
     let mut waits = Vec::with_capacity(ops);
-    let append = |i: usize| {
+    let append = &|i: usize| {
         let mut f = OpenOptions::new()
             .append(true)
             .create(true)
@@ -392,11 +412,7 @@ fn child(args: &[String]) {
                 let f = open_baseline(&path);
                 f.lock().expect("lock");
                 waits.push(t.elapsed().as_micros() as u64);
-                append(i);
-                std::thread::sleep(hold);
-                f.unlock().expect("unlock");
-                drop(f);
-                std::thread::sleep(think);
+                hold_release_think(append, i, hold, think, || unlock_baseline(f));
             }
         }
         "baseline_hop" => {
@@ -422,11 +438,7 @@ fn child(args: &[String]) {
                         Err(std::fs::TryLockError::Error(e)) => panic!("try_lock: {e}"),
                     };
                     waits.push(t.elapsed().as_micros() as u64);
-                    append(i);
-                    std::thread::sleep(hold);
-                    f.unlock().expect("unlock");
-                    drop(f);
-                    std::thread::sleep(think);
+                    hold_release_think(append, i, hold, think, || unlock_baseline(f));
                 }
             });
         }
@@ -441,12 +453,7 @@ fn child(args: &[String]) {
                     let t = Instant::now();
                     let g = locks.lock(Category::Manifest, &target).await.expect("lock");
                     waits.push(t.elapsed().as_micros() as u64);
-                    append(i);
-                    // The same blocking sleep as the baseline: this measures
-                    // hand-over, not timer granularity.
-                    std::thread::sleep(hold);
-                    drop(g);
-                    std::thread::sleep(think);
+                    hold_release_think(append, i, hold, think, || drop(g));
                 }
             });
         }
