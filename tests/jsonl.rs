@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_filelock::{Category, FsyncPolicy, JsonlReader, JsonlSink, LockError, Locks};
@@ -404,14 +404,23 @@ async fn a_failing_commit_reaches_append_and_close_naming_the_file() {
 
 /// Locks in `dir/locks` whose manifest lock times out after `limit`
 /// (`None`: waits forever).
-fn manifest_locks(dir: &Path, limit: Option<Duration>) -> Locks {
+/// A sink on `dir/manifest.jsonl` whose manifest lock waits up to `limit`
+/// (`None`: forever), with the path and the lock handle it uses.
+async fn manifest_sink(dir: &Path, limit: Option<Duration>) -> (PathBuf, Locks, JsonlSink) {
     let builder = Locks::builder().lock_dir(dir.join("locks"));
-    match limit {
+    let locks = match limit {
         Some(limit) => builder.timeout(Category::Manifest, limit),
         None => builder.wait_forever(Category::Manifest),
     }
     .build()
-    .unwrap()
+    .unwrap();
+    let path = dir.join("manifest.jsonl");
+    let sink = JsonlSink::builder(&path)
+        .locks(locks.clone())
+        .open()
+        .await
+        .unwrap();
+    (path, locks, sink)
 }
 
 /// An append that must fail when the sink's lock wait reaches its deadline.
@@ -431,13 +440,7 @@ async fn append_past_deadline(sink: &JsonlSink, record: u64) -> LockError {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_behind_another_process_times_out_naming_it_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("manifest.jsonl");
-    let locks = manifest_locks(dir.path(), Some(Duration::from_millis(300)));
-    let sink = JsonlSink::builder(&path)
-        .locks(locks.clone())
-        .open()
-        .await
-        .unwrap();
+    let (path, locks, sink) = manifest_sink(dir.path(), Some(Duration::from_millis(300))).await;
     sink.append(&0).await.unwrap();
     let mut holder = support::spawn_holder(dir.path(), "exclusive", "manifest", &[&path]);
     let holder_pid = holder.pid();
@@ -489,13 +492,7 @@ async fn a_commit_behind_another_process_times_out_naming_it_then_recovers() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_commit_behind_a_task_of_this_process_times_out_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("manifest.jsonl");
-    let locks = manifest_locks(dir.path(), Some(Duration::from_millis(200)));
-    let sink = JsonlSink::builder(&path)
-        .locks(locks.clone())
-        .open()
-        .await
-        .unwrap();
+    let (path, locks, sink) = manifest_sink(dir.path(), Some(Duration::from_millis(200))).await;
     let guard = locks.lock(Category::Manifest, &path).await.unwrap();
     let err = append_past_deadline(&sink, 1).await;
     assert!(matches!(err, LockError::Timeout { .. }), "{err}");
@@ -518,12 +515,8 @@ async fn a_commit_behind_a_task_of_this_process_times_out_then_recovers() {
 #[test]
 fn runtime_shutdown_ends_a_commit_wait_nobody_needs() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("manifest.jsonl");
-    let locks = manifest_locks(dir.path(), None);
     let rt = support::runtime();
-    let sink = rt
-        .block_on(JsonlSink::builder(&path).locks(locks.clone()).open())
-        .unwrap();
+    let (path, locks, sink) = rt.block_on(manifest_sink(dir.path(), None));
     let mut holder = support::spawn_holder(dir.path(), "exclusive", "manifest", &[&path]);
     holder.wait_ready();
     let appending = rt.spawn({
