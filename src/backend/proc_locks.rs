@@ -4,11 +4,21 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// How many times the table is read before concluding nobody holds the
+/// lock. The kernel hands `/proc/locks` out a page per `read`, restarting
+/// its walk by line number each time, so a lock released elsewhere between
+/// two reads shifts the rest of the list and one line can be skipped; on a
+/// busy host it can be the holder's (seen in CI, with eight processes
+/// locking and unlocking while a test read the table). Another pass finds it.
+const READS: usize = 3;
+
 /// The pid holding a granted lock on `lock_path`, if the OS tells.
 pub(crate) fn holder_of(lock_path: &Path) -> Option<u32> {
     let meta = std::fs::symlink_metadata(lock_path).ok()?;
-    let table = std::fs::read_to_string("/proc/locks").ok()?;
-    find_holder(&table, meta.dev(), meta.ino())
+    (0..READS).find_map(|_| {
+        let table = std::fs::read_to_string("/proc/locks").ok()?;
+        find_holder(&table, meta.dev(), meta.ino())
+    })
 }
 
 /// Parses lines such as `1: FLOCK  ADVISORY  WRITE 1785 fe:00:10010649 0 EOF`;
