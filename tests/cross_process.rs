@@ -323,10 +323,7 @@ fn law4_timed_out_waits_give_their_threads_back() {
     let metrics = locks.metrics();
     assert_eq!(metrics.category(Category::Artifact).timeouts, 300);
     assert!(
-        eventually(Duration::from_secs(2), || locks
-            .metrics()
-            .blocking_waits_now
-            == 0),
+        support::blocking_waits_reach(&locks, 0, Duration::from_secs(2)),
         "blocking waits left: {}",
         locks.metrics().blocking_waits_now
     );

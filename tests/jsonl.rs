@@ -462,10 +462,7 @@ async fn a_commit_behind_another_process_times_out_naming_it_then_recovers() {
         other => panic!("expected a timeout, got {other}"),
     }
     assert!(
-        support::eventually(Duration::from_secs(5), || locks
-            .metrics()
-            .blocking_waits_now
-            == 0),
+        support::blocking_waits_reach(&locks, 0, Duration::from_secs(5)),
         "the timed-out wait left its thread in flock"
     );
 
@@ -524,10 +521,7 @@ fn runtime_shutdown_ends_a_commit_wait_nobody_needs() {
         async move { sink.append(&1).await }
     });
     assert!(
-        support::eventually(Duration::from_secs(30), || locks
-            .metrics()
-            .blocking_waits_now
-            == 1),
+        support::blocking_waits_reach(&locks, 1, Duration::from_secs(30)),
         "the committer should be waiting in flock"
     );
     assert!(!appending.is_finished());

@@ -546,6 +546,12 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Whether the process's count of blocking-pool threads waiting for an OS
+/// lock reaches `n` within `limit`.
+pub fn blocking_waits_reach(locks: &Locks, n: u64, limit: Duration) -> bool {
+    eventually(limit, || locks.metrics().blocking_waits_now == n)
+}
+
 /// Queues a task for `target`'s manifest lock, tells `holder` to release,
 /// and checks that the task is granted the lock. The 10 s bound is generous:
 /// it catches a hand-over that never happens, not a slow one.
