@@ -31,7 +31,7 @@ pub(crate) async fn acquire(
     wait: Wait,
 ) -> Result<Option<LockGuard>, LockError> {
     let started = Instant::now();
-    let req = request(locks, category, target, mode)?;
+    let req = request(locks, category, target, mode, started)?;
     let span = tracing::debug_span!(
         "lock",
         category = category.name(),
@@ -49,9 +49,10 @@ fn request(
     category: Category,
     target: &Path,
     mode: LockMode,
+    now: Instant,
 ) -> Result<LockRequest, LockError> {
     let policy = locks.policy();
-    let normal = naming::normalize_target(target)?;
+    let normal = naming::normalize_target(target, now)?;
     let lock_path: Arc<Path> = policy.lock_path(category, &normal).into();
     Ok(LockRequest {
         lock_path,
@@ -128,7 +129,7 @@ fn acquire_blocking_inner(
     ctl: &Arc<WaitControl>,
 ) -> Result<Option<LockGuard>, LockError> {
     let started = Instant::now();
-    let req = request(locks, category, target, LockMode::Exclusive)?;
+    let req = request(locks, category, target, LockMode::Exclusive, started)?;
     let _span = tracing::debug_span!(
         "lock",
         category = category.name(),
@@ -249,10 +250,12 @@ fn new_guard(
     started: Instant,
     remove_on_release: bool,
 ) -> LockGuard {
-    let waited = started.elapsed();
+    let acquired = Instant::now();
+    let waited = acquired - started;
     locks.recorder().acquired(category, waited);
     tracing::debug!(wait_ms = waited.as_secs_f64() * 1e3, "acquired");
     LockGuard::new(GuardParts {
+        acquired,
         hold,
         entry,
         owner,

@@ -59,6 +59,8 @@ pub(crate) struct GuardParts {
     pub target: Arc<Path>,
     pub lock_path: Arc<Path>,
     pub waited: Duration,
+    /// When the lock was granted (the end of `waited`).
+    pub acquired: Instant,
     pub remove_on_release: bool,
     /// Whether this lock is in the per-owner held set of [`crate::order`].
     pub track_order: bool,
@@ -68,7 +70,6 @@ pub(crate) struct GuardParts {
 
 struct Inner {
     parts: GuardParts,
-    acquired: Instant,
 }
 
 /// The one OS shared lock that all shared holders of a lock path in this
@@ -108,10 +109,7 @@ impl LockGuard {
             crate::order::record(parts.owner, parts.category, &parts.lock_path);
         }
         LockGuard {
-            inner: Some(Inner {
-                parts,
-                acquired: Instant::now(),
-            }),
+            inner: Some(Inner { parts }),
         }
     }
 
@@ -156,7 +154,7 @@ impl LockGuard {
     pub fn held_for(&self) -> Duration {
         self.inner
             .as_ref()
-            .map_or(Duration::ZERO, |i| i.acquired.elapsed())
+            .map_or(Duration::ZERO, |i| i.parts.acquired.elapsed())
     }
 
     /// Releases the lock now and reports any error (for example, failing to
@@ -193,8 +191,8 @@ impl Inner {
 
     /// Lets go of everything; blocks only if the lock file is to be removed.
     fn release(self) -> Result<(), LockError> {
-        let Inner { parts, acquired } = self;
-        let held = acquired.elapsed();
+        let Inner { parts } = self;
+        let held = parts.acquired.elapsed();
         let over = parts.budget.is_some_and(|b| held > b);
         if over {
             tracing::warn!(
@@ -261,7 +259,7 @@ impl fmt::Debug for LockGuard {
                 .field("target", &inner.parts.target)
                 .field("lock_path", &inner.parts.lock_path)
                 .field("waited", &inner.parts.waited)
-                .field("held_for", &inner.acquired.elapsed())
+                .field("held_for", &inner.parts.acquired.elapsed())
                 .finish(),
             None => f.write_str("LockGuard(released)"),
         }

@@ -261,7 +261,7 @@ impl Locks {
         category: Category,
         target: impl AsRef<Path>,
     ) -> Result<PathBuf, LockError> {
-        let normal = naming::normalize_target(target.as_ref())?;
+        let normal = naming::normalize_target(target.as_ref(), std::time::Instant::now())?;
         Ok(self.inner.policy.lock_path(category, &normal))
     }
 

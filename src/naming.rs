@@ -13,6 +13,7 @@
 //! [`CACHE_TTL`]: a symlink in a target's path re-pointed while the process
 //! runs is seen within that time.
 
+use std::ffi::OsString;
 use std::io;
 // Fx: keys are local paths, where hash flooding is no threat and SipHash
 // was a visible share of an uncontended acquisition.
@@ -57,20 +58,23 @@ pub(crate) const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Entries kept at most; past that, expired entries go, then all.
 const CACHE_MAX: usize = 8192;
 
-type Cache = FxHashMap<PathBuf, (NormalTarget, Instant)>;
+/// Keyed by the caller's spelling as bytes: `Path`'s own `Hash` parses
+/// components, a visible share of an uncontended acquisition, and two
+/// spellings of one target are merely two entries with the same value.
+type Cache = FxHashMap<OsString, (NormalTarget, Instant)>;
 
 static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(FxHashMap::default()));
 
 /// Normalises `target`; see the module docs. Rejects empty paths, paths that
-/// end in `.` or `..`, and existing directories.
-pub(crate) fn normalize_target(target: &Path) -> Result<NormalTarget, LockError> {
+/// end in `.` or `..`, and existing directories. `now` dates the cache
+/// entry (callers have it already: one clock read less per acquisition).
+pub(crate) fn normalize_target(target: &Path, now: Instant) -> Result<NormalTarget, LockError> {
     if !target.is_absolute() {
         return resolve_target(target);
     }
-    let now = Instant::now();
     {
         let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((hit, at)) = cache.get(target)
+        if let Some((hit, at)) = cache.get(target.as_os_str())
             && now.duration_since(*at) < CACHE_TTL
         {
             return Ok(hit.clone());
@@ -84,7 +88,7 @@ pub(crate) fn normalize_target(target: &Path) -> Result<NormalTarget, LockError>
             cache.clear();
         }
     }
-    cache.insert(target.to_path_buf(), (resolved.clone(), now));
+    cache.insert(target.as_os_str().to_owned(), (resolved.clone(), now));
     Ok(resolved)
 }
 

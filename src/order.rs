@@ -95,7 +95,8 @@ impl LockSet {
 
     /// The guard for a target in a category, if the set holds it.
     pub fn get(&self, category: Category, target: impl AsRef<Path>) -> Option<&LockGuard> {
-        let target = crate::naming::normalize_target(target.as_ref()).ok()?;
+        let target =
+            crate::naming::normalize_target(target.as_ref(), std::time::Instant::now()).ok()?;
         self.guards
             .iter()
             .find(|g| g.category() == category && g.target() == &*target.path)

@@ -14,6 +14,9 @@
 // Fx: keys are local paths, where hash flooding is no threat and SipHash
 // was a visible share of an uncontended acquisition.
 use rustc_hash::FxHashMap;
+use std::borrow::Borrow;
+use std::ffi::OsStr;
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
@@ -75,7 +78,33 @@ impl Owner {
     }
 }
 
-type Map = FxHashMap<Arc<Path>, Arc<Entry>>;
+/// A lock path as a table key, hashed and compared as bytes. Lock paths are
+/// built by this crate in one spelling, so bytes are enough, and `Path`'s
+/// own `Hash` parses components: 2% of an uncontended acquisition.
+#[derive(Debug)]
+struct Key(Arc<Path>);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.0.as_os_str() == other.0.as_os_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_os_str().hash(state);
+    }
+}
+
+impl Borrow<OsStr> for Key {
+    fn borrow(&self) -> &OsStr {
+        self.0.as_os_str()
+    }
+}
+
+type Map = FxHashMap<Key, Arc<Entry>>;
 
 static TABLE: LazyLock<Mutex<Map>> = LazyLock::new(|| Mutex::new(FxHashMap::default()));
 
@@ -100,7 +129,7 @@ pub(crate) struct EntryRef {
 pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
     let mut map = map();
     let entry = map
-        .entry(Arc::clone(lock_path))
+        .entry(Key(Arc::clone(lock_path)))
         .or_insert_with(|| {
             Arc::new(Entry {
                 lock_path: Arc::clone(lock_path),
@@ -130,7 +159,7 @@ impl Drop for EntryRef {
         let mut map = map();
         // Ours plus the table's: nobody else holds or waits.
         if Arc::strong_count(&entry) == 2 {
-            map.remove(&entry.lock_path);
+            map.remove(entry.lock_path.as_os_str());
         }
         drop(entry);
     }
