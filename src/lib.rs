@@ -36,6 +36,11 @@
 //! * **Try inline, wait on the blocking pool** (law 3): an uncontended lock
 //!   is one non-blocking `flock` on the calling thread; a contended one is a
 //!   real blocking `flock` on tokio's blocking pool.
+//! * **Fair hand-over across processes**: a blocking wait that finds the lock
+//!   freed since its task's attempt (the release fell into the thread hop)
+//!   stands aside 50 µs for the waiter that release woke, then queues, so
+//!   the hop does not let it jump the kernel's queue
+//!   ([`Metrics::blocking_waits_stood_aside`] counts it).
 //! * **Cancellation** (law 4): dropping any future of this crate at any await
 //!   point leaves no lock held. A cancelled blocking wait is woken by a
 //!   thread-directed `SIGURG` (see the `backend::interrupt` module docs) and
