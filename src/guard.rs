@@ -34,7 +34,7 @@ use crate::{Category, LockError, LockMode};
 /// ```
 #[must_use = "if unused the lock is released at once"]
 pub struct LockGuard {
-    inner: Option<Inner>,
+    inner: Option<GuardParts>,
 }
 
 /// What the guard holds, in the order it must be let go: the OS lock first,
@@ -68,10 +68,6 @@ pub(crate) struct GuardParts {
     pub recorder: Arc<Recorder>,
 }
 
-struct Inner {
-    parts: GuardParts,
-}
-
 /// The one OS shared lock that all shared holders of a lock path in this
 /// process use. The last holder to let go releases it.
 #[derive(Debug)]
@@ -93,7 +89,7 @@ impl SharedHeld {
 
 impl Drop for SharedHeld {
     fn drop(&mut self) {
-        // Reached only from `Inner::release`, which runs on the blocking pool
+        // Reached only from `GuardParts::release`, which runs on the blocking pool
         // whenever `remove_on_release` may make this block.
         let os = self.os.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(Err(e)) = os.map(|os| os.release(self.remove_on_release)) {
@@ -108,18 +104,14 @@ impl LockGuard {
         if parts.track_order {
             crate::order::record(parts.owner, parts.category, &parts.lock_path);
         }
-        LockGuard {
-            inner: Some(Inner { parts }),
-        }
+        LockGuard { inner: Some(parts) }
     }
 
     fn parts(&self) -> &GuardParts {
         // `inner` is None only inside `release` and `drop`, which consume.
-        &self
-            .inner
+        self.inner
             .as_ref()
             .unwrap_or_else(|| unreachable!("guard used after release"))
-            .parts
     }
 
     /// The category of the lock.
@@ -154,7 +146,7 @@ impl LockGuard {
     pub fn held_for(&self) -> Duration {
         self.inner
             .as_ref()
-            .map_or(Duration::ZERO, |i| i.parts.acquired.elapsed())
+            .map_or(Duration::ZERO, |parts| parts.acquired.elapsed())
     }
 
     /// Releases the lock now and reports any error (for example, failing to
@@ -169,43 +161,41 @@ impl LockGuard {
             return Ok(());
         };
         inner.disown();
-        if !inner.parts.remove_on_release {
+        if !inner.remove_on_release {
             return inner.release();
         }
-        let lock_path = Arc::clone(&inner.parts.lock_path);
+        let lock_path = Arc::clone(&inner.lock_path);
         crate::blocking::run("release lock", &lock_path, move || inner.release()).await
     }
 }
 
-impl Inner {
+impl GuardParts {
     /// The holder has let go, even if the release itself finishes later on
     /// the blocking pool: it may ask for the lock again at once and queue
     /// behind that release, which is no deadlock.
     fn disown(&self) {
-        let parts = &self.parts;
-        parts.entry.remove_owner(parts.owner);
-        if parts.track_order {
-            crate::order::forget(parts.owner, parts.category, &parts.lock_path);
+        self.entry.remove_owner(self.owner);
+        if self.track_order {
+            crate::order::forget(self.owner, self.category, &self.lock_path);
         }
     }
 
     /// Lets go of everything; blocks only if the lock file is to be removed.
     fn release(self) -> Result<(), LockError> {
-        let Inner { parts } = self;
-        let held = parts.acquired.elapsed();
-        let over = parts.budget.is_some_and(|b| held > b);
+        let held = self.acquired.elapsed();
+        let over = self.budget.is_some_and(|b| held > b);
         if over {
             tracing::warn!(
-                category = parts.category.name(),
-                lock_path = %parts.lock_path.display(),
+                category = self.category.name(),
+                lock_path = %self.lock_path.display(),
                 hold_ms = held.as_millis() as u64,
-                budget_ms = parts.budget.map_or(0, |b| b.as_millis() as u64),
+                budget_ms = self.budget.map_or(0, |b| b.as_millis() as u64),
                 "lock held longer than its budget"
             );
         }
-        let result = match parts.hold {
+        let result = match self.hold {
             Hold::Exclusive { os, queue } => {
-                let r = os.release(parts.remove_on_release);
+                let r = os.release(self.remove_on_release);
                 drop(queue);
                 r
             }
@@ -215,11 +205,11 @@ impl Inner {
                 Ok(())
             }
         };
-        drop(parts.entry);
-        parts.recorder.released(parts.category, held, over);
+        drop(self.entry);
+        self.recorder.released(self.category, held, over);
         tracing::debug!(
-            category = parts.category.name(),
-            lock_path = %parts.lock_path.display(),
+            category = self.category.name(),
+            lock_path = %self.lock_path.display(),
             hold_ms = held.as_secs_f64() * 1e3,
             "released"
         );
@@ -233,13 +223,13 @@ impl Drop for LockGuard {
             return;
         };
         inner.disown();
-        let lock_path = Arc::clone(&inner.parts.lock_path);
+        let lock_path = Arc::clone(&inner.lock_path);
         let log = move |r: Result<(), LockError>| {
             if let Err(e) = r {
                 tracing::warn!(lock_path = %lock_path.display(), error = %e, "releasing lock");
             }
         };
-        if inner.parts.remove_on_release
+        if inner.remove_on_release
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             handle.spawn_blocking(move || log(inner.release()));
@@ -254,12 +244,12 @@ impl fmt::Debug for LockGuard {
         match &self.inner {
             Some(inner) => f
                 .debug_struct("LockGuard")
-                .field("category", &inner.parts.category)
+                .field("category", &inner.category)
                 .field("mode", &self.mode())
-                .field("target", &inner.parts.target)
-                .field("lock_path", &inner.parts.lock_path)
-                .field("waited", &inner.parts.waited)
-                .field("held_for", &inner.parts.acquired.elapsed())
+                .field("target", &inner.target)
+                .field("lock_path", &inner.lock_path)
+                .field("waited", &inner.waited)
+                .field("held_for", &inner.acquired.elapsed())
                 .finish(),
             None => f.write_str("LockGuard(released)"),
         }
