@@ -394,8 +394,8 @@ impl State {
 /// of the lock, so nobody sees a `.part` whose lock is free.
 fn remove_part_then_release(part: &Path, guard: Option<LockGuard>) -> Result<(), LockError> {
     let removed = remove_if_exists(part).map_err(|e| LockError::io("remove", part, e));
-    drop(guard);
-    removed
+    let released = guard.map_or(Ok(()), LockGuard::release_blocking);
+    removed.and(released)
 }
 
 /// Runs a cleanup from a destructor: on the blocking pool when there is a

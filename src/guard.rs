@@ -169,6 +169,20 @@ impl LockGuard {
     }
 }
 
+impl LockGuard {
+    /// Releases the lock on this thread, which must be one that may block
+    /// (the blocking pool). For work already there: dropping the guard
+    /// would hand a lock-file removal to yet another blocking thread, after
+    /// the work returned, and could only log its error.
+    pub(crate) fn release_blocking(mut self) -> Result<(), LockError> {
+        let Some(inner) = self.inner.take() else {
+            return Ok(());
+        };
+        inner.disown();
+        inner.release()
+    }
+}
+
 impl GuardParts {
     /// The holder has let go, even if the release itself finishes later on
     /// the blocking pool: it may ask for the lock again at once and queue

@@ -282,3 +282,40 @@ fn sqlite_lock_keeps_database_is_locked_from_callers_across_processes() {
         .unwrap();
     assert_eq!(writers, procs as i64);
 }
+
+/// With remove-on-release, the summary lock file is gone by the time
+/// `write_atomic` and `update_json` return: the work on the blocking pool
+/// lets go there, rather than handing the removal to another thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_file_writes_remove_their_lock_file_before_returning() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .remove_on_release(async_filelock::Category::Summary, true)
+        .build()
+        .unwrap();
+    let (summary, state) = (
+        dir.path().join("summary.txt"),
+        dir.path().join("state.json"),
+    );
+    let lock_of = |p: &Path| {
+        locks
+            .lock_path(async_filelock::Category::Summary, p)
+            .unwrap()
+    };
+    for i in 0..100u64 {
+        locks.write_atomic(&summary, i.to_string()).await.unwrap();
+        assert!(
+            !lock_of(&summary).exists(),
+            "write {i} returned before its release"
+        );
+        locks
+            .update_json(&state, |n: &mut u64| *n += 1)
+            .await
+            .unwrap();
+        assert!(
+            !lock_of(&state).exists(),
+            "update {i} returned before its release"
+        );
+    }
+}

@@ -545,3 +545,32 @@ fn runtime_shutdown_ends_a_commit_wait_nobody_needs() {
     );
     drop(sink);
 }
+
+/// With remove-on-release, a commit's lock file is gone by the time its
+/// append returns: the committer lets go on its own thread before it
+/// replies, rather than handing the removal to another blocking thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_removes_its_lock_file_before_its_append_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .remove_on_release(Category::Manifest, true)
+        .build()
+        .unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let lock_path = locks.lock_path(Category::Manifest, &path).unwrap();
+    let sink = JsonlSink::builder(&path)
+        .locks(locks.clone())
+        .open()
+        .await
+        .unwrap();
+    assert!(!lock_path.exists(), "opening left the lock file behind");
+    for i in 0..200 {
+        sink.append(&i).await.unwrap();
+        assert!(
+            !lock_path.exists(),
+            "append {i} returned before its release"
+        );
+    }
+    sink.close().await.unwrap();
+}
