@@ -81,8 +81,8 @@ where
     let lock_path = guard.lock_path().to_path_buf();
     crate::blocking::run("run locked work for", &lock_path, move || {
         let result = work(&guard);
-        let released = guard.release_blocking();
-        result.and_then(|r| released.map(|()| r))
+        guard.release_blocking_or_warn();
+        result
     })
     .await
 }

@@ -181,6 +181,16 @@ impl LockGuard {
         inner.disown();
         inner.release()
     }
+
+    /// [`Self::release_blocking`] after work whose outcome stands whatever
+    /// the release says (what it wrote is committed): an error is logged, as
+    /// on drop, not returned to a caller who might redo the work.
+    pub(crate) fn release_blocking_or_warn(mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.disown();
+            inner.release_or_warn();
+        }
+    }
 }
 
 impl GuardParts {
@@ -191,6 +201,14 @@ impl GuardParts {
         self.entry.remove_owner(self.owner);
         if self.track_order {
             crate::order::forget(self.owner, self.category, &self.lock_path);
+        }
+    }
+
+    /// [`Self::release`] for a release nobody waits on: an error is logged.
+    fn release_or_warn(self) {
+        let lock_path = Arc::clone(&self.lock_path);
+        if let Err(e) = self.release() {
+            tracing::warn!(lock_path = %lock_path.display(), error = %e, "releasing lock");
         }
     }
 
@@ -237,19 +255,13 @@ impl Drop for LockGuard {
             return;
         };
         inner.disown();
-        let lock_path = Arc::clone(&inner.lock_path);
-        let log = move |r: Result<(), LockError>| {
-            if let Err(e) = r {
-                tracing::warn!(lock_path = %lock_path.display(), error = %e, "releasing lock");
-            }
-        };
         if inner.remove_on_release
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
-            handle.spawn_blocking(move || log(inner.release()));
+            handle.spawn_blocking(move || inner.release_or_warn());
             return;
         }
-        log(inner.release());
+        inner.release_or_warn();
     }
 }
 

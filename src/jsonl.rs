@@ -503,8 +503,8 @@ fn run_committer(inner: Arc<Inner>) {
                 .collect();
             let written = inner.shared.write_batch(&chunks);
             // Let go before replying: another process may go at once.
-            let released = guard.release_blocking();
-            written.and_then(|w| released.map(|()| w))
+            guard.release_blocking_or_warn();
+            written
         });
         // Recorded before anyone hears back, so a `close` called after an
         // append returned knows this commit ran before it.
