@@ -229,13 +229,7 @@ async fn a_digest_or_length_mismatch_fails_the_commit_and_leaves_the_target() {
         assert!(err.to_string().contains("paper.pdf"), "{err}");
         assert_eq!(std::fs::read(&target).unwrap(), b"old version");
         assert!(!dir.path().join("paper.pdf.part").exists());
-        assert!(
-            locks
-                .try_lock(Category::Artifact, &target)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(support::is_free(&locks, Category::Artifact, &target).await);
     }
 }
 
@@ -372,13 +366,7 @@ async fn two_phase_commit_appends_the_manifest_row_before_the_artifact_lock_goes
     );
     let rows = std::fs::read_to_string(dir.path().join("manifest.jsonl")).unwrap();
     assert!(rows.contains("paper.pdf"), "{rows}");
-    assert!(
-        locks
-            .try_lock(Category::Artifact, &target)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(support::is_free(&locks, Category::Artifact, &target).await);
 }
 
 /// An `open` dropped while it prepares the `.part` (here: hashing a large

@@ -546,6 +546,16 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Whether `target`'s lock in `category` is free: a try succeeds (and lets
+/// go at once).
+pub async fn is_free(locks: &Locks, category: Category, target: impl AsRef<Path>) -> bool {
+    locks
+        .try_lock(category, target)
+        .await
+        .expect("try_lock")
+        .is_some()
+}
+
 /// Whether the process's count of blocking-pool threads waiting for an OS
 /// lock reaches `n` within `limit`.
 pub fn blocking_waits_reach(locks: &Locks, n: u64, limit: Duration) -> bool {
