@@ -289,11 +289,7 @@ fn sqlite_lock_keeps_database_is_locked_from_callers_across_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_file_writes_remove_their_lock_file_before_returning() {
     let dir = tempfile::tempdir().unwrap();
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .remove_on_release(async_filelock::Category::Summary, true)
-        .build()
-        .unwrap();
+    let locks = support::locks_removing(dir.path(), async_filelock::Category::Summary, true);
     let (summary, state) = (
         dir.path().join("summary.txt"),
         dir.path().join("state.json"),

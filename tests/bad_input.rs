@@ -245,11 +245,7 @@ async fn law2_every_spelling_of_a_target_meets_on_one_lock() {
 #[tokio::test]
 async fn the_lock_file_records_its_target() {
     let dir = tempfile::tempdir().unwrap();
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .remove_on_release(Category::Artifact, false)
-        .build()
-        .unwrap();
+    let locks = support::locks_removing(dir.path(), Category::Artifact, false);
     let target = dir.path().join("paper.pdf");
     let g = locks.lock(Category::Artifact, &target).await.unwrap();
     let record = std::fs::read_to_string(g.lock_path()).unwrap();

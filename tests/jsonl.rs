@@ -552,11 +552,7 @@ fn runtime_shutdown_ends_a_commit_wait_nobody_needs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_removes_its_lock_file_before_its_append_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .remove_on_release(Category::Manifest, true)
-        .build()
-        .unwrap();
+    let locks = support::locks_removing(dir.path(), Category::Manifest, true);
     let path = dir.path().join("manifest.jsonl");
     let lock_path = locks.lock_path(Category::Manifest, &path).unwrap();
     let sink = JsonlSink::builder(&path)

@@ -145,6 +145,16 @@ pub fn locks_in(dir: &Path) -> Locks {
         .expect("locks")
 }
 
+/// A `Locks` like [`locks_in`] whose `category` removes (or keeps) its lock
+/// files on release.
+pub fn locks_removing(dir: &Path, category: Category, remove: bool) -> Locks {
+    Locks::builder()
+        .lock_dir(dir.join("locks"))
+        .remove_on_release(category, remove)
+        .build()
+        .expect("locks")
+}
+
 /// Runs the requested role and exits the process, if this process is a child.
 pub fn child_entry() {
     let Ok(role) = std::env::var(ROLE_VAR) else {
