@@ -157,37 +157,37 @@ impl LockGuard {
     /// If this future is dropped before it completes, the release still
     /// happens, on the blocking pool.
     pub async fn release(mut self) -> Result<(), LockError> {
-        let Some(inner) = self.inner.take() else {
+        let Some(inner) = self.take_disowned() else {
             return Ok(());
         };
-        inner.disown();
         if !inner.remove_on_release {
             return inner.release();
         }
         let lock_path = Arc::clone(&inner.lock_path);
         crate::blocking::run("release lock", &lock_path, move || inner.release()).await
     }
-}
 
-impl LockGuard {
+    /// The parts, taken out (the guard is empty after) and no longer
+    /// counted as held by their owner. `None` if taken before.
+    fn take_disowned(&mut self) -> Option<GuardParts> {
+        let inner = self.inner.take()?;
+        inner.disown();
+        Some(inner)
+    }
+
     /// Releases the lock on this thread, which must be one that may block
     /// (the blocking pool). For work already there: dropping the guard
     /// would hand a lock-file removal to yet another blocking thread, after
     /// the work returned, and could only log its error.
     pub(crate) fn release_blocking(mut self) -> Result<(), LockError> {
-        let Some(inner) = self.inner.take() else {
-            return Ok(());
-        };
-        inner.disown();
-        inner.release()
+        self.take_disowned().map_or(Ok(()), GuardParts::release)
     }
 
     /// [`Self::release_blocking`] after work whose outcome stands whatever
     /// the release says (what it wrote is committed): an error is logged, as
     /// on drop, not returned to a caller who might redo the work.
     pub(crate) fn release_blocking_or_warn(mut self) {
-        if let Some(inner) = self.inner.take() {
-            inner.disown();
+        if let Some(inner) = self.take_disowned() {
             inner.release_or_warn();
         }
     }
@@ -251,10 +251,9 @@ impl GuardParts {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let Some(inner) = self.inner.take() else {
+        let Some(inner) = self.take_disowned() else {
             return;
         };
-        inner.disown();
         if inner.remove_on_release
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {

@@ -38,7 +38,29 @@ fn a_wait_stands_aside_once_when_the_lock_came_free_before_it_started() {
 
     let mut holder = spawn_holder(dir.path(), "exclusive", "manifest", &[&target]);
     holder.wait_ready();
-    rt.block_on(support::granted_after_release(&locks, &target, &mut holder));
+    rt.block_on(async {
+        let waiter = tokio::spawn({
+            let (locks, target) = (locks.clone(), target.clone());
+            async move { locks.lock(Category::Manifest, &target).await }
+        });
+        // Release only once the wait is in `flock`, past its check: a
+        // release before the check would rightly make it stand aside.
+        let in_flock = async {
+            while support::threads_in_flock_wait() != 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), in_flock)
+            .await
+            .expect("the wait reaches flock");
+        holder.tell("release");
+        let guard = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("granted after the holder released")
+            .unwrap()
+            .unwrap();
+        guard.release().await.unwrap();
+    });
     holder.finish();
     assert_eq!(stood_aside(), 0, "a wait behind a holder queues at once");
 
