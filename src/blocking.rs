@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use crate::LockError;
+use crate::error::LockError;
 
 /// Runs `work` on the blocking pool. If the awaiting future is dropped,
 /// `work` still runs to completion: callers rely on that to finish commits
@@ -25,39 +25,45 @@ where
         .map_err(|e| LockError::io(op, path, io::Error::other(e.to_string())))?
 }
 
-/// Drives `future` on the calling thread, which may block (the blocking
-/// pool), parking between polls; `None` if `deadline` passes or `stop` says
-/// so first (whoever makes `stop` true unparks this thread).
+/// Drives `future` to completion on the calling thread, which may block
+/// (the blocking pool), parking between polls. The thread also wakes at
+/// `wake_at`, so a future that checks the clock ([`PastDeadline`]) sees its
+/// deadline pass without a timer.
 ///
-/// For the few async waits a blocking-pool thread needs (a place in this
-/// process's queue for a lock). Hand-written because `futures`'
-/// `block_on` has no deadline, and tokio's timers must not be used from the
-/// blocking pool: they panic once the runtime is shutting down, and blocking
-/// work outlives that.
-pub(crate) fn wait_until<F: Future>(
-    future: F,
-    deadline: Option<Instant>,
-    stop: impl Fn() -> bool,
-) -> Option<F::Output> {
+/// Hand-written because `futures`' `block_on` cannot wake at a time, and
+/// tokio's timers must not be used from the blocking pool: they panic once
+/// the runtime is shutting down, and blocking work outlives that.
+pub(crate) fn block_on<F: Future>(future: F, wake_at: Option<Instant>) -> F::Output {
     let waker = Waker::from(Arc::new(Unparker(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);
     loop {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return Some(out);
+            return out;
         }
-        if stop() {
-            return None;
-        }
-        match deadline {
+        match wake_at.map(|at| at.saturating_duration_since(Instant::now())) {
             None => std::thread::park(),
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return None;
-                }
-                std::thread::park_timeout(left);
-            }
+            // Past the deadline: poll again at once (the future sees it).
+            Some(left) if left.is_zero() => {}
+            Some(left) => std::thread::park_timeout(left),
+        }
+    }
+}
+
+/// A future that is ready once `Instant::now()` reaches its deadline. It
+/// registers no timer: only for futures driven by [`block_on`] with that
+/// deadline as `wake_at`.
+#[derive(Debug)]
+pub(crate) struct PastDeadline(pub Instant);
+
+impl Future for PastDeadline {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }

@@ -4,9 +4,10 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Category;
+use crate::category::Category;
 
 /// Everything that can go wrong while taking, holding or releasing a lock.
 ///
@@ -26,7 +27,7 @@ use crate::Category;
 /// let line = err.to_string();
 /// assert!(line.contains("/run/manifest.jsonl") && line.contains("pid 4242"));
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum LockError {
     /// The lock was not granted before the timeout.
@@ -57,9 +58,10 @@ pub enum LockError {
         op: &'static str,
         /// The path it was done to.
         path: PathBuf,
-        /// The OS error.
+        /// The OS error (shared, so that the error is `Clone`: one failed
+        /// commit answers every append that went out in it).
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
 
     /// The target cannot be locked: empty, a directory, or otherwise unusable.
@@ -139,7 +141,7 @@ pub enum LockError {
         path: PathBuf,
         /// serde_json's error, with line and column.
         #[source]
-        source: serde_json::Error,
+        source: Arc<serde_json::Error>,
     },
 
     /// A line of a JSONL file is not a record of the expected type.
@@ -153,7 +155,7 @@ pub enum LockError {
         offset: u64,
         /// serde_json's error.
         #[source]
-        source: serde_json::Error,
+        source: Arc<serde_json::Error>,
     },
 
     /// A written file is not what the caller said it would be. The partial
@@ -187,7 +189,7 @@ pub enum LockError {
         path: PathBuf,
         /// The source's error.
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
 
     /// A configuration value (builder call or environment variable) is invalid.
@@ -235,91 +237,21 @@ impl LockError {
         }
     }
 
-    /// An equal error for each of several callers who share one failure
-    /// (the appends of one commit): the same variant and fields. An OS error
-    /// keeps its code and kind; a serde or source error, which cannot be
-    /// copied, becomes an I/O error with the same text.
-    pub(crate) fn duplicate(&self) -> LockError {
-        let same_io = |e: &io::Error| match e.raw_os_error() {
-            Some(code) => io::Error::from_raw_os_error(code),
-            None => io::Error::new(e.kind(), e.to_string()),
-        };
-        match self {
-            LockError::Timeout {
-                category,
-                target,
-                lock_path,
-                waited,
-                holder,
-            } => LockError::Timeout {
-                category: *category,
-                target: target.clone(),
-                lock_path: lock_path.clone(),
-                waited: *waited,
-                holder: *holder,
-            },
-            LockError::Io { op, path, source } => LockError::io(op, path.clone(), same_io(source)),
-            LockError::InvalidTarget { target, reason } => {
-                LockError::invalid_target(target.clone(), reason.clone())
-            }
-            LockError::UnsafeLockFile { path, reason } => LockError::UnsafeLockFile {
-                path: path.clone(),
-                reason: reason.clone(),
-            },
-            LockError::WouldDeadlock {
-                category,
-                target,
-                lock_path,
-            } => LockError::WouldDeadlock {
-                category: *category,
-                target: target.clone(),
-                lock_path: lock_path.clone(),
-            },
-            LockError::OrderViolation {
-                category,
-                lock_path,
-                held_category,
-                held_lock_path,
-            } => LockError::OrderViolation {
-                category: *category,
-                lock_path: lock_path.clone(),
-                held_category: *held_category,
-                held_lock_path: held_lock_path.clone(),
-            },
-            LockError::Conflict {
-                path,
-                expected,
-                found,
-            } => LockError::Conflict {
-                path: path.clone(),
-                expected: *expected,
-                found: *found,
-            },
-            LockError::Verification { path, what } => LockError::Verification {
-                path: path.clone(),
-                what: what.clone(),
-            },
-            LockError::InsufficientSpace {
-                path,
-                needed,
-                available,
-            } => LockError::InsufficientSpace {
-                path: path.clone(),
-                needed: *needed,
-                available: *available,
-            },
-            LockError::Config { key, reason } => LockError::Config {
-                key: key.clone(),
-                reason: reason.clone(),
-            },
-            LockError::Json { op, path, source } => {
-                LockError::io(op, path.clone(), io::Error::other(source.to_string()))
-            }
-            LockError::BadRecord { path, .. } | LockError::Source { path, .. } => LockError::io(
-                "commit to",
-                path.clone(),
-                io::Error::other(self.to_string()),
-            ),
+    /// A [`LockError::Source`]: the source of a streamed write to `path`
+    /// (an HTTP body, a reader) failed with `source`.
+    ///
+    /// ```
+    /// use async_filelock::LockError;
+    /// let err = LockError::from_source("out/x.pdf", std::io::Error::other("connection reset"));
+    /// assert!(err.to_string().contains("out/x.pdf"));
+    /// ```
+    pub fn from_source(
+        path: impl Into<PathBuf>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        LockError::Source {
+            path: path.into(),
+            source: Arc::new(source),
         }
     }
 
@@ -327,7 +259,15 @@ impl LockError {
         LockError::Io {
             op,
             path: path.into(),
-            source,
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn json(op: &'static str, path: impl Into<PathBuf>, source: serde_json::Error) -> Self {
+        LockError::Json {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
         }
     }
 

@@ -54,49 +54,45 @@
 //!
 //! Unix (Linux is what the test suite runs on). On filesystems without
 //! `flock` support the OS reports an error naming the lock file.
+#![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(unix))]
 compile_error!("async-filelock supports Unix platforms only for now");
 
-mod acquire;
-mod artifact;
-mod atomic;
-mod backend;
-mod blocking;
+// Layers, bottom up (ARCHITECTURE.md): each may use only those below it.
+// Vocabulary shared by every layer.
 mod category;
 mod error;
-mod guard;
-mod json_state;
-mod jsonl;
-mod jsonl_reader;
-mod locks;
-mod metrics;
 mod mode;
-mod naming;
-mod order;
-mod table;
+// Platform code (the only `unsafe`) and the blocking-pool glue.
+mod blocking;
+mod sys;
+// Layer 1: what holds a lock between processes.
+mod backend;
+// Layer 2: Locks, the in-process queue, the acquisition core, guards.
+mod lock;
+// Layer 3: writers that commit only under a guard.
+mod write;
 
 use std::path::Path;
 
-pub use artifact::{
-    Artifact, ArtifactWriter, ArtifactWriterBuilder, CommitReport, Leftover, OnBusy, PresentReport,
-    Progress,
-};
-pub use atomic::write_atomic;
+pub use backend::{BackendMetrics, OsMetrics};
 pub use category::{Category, ParseCategoryError};
 pub use error::LockError;
-pub use guard::LockGuard;
-pub use json_state::{Versioned, load_json, save_if_revision, update_json};
-pub use jsonl::{FsyncPolicy, JsonlSink, JsonlSinkBuilder, Rotation, SinkStats};
-pub use jsonl_reader::JsonlReader;
-pub use locks::{
-    Acquire, BESIDE_TARGET_DIR, ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX, Locks, LocksBuilder,
+pub use lock::{
+    Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX,
+    LockGuard, LockSet, Locks, LocksBuilder, Metrics, OrderCheck, Percentiles,
 };
-pub use metrics::{CategoryMetrics, Metrics, Percentiles};
 pub use mode::LockMode;
-pub use order::{LockSet, OrderCheck};
+pub use write::{
+    Artifact, ArtifactWriter, ArtifactWriterBuilder, CommitReport, FsyncPolicy, JsonlReader,
+    JsonlSink, JsonlSinkBuilder, Leftover, OnBusy, PresentReport, Progress, Rotation, SinkStats,
+    Versioned, load_json, load_json_with, save_if_revision, save_if_revision_with, update_json,
+    update_json_with, write_atomic, write_atomic_with,
+};
 
 /// The README's examples, compiled as doctests so the quickstart cannot rot.
 #[cfg(doctest)]
@@ -111,7 +107,7 @@ pub struct ReadmeDoctests;
 /// assert_eq!(async_filelock::paths_in_use(), 0);
 /// ```
 pub fn paths_in_use() -> usize {
-    table::len()
+    lock::table::len()
 }
 
 /// Exclusive artifact lock on `target` from the process-wide default

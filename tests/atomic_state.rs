@@ -75,7 +75,7 @@ fn law6_kill_9_mid_write_never_leaves_a_torn_file() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(locks_in(dir.path()).write_atomic(&target, b"{}".to_vec()))
+    rt.block_on(async_filelock::write_atomic_with(&locks_in(dir.path()), &target, b"{}".to_vec()))
         .unwrap();
     assert!(
         temps_in(dir.path()).is_empty(),
@@ -91,9 +91,9 @@ async fn write_atomic_keeps_permissions_and_leaves_no_temp() {
     let dir = tempfile::tempdir().unwrap();
     let locks = locks_in(dir.path());
     let target = dir.path().join("report.json");
-    locks.write_atomic(&target, b"1".to_vec()).await.unwrap();
+    async_filelock::write_atomic_with(&locks, &target, b"1".to_vec()).await.unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
-    locks.write_atomic(&target, b"2".to_vec()).await.unwrap();
+    async_filelock::write_atomic_with(&locks, &target, b"2".to_vec()).await.unwrap();
     let meta = std::fs::metadata(&target).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
     assert_eq!(std::fs::read(&target).unwrap(), b"2");
@@ -105,11 +105,10 @@ async fn stale_revision_is_a_conflict_naming_both_revisions() {
     let dir = tempfile::tempdir().unwrap();
     let locks = locks_in(dir.path());
     let state = dir.path().join("state.json");
-    locks
-        .update_json(&state, |v: &mut Vec<u32>| v.push(1))
+    async_filelock::update_json_with(&locks, &state, |v: &mut Vec<u32>| v.push(1))
         .await
         .unwrap();
-    let stale = locks.load_json::<Vec<u32>>(&state).await.unwrap();
+    let stale = async_filelock::load_json_with::<Vec<u32>>(&locks, &state).await.unwrap();
     assert_eq!(
         stale,
         Versioned {
@@ -117,17 +116,14 @@ async fn stale_revision_is_a_conflict_naming_both_revisions() {
             data: vec![1]
         }
     );
-    locks
-        .update_json(&state, |v: &mut Vec<u32>| v.push(2))
+    async_filelock::update_json_with(&locks, &state, |v: &mut Vec<u32>| v.push(2))
         .await
         .unwrap();
-    locks
-        .update_json(&state, |v: &mut Vec<u32>| v.push(3))
+    async_filelock::update_json_with(&locks, &state, |v: &mut Vec<u32>| v.push(3))
         .await
         .unwrap();
     let before = std::fs::read(&state).unwrap();
-    let err = locks
-        .save_if_revision(&state, stale.revision, &vec![9])
+    let err = async_filelock::save_if_revision_with(&locks, &state, stale.revision, &vec![9])
         .await
         .unwrap_err();
     assert!(
@@ -151,10 +147,9 @@ async fn stale_revision_is_a_conflict_naming_both_revisions() {
         before,
         "nothing written on conflict"
     );
-    let fresh = locks.load_json::<Vec<u32>>(&state).await.unwrap();
+    let fresh = async_filelock::load_json_with::<Vec<u32>>(&locks, &state).await.unwrap();
     assert_eq!(
-        locks
-            .save_if_revision(&state, fresh.revision, &vec![9])
+        async_filelock::save_if_revision_with(&locks, &state, fresh.revision, &vec![9])
             .await
             .unwrap(),
         4
@@ -171,8 +166,7 @@ async fn update_json_refuses_a_file_that_is_not_its_json_and_leaves_it() {
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
-        let err = locks
-            .update_json(&path, |n: &mut u64| *n += 1)
+        let err = async_filelock::update_json_with(&locks, &path, |n: &mut u64| *n += 1)
             .await
             .unwrap_err();
         assert!(matches!(err, LockError::Json { .. }), "{err}");
@@ -188,16 +182,14 @@ async fn whole_file_writers_refuse_bad_targets() {
     let fixed = locks_in(dir.path());
     // A directory.
     std::fs::create_dir(dir.path().join("d")).unwrap();
-    let err = fixed
-        .write_atomic(dir.path().join("d"), b"x".to_vec())
+    let err = async_filelock::write_atomic_with(&fixed, dir.path().join("d"), b"x".to_vec())
         .await
         .unwrap_err();
     assert!(matches!(err, LockError::InvalidTarget { .. }), "{err}");
     // A missing parent, with either kind of lock dir: nothing is created.
     let missing = dir.path().join("no/such/dir/summary.json");
     for locks in [&beside, &fixed] {
-        let err = locks
-            .write_atomic(&missing, b"x".to_vec())
+        let err = async_filelock::write_atomic_with(&locks, &missing, b"x".to_vec())
             .await
             .unwrap_err();
         assert!(matches!(err, LockError::InvalidTarget { .. }), "{err}");
@@ -247,7 +239,7 @@ fn expect_unreadable(state: &Path) {
         .build()
         .unwrap();
     let err = rt
-        .block_on(locks.update_json(state, |n: &mut u64| *n += 1))
+        .block_on(async_filelock::update_json_with(&locks, state, |n: &mut u64| *n += 1))
         .unwrap_err();
     assert!(matches!(err, LockError::Io { .. }), "{err}");
     assert!(err.to_string().contains("secret.json"), "{err}");
@@ -300,13 +292,12 @@ async fn whole_file_writes_remove_their_lock_file_before_returning() {
             .unwrap()
     };
     for i in 0..100u64 {
-        locks.write_atomic(&summary, i.to_string()).await.unwrap();
+        async_filelock::write_atomic_with(&locks, &summary, i.to_string()).await.unwrap();
         assert!(
             !lock_of(&summary).exists(),
             "write {i} returned before its release"
         );
-        locks
-            .update_json(&state, |n: &mut u64| *n += 1)
+        async_filelock::update_json_with(&locks, &state, |n: &mut u64| *n += 1)
             .await
             .unwrap();
         assert!(

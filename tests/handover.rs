@@ -34,7 +34,7 @@ fn a_wait_stands_aside_once_when_the_lock_came_free_before_it_started() {
         .build()
         .unwrap();
     let locks = locks_in(dir.path());
-    let stood_aside = || locks.metrics().blocking_waits_stood_aside;
+    let stood_aside = || support::os_metrics(&locks).blocking_waits_stood_aside;
 
     let mut holder = spawn_holder(dir.path(), "exclusive", "manifest", &[&target]);
     holder.wait_ready();

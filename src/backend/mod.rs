@@ -1,31 +1,43 @@
-//! Backends: what actually holds a lock between processes (or hosts).
+//! Backends: what holds a lock between processes (or hosts).
 //!
-//! A backend knows lock paths and modes, nothing of categories, policies or
-//! writers (DESIGN.md, layers). The in-process table in [`crate::table`]
-//! guarantees that for one lock path at most one task of this process talks
-//! to the backend at a time, so a backend never sees two concurrent requests
-//! for the same path from one process.
+//! Layer 1 of ARCHITECTURE.md. A backend knows lock paths, modes, deadlines
+//! and cancellation tokens; nothing of categories, policies, the in-process
+//! queue, metrics per category or writers. It may use the vocabulary
+//! (`error`, `mode`), `sys` and `blocking`; only `lock` uses it.
+//!
+//! The contract ([`Backend`]) speaks of requests and outcomes, not of threads
+//! or signals, so that a lock file taken with `flock` ([`os`]), a lock file
+//! created with `O_EXCL` plus a lease, or an advisory lock on a database
+//! server can each implement it without pretending. Whatever machinery a
+//! backend needs to wait (the OS backend's waker thread and signals) stays
+//! behind it.
+//!
+//! The lock layer guarantees that for one lock path at most one task of
+//! this process talks to the backend at a time (law 5), so a backend never
+//! sees two concurrent requests for the same path from one process.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
-use crate::{LockError, LockMode};
+use crate::error::LockError;
+use crate::mode::LockMode;
 
-mod interrupt;
-pub(crate) use interrupt::WaitControl;
-#[allow(clippy::disallowed_methods)] // the one module allowed to take OS locks
+mod on_cancel;
 pub(crate) mod os;
-pub(crate) mod proc_locks;
+
+pub(crate) use on_cancel::on_cancel;
 
 /// What a backend needs to take one lock.
 #[derive(Debug, Clone)]
 pub(crate) struct LockRequest {
-    /// The lock file.
+    /// The lock file (or, for a backend without files, the lock's name).
     pub lock_path: Arc<Path>,
-    /// The file it guards, recorded in the lock file for people and the doctor.
+    /// The file it guards, recorded in the lock file for people and tools.
     pub target: Arc<Path>,
     pub mode: LockMode,
     /// Permission bits of a new lock file.
@@ -38,34 +50,45 @@ pub(crate) struct LockRequest {
     pub create_dir_parents: bool,
 }
 
-/// A lock backend. Object safe; held as `Arc<dyn Backend>` by [`crate::Locks`].
+/// A lock backend. Object safe; held as `Arc<dyn Backend>` by the lock layer.
+///
+/// Waits end in one of three ways: the lock is granted (`Ok(Some(_))`), the
+/// wait gave up (`Ok(None)`: the deadline passed or `cancel` was cancelled;
+/// the caller knows which of its own two it was), or an error.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// One non-blocking attempt, cheap enough to run on a runtime thread.
     /// `Ok(None)` when another holder has it.
     fn try_lock(&self, req: &LockRequest) -> Result<Option<Box<dyn HeldLock>>, LockError>;
 
-    /// Waits until the lock is granted, without blocking a runtime thread.
+    /// Waits until the lock is granted, `deadline` passes or `cancel` is
+    /// cancelled, without blocking a runtime thread.
     ///
-    /// Cancel safety: dropping the future stops the wait promptly (well under
-    /// 100 ms) and leaves nothing held.
-    async fn lock(&self, req: &LockRequest) -> Result<Box<dyn HeldLock>, LockError>;
-
-    /// Waits on the calling thread until the lock is granted, or `ctl` is
-    /// cancelled (`Ok(None)`; by its owner, or at a deadline set with
-    /// [`WaitControl::cancel_at`]). For work that runs on the blocking pool
-    /// anyway: the thread that gets the lock does the work, with no hand-off
-    /// between the grant and the work, so the lock is held only as long as
-    /// the work.
-    fn lock_blocking(
+    /// Cancel safety: dropping the future stops the wait promptly (well
+    /// under 100 ms) and leaves nothing held.
+    async fn wait(
         &self,
         req: &LockRequest,
-        ctl: &WaitControl,
+        deadline: Option<Instant>,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Option<Box<dyn HeldLock>>, LockError>;
+
+    /// As [`Backend::wait`], on the calling thread, which may block (a
+    /// thread of the blocking pool doing work under the lock, so that the
+    /// thread granted the lock does the work with no hand-off in between).
+    fn wait_blocking(
+        &self,
+        req: &LockRequest,
+        deadline: Option<Instant>,
+        cancel: Option<&CancellationToken>,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError>;
 
     /// Best effort: the pid of a process holding `lock_path`. May block
-    /// briefly; call it from the blocking pool.
+    /// briefly; call it where blocking is allowed.
     fn holder(&self, lock_path: &Path) -> Option<u32>;
+
+    /// This backend's own counters, for [`crate::Metrics::backend`].
+    fn metrics(&self) -> BackendMetrics;
 }
 
 /// A lock a backend granted. Dropping it releases the lock without blocking
@@ -75,4 +98,49 @@ pub(crate) trait HeldLock: Send + Sync + fmt::Debug {
     /// Releases the lock, first removing the lock file if `remove_file` and
     /// that is safe (nobody else holds it, it is still the file at the path).
     fn release(self: Box<Self>, remove_file: bool) -> Result<(), LockError>;
+}
+
+/// Counters that belong to the backend a [`crate::Locks`] handle uses, in
+/// [`crate::Metrics::backend`]. One variant per backend; more will come.
+///
+/// ```
+/// use async_filelock::{BackendMetrics, Locks};
+/// let locks = Locks::builder().build()?;
+/// match locks.metrics().backend() {
+///     BackendMetrics::Os(os) => assert!(os.blocking_waits_peak >= os.blocking_waits_now),
+///     _ => unreachable!("the default backend is the OS one"),
+/// }
+/// # Ok::<(), async_filelock::LockError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendMetrics {
+    /// The OS backend (`flock`).
+    Os(OsMetrics),
+}
+
+impl BackendMetrics {
+    /// The OS backend's counters, if this is the OS backend.
+    pub fn os(&self) -> Option<&OsMetrics> {
+        match self {
+            BackendMetrics::Os(os) => Some(os),
+        }
+    }
+}
+
+/// Counters of the OS backend, process-wide (all handles share them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OsMetrics {
+    /// Threads of this process waiting for an OS lock now (at most one per
+    /// contended lock path).
+    pub blocking_waits_now: u64,
+    /// The most such threads at any one time since the process started.
+    pub blocking_waits_peak: u64,
+    /// Blocking waits (since the process started) that found the lock
+    /// released after their task's non-blocking attempt, and stood aside
+    /// for about 50 µs so that a waiter the release woke could take it
+    /// first, as it would from a plain blocking `flock`. Many of these mean
+    /// a lock handed over at a high rate.
+    pub blocking_waits_stood_aside: u64,
 }

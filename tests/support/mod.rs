@@ -292,7 +292,7 @@ async fn increment(args: &[String]) -> Result<(), LockError> {
     let count: usize = args[2].parse().expect("count");
     say("ready");
     for _ in 0..count {
-        locks.update_json(&args[1], |n: &mut u64| *n += 1).await?;
+        async_filelock::update_json_with(&locks, &args[1], |n: &mut u64| *n += 1).await?;
     }
     Ok(())
 }
@@ -303,7 +303,7 @@ async fn rewrite(args: &[String]) -> Result<(), LockError> {
     let locks = locks_in(Path::new(&args[0]));
     let docs = [big_doc('a'), big_doc('b')];
     for i in 0.. {
-        locks.write_atomic(&args[1], docs[i % 2].clone()).await?;
+        async_filelock::write_atomic_with(&locks, &args[1], docs[i % 2].clone()).await?;
         if i == 0 {
             say("ready");
         }
@@ -437,10 +437,7 @@ pub async fn fetch(
             format!("bytes={}-", writer.resume_from()),
         );
     }
-    let source = |e: reqwest::Error| LockError::Source {
-        path: target.to_path_buf(),
-        source: Box::new(e),
-    };
+    let source = |e: reqwest::Error| LockError::from_source(target, e);
     let response = request
         .send()
         .await
@@ -568,8 +565,17 @@ pub async fn is_free(locks: &Locks, category: Category, target: impl AsRef<Path>
 
 /// Whether the process's count of blocking-pool threads waiting for an OS
 /// lock reaches `n` within `limit`.
+/// The OS backend's process-wide counters, as `locks` reports them.
+pub fn os_metrics(locks: &Locks) -> async_filelock::OsMetrics {
+    *locks
+        .metrics()
+        .backend()
+        .os()
+        .expect("these tests run on the OS backend")
+}
+
 pub fn blocking_waits_reach(locks: &Locks, n: u64, limit: Duration) -> bool {
-    eventually(limit, || locks.metrics().blocking_waits_now == n)
+    eventually(limit, || os_metrics(&locks).blocking_waits_now == n)
 }
 
 /// Queues a task for `target`'s manifest lock, tells `holder` to release,

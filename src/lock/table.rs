@@ -21,9 +21,9 @@ use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use tokio::sync::RwLock;
-use tokio::task;
 
-use crate::guard::SharedHeld;
+use super::owner::Owner;
+use super::shared::SharedHeld;
 
 /// State of one lock path in this process.
 #[derive(Debug)]
@@ -55,25 +55,6 @@ impl Entry {
         let mut owners = self.owners();
         if let Some(i) = owners.iter().position(|o| *o == id) {
             owners.swap_remove(i);
-        }
-    }
-}
-
-/// Who is asking: the tokio task, or, for a future driven by `block_on`
-/// outside any task (the body of `#[tokio::test]`, `Runtime::block_on`), the
-/// thread, which such a future never leaves. A guard moved to another task
-/// still counts for the one that acquired it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Owner {
-    Task(task::Id),
-    Thread(std::thread::ThreadId),
-}
-
-impl Owner {
-    pub fn current() -> Owner {
-        match task::try_id() {
-            Some(id) => Owner::Task(id),
-            None => Owner::Thread(std::thread::current().id()),
         }
     }
 }

@@ -9,8 +9,8 @@ use futures::Stream;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::LockError;
-use crate::jsonl::{rotated_path, rotation_numbers};
+use super::file::{rotated_path, rotation_numbers};
+use crate::error::LockError;
 
 /// Reads the records of a JSONL file and its rotations, in order, typed
 /// through serde. A line that does not parse is reported as
@@ -138,7 +138,7 @@ impl<T: DeserializeOwned> JsonlReader<T> {
                     path: file.path.clone(),
                     line: file.line,
                     offset,
-                    source,
+                    source: std::sync::Arc::new(source),
                 }
             }));
         }

@@ -1,6 +1,5 @@
 //! Counters and percentiles per category (law 8), kept per [`crate::Locks`]
-//! handle, plus the process-wide count of blocking-pool threads waiting for an
-//! OS lock.
+//! handle, plus the backend's own counters.
 //!
 //! Percentiles come from HDR histograms (the `hdrhistogram` crate) at two
 //! significant digits in microseconds: constant memory per category however
@@ -11,7 +10,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::Category;
+use crate::backend::BackendMetrics;
+use crate::category::Category;
 
 /// A snapshot of a [`crate::Locks`] handle's metrics.
 ///
@@ -25,22 +25,14 @@ use crate::Category;
 /// let m = locks.metrics();
 /// assert_eq!(m.category(Category::Summary).acquisitions, 1);
 /// assert_eq!(m.category(Category::Summary).releases, 1);
+/// assert!(m.backend().os().is_some());
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Metrics {
     categories: [CategoryMetrics; 5],
-    /// Blocking-pool threads of this process waiting for an OS lock now
-    /// (all handles; at most one per contended lock path).
-    pub blocking_waits_now: u64,
-    /// The most such threads at any one time since the process started.
-    pub blocking_waits_peak: u64,
-    /// Blocking waits (since the process started) that found the lock
-    /// released after their task's non-blocking attempt, and stood aside
-    /// for about 50 µs so that a waiter the release woke could take it
-    /// first, as it would from a plain blocking `flock`. Many of these mean
-    /// a lock handed over at a high rate.
-    pub blocking_waits_stood_aside: u64,
+    backend: BackendMetrics,
 }
 
 impl Metrics {
@@ -53,10 +45,17 @@ impl Metrics {
     pub fn iter(&self) -> impl Iterator<Item = (Category, &CategoryMetrics)> {
         Category::ALL.into_iter().zip(self.categories.iter())
     }
+
+    /// The counters of the handle's backend (for the OS backend:
+    /// process-wide threads waiting in `flock`).
+    pub fn backend(&self) -> &BackendMetrics {
+        &self.backend
+    }
 }
 
 /// Counts and percentiles of one category.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CategoryMetrics {
     /// Locks granted.
     pub acquisitions: u64,
@@ -76,6 +75,7 @@ pub struct CategoryMetrics {
 
 /// Percentiles of a duration distribution (two significant digits).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Percentiles {
     /// Median.
     pub p50: Duration,
@@ -177,8 +177,7 @@ impl Recorder {
         });
     }
 
-    pub fn snapshot(&self) -> Metrics {
-        let waits = crate::backend::os::blocking_waits();
+    pub fn snapshot(&self, backend: BackendMetrics) -> Metrics {
         Metrics {
             categories: std::array::from_fn(|i| {
                 self.with(Category::ALL[i], |r| CategoryMetrics {
@@ -191,9 +190,7 @@ impl Recorder {
                     hold: percentiles(&r.hold),
                 })
             }),
-            blocking_waits_now: waits.now,
-            blocking_waits_peak: waits.peak,
-            blocking_waits_stood_aside: waits.stood_aside,
+            backend,
         }
     }
 }

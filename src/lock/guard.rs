@@ -2,15 +2,20 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 
+use super::metrics::Recorder;
+use super::order;
+use super::owner::Owner;
+use super::shared::SharedHeld;
+use super::table::EntryRef;
 use crate::backend::HeldLock;
-use crate::metrics::Recorder;
-use crate::table::{EntryRef, Owner};
-use crate::{Category, LockError, LockMode};
+use crate::category::Category;
+use crate::error::LockError;
+use crate::mode::LockMode;
 
 /// A held lock. Dropping it releases the lock; so does [`LockGuard::release`],
 /// which also reports errors.
@@ -62,47 +67,17 @@ pub(crate) struct GuardParts {
     /// When the lock was granted (the end of `waited`).
     pub acquired: Instant,
     pub remove_on_release: bool,
-    /// Whether this lock is in the per-owner held set of [`crate::order`].
+    /// Whether this lock is in the per-owner held set of [`super::order`].
     pub track_order: bool,
     pub budget: Option<Duration>,
     pub recorder: Arc<Recorder>,
-}
-
-/// The one OS shared lock that all shared holders of a lock path in this
-/// process use. The last holder to let go releases it.
-#[derive(Debug)]
-pub(crate) struct SharedHeld {
-    os: Mutex<Option<Box<dyn HeldLock>>>,
-    remove_on_release: bool,
-    lock_path: Arc<Path>,
-}
-
-impl SharedHeld {
-    pub fn new(os: Box<dyn HeldLock>, remove_on_release: bool, lock_path: Arc<Path>) -> Self {
-        SharedHeld {
-            os: Mutex::new(Some(os)),
-            remove_on_release,
-            lock_path,
-        }
-    }
-}
-
-impl Drop for SharedHeld {
-    fn drop(&mut self) {
-        // Reached only from `GuardParts::release`, which runs on the blocking pool
-        // whenever `remove_on_release` may make this block.
-        let os = self.os.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(Err(e)) = os.map(|os| os.release(self.remove_on_release)) {
-            tracing::warn!(lock_path = %self.lock_path.display(), error = %e, "releasing shared lock");
-        }
-    }
 }
 
 impl LockGuard {
     pub(crate) fn new(parts: GuardParts) -> Self {
         parts.entry.add_owner(parts.owner);
         if parts.track_order {
-            crate::order::record(parts.owner, parts.category, &parts.lock_path);
+            order::record(parts.owner, parts.category, &parts.lock_path);
         }
         LockGuard { inner: Some(parts) }
     }
@@ -200,7 +175,7 @@ impl GuardParts {
     fn disown(&self) {
         self.entry.remove_owner(self.owner);
         if self.track_order {
-            crate::order::forget(self.owner, self.category, &self.lock_path);
+            order::forget(self.owner, self.category, &self.lock_path);
         }
     }
 

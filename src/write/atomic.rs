@@ -8,12 +8,15 @@
 //! guard, so dropping the future cannot release the lock halfway through a
 //! commit: the commit finishes (or is undone) under the lock either way.
 
-use std::fs::{File, Permissions};
+use std::fs::Permissions;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::{Category, LockError, LockGuard, Locks};
+use super::commit::{sync_dir, with_guard};
+use crate::category::Category;
+use crate::error::LockError;
+use crate::lock::Locks;
 
 /// Suffix of temp files; with the `.{name}.` prefix it marks a file as this
 /// crate's temp for that target.
@@ -43,48 +46,39 @@ const TEMP_SUFFIX: &str = ".tmp";
 /// assert_eq!(std::fs::read(&summary).unwrap(), br#"{"done":true}"#);
 /// # Ok(()) }
 /// ```
-///
-/// # Cancel safety
-///
-/// As [`write_atomic`].
 pub async fn write_atomic(
     path: impl AsRef<Path>,
     bytes: impl Into<Vec<u8>>,
 ) -> Result<(), LockError> {
-    Locks::global()?.write_atomic(path, bytes).await
+    write_atomic_with(&Locks::global()?, path, bytes).await
 }
 
-impl Locks {
-    /// [`write_atomic`] with this handle's summary lock.
-    ///
-    /// # Errors
-    ///
-    /// As [`write_atomic`].
-    pub async fn write_atomic(
-        &self,
-        path: impl AsRef<Path>,
-        bytes: impl Into<Vec<u8>>,
-    ) -> Result<(), LockError> {
-        let bytes = bytes.into();
-        let guard = self.lock(Category::Summary, path).await?;
-        with_guard(guard, move |guard| replace_file(guard.target(), &bytes)).await
-    }
-}
-
-/// Runs `work` on the blocking pool while `guard` is held, and releases the
-/// guard there when `work` is done, even if the awaiting future was dropped.
-pub(crate) async fn with_guard<R, F>(guard: LockGuard, work: F) -> Result<R, LockError>
-where
-    F: FnOnce(&LockGuard) -> Result<R, LockError> + Send + 'static,
-    R: Send + 'static,
-{
-    let lock_path = guard.lock_path().to_path_buf();
-    crate::blocking::run("run locked work for", &lock_path, move || {
-        let result = work(&guard);
-        guard.release_blocking_or_warn();
-        result
-    })
-    .await
+/// [`write_atomic`] with the summary lock of `locks`.
+///
+/// # Errors
+///
+/// As [`write_atomic`].
+///
+/// # Cancel safety
+///
+/// As [`write_atomic`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// use async_filelock::{write_atomic_with, Locks};
+/// let dir = tempfile::tempdir().unwrap();
+/// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+/// write_atomic_with(&locks, dir.path().join("summary.json"), "{}").await?;
+/// # Ok(()) }
+/// ```
+pub async fn write_atomic_with(
+    locks: &Locks,
+    path: impl AsRef<Path>,
+    bytes: impl Into<Vec<u8>>,
+) -> Result<(), LockError> {
+    let bytes = bytes.into();
+    let guard = locks.lock(Category::Summary, path).await?;
+    with_guard(guard, move |guard| replace_file(guard.target(), &bytes)).await
 }
 
 /// The blocking replace; the caller holds the target's summary lock.
@@ -133,13 +127,6 @@ pub(crate) fn replace_file(target: &Path, bytes: &[u8]) -> Result<(), LockError>
     temp.persist(target)
         .map_err(|e| LockError::io("rename temp file over", target, e.error))?;
     sync_dir(dir)
-}
-
-/// Makes a rename in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), LockError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LockError::io("fsync directory", dir, e))
 }
 
 /// Removes temp files of this target left by a writer that crashed. Safe

@@ -13,8 +13,11 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{replace_file, with_guard};
-use crate::{Category, LockError, Locks};
+use super::atomic::replace_file;
+use super::commit::with_guard;
+use crate::category::Category;
+use crate::error::LockError;
+use crate::lock::Locks;
 
 /// A state and the revision it was read at (0: the file does not exist yet).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +59,7 @@ where
     R: Send + 'static,
     F: FnOnce(&mut T) -> R + Send + 'static,
 {
-    Locks::global()?.update_json(path, change).await
+    update_json_with(&Locks::global()?, path, change).await
 }
 
 /// Reads the JSON state in `path` and its revision, under a shared summary
@@ -74,7 +77,7 @@ pub async fn load_json<T>(path: impl AsRef<Path>) -> Result<Versioned<T>, LockEr
 where
     T: DeserializeOwned + Default + Send + 'static,
 {
-    Locks::global()?.load_json(path).await
+    load_json_with(&Locks::global()?, path).await
 }
 
 /// Saves `data` to `path` if the file is still at revision `expected`, under
@@ -109,104 +112,126 @@ pub async fn save_if_revision<T>(
 where
     T: Serialize + ?Sized,
 {
-    Locks::global()?
-        .save_if_revision(path, expected, data)
-        .await
+    save_if_revision_with(&Locks::global()?, path, expected, data).await
 }
 
-impl Locks {
-    /// [`update_json`] with this handle.
-    ///
-    /// # Errors
-    ///
-    /// As [`update_json`].
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`update_json`].
-    pub async fn update_json<T, R, F>(
-        &self,
-        path: impl AsRef<Path>,
-        change: F,
-    ) -> Result<(R, u64), LockError>
-    where
-        T: Serialize + DeserializeOwned + Default + Send + 'static,
-        R: Send + 'static,
-        F: FnOnce(&mut T) -> R + Send + 'static,
-    {
-        let guard = self.lock(Category::Summary, path).await?;
-        with_guard(guard, move |guard| {
-            let target = guard.target();
-            let mut state: Versioned<T> = read_state(target)?;
-            let out = change(&mut state.data);
-            state.revision += 1;
-            write_state(target, &state)?;
-            Ok((out, state.revision))
-        })
-        .await
-    }
+/// [`update_json`] with the summary lock of `locks`.
+///
+/// # Errors
+///
+/// As [`update_json`].
+///
+/// # Cancel safety
+///
+/// As [`update_json`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// use async_filelock::{update_json_with, Locks};
+/// let dir = tempfile::tempdir().unwrap();
+/// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+/// let (n, revision) = update_json_with(&locks, dir.path().join("n.json"), |n: &mut u32| { *n += 1; *n }).await?;
+/// assert_eq!((n, revision), (1, 1));
+/// # Ok(()) }
+/// ```
+pub async fn update_json_with<T, R, F>(
+    locks: &Locks,
+    path: impl AsRef<Path>,
+    change: F,
+) -> Result<(R, u64), LockError>
+where
+    T: Serialize + DeserializeOwned + Default + Send + 'static,
+    R: Send + 'static,
+    F: FnOnce(&mut T) -> R + Send + 'static,
+{
+    let guard = locks.lock(Category::Summary, path).await?;
+    with_guard(guard, move |guard| {
+        let target = guard.target();
+        let mut state: Versioned<T> = read_state(target)?;
+        let out = change(&mut state.data);
+        state.revision += 1;
+        write_state(target, &state)?;
+        Ok((out, state.revision))
+    })
+    .await
+}
 
-    /// [`load_json`] with this handle.
-    ///
-    /// # Errors
-    ///
-    /// As [`load_json`].
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`load_json`].
-    pub async fn load_json<T>(&self, path: impl AsRef<Path>) -> Result<Versioned<T>, LockError>
-    where
-        T: DeserializeOwned + Default + Send + 'static,
-    {
-        let guard = self.lock_shared(Category::Summary, path).await?;
-        with_guard(guard, |guard| read_state(guard.target())).await
-    }
+/// [`load_json`] with the summary lock of `locks`.
+///
+/// # Errors
+///
+/// As [`load_json`].
+///
+/// # Cancel safety
+///
+/// As [`load_json`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// use async_filelock::{load_json_with, Locks};
+/// let dir = tempfile::tempdir().unwrap();
+/// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+/// let state = load_json_with::<Vec<String>>(&locks, dir.path().join("s.json")).await?;
+/// assert_eq!((state.revision, state.data.len()), (0, 0));
+/// # Ok(()) }
+/// ```
+pub async fn load_json_with<T>(locks: &Locks, path: impl AsRef<Path>) -> Result<Versioned<T>, LockError>
+where
+    T: DeserializeOwned + Default + Send + 'static,
+{
+    let guard = locks.lock_shared(Category::Summary, path).await?;
+    with_guard(guard, |guard| read_state(guard.target())).await
+}
 
-    /// [`save_if_revision`] with this handle.
-    ///
-    /// # Errors
-    ///
-    /// As [`save_if_revision`].
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`save_if_revision`].
-    pub async fn save_if_revision<T>(
-        &self,
-        path: impl AsRef<Path>,
-        expected: u64,
-        data: &T,
-    ) -> Result<u64, LockError>
-    where
-        T: Serialize + ?Sized,
-    {
-        let path = path.as_ref();
-        let data = serde_json::to_value(data).map_err(|source| LockError::Json {
-            op: "serialize state for",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let guard = self.lock(Category::Summary, path).await?;
-        with_guard(guard, move |guard| {
-            let target = guard.target();
-            let found = read_state::<serde_json::Value>(target)?.revision;
-            if found != expected {
-                return Err(LockError::Conflict {
-                    path: target.to_path_buf(),
-                    expected,
-                    found,
-                });
-            }
-            let state = Versioned {
-                revision: found + 1,
-                data,
-            };
-            write_state(target, &state)?;
-            Ok(state.revision)
-        })
-        .await
-    }
+/// [`save_if_revision`] with the summary lock of `locks`.
+///
+/// # Errors
+///
+/// As [`save_if_revision`].
+///
+/// # Cancel safety
+///
+/// As [`save_if_revision`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// use async_filelock::{save_if_revision_with, Locks};
+/// let dir = tempfile::tempdir().unwrap();
+/// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+/// let revision = save_if_revision_with(&locks, dir.path().join("s.json"), 0, &[1, 2]).await?;
+/// assert_eq!(revision, 1);
+/// # Ok(()) }
+/// ```
+pub async fn save_if_revision_with<T>(
+    locks: &Locks,
+    path: impl AsRef<Path>,
+    expected: u64,
+    data: &T,
+) -> Result<u64, LockError>
+where
+    T: Serialize + ?Sized,
+{
+    let path = path.as_ref();
+    let data = serde_json::to_value(data).map_err(|source| LockError::json("serialize state for", path.to_path_buf(), source))?;
+    let guard = locks.lock(Category::Summary, path).await?;
+    with_guard(guard, move |guard| {
+        let target = guard.target();
+        let found = read_state::<serde_json::Value>(target)?.revision;
+        if found != expected {
+            return Err(LockError::Conflict {
+                path: target.to_path_buf(),
+                expected,
+                found,
+            });
+        }
+        let state = Versioned {
+            revision: found + 1,
+            data,
+        };
+        write_state(target, &state)?;
+        Ok(state.revision)
+    })
+    .await
 }
 
 fn read_state<T: DeserializeOwned + Default>(target: &Path) -> Result<Versioned<T>, LockError> {
@@ -220,19 +245,17 @@ fn read_state<T: DeserializeOwned + Default>(target: &Path) -> Result<Versioned<
         }
         Err(e) => return Err(LockError::io("read state file", target, e)),
     };
-    serde_json::from_slice(&bytes).map_err(|source| LockError::Json {
-        op: "parse state file (expected {\"revision\": N, \"data\": ...})",
-        path: target.to_path_buf(),
-        source,
+    serde_json::from_slice(&bytes).map_err(|source| {
+        LockError::json(
+            "parse state file (expected {\"revision\": N, \"data\": ...})",
+            target,
+            source,
+        )
     })
 }
 
 fn write_state<T: Serialize>(target: &Path, state: &Versioned<T>) -> Result<(), LockError> {
-    let mut bytes = serde_json::to_vec_pretty(state).map_err(|source| LockError::Json {
-        op: "serialize state for",
-        path: target.to_path_buf(),
-        source,
-    })?;
+    let mut bytes = serde_json::to_vec_pretty(state).map_err(|source| LockError::json("serialize state for", target, source))?;
     bytes.push(b'\n');
     replace_file(target, &bytes)
 }

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::{Category, LockError};
+use crate::category::Category;
+use crate::error::LockError;
 
 /// Hex digits of the SHA-256 prefix in a lock file name: 128 bits, far past
 /// any chance of two targets in one lock dir colliding.

@@ -1,4 +1,5 @@
-//! Interruptible blocking waits: the one piece of `unsafe` in the crate.
+//! Interruptible blocking waits: how a cancelled or timed-out `flock` gives
+//! its thread back.
 //!
 //! A blocking `flock(2)` cannot be given a timeout and is not woken by closing
 //! its descriptor; only a lock grant or a signal ends it. Parking a blocking
@@ -7,14 +8,11 @@
 //! most async lock libraries do) adds up to a poll interval to every
 //! hand-over. Instead the waiting thread blocks for real, and a cancelled
 //! waiter is woken with a thread-directed signal whose handler does nothing
-//! and is installed without `SA_RESTART`, so `flock` returns `EINTR`, the
-//! thread sees the cancellation flag and returns to the pool.
-//!
-//! The signal is `SIGURG`, for the reasons the Go runtime chose it for
-//! goroutine preemption: its default action is to ignore it, and programs
-//! rarely use it. We install the handler only if `SIGURG` still has its
-//! default (or ignored) disposition; if the program has a handler of its own,
-//! [`signals_available`] is false and waits fall back to polling.
+//! and is installed without `SA_RESTART` (`sys::install_wake_handler`), so
+//! `flock` returns `EINTR`, the thread sees the cancellation flag and
+//! returns to the pool. Where the handler cannot be installed (another
+//! handler owns `SIGURG`, or the platform has no wake signal), waits poll
+//! instead ([`signals_available`] is false).
 //!
 //! A signal sent just before the thread enters `flock` is lost (the handler
 //! runs, then `flock` blocks). So a cancelled wait is handed to one watcher
@@ -23,13 +21,14 @@
 //! while holding the wait's mutex with `in_wait` set, which the waiting thread
 //! must take to leave the wait, so a signal never reaches a thread that has
 //! gone back to other work.
+//!
+//! This module holds no `unsafe`: the signal calls live in `crate::sys`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The signal that wakes a cancelled wait.
-const WAKE_SIGNAL: libc::c_int = libc::SIGURG;
+use crate::sys::{self, WaitingThread};
 
 /// How often the watcher re-sends to a cancelled wait still in `flock`.
 const RESEND_EVERY: Duration = Duration::from_millis(2);
@@ -45,7 +44,7 @@ pub(crate) struct WaitControl {
 #[derive(Debug)]
 struct WaitState {
     in_wait: bool,
-    thread: libc::pthread_t,
+    thread: Option<WaitingThread>,
 }
 
 impl WaitControl {
@@ -53,7 +52,7 @@ impl WaitControl {
         Arc::new(WaitControl {
             state: Mutex::new(WaitState {
                 in_wait: false,
-                thread: 0,
+                thread: None,
             }),
             cancelled: AtomicBool::new(false),
             finished: AtomicBool::new(false),
@@ -74,8 +73,7 @@ impl WaitControl {
             return false;
         }
         state.in_wait = true;
-        // SAFETY: pthread_self has no preconditions.
-        state.thread = unsafe { libc::pthread_self() };
+        state.thread = Some(WaitingThread::current());
         true
     }
 
@@ -111,50 +109,24 @@ impl WaitControl {
     /// whether the wait has not finished yet.
     fn poke(&self) -> bool {
         let state = self.state();
-        if state.in_wait {
-            // SAFETY: `in_wait` is set only by the thread itself between
-            // `enter` and `leave`, both under this mutex, which we hold: the
-            // thread is alive and inside the blocking call, so the id is valid.
-            unsafe {
-                libc::pthread_kill(state.thread, WAKE_SIGNAL);
-            }
+        // `in_wait` is set only by the thread itself between `enter` and
+        // `leave`, both under this mutex, which we hold: the thread is alive
+        // and inside the blocking call, as `WaitingThread::wake` requires.
+        if state.in_wait
+            && let Some(thread) = state.thread
+        {
+            thread.wake();
         }
         !self.finished.load(Ordering::SeqCst)
     }
 }
 
 /// Whether cancelled waits can be woken by a signal. Installs the handler on
-/// first use; false if the program already handles `SIGURG` itself.
+/// first use; false if the program already handles `SIGURG` itself, or the
+/// platform has no wake signal.
 pub(crate) fn signals_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(install_handler)
-}
-
-extern "C" fn wake_handler(_signal: libc::c_int) {}
-
-fn install_handler() -> bool {
-    // SAFETY: sigaction with a zeroed struct is the documented way to query a
-    // disposition; we install a handler that does nothing (async-signal-safe)
-    // only over the default or ignored disposition, so no other handler is
-    // replaced.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(WAKE_SIGNAL, std::ptr::null(), &mut old) != 0 {
-            return false;
-        }
-        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-            tracing::debug!(
-                "SIGURG has a handler already; cancelled lock waits will poll instead of being woken"
-            );
-            return false;
-        }
-        let mut new: libc::sigaction = std::mem::zeroed();
-        new.sa_sigaction = wake_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut new.sa_mask);
-        // No SA_RESTART: the interrupted flock must return EINTR.
-        new.sa_flags = 0;
-        libc::sigaction(WAKE_SIGNAL, &new, std::ptr::null_mut()) == 0
-    }
+    *AVAILABLE.get_or_init(sys::install_wake_handler)
 }
 
 /// The process's one watcher thread: cancels waits whose deadline passed,

@@ -1,0 +1,471 @@
+//! The acquisition core: the one place where a lock is asked for, queued in
+//! this process, tried, waited for under a deadline, checked for
+//! self-deadlock and lock order, counted and traced. The async API
+//! ([`crate::Locks`]) and the writers that lock from the blocking pool
+//! (a JSONL commit) both come here; they differ only in the [`Driver`] that
+//! runs the waits.
+//!
+//! Steps (see ARCHITECTURE.md, "An acquisition"):
+//! 1. name the lock (law 2) and open a tracing span (law 8);
+//! 2. enter the in-process table and, for a wait, refuse a self-deadlock
+//!    and check the lock order (law 7);
+//! 3. take this process's queue for the path (FIFO, law 5): at once if
+//!    free, else by waiting;
+//! 4. try the backend without blocking; if busy, wait for it (law 3);
+//! 5. make the guard and record the wait.
+//!
+//! A wait ends by the lock, by the deadline ([`LockError::Timeout`], naming
+//! the holder where the backend tells), or by the caller's cancellation
+//! token; a dropped future (law 4) leaves every await point cleanly.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::guard::{GuardParts, Hold, LockGuard};
+use super::metrics::Recorder;
+use super::naming;
+use super::order::{self, OrderCheck};
+use super::owner::Owner;
+use super::policy::Policy;
+use super::shared::SharedHeld;
+use super::table::{self, EntryRef};
+use crate::backend::{Backend, HeldLock, LockRequest};
+use crate::blocking::{self, PastDeadline};
+use crate::category::Category;
+use crate::error::LockError;
+use crate::mode::LockMode;
+
+/// What a [`crate::Locks`] handle is: its policy, its backend and its
+/// metrics. Acquisitions are methods of the engine.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub policy: Policy,
+    pub backend: Arc<dyn Backend>,
+    pub recorder: Arc<Recorder>,
+}
+
+/// What is asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ask<'a> {
+    pub category: Category,
+    pub target: &'a Path,
+    pub mode: LockMode,
+}
+
+/// Where the waits of an acquisition run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Driver {
+    /// In an async task: the backend's async wait, tokio's timer.
+    Task,
+    /// On the calling thread, which may block: the backend's blocking wait,
+    /// driven by [`blocking::block_on`].
+    Thread,
+}
+
+/// Who besides the deadline may end a wait, and what the caller is told
+/// then. Async callers end a wait by dropping its future ([`NoCallOff`],
+/// whose `Off` cannot exist); callers on the blocking pool, which cannot be
+/// dropped, pass a cancellation token.
+pub(crate) trait CallOff {
+    /// What the caller gets when the wait was called off.
+    type Off;
+    /// The token to watch, if any.
+    fn token(&self) -> Option<&CancellationToken>;
+    /// `Some` once the wait was called off.
+    fn off(&self) -> Option<Self::Off>;
+}
+
+/// Nobody calls the wait off but its deadline (or a drop).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoCallOff;
+
+impl CallOff for NoCallOff {
+    type Off = Infallible;
+
+    fn token(&self) -> Option<&CancellationToken> {
+        None
+    }
+
+    fn off(&self) -> Option<Infallible> {
+        None
+    }
+}
+
+/// The wait was called off through its cancellation token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CalledOff;
+
+impl CallOff for &CancellationToken {
+    type Off = CalledOff;
+
+    fn token(&self) -> Option<&CancellationToken> {
+        Some(self)
+    }
+
+    fn off(&self) -> Option<CalledOff> {
+        self.is_cancelled().then_some(CalledOff)
+    }
+}
+
+/// How one pass over the steps may wait.
+#[derive(Debug, Clone, Copy)]
+enum Patience<'a> {
+    /// Never: a busy step misses at once.
+    Now,
+    /// Until the deadline (`None`: forever) or the token.
+    Until {
+        deadline: Option<Instant>,
+        driver: Driver,
+        token: Option<&'a CancellationToken>,
+    },
+}
+
+impl Patience<'_> {
+    /// `fut`, if it completes before this patience runs out; `None` (a
+    /// miss) otherwise.
+    async fn wait<F: Future>(&self, fut: F) -> Option<F::Output> {
+        let Patience::Until {
+            deadline,
+            driver,
+            token,
+        } = *self
+        else {
+            return None;
+        };
+        let cancelled = async {
+            match token {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let expired = async {
+            match (deadline, driver) {
+                (None, _) => std::future::pending().await,
+                // Boxed: the timer is large, and ten thousand waiters on
+                // one lock should stay under 1 KiB each.
+                (Some(at), Driver::Task) => Box::pin(tokio::time::sleep_until(at.into())).await,
+                (Some(at), Driver::Thread) => PastDeadline(at).await,
+            }
+        };
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            () = cancelled => None,
+            () = expired => None,
+        }
+    }
+}
+
+impl Engine {
+    /// One attempt that never waits: `Ok(None)` when the lock is busy, in
+    /// this process's queue or at the backend.
+    pub(crate) async fn try_acquire(&self, ask: Ask<'_>) -> Result<Option<LockGuard>, LockError> {
+        let started = Instant::now();
+        let req = self.request(ask, started)?;
+        let span = span(ask, &req);
+        async {
+            let entry = table::enter(&req.lock_path);
+            let owner = Owner::current();
+            let remove = self.policy.remove_on_release(ask.category);
+            let Some(hold) = self.take(&entry, &req, remove, Patience::Now).await? else {
+                return Ok(None);
+            };
+            Ok(Some(self.new_guard(
+                ask.category,
+                req,
+                entry,
+                owner,
+                hold,
+                started,
+            )))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Waits for the lock from `started` for up to `timeout` (`None`:
+    /// forever; zero: one attempt), with the waits run by `driver`. A busy
+    /// lock at the deadline is [`LockError::Timeout`]; a wait called off
+    /// through `call_off` is `Ok(Err(off))`.
+    ///
+    /// Cancel safe (law 4): every await is on a cancel-safe primitive
+    /// (tokio's fair locks leave their queue when dropped; the backend
+    /// stops its wait), and what was taken before a drop is released by it.
+    pub(crate) async fn acquire<C: CallOff>(
+        &self,
+        ask: Ask<'_>,
+        started: Instant,
+        timeout: Option<Duration>,
+        driver: Driver,
+        call_off: C,
+    ) -> Result<Result<LockGuard, C::Off>, LockError> {
+        let req = self.request(ask, started)?;
+        let span = span(ask, &req);
+        async {
+            let entry = table::enter(&req.lock_path);
+            let owner = Owner::current();
+            let remove = self.policy.remove_on_release(ask.category);
+            let patience = match timeout {
+                Some(Duration::ZERO) => Patience::Now,
+                _ => {
+                    self.check_before_waiting(ask.category, &req, &entry, owner)?;
+                    Patience::Until {
+                        // Past what `Instant` can hold is forever.
+                        deadline: timeout.and_then(|t| started.checked_add(t)),
+                        driver,
+                        token: call_off.token(),
+                    }
+                }
+            };
+            loop {
+                if let Some(hold) = self.take(&entry, &req, remove, patience).await? {
+                    let guard = self.new_guard(ask.category, req, entry, owner, hold, started);
+                    return Ok(Ok(guard));
+                }
+                let deadline = match patience {
+                    Patience::Now => Some(started),
+                    Patience::Until { deadline, .. } => deadline,
+                };
+                if deadline.is_some_and(|at| Instant::now() >= at) {
+                    let holder = self.holder(&req.lock_path, driver).await;
+                    return Err(self.timeout_error(ask.category, &req, started.elapsed(), holder));
+                }
+                if let Some(off) = call_off.off() {
+                    return Ok(Err(off));
+                }
+                // Neither: a backend ended its wait early. Wait again.
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// [`Engine::acquire`] on the calling thread, which may block (the
+    /// blocking pool), up to the category's timeout; `Ok(None)` when the
+    /// wait was cancelled through `token`. For work that runs there anyway
+    /// (a JSONL commit): the thread granted the lock does the work, so the
+    /// lock is held no longer than the work.
+    pub(crate) fn acquire_blocking(
+        &self,
+        ask: Ask<'_>,
+        token: &CancellationToken,
+    ) -> Result<Option<LockGuard>, LockError> {
+        let started = Instant::now();
+        let timeout = self.policy.timeout(ask.category);
+        let wake_at = timeout.and_then(|t| started.checked_add(t));
+        let acquired = blocking::block_on(
+            self.acquire(ask, started, timeout, Driver::Thread, token),
+            wake_at,
+        )?;
+        Ok(acquired.ok())
+    }
+
+    /// What the backend needs to lock `ask.target` in `ask.category`.
+    fn request(&self, ask: Ask<'_>, now: Instant) -> Result<LockRequest, LockError> {
+        let normal = naming::normalize_target(ask.target, now)?;
+        Ok(LockRequest {
+            lock_path: self.policy.lock_path(ask.category, &normal).into(),
+            target: normal.path,
+            mode: ask.mode,
+            file_mode: self.policy.file_mode,
+            dir_mode: self.policy.dir_mode,
+            create_dir_parents: self.policy.lock_dir_is_fixed(),
+        })
+    }
+
+    /// Refuses a wait that would deadlock on a lock `owner` holds, and
+    /// reports (or, per policy, refuses) one against the lock order.
+    fn check_before_waiting(
+        &self,
+        category: Category,
+        req: &LockRequest,
+        entry: &EntryRef,
+        owner: Owner,
+    ) -> Result<(), LockError> {
+        if entry.is_held_by(owner) {
+            return Err(LockError::WouldDeadlock {
+                category,
+                target: req.target.to_path_buf(),
+                lock_path: req.lock_path.to_path_buf(),
+            });
+        }
+        let check = self.policy.order_check;
+        if check != OrderCheck::Off
+            && let Some((held_category, held_lock_path)) =
+                order::later_held(owner, category, &req.lock_path)
+        {
+            self.recorder.order_violation(category);
+            let err = LockError::OrderViolation {
+                category,
+                lock_path: req.lock_path.to_path_buf(),
+                held_category,
+                held_lock_path,
+            };
+            if check == OrderCheck::Error {
+                return Err(err);
+            }
+            tracing::warn!(error = %err, "lock taken against the lock order");
+        }
+        Ok(())
+    }
+
+    /// One pass over the queue and the backend; `Ok(None)` when a step
+    /// missed (busy under [`Patience::Now`], else the patience ran out).
+    async fn take(
+        &self,
+        entry: &EntryRef,
+        req: &LockRequest,
+        remove: bool,
+        patience: Patience<'_>,
+    ) -> Result<Option<Hold>, LockError> {
+        match req.mode {
+            LockMode::Exclusive => {
+                let queue = match Arc::clone(&entry.queue).try_write_owned() {
+                    Ok(queue) => queue,
+                    Err(_) => match patience.wait(Arc::clone(&entry.queue).write_owned()).await {
+                        Some(queue) => queue,
+                        None => return Ok(None),
+                    },
+                };
+                Ok(self
+                    .take_backend(req, patience)
+                    .await?
+                    .map(|os| Hold::Exclusive { os, queue }))
+            }
+            LockMode::Shared => {
+                let queue = match Arc::clone(&entry.queue).try_read_owned() {
+                    Ok(queue) => queue,
+                    Err(_) => match patience.wait(Arc::clone(&entry.queue).read_owned()).await {
+                        Some(queue) => queue,
+                        None => return Ok(None),
+                    },
+                };
+                // Shared holders of this process share one backend lock; the
+                // slot's mutex makes concurrent shared waiters take it once.
+                let mut slot = match entry.shared.try_lock() {
+                    Ok(slot) => slot,
+                    Err(_) => match patience.wait(entry.shared.lock()).await {
+                        Some(slot) => slot,
+                        None => return Ok(None),
+                    },
+                };
+                if let Some(os) = slot.upgrade() {
+                    return Ok(Some(Hold::Shared { os, queue }));
+                }
+                let Some(os) = self.take_backend(req, patience).await? else {
+                    return Ok(None);
+                };
+                let os = Arc::new(SharedHeld::new(os, remove, Arc::clone(&req.lock_path)));
+                *slot = Arc::downgrade(&os);
+                Ok(Some(Hold::Shared { os, queue }))
+            }
+        }
+    }
+
+    /// The backend's lock: a non-blocking attempt, then, if patience
+    /// allows, a wait run by its driver.
+    async fn take_backend(
+        &self,
+        req: &LockRequest,
+        patience: Patience<'_>,
+    ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
+        if let Some(os) = self.backend.try_lock(req)? {
+            return Ok(Some(os));
+        }
+        let Patience::Until {
+            deadline,
+            driver,
+            token,
+        } = patience
+        else {
+            return Ok(None);
+        };
+        tracing::debug!("held by another process; waiting");
+        match driver {
+            Driver::Task => self.backend.wait(req, deadline, token).await,
+            Driver::Thread => self.backend.wait_blocking(req, deadline, token),
+        }
+    }
+
+    /// The guard for a lock just granted; records the acquisition.
+    fn new_guard(
+        &self,
+        category: Category,
+        req: LockRequest,
+        entry: EntryRef,
+        owner: Owner,
+        hold: Hold,
+        started: Instant,
+    ) -> LockGuard {
+        let acquired = Instant::now();
+        let waited = acquired - started;
+        self.recorder.acquired(category, waited);
+        tracing::debug!(wait_ms = waited.as_secs_f64() * 1e3, "acquired");
+        LockGuard::new(GuardParts {
+            acquired,
+            hold,
+            entry,
+            owner,
+            category,
+            target: req.target,
+            lock_path: req.lock_path,
+            waited,
+            remove_on_release: self.policy.remove_on_release(category),
+            track_order: self.policy.order_check != OrderCheck::Off,
+            budget: self.policy.budget(category),
+            recorder: Arc::clone(&self.recorder),
+        })
+    }
+
+    /// Who holds `lock_path`, asked where blocking is allowed.
+    async fn holder(&self, lock_path: &Arc<Path>, driver: Driver) -> Option<u32> {
+        match driver {
+            Driver::Thread => self.backend.holder(lock_path),
+            Driver::Task => {
+                let backend = Arc::clone(&self.backend);
+                let path = Arc::clone(lock_path);
+                tokio::task::spawn_blocking(move || backend.holder(&path))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        }
+    }
+
+    fn timeout_error(
+        &self,
+        category: Category,
+        req: &LockRequest,
+        waited: Duration,
+        holder: Option<u32>,
+    ) -> LockError {
+        self.recorder.timed_out(category);
+        tracing::info!(
+            wait_ms = waited.as_secs_f64() * 1e3,
+            holder,
+            "timed out waiting for lock"
+        );
+        LockError::Timeout {
+            category,
+            target: req.target.to_path_buf(),
+            lock_path: req.lock_path.to_path_buf(),
+            waited,
+            holder,
+        }
+    }
+}
+
+fn span(ask: Ask<'_>, req: &LockRequest) -> tracing::Span {
+    tracing::debug_span!(
+        "lock",
+        category = ask.category.name(),
+        lock_path = %req.lock_path.display(),
+        mode = %ask.mode,
+    )
+}

@@ -1,0 +1,162 @@
+//! [`Acquire`]: one configured acquisition, a future of a [`LockGuard`].
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use super::acquire::{Ask, Driver, Engine, NoCallOff};
+use super::guard::LockGuard;
+use crate::category::Category;
+use crate::error::LockError;
+use crate::mode::LockMode;
+
+/// The started acquisition inside an [`Acquire`].
+type Running = Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send>>;
+
+/// One configured acquisition, from [`crate::Locks::acquire`], [`crate::Locks::lock`] or
+/// [`crate::Locks::lock_shared`]: a future of a [`LockGuard`]. Configure it, then
+/// await it (or hand it to `select!`, `timeout`, `block_on`).
+///
+/// # Cancel safety
+///
+/// Cancel safe: see [`crate::Locks::lock`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// use async_filelock::{Category, Locks};
+/// use std::time::Duration;
+/// let dir = tempfile::tempdir().unwrap();
+/// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+/// let target = dir.path().join("state.db");
+/// let reader = locks.acquire(Category::Sqlite, &target).shared().await?;
+/// let second = tokio::spawn({
+///     let (locks, target) = (locks.clone(), target.clone());
+///     async move { locks.acquire(Category::Sqlite, &target).shared().await }
+/// })
+/// .await
+/// .unwrap()?;
+/// let writer = tokio::spawn({
+///     let (locks, target) = (locks.clone(), target.clone());
+///     async move { locks.acquire(Category::Sqlite, &target).timeout(Duration::from_millis(50)).await }
+/// });
+/// let err = writer.await.unwrap().unwrap_err();
+/// assert!(err.is_timeout());
+/// # drop((reader, second));
+/// # Ok(()) }
+/// ```
+#[must_use = "an acquisition does nothing until awaited"]
+pub struct Acquire {
+    engine: Arc<Engine>,
+    category: Category,
+    target: PathBuf,
+    mode: LockMode,
+    timeout: Option<Duration>,
+    running: Option<Running>,
+}
+
+impl std::fmt::Debug for Acquire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acquire")
+            .field("category", &self.category)
+            .field("target", &self.target)
+            .field("mode", &self.mode)
+            .field("timeout", &self.timeout)
+            .field("started", &self.running.is_some())
+            .finish()
+    }
+}
+
+impl Acquire {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        category: Category,
+        target: PathBuf,
+        timeout: Option<Duration>,
+    ) -> Self {
+        Acquire {
+            engine,
+            category,
+            target,
+            mode: LockMode::Exclusive,
+            timeout,
+            running: None,
+        }
+    }
+
+    /// Waits at most `limit` (zero: one attempt, then [`LockError::Timeout`]).
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Waits as long as it takes.
+    pub fn wait_forever(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+
+    /// Asks for a shared lock.
+    pub fn shared(mut self) -> Self {
+        self.mode = LockMode::Shared;
+        self
+    }
+
+    /// Asks for an exclusive lock (the default).
+    pub fn exclusive(mut self) -> Self {
+        self.mode = LockMode::Exclusive;
+        self
+    }
+
+    /// One attempt that never waits; `Ok(None)` when the lock is busy.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; it completes without waiting.
+    pub async fn try_now(self) -> Result<Option<LockGuard>, LockError> {
+        let ask = Ask {
+            category: self.category,
+            target: &self.target,
+            mode: self.mode,
+        };
+        self.engine.try_acquire(ask).await
+    }
+}
+
+impl Future for Acquire {
+    type Output = Result<LockGuard, LockError>;
+
+    /// The first poll starts the acquisition; configuration methods consume
+    /// the `Acquire`, so they cannot run after it.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let running = this.running.get_or_insert_with(|| {
+            let (engine, category, target, mode, timeout) = (
+                Arc::clone(&this.engine),
+                this.category,
+                this.target.clone(),
+                this.mode,
+                this.timeout,
+            );
+            Box::pin(async move {
+                let ask = Ask {
+                    category,
+                    target: &target,
+                    mode,
+                };
+                let started = Instant::now();
+                match engine
+                    .acquire(ask, started, timeout, Driver::Task, NoCallOff)
+                    .await?
+                {
+                    Ok(guard) => Ok(guard),
+                    Err(never) => match never {},
+                }
+            })
+        });
+        running.as_mut().poll(cx)
+    }
+}
+

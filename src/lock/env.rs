@@ -1,0 +1,117 @@
+//! The environment variables a [`crate::Locks`] handle reads
+//! ([`crate::LocksBuilder::env`]): one lock dir, per-category timeouts, the
+//! backend.
+
+use std::ffi::{OsStr, OsString};
+use std::time::Duration;
+
+use super::policy::{LockDir, Policy};
+use crate::category::Category;
+use crate::error::LockError;
+
+/// One lock directory for every target.
+pub const ENV_DIR: &str = "ASYNC_FILELOCK_DIR";
+/// Prefix of the per-category timeout variables (`…_ARTIFACT`, `…_SQLITE`, …).
+pub const ENV_TIMEOUT_PREFIX: &str = "ASYNC_FILELOCK_TIMEOUT_";
+/// The backend variable.
+pub const ENV_BACKEND: &str = "ASYNC_FILELOCK_BACKEND";
+
+/// Applies the variables `lookup` finds over `policy`.
+pub(crate) fn apply(
+    policy: &mut Policy,
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Result<(), LockError> {
+    if let Some(dir) = lookup(ENV_DIR) {
+        if dir.is_empty() {
+            return Err(config(ENV_DIR, "is empty; unset it or give a directory"));
+        }
+        policy.lock_dir = LockDir::Fixed(dir.into());
+    }
+    for category in Category::ALL {
+        let key = format!(
+            "{ENV_TIMEOUT_PREFIX}{}",
+            category.name().to_ascii_uppercase()
+        );
+        if let Some(value) = lookup(&key) {
+            policy.timeouts[category.index()] = parse_timeout(&key, &value)?;
+        }
+    }
+    if let Some(backend) = lookup(ENV_BACKEND) {
+        match backend.to_str().map(str::trim) {
+            Some("os") | Some("") => {}
+            Some(other @ ("soft" | "auto" | "postgres")) => {
+                return Err(config(
+                    ENV_BACKEND,
+                    &format!("the {other} backend is not part of this version; use os"),
+                ));
+            }
+            _ => {
+                return Err(config(
+                    ENV_BACKEND,
+                    &format!("{backend:?} is not one of os, soft, auto, postgres"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn config(key: &str, reason: &str) -> LockError {
+    LockError::Config {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Seconds (`2.5`) or `inf`/`infinity`/`none` for no limit.
+fn parse_timeout(key: &str, value: &OsStr) -> Result<Option<Duration>, LockError> {
+    let text = value.to_str().map(str::trim).unwrap_or("");
+    if matches!(
+        text.to_ascii_lowercase().as_str(),
+        "inf" | "infinity" | "none"
+    ) {
+        return Ok(None);
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            config(
+                key,
+                &format!("{value:?} is not a number of seconds (such as 2.5) or inf"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(key: &'static str, value: &'static str) -> Result<Policy, LockError> {
+        let mut policy = Policy::default();
+        apply(&mut policy, |k| (k == key).then(|| value.into()))?;
+        Ok(policy)
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let err = applied("ASYNC_FILELOCK_TIMEOUT_ARTIFACT", "-1").unwrap_err();
+        assert!(
+            err.to_string().contains("ASYNC_FILELOCK_TIMEOUT_ARTIFACT"),
+            "{err}"
+        );
+        let err = applied(ENV_BACKEND, "carrier-pigeon").unwrap_err();
+        assert!(err.to_string().contains(ENV_BACKEND), "{err}");
+        let ok = applied("ASYNC_FILELOCK_TIMEOUT_MANIFEST", " 0 ").unwrap();
+        assert_eq!(ok.timeout(Category::Manifest), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn huge_timeouts_are_accepted_and_inf_means_none() {
+        let huge = applied("ASYNC_FILELOCK_TIMEOUT_SQLITE", "1e19").unwrap();
+        assert!(huge.timeout(Category::Sqlite).is_some());
+        let inf = applied("ASYNC_FILELOCK_TIMEOUT_SQLITE", "inf").unwrap();
+        assert_eq!(inf.timeout(Category::Sqlite), None);
+    }
+}

@@ -1,0 +1,406 @@
+//! [`Locks`]: the handle that holds a policy (lock dir, timeouts, modes,
+//! hold budgets), a backend and metrics, and hands out guards; and
+//! [`LocksBuilder`], which makes one.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::acquire::Engine;
+use super::acquisition::Acquire;
+use super::env;
+use super::guard::LockGuard;
+use super::metrics::{Metrics, Recorder};
+use super::naming;
+use super::order::OrderCheck;
+use super::policy::{LockDir, Policy};
+use super::set::LockSet;
+use crate::backend::os::OsBackend;
+use crate::category::Category;
+use crate::error::LockError;
+
+/// A cheap, cloneable handle to a locking policy. `Send + Sync`; clone it
+/// into every task. All handles of a process share one in-process table, so
+/// two handles with the same lock dir queue together.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// use async_filelock::{Category, Locks};
+/// use std::time::Duration;
+/// let dir = tempfile::tempdir().unwrap();
+/// let locks = Locks::builder()
+///     .lock_dir(dir.path().join("locks"))
+///     .timeout(Category::Manifest, Duration::from_secs(2))
+///     .build()?;
+/// let target = dir.path().join("manifest.jsonl");
+/// let guard = locks.lock(Category::Manifest, &target).await?;
+/// // Another attempt does not get it while the guard lives.
+/// assert!(locks.try_lock(Category::Manifest, &target).await?.is_none());
+/// drop(guard);
+/// assert!(locks.try_lock(Category::Manifest, &target).await?.is_some());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Locks {
+    engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for Locks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locks")
+            .field("policy", &self.engine.policy)
+            .field("backend", &self.engine.backend)
+            .finish()
+    }
+}
+
+impl Locks {
+    /// A builder with the defaults of DESIGN.md: lock files in `.locks`
+    /// beside each target, per-category timeouts, files 0600 in a 0700 dir.
+    pub fn builder() -> LocksBuilder {
+        LocksBuilder {
+            policy: Policy::default(),
+        }
+    }
+
+    /// A handle configured by the environment: `ASYNC_FILELOCK_DIR`,
+    /// `ASYNC_FILELOCK_TIMEOUT_<CATEGORY>` (seconds, or `inf` for none) and
+    /// `ASYNC_FILELOCK_BACKEND` (`os`).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Config`] naming the variable when a value is invalid.
+    ///
+    /// ```
+    /// let locks = async_filelock::Locks::from_env()?;
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
+    pub fn from_env() -> Result<Locks, LockError> {
+        Locks::builder().env()?.build()
+    }
+
+    /// The process-wide default handle used by the free functions
+    /// ([`crate::artifact_lock`] …), built from the environment on first use.
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::from_env`]; an invalid environment is reported on every
+    /// call, not cached.
+    pub fn global() -> Result<Locks, LockError> {
+        static GLOBAL: OnceLock<Locks> = OnceLock::new();
+        if let Some(locks) = GLOBAL.get() {
+            return Ok(locks.clone());
+        }
+        let locks = Locks::from_env()?;
+        Ok(GLOBAL.get_or_init(|| locks).clone())
+    }
+
+    /// The engine behind the handle, for the writers' own acquisitions.
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// An acquisition to configure (`.timeout(d)`, `.shared()`, …) and await.
+    /// Exclusive, with the category's timeout, unless told otherwise.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// use async_filelock::{Category, Locks};
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// let guard = locks
+    ///     .acquire(Category::Sqlite, dir.path().join("state.db"))
+    ///     .shared()
+    ///     .timeout(Duration::from_secs(1))
+    ///     .await?;
+    /// assert!(guard.mode().is_shared());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::lock`], when awaited.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Locks::lock`].
+    pub fn acquire(&self, category: Category, target: impl AsRef<Path>) -> Acquire {
+        Acquire::new(
+            Arc::clone(&self.engine),
+            category,
+            target.as_ref().to_path_buf(),
+            self.engine.policy.timeout(category),
+        )
+    }
+
+    /// Waits for an exclusive lock on `target`, up to the category's timeout.
+    /// Returns an [`Acquire`], which is awaited directly or configured first.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Timeout`] when the wait runs out; [`LockError::WouldDeadlock`]
+    /// when the calling task already holds this lock; [`LockError::InvalidTarget`],
+    /// [`LockError::UnsafeLockFile`], [`LockError::Io`] for bad paths.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. Dropping the future at any point leaves no lock held, takes
+    /// the task out of the queue, and stops any blocking wait within
+    /// milliseconds.
+    pub fn lock(&self, category: Category, target: impl AsRef<Path>) -> Acquire {
+        self.acquire(category, target)
+    }
+
+    /// Waits for a shared lock on `target`: any number of shared holders, in
+    /// this process and others, but no exclusive one. As [`Locks::lock`]
+    /// otherwise.
+    ///
+    /// A task that already holds this lock, shared or exclusive, gets
+    /// [`LockError::WouldDeadlock`]: the queue is fair, so a writer queued
+    /// between its two requests would wait for it forever.
+    pub fn lock_shared(&self, category: Category, target: impl AsRef<Path>) -> Acquire {
+        self.acquire(category, target).shared()
+    }
+
+    /// One attempt at an exclusive lock that never waits: `Ok(None)` when
+    /// someone else holds it (or is ahead in this process's queue).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; it completes without waiting.
+    pub async fn try_lock(
+        &self,
+        category: Category,
+        target: impl AsRef<Path>,
+    ) -> Result<Option<LockGuard>, LockError> {
+        self.acquire(category, target).try_now().await
+    }
+
+    /// As [`Locks::try_lock`], for a shared lock.
+    pub async fn try_lock_shared(
+        &self,
+        category: Category,
+        target: impl AsRef<Path>,
+    ) -> Result<Option<LockGuard>, LockError> {
+        self.acquire(category, target).shared().try_now().await
+    }
+
+    /// The lock file that guards `target` in `category`.
+    ///
+    /// # Errors
+    ///
+    /// As for locking: empty targets, directories, unresolvable parents.
+    ///
+    /// ```
+    /// use async_filelock::{Category, Locks};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// let a = locks.lock_path(Category::Artifact, dir.path().join("out/../x.pdf"))?;
+    /// let b = locks.lock_path(Category::Artifact, dir.path().join("./x.pdf"))?;
+    /// assert_eq!(a, b);
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
+    pub fn lock_path(
+        &self,
+        category: Category,
+        target: impl AsRef<Path>,
+    ) -> Result<PathBuf, LockError> {
+        let normal = naming::normalize_target(target.as_ref(), Instant::now())?;
+        Ok(self.engine.policy.lock_path(category, &normal))
+    }
+
+    /// The timeout of a category (`None`: wait forever).
+    pub fn timeout(&self, category: Category) -> Option<Duration> {
+        self.engine.policy.timeout(category)
+    }
+
+    /// Counters and wait/hold percentiles per category for this handle, and
+    /// its backend's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.engine.recorder.snapshot(self.engine.backend.metrics())
+    }
+
+
+    /// Takes several locks in the order of law 7 (category, then lock path),
+    /// whatever order they are given in, so two tasks asking for the same
+    /// set can never deadlock. Duplicates are taken once. Each lock waits up
+    /// to its category's timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::lock`]; locks already taken are released on error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future releases the locks taken so far.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// use async_filelock::{Category, Locks};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// let (summary, manifest) = (dir.path().join("summary.json"), dir.path().join("m.jsonl"));
+    /// let set = locks
+    ///     .lock_many([(Category::Summary, &summary), (Category::Manifest, &manifest)])
+    ///     .await?;
+    /// let order: Vec<_> = set.guards().iter().map(|g| g.category()).collect();
+    /// assert_eq!(order, [Category::Manifest, Category::Summary]);
+    /// set.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn lock_many<I, P>(&self, items: I) -> Result<LockSet, LockError>
+    where
+        I: IntoIterator<Item = (Category, P)>,
+        P: AsRef<Path>,
+    {
+        let mut wanted = Vec::new();
+        for (category, target) in items {
+            let lock_path = self.lock_path(category, target.as_ref())?;
+            wanted.push((category, lock_path, target.as_ref().to_path_buf()));
+        }
+        wanted.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        wanted.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        let mut guards = Vec::with_capacity(wanted.len());
+        for (category, _, target) in wanted {
+            guards.push(self.lock(category, target).await?);
+        }
+        Ok(LockSet::new(guards))
+    }
+}
+
+/// Builds a [`Locks`]. Every setting has the default of DESIGN.md.
+///
+/// ```
+/// use async_filelock::{Category, Locks};
+/// use std::time::Duration;
+/// let locks = Locks::builder()
+///     .lock_dir("/tmp/my-run/locks")
+///     .timeout(Category::Sqlite, Duration::from_secs(20))
+///     .wait_forever(Category::Artifact)
+///     .hold_budget(Category::Summary, Duration::from_millis(500))
+///     .remove_on_release(Category::Manifest, true)
+///     .build()?;
+/// assert_eq!(locks.timeout(Category::Artifact), None);
+/// # Ok::<(), async_filelock::LockError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until built"]
+pub struct LocksBuilder {
+    policy: Policy,
+}
+
+impl LocksBuilder {
+    /// Puts every lock file in `dir` (created 0700 on first use).
+    pub fn lock_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.policy.lock_dir = LockDir::Fixed(dir.into());
+        self
+    }
+
+    /// Puts each lock file in a `.locks` directory beside its target (the
+    /// default).
+    pub fn lock_dir_beside_target(mut self) -> Self {
+        self.policy.lock_dir = LockDir::BesideTarget;
+        self
+    }
+
+    /// How long acquisitions of `category` wait by default.
+    pub fn timeout(mut self, category: Category, limit: Duration) -> Self {
+        self.policy.timeouts[category.index()] = Some(limit);
+        self
+    }
+
+    /// Acquisitions of `category` wait as long as it takes.
+    pub fn wait_forever(mut self, category: Category) -> Self {
+        self.policy.timeouts[category.index()] = None;
+        self
+    }
+
+    /// A hold of `category` longer than `budget` logs a warning and counts in
+    /// [`crate::CategoryMetrics::over_budget`].
+    pub fn hold_budget(mut self, category: Category, budget: Duration) -> Self {
+        self.policy.budgets[category.index()] = Some(budget);
+        self
+    }
+
+    /// Whether releasing a lock of `category` removes its lock file.
+    pub fn remove_on_release(mut self, category: Category, remove: bool) -> Self {
+        self.policy.remove_on_release[category.index()] = remove;
+        self
+    }
+
+    /// What to do when a task asks for a lock that comes before one it holds
+    /// in the lock order (default [`OrderCheck::Warn`]).
+    pub fn order_check(mut self, check: OrderCheck) -> Self {
+        self.policy.order_check = check;
+        self
+    }
+
+    /// Permission bits of new lock files (default 0600).
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.policy.file_mode = mode;
+        self
+    }
+
+    /// Permission bits of new lock directories (default 0700).
+    pub fn dir_mode(mut self, mode: u32) -> Self {
+        self.policy.dir_mode = mode;
+        self
+    }
+
+    /// Applies the environment variables over the settings so far.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Config`] naming the variable when a value is invalid.
+    pub fn env(self) -> Result<Self, LockError> {
+        self.env_from(|key| std::env::var_os(key))
+    }
+
+    /// As [`LocksBuilder::env`], reading variables through `lookup` (for
+    /// tests and for configuration systems that are not the process
+    /// environment).
+    ///
+    /// ```
+    /// use async_filelock::{Category, Locks};
+    /// let locks = Locks::builder()
+    ///     .env_from(|key| match key {
+    ///         "ASYNC_FILELOCK_TIMEOUT_SQLITE" => Some("inf".into()),
+    ///         "ASYNC_FILELOCK_TIMEOUT_SUMMARY" => Some("0.25".into()),
+    ///         _ => None,
+    ///     })?
+    ///     .build()?;
+    /// assert_eq!(locks.timeout(Category::Sqlite), None);
+    /// assert_eq!(locks.timeout(Category::Summary).unwrap().as_millis(), 250);
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`LocksBuilder::env`].
+    pub fn env_from(
+        mut self,
+        lookup: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, LockError> {
+        env::apply(&mut self.policy, lookup)?;
+        Ok(self)
+    }
+
+    /// Builds the handle.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Config`] when the lock dir exists and is not a directory,
+    /// or the current directory is needed to make it absolute and is gone.
+    pub fn build(mut self) -> Result<Locks, LockError> {
+        self.policy.resolve_lock_dir()?;
+        Ok(Locks {
+            engine: Arc::new(Engine {
+                policy: self.policy,
+                backend: Arc::new(OsBackend),
+                recorder: Arc::new(Recorder::new()),
+            }),
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! Lock order (law 7): Artifact, then Manifest, Telemetry, Sqlite, Summary;
+//! within a category, by lock path. Taking locks in one global order rules
+//! out deadlocks between tasks and processes.
+//!
+//! [`crate::Locks::lock_many`] sorts for the caller. Nested acquisitions
+//! made one at a time are checked against what the asking task (or
+//! `block_on` thread) already holds, per [`OrderCheck`]. Tries are not
+//! checked: they cannot wait, so they cannot deadlock.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use rustc_hash::FxHashMap;
+
+use super::owner::Owner;
+use crate::category::Category;
+
+/// What to do when a task asks for a lock that comes before one it holds.
+///
+/// ```
+/// use async_filelock::{Locks, OrderCheck};
+/// let locks = Locks::builder().order_check(OrderCheck::Error).build()?;
+/// # Ok::<(), async_filelock::LockError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OrderCheck {
+    /// Refuse with [`crate::LockError::OrderViolation`].
+    Error,
+    /// Log a warning, count it in the metrics, and go on (the default, so
+    /// that existing callers keep working while they are fixed).
+    #[default]
+    Warn,
+    /// Do not track held locks at all.
+    Off,
+}
+
+type Held = FxHashMap<Owner, Vec<(Category, Arc<Path>)>>;
+
+static HELD: LazyLock<Mutex<Held>> = LazyLock::new(|| Mutex::new(FxHashMap::default()));
+
+fn held() -> MutexGuard<'static, Held> {
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The latest lock `owner` holds that comes after `(category, lock_path)`.
+pub(crate) fn later_held(
+    owner: Owner,
+    category: Category,
+    lock_path: &Path,
+) -> Option<(Category, PathBuf)> {
+    let held = held();
+    held.get(&owner)?
+        .iter()
+        .filter(|(c, p)| (*c, &**p) > (category, lock_path))
+        .max()
+        .map(|(c, p)| (*c, p.to_path_buf()))
+}
+
+pub(crate) fn record(owner: Owner, category: Category, lock_path: &Arc<Path>) {
+    held()
+        .entry(owner)
+        .or_default()
+        .push((category, Arc::clone(lock_path)));
+}
+
+pub(crate) fn forget(owner: Owner, category: Category, lock_path: &Path) {
+    let mut held = held();
+    if let Some(list) = held.get_mut(&owner) {
+        if let Some(i) = list
+            .iter()
+            .position(|(c, p)| *c == category && &**p == lock_path)
+        {
+            list.swap_remove(i);
+        }
+        if list.is_empty() {
+            held.remove(&owner);
+        }
+    }
+}

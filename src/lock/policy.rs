@@ -1,0 +1,107 @@
+//! [`Policy`]: what a [`crate::Locks`] handle decides per category: where
+//! lock files go, how long to wait, hold budgets, removal on release,
+//! permissions and the lock-order check.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::naming::{self, NormalTarget};
+use super::order::OrderCheck;
+use crate::category::Category;
+
+/// Name of the lock directory placed beside targets by default.
+pub const BESIDE_TARGET_DIR: &str = ".locks";
+
+/// Where lock files go.
+#[derive(Debug, Clone)]
+pub(crate) enum LockDir {
+    /// `<target's directory>/.locks`: processes agree with no configuration.
+    BesideTarget,
+    /// One absolute directory for every target.
+    Fixed(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    pub lock_dir: LockDir,
+    pub timeouts: [Option<Duration>; 5],
+    pub budgets: [Option<Duration>; 5],
+    pub remove_on_release: [bool; 5],
+    pub file_mode: u32,
+    pub dir_mode: u32,
+    pub order_check: OrderCheck,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            lock_dir: LockDir::BesideTarget,
+            timeouts: Category::ALL.map(|c| Some(c.default_timeout())),
+            // A hold longer than what waiters are willing to wait makes them
+            // time out: that is the budget worth warning about.
+            budgets: Category::ALL.map(|c| Some(c.default_timeout())),
+            remove_on_release: Category::ALL.map(Category::default_remove_on_release),
+            file_mode: 0o600,
+            dir_mode: 0o700,
+            order_check: OrderCheck::default(),
+        }
+    }
+}
+
+impl Policy {
+    pub fn timeout(&self, c: Category) -> Option<Duration> {
+        self.timeouts[c.index()]
+    }
+
+    pub fn budget(&self, c: Category) -> Option<Duration> {
+        self.budgets[c.index()]
+    }
+
+    pub fn remove_on_release(&self, c: Category) -> bool {
+        self.remove_on_release[c.index()]
+    }
+
+    pub fn lock_dir_is_fixed(&self) -> bool {
+        matches!(self.lock_dir, LockDir::Fixed(_))
+    }
+
+    pub fn lock_path(&self, category: Category, target: &NormalTarget) -> PathBuf {
+        let name = naming::lock_file_name(category, target);
+        match &self.lock_dir {
+            LockDir::BesideTarget => target.parent().join(BESIDE_TARGET_DIR).join(name),
+            LockDir::Fixed(dir) => dir.join(name),
+        }
+    }
+
+    /// The lock dir made absolute, refused if it names something that is
+    /// not a directory.
+    pub fn resolve_lock_dir(&mut self) -> Result<(), crate::error::LockError> {
+        use crate::error::LockError;
+        let LockDir::Fixed(dir) = &self.lock_dir else {
+            return Ok(());
+        };
+        if dir.as_os_str().is_empty() {
+            return Err(LockError::Config {
+                key: "lock dir".into(),
+                reason: "is empty; give a directory".into(),
+            });
+        }
+        let absolute = if dir.is_absolute() {
+            dir.clone()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| LockError::io("read current directory for lock dir", dir, e))?
+                .join(dir)
+        };
+        if let Ok(meta) = std::fs::metadata(&absolute)
+            && !meta.is_dir()
+        {
+            return Err(LockError::Config {
+                key: format!("lock dir {}", absolute.display()),
+                reason: "exists and is not a directory; choose another lock dir".into(),
+            });
+        }
+        self.lock_dir = LockDir::Fixed(absolute);
+        Ok(())
+    }
+}

@@ -1,0 +1,35 @@
+//! [`SharedHeld`]: the one OS shared lock that all shared holders of a lock
+//! path in this process use (law 5). The last holder to let go releases it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::backend::HeldLock;
+
+#[derive(Debug)]
+pub(crate) struct SharedHeld {
+    os: Mutex<Option<Box<dyn HeldLock>>>,
+    remove_on_release: bool,
+    lock_path: Arc<Path>,
+}
+
+impl SharedHeld {
+    pub fn new(os: Box<dyn HeldLock>, remove_on_release: bool, lock_path: Arc<Path>) -> Self {
+        SharedHeld {
+            os: Mutex::new(Some(os)),
+            remove_on_release,
+            lock_path,
+        }
+    }
+}
+
+impl Drop for SharedHeld {
+    fn drop(&mut self) {
+        // Reached only from a guard's release, which runs where blocking is
+        // allowed whenever `remove_on_release` may make this block.
+        let os = self.os.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(Err(e)) = os.map(|os| os.release(self.remove_on_release)) {
+            tracing::warn!(lock_path = %self.lock_path.display(), error = %e, "releasing shared lock");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! [`ArtifactWriterBuilder`]: the options of an artifact write, taking the
+//! artifact lock, and the decision made under it: write, already present,
+//! or busy. Also the constructors of [`ArtifactWriter`], which all start
+//! here.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::prepare::{self, Expect, PartFile, PartOptions, parse_sha256, part_path};
+use super::writer::{ArtifactWriter, ProgressFn, clean_up_from_drop, remove_part_then_release};
+use super::{Artifact, Leftover, OnBusy, PresentReport, Progress};
+use crate::category::Category;
+use crate::error::LockError;
+use crate::lock::{LockGuard, Locks};
+
+/// Options of an [`ArtifactWriter`]; from [`ArtifactWriter::builder`].
+#[must_use = "a builder does nothing until opened"]
+pub struct ArtifactWriterBuilder {
+    target: PathBuf,
+    locks: Option<Locks>,
+    expected_len: Option<u64>,
+    expected_sha256: Option<[u8; 32]>,
+    compute_sha256: bool,
+    on_busy: OnBusy,
+    leftover: Leftover,
+    verify_existing: bool,
+    replace_existing: bool,
+    preallocate: bool,
+    progress: Option<ProgressFn>,
+}
+
+impl fmt::Debug for ArtifactWriterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArtifactWriterBuilder")
+            .field("target", &self.target)
+            .field("expected_len", &self.expected_len)
+            .field("on_busy", &self.on_busy)
+            .field("leftover", &self.leftover)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArtifactWriterBuilder {
+    /// The handle to lock with: the one given, else the default.
+    fn handle(&self) -> Result<Locks, LockError> {
+        match &self.locks {
+            Some(locks) => Ok(locks.clone()),
+            None => Locks::global(),
+        }
+    }
+
+    /// The handle whose artifact lock is taken (default [`Locks::global`]).
+    pub fn locks(mut self, locks: Locks) -> Self {
+        self.locks = Some(locks);
+        self
+    }
+
+    /// The artifact's length: checked at commit, used to check free space
+    /// and preallocate before writing.
+    pub fn expected_len(mut self, len: u64) -> Self {
+        self.expected_len = Some(len);
+        self
+    }
+
+    /// The artifact's SHA-256 (64 hex digits): checked at commit.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Config`] if `hex` is not 64 hex digits.
+    pub fn expected_sha256(mut self, hex: &str) -> Result<Self, LockError> {
+        self.expected_sha256 = Some(parse_sha256(hex)?);
+        Ok(self)
+    }
+
+    /// Compute the SHA-256 and report it at commit, even if none is expected.
+    pub fn compute_sha256(mut self) -> Self {
+        self.compute_sha256 = true;
+        self
+    }
+
+    /// What to do when another holder has the lock.
+    pub fn on_busy(mut self, on_busy: OnBusy) -> Self {
+        self.on_busy = on_busy;
+        self
+    }
+
+    /// What to do with a leftover `.part`.
+    pub fn leftover(mut self, leftover: Leftover) -> Self {
+        self.leftover = leftover;
+        self
+    }
+
+    /// Check an existing target against the expected length and digest; if
+    /// it fails, it is written anew instead of reported present.
+    pub fn verify_existing(mut self) -> Self {
+        self.verify_existing = true;
+        self
+    }
+
+    /// Write even if the target exists, replacing it at commit.
+    pub fn replace_existing(mut self) -> Self {
+        self.replace_existing = true;
+        self
+    }
+
+    /// Whether to reserve the expected length on disk first (default on).
+    pub fn preallocate(mut self, on: bool) -> Self {
+        self.preallocate = on;
+        self
+    }
+
+    /// Called after every write with the bytes so far and the total if known.
+    pub fn progress(mut self, f: impl FnMut(Progress) + Send + 'static) -> Self {
+        self.progress = Some(Box::new(f));
+        self
+    }
+
+    /// Takes the artifact lock and decides: write, already present, or busy.
+    ///
+    /// # Errors
+    ///
+    /// Lock errors as [`Locks::lock`]; [`LockError::InsufficientSpace`] when
+    /// the expected length does not fit; I/O errors naming the `.part`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future releases whatever it took.
+    pub async fn open(self) -> Result<Artifact, LockError> {
+        let locks = self.handle()?;
+        let guard = match self.on_busy {
+            OnBusy::Wait => locks.lock(Category::Artifact, &self.target).await?,
+            OnBusy::Skip => match locks.try_lock(Category::Artifact, &self.target).await? {
+                Some(guard) => guard,
+                None => return Ok(Artifact::Busy),
+            },
+        };
+        self.open_with(guard).await
+    }
+
+    async fn open_with(self, guard: LockGuard) -> Result<Artifact, LockError> {
+        let target = guard.target().to_path_buf();
+        let waited = guard.waited();
+        let (check_present, verify, opts) = (!self.replace_existing, self.verify_existing, self.part_options());
+        let opened = crate::blocking::run("prepare .part for", &target, {
+            let target = target.clone();
+            move || {
+                if check_present
+                    && let Some(present) = prepare::present(&target, &opts.expect, verify)?
+                {
+                    return Ok(Err((present, guard)));
+                }
+                Prepping::new(&target, &opts, guard).map(Ok)
+            }
+        })
+        .await?;
+        match opened {
+            Ok(prepping) => Ok(Artifact::Write(prepping.into_writer(opts.expect, self.progress))),
+            Err((present, guard)) => {
+                drop(guard);
+                Ok(Artifact::AlreadyPresent(PresentReport {
+                    path: target,
+                    bytes: present.bytes,
+                    verified: present.verified,
+                    waited,
+                }))
+            }
+        }
+    }
+
+    /// Prepares a fresh (or resumed) `.part` under `guard`, whatever is at
+    /// the target: for [`ArtifactWriter::create`] and
+    /// [`ArtifactWriter::from_guard`].
+    async fn write_under(self, guard: LockGuard) -> Result<ArtifactWriter, LockError> {
+        let target = guard.target().to_path_buf();
+        let opts = self.part_options();
+        let prepping = crate::blocking::run("prepare .part for", &target, {
+            let target = target.clone();
+            move || Prepping::new(&target, &opts, guard)
+        })
+        .await?;
+        Ok(prepping.into_writer(opts.expect, self.progress))
+    }
+
+    fn part_options(&self) -> PartOptions {
+        PartOptions {
+            expect: Expect {
+                len: self.expected_len,
+                sha256: self.expected_sha256,
+            },
+            leftover: self.leftover,
+            preallocate: self.preallocate,
+            hashing: self.compute_sha256 || self.expected_sha256.is_some(),
+        }
+    }
+}
+
+/// A prepared `.part` and its lock, on the way from the blocking pool to
+/// the writer. The guard travels with the work: if the `open` future is
+/// dropped while the `.part` is being prepared, this is dropped on the
+/// blocking pool, which removes the `.part` before letting go of the lock,
+/// instead of leaving it behind unlocked.
+struct Prepping {
+    part: PathBuf,
+    file: Option<PartFile>,
+    guard: Option<LockGuard>,
+}
+
+impl Prepping {
+    fn new(target: &Path, opts: &PartOptions, guard: LockGuard) -> Result<Self, LockError> {
+        Ok(Prepping {
+            part: part_path(target),
+            file: Some(prepare::prepare_part(target, opts)?),
+            guard: Some(guard),
+        })
+    }
+
+    fn into_writer(mut self, expect: Expect, progress: Option<ProgressFn>) -> ArtifactWriter {
+        let (Some(file), Some(guard)) = (self.file.take(), self.guard.take()) else {
+            unreachable!("a Prepping is taken apart once, here")
+        };
+        ArtifactWriter::new(guard, file, expect, progress)
+    }
+}
+
+impl Drop for Prepping {
+    fn drop(&mut self) {
+        let guard = self.guard.take();
+        if let Some(file) = self.file.take() {
+            drop(file);
+            let part = std::mem::take(&mut self.part);
+            clean_up_from_drop(move || remove_part_then_release(&part, guard));
+        }
+    }
+}
+
+
+
+impl ArtifactWriter {
+    /// Options for writing `target`.
+    pub fn builder(target: impl AsRef<Path>) -> ArtifactWriterBuilder {
+        ArtifactWriterBuilder {
+            target: target.as_ref().to_path_buf(),
+            locks: None,
+            expected_len: None,
+            expected_sha256: None,
+            compute_sha256: false,
+            on_busy: OnBusy::Wait,
+            leftover: Leftover::Discard,
+            verify_existing: false,
+            replace_existing: false,
+            preallocate: true,
+            progress: None,
+        }
+    }
+
+    /// Takes the artifact lock on `target` from the default [`Locks`] and
+    /// opens a fresh `<target>.part`; the commit replaces the target if it
+    /// exists. For "skip if present" and the other options, use
+    /// [`ArtifactWriter::builder`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactWriterBuilder::open`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future releases whatever it took.
+    pub async fn create(target: impl AsRef<Path>) -> Result<ArtifactWriter, LockError> {
+        let builder = ArtifactWriter::builder(target);
+        let locks = builder.handle()?;
+        let guard = locks.lock(Category::Artifact, &builder.target).await?;
+        builder.write_under(guard).await
+    }
+
+    /// As [`ArtifactWriter::create`], with an artifact lock the caller
+    /// already holds.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidTarget`] if `guard` is not an exclusive artifact
+    /// lock; otherwise as [`ArtifactWriterBuilder::open`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future releases the guard and removes any `.part` it opened.
+    pub async fn from_guard(guard: LockGuard) -> Result<ArtifactWriter, LockError> {
+        if guard.category() != Category::Artifact || guard.mode().is_shared() {
+            return Err(LockError::invalid_target(
+                guard.target(),
+                "an artifact writer needs an exclusive artifact lock",
+            ));
+        }
+        ArtifactWriter::builder(guard.target())
+            .write_under(guard)
+            .await
+    }
+}

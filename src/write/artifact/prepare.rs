@@ -1,0 +1,221 @@
+//! The blocking work under the artifact lock before any byte is written:
+//! is the target there already, what becomes of a leftover `.part`, is there
+//! room, and the `.part` itself.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::Leftover;
+use crate::error::LockError;
+
+/// What the finished artifact must be, checked at commit.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Expect {
+    pub len: Option<u64>,
+    pub sha256: Option<[u8; 32]>,
+}
+
+
+/// `<target>.part`.
+pub(super) fn part_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    target.with_file_name(name)
+}
+
+/// Blocking, under the lock: whether the target is already there (and,
+/// with `verify`, matches the expectations; a mismatch is written anew).
+pub(super) fn present(
+    target: &Path,
+    expect: &Expect,
+    verify: bool,
+) -> Result<Option<Present>, LockError> {
+    match std::fs::metadata(target) {
+        Ok(meta) if meta.is_file() => {
+            if !verify {
+                return Ok(Some(Present {
+                    bytes: meta.len(),
+                    verified: false,
+                }));
+            }
+            if matches_expectations(target, meta.len(), expect)? {
+                return Ok(Some(Present {
+                    bytes: meta.len(),
+                    verified: true,
+                }));
+            }
+            tracing::warn!(target = %target.display(), "existing artifact fails verification; writing it anew");
+            Ok(None)
+        }
+        Ok(_) => Err(LockError::invalid_target(
+            target,
+            "it is not a regular file",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LockError::io("inspect", target, e)),
+    }
+}
+
+/// The target as found under the lock.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Present {
+    pub bytes: u64,
+    pub verified: bool,
+}
+
+/// How to prepare the `.part`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PartOptions {
+    pub expect: Expect,
+    pub leftover: Leftover,
+    pub preallocate: bool,
+    pub hashing: bool,
+}
+
+/// A `.part` open for writing, positioned after any resumed bytes.
+#[derive(Debug)]
+pub(super) struct PartFile {
+    pub file: std::fs::File,
+    pub resumed: u64,
+    pub hasher: Option<Sha256>,
+}
+
+/// Blocking, under the lock: a leftover `.part` (resumed or removed), free
+/// space, and the `.part` opened for writing.
+pub(super) fn prepare_part(target: &Path, opts: &PartOptions) -> Result<PartFile, LockError> {
+    let (expect, leftover, prealloc, hashing) =
+        (&opts.expect, opts.leftover, opts.preallocate, opts.hashing);
+    let part = part_path(target);
+    let mut resumed = 0;
+    if leftover == Leftover::Resume
+        && let Ok(meta) = std::fs::metadata(&part)
+        && meta.is_file()
+        && expect.len.is_none_or(|len| meta.len() <= len)
+    {
+        resumed = meta.len();
+    }
+    if resumed == 0 {
+        remove_if_exists(&part).map_err(|e| LockError::io("remove leftover", &part, e))?;
+    } else {
+        tracing::info!(part = %part.display(), bytes = resumed, "resuming a leftover .part");
+    }
+    if let Some(len) = expect.len {
+        let needed = len.saturating_sub(resumed);
+        let dir = target.parent().unwrap_or(Path::new("/"));
+        let available =
+            fs4::available_space(dir).map_err(|e| LockError::io("check free space in", dir, e))?;
+        if available < needed {
+            return Err(LockError::InsufficientSpace {
+                path: target.to_path_buf(),
+                needed,
+                available,
+            });
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                LockError::invalid_target(target, "its directory does not exist")
+            }
+            _ => LockError::io("open", &part, e),
+        })?;
+    let hasher = if hashing {
+        let mut h = Sha256::new();
+        if resumed > 0 {
+            io::copy(&mut io::Read::take(&file, resumed), &mut HashWriter(&mut h))
+                .map_err(|e| LockError::io("hash resumed bytes of", &part, e))?;
+        }
+        Some(h)
+    } else {
+        None
+    };
+    io::Seek::seek(&mut file, io::SeekFrom::Start(resumed))
+        .map_err(|e| LockError::io("seek", &part, e))?;
+    if prealloc && let Some(len) = expect.len {
+        crate::sys::reserve(&file, len);
+    }
+    Ok(PartFile {
+        file,
+        resumed,
+        hasher,
+    })
+}
+
+fn matches_expectations(target: &Path, len: u64, expect: &Expect) -> Result<bool, LockError> {
+    if expect.len.is_some_and(|want| want != len) {
+        return Ok(false);
+    }
+    if let Some(want) = expect.sha256 {
+        let mut h = Sha256::new();
+        let mut f = std::fs::File::open(target).map_err(|e| LockError::io("open", target, e))?;
+        io::copy(&mut f, &mut HashWriter(&mut h)).map_err(|e| LockError::io("hash", target, e))?;
+        let got: [u8; 32] = h.finalize().into();
+        return Ok(got == want);
+    }
+    Ok(true)
+}
+
+/// Feeds `io::copy` into a hasher: digest 0.11 deliberately implements no
+/// `io::Write` for its hashers.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(super) fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+pub(super) fn parse_sha256(hex_digest: &str) -> Result<[u8; 32], LockError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digest.trim(), &mut out).map_err(|e| LockError::Config {
+        key: "expected_sha256".into(),
+        reason: format!("{hex_digest:?} is not 64 hex digits: {e}"),
+    })?;
+    Ok(out)
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_hex_round_trips_and_rejects_garbage() {
+        let digest: [u8; 32] = Sha256::digest(b"abc").into();
+        let text = hex(&digest);
+        assert_eq!(
+            text,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(parse_sha256(&text).unwrap(), digest);
+        assert!(parse_sha256("xyz").is_err());
+        assert!(parse_sha256(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn part_path_sits_beside_the_target() {
+        assert_eq!(part_path(Path::new("/a/b.pdf")), Path::new("/a/b.pdf.part"));
+    }
+}

@@ -1,0 +1,325 @@
+//! The sink's file, under its lock: is it still the current file (another
+//! process may have rotated it), a torn last line left by a crash, the
+//! write of a batch, fsync, and rotation by rename.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::{FsyncPolicy, Rotation, SinkStats};
+use crate::error::LockError;
+use crate::write::commit::sync_dir;
+
+/// Locks a mutex whose data stays consistent however a holder panicked
+/// (plain values replaced whole): poisoning is ignored.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// State the commit closure (on the blocking pool) needs.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub path: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub rotation: Rotation,
+    pub file: Mutex<Option<OpenFile>>,
+    pub stats: Mutex<SinkStats>,
+}
+
+/// The open current file and what this process knows of it.
+#[derive(Debug)]
+pub(super) struct OpenFile {
+    file: File,
+    dev: u64,
+    ino: u64,
+    /// Size and record count as of our last look.
+    size: u64,
+    records: u64,
+    last_sync: Instant,
+}
+
+impl Shared {
+    /// Under the lock: makes sure `file` is the current file (another
+    /// process may have rotated it), repairs a torn tail, and returns it.
+    pub(super) fn prepare(&self) -> Result<MutexGuard<'_, Option<OpenFile>>, LockError> {
+        let path = &self.path;
+        let mut slot = lock(&self.file);
+        let at_path = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(LockError::invalid_target(path, "it is a directory"));
+            }
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(LockError::io("inspect", path, e)),
+        };
+        // The file at the path is ours: its size is in hand. Otherwise it
+        // was rotated (or removed) since: open the current one.
+        let (size, fresh) = match (&*slot, &at_path) {
+            (Some(f), Some(meta)) if f.dev == meta.dev() && f.ino == meta.ino() => {
+                (meta.len(), false)
+            }
+            _ => {
+                let opened = open_current(path, self.rotation.max_records.is_some())?;
+                let size = opened.size;
+                *slot = Some(opened);
+                (size, true)
+            }
+        };
+        let Some(open) = slot.as_mut() else {
+            return Err(LockError::io("open", path, io::Error::other("no file")));
+        };
+        // Only a file someone else wrote since our last look can end torn:
+        // our own writes end with a newline or fail (and leave the size
+        // differing from the one we keep).
+        let unseen = fresh || size != open.size;
+        if size != open.size {
+            // Others appended (whole lines, under the lock) since we looked.
+            // Their lines are counted only if a record limit needs the count:
+            // reading them back would cost every commit as much as writing.
+            if self.rotation.max_records.is_some() {
+                let from = if size < open.size { 0 } else { open.size };
+                let seen = if size < open.size { 0 } else { open.records };
+                open.records = seen
+                    + count_lines(&open.file, from, size)
+                        .map_err(|e| LockError::io("read", path, e))?;
+            }
+            open.size = size;
+        }
+        let torn = if unseen {
+            repair_torn_tail(&open.file, open.size).map_err(|e| LockError::io("repair", path, e))?
+        } else {
+            None
+        };
+        if let Some(cut) = torn {
+            tracing::warn!(path = %path.display(), offset = cut.0, bytes = cut.1, "cut off a torn last line left by a crash");
+            open.size = cut.0;
+            let mut stats = lock(&self.stats);
+            stats.torn_tails_repaired += 1;
+            stats.torn_bytes_cut += cut.1;
+            stats.last_torn_offset = Some(cut.0);
+        }
+        Ok(slot)
+    }
+
+    /// Under the lock: writes the chunks (each whole lines), rotating where
+    /// a limit would be crossed.
+    pub(super) fn write_batch(&self, chunks: &[(Vec<u8>, u64)]) -> Result<(), LockError> {
+        let path = &self.path;
+        let mut slot = self.prepare()?;
+        let mut rest = chunks;
+        while !rest.is_empty() {
+            let Some(open) = slot.as_mut() else {
+                return Err(LockError::io("open", path, io::Error::other("no file")));
+            };
+            let fit = self.fitting(open, rest);
+            if fit == 0 {
+                // Not even one more record fits in a non-empty file.
+                self.rotate(&mut slot)?;
+                continue;
+            }
+            let (now, later) = rest.split_at(fit);
+            let mut bytes = Vec::with_capacity(now.iter().map(|(b, _)| b.len()).sum());
+            for (chunk, _) in now {
+                bytes.extend_from_slice(chunk);
+            }
+            let records: u64 = now.iter().map(|(_, r)| r).sum();
+            (&open.file)
+                .write_all(&bytes)
+                .map_err(|e| LockError::io("append to", path, e))?;
+            open.size += bytes.len() as u64;
+            open.records += records;
+            let fsynced = self.maybe_sync(open)?;
+            let mut stats = lock(&self.stats);
+            stats.records += records;
+            stats.bytes += bytes.len() as u64;
+            stats.commits += 1;
+            stats.fsyncs += u64::from(fsynced);
+            rest = later;
+        }
+        Ok(())
+    }
+
+    /// How many of `chunks` go into the current file before a limit; at
+    /// least one if the file is empty.
+    fn fitting(&self, open: &OpenFile, chunks: &[(Vec<u8>, u64)]) -> usize {
+        let (mut size, mut records) = (open.size, open.records);
+        let mut n = 0;
+        for (bytes, count) in chunks {
+            let over_bytes = self
+                .rotation
+                .max_bytes
+                .is_some_and(|m| size + bytes.len() as u64 > m);
+            let over_records = self
+                .rotation
+                .max_records
+                .is_some_and(|m| records + count > m);
+            if (over_bytes || over_records) && (size > 0 || n > 0) {
+                break;
+            }
+            size += bytes.len() as u64;
+            records += count;
+            n += 1;
+        }
+        n
+    }
+
+    fn maybe_sync(&self, open: &mut OpenFile) -> Result<bool, LockError> {
+        let due = match self.fsync {
+            FsyncPolicy::Never => false,
+            FsyncPolicy::EveryCommit => true,
+            FsyncPolicy::AtMostEvery(d) => open.last_sync.elapsed() >= d,
+        };
+        if due {
+            open.file
+                .sync_data()
+                .map_err(|e| LockError::io("fsync", &self.path, e))?;
+            open.last_sync = Instant::now();
+        }
+        Ok(due)
+    }
+
+    /// `name.jsonl` → `name.NNNN.jsonl` (next free number), then a fresh file.
+    fn rotate(&self, slot: &mut MutexGuard<'_, Option<OpenFile>>) -> Result<(), LockError> {
+        let path = &self.path;
+        if let Some(open) = slot.as_ref() {
+            open.file
+                .sync_data()
+                .map_err(|e| LockError::io("fsync before rotating", path, e))?;
+        }
+        let to = rotated_path(path, next_rotation_number(path)?);
+        std::fs::rename(path, &to).map_err(|e| LockError::io("rotate (rename)", path, e))?;
+        **slot = Some(open_current(path, self.rotation.max_records.is_some())?);
+        sync_dir(path.parent().unwrap_or(Path::new("/")))?;
+        lock(&self.stats).rotations += 1;
+        tracing::info!(path = %path.display(), to = %to.display(), "rotated");
+        Ok(())
+    }
+}
+
+fn open_current(path: &Path, count_records: bool) -> Result<OpenFile, LockError> {
+    let file = OpenOptions::new()
+        .append(true)
+        .read(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EISDIR) => LockError::invalid_target(path, "it is a directory"),
+            _ => LockError::io("open for appending", path, e),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| LockError::io("inspect", path, e))?;
+    let records = if count_records {
+        count_lines(&file, 0, meta.len()).map_err(|e| LockError::io("read", path, e))?
+    } else {
+        0
+    };
+    Ok(OpenFile {
+        file,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.len(),
+        records,
+        last_sync: Instant::now(),
+    })
+}
+
+/// Newlines in `file[from..to]`.
+fn count_lines(file: &File, from: u64, to: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut at, mut n) = (from, 0u64);
+    while at < to {
+        let want = ((to - at) as usize).min(buf.len());
+        let got = file.read_at(&mut buf[..want], at)?;
+        if got == 0 {
+            break;
+        }
+        n += buf[..got].iter().filter(|&&b| b == b'\n').count() as u64;
+        at += got as u64;
+    }
+    Ok(n)
+}
+
+/// If the file does not end with a newline, cuts it back to just after the
+/// last one; returns (offset, bytes cut).
+fn repair_torn_tail(file: &File, size: u64) -> io::Result<Option<(u64, u64)>> {
+    if size == 0 {
+        return Ok(None);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, size - 1)?;
+    if last[0] == b'\n' {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = size;
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    file.set_len(keep)?;
+    file.sync_data()?;
+    Ok(Some((keep, size - keep)))
+}
+
+/// `dir/name.0007.jsonl` for `dir/name.jsonl` and 7.
+pub(crate) fn rotated_path(path: &Path, n: u64) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{n:04}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{n:04}"),
+    };
+    path.with_file_name(name)
+}
+
+/// The rotation numbers present for `path`, sorted.
+pub(crate) fn rotation_numbers(path: &Path) -> Result<Vec<u64>, LockError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let mut numbers = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| LockError::io("list directory", dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(middle) = name
+            .strip_prefix(stem.as_str())
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.strip_suffix(ext.as_str()))
+        else {
+            continue;
+        };
+        if middle.len() >= 4
+            && middle.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(n) = middle.parse::<u64>()
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+fn next_rotation_number(path: &Path) -> Result<u64, LockError> {
+    Ok(rotation_numbers(path)?.last().map_or(1, |n| n + 1))
+}

@@ -1,0 +1,75 @@
+//! JSONL files shared by many tasks and processes: [`JsonlSink`] appends
+//! whole lines with group commit, rotation by rename and torn-tail repair;
+//! [`JsonlReader`] reads them back, rotations first.
+//!
+//! Every write happens under the sink's lock (manifest or telemetry), in
+//! append mode, as one `write` of whole lines. Appends from many tasks of a
+//! process are group-committed: while one batch is being written, later
+//! records queue and go out together in the next write, under one lock hold
+//! and one fsync. One committer per sink does the commits, on the blocking
+//! pool, taking the lock there so that it is held only for the write.
+//!
+//! * [`sink`]: the public sink and its builder; appends queue records.
+//! * [`queue`]: what appenders and the committer share.
+//! * [`committer`]: takes the lock and writes what is queued, batch by batch.
+//! * [`file`]: the file under the lock: current-file checks, torn-tail
+//!   repair, writes, fsync, rotation.
+//! * [`reader`]: reading back.
+
+use std::time::Duration;
+
+mod committer;
+mod file;
+mod queue;
+mod reader;
+mod sink;
+
+pub use reader::JsonlReader;
+pub use sink::{JsonlSink, JsonlSinkBuilder};
+
+/// When a commit reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FsyncPolicy {
+    /// Never fsync: the OS writes back when it likes. Lines are still whole
+    /// and ordered; a power cut may lose the latest ones.
+    Never,
+    /// fsync every commit (one per group of records): `append` returns when
+    /// the record is on disk.
+    EveryCommit,
+    /// fsync a commit only if the last fsync is older than this.
+    AtMostEvery(Duration),
+}
+
+/// When the current file is rotated (`name.jsonl` → `name.0001.jsonl`, …).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rotation {
+    /// Rotate before the file would exceed this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Rotate before the file would exceed this many records.
+    pub max_records: Option<u64>,
+}
+
+/// What a sink has done, for operators and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SinkStats {
+    /// Records written.
+    pub records: u64,
+    /// Writes (one per group commit).
+    pub commits: u64,
+    /// fsyncs of the file.
+    pub fsyncs: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Rotations this sink made.
+    pub rotations: u64,
+    /// Torn last lines (left by a crash mid-write) found and cut off.
+    pub torn_tails_repaired: u64,
+    /// Bytes cut off with them.
+    pub torn_bytes_cut: u64,
+    /// Byte offset where the last torn line began.
+    pub last_torn_offset: Option<u64>,
+}
+

@@ -1,0 +1,60 @@
+//! What the appenders of a sink and its committer share: the queue of
+//! records waiting for a commit, and the committer's state.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::file::Shared;
+use crate::category::Category;
+use crate::error::LockError;
+use crate::lock::Locks;
+
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub locks: Locks,
+    pub category: Category,
+    pub path: PathBuf,
+    pub shared: Arc<Shared>,
+    pub pending: Mutex<Pending>,
+    /// Told when the committer finds nothing left to do.
+    pub idle: Notify,
+    /// Wakes a lingering committer when a record is queued.
+    pub more: std::sync::Condvar,
+    pub permits: Semaphore,
+    pub max_pending: usize,
+    pub closed: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    pub next_id: u64,
+    pub queue: VecDeque<Entry>,
+    /// Whether a committer task is running; it takes everything queued,
+    /// batch after batch, until the queue is empty.
+    pub committing: bool,
+    /// Whether the committer is waiting on `Inner::more` for records.
+    pub lingering: bool,
+    /// The committer's lock wait: cancelled when the last queued record is
+    /// withdrawn, so that a wait nobody needs any more (every append
+    /// dropped, as at runtime shutdown) ends at once instead of holding a
+    /// blocking-pool thread, and the runtime's shutdown, until the lock is
+    /// granted.
+    pub waiting: Option<CancellationToken>,
+    /// Commits finished, and the error of the latest if it failed: `close`
+    /// reports a failure of the commits that ran while it waited.
+    pub rounds: u64,
+    pub last_error: Option<LockError>,
+}
+
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub id: u64,
+    pub lines: Vec<u8>,
+    pub records: u64,
+    pub done: oneshot::Sender<Result<(), LockError>>,
+}

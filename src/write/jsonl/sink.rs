@@ -1,0 +1,339 @@
+//! [`JsonlSink`] and its builder: appends serialise and queue records; the
+//! committer writes them.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore, oneshot};
+
+use super::committer::run_committer;
+use super::file::Shared;
+use super::file::lock;
+use super::queue::{Entry, Inner, Pending};
+use super::{FsyncPolicy, Rotation, SinkStats};
+use crate::category::Category;
+use crate::error::LockError;
+use crate::lock::Locks;
+use crate::write::commit::with_guard;
+
+/// Options of a [`JsonlSink`]; from [`JsonlSink::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until opened"]
+pub struct JsonlSinkBuilder {
+    path: PathBuf,
+    category: Category,
+    fsync: FsyncPolicy,
+    rotation: Rotation,
+    locks: Option<Locks>,
+    max_pending: usize,
+}
+
+impl JsonlSinkBuilder {
+    /// The lock category: [`Category::Manifest`] (default) or
+    /// [`Category::Telemetry`].
+    pub fn category(mut self, category: Category) -> Self {
+        self.category = category;
+        self
+    }
+
+    /// When commits are fsynced (default [`FsyncPolicy::EveryCommit`]).
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// Rotate before the file exceeds `bytes`.
+    pub fn rotate_bytes(mut self, bytes: u64) -> Self {
+        self.rotation.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Rotate before the file exceeds `records` lines.
+    pub fn rotate_records(mut self, records: u64) -> Self {
+        self.rotation.max_records = Some(records);
+        self
+    }
+
+    /// The handle whose locks the sink takes (default [`Locks::global`]).
+    pub fn locks(mut self, locks: Locks) -> Self {
+        self.locks = Some(locks);
+        self
+    }
+
+    /// How many records may wait for a commit before `append` waits too
+    /// (backpressure; default 65,536).
+    pub fn max_pending(mut self, records: usize) -> Self {
+        self.max_pending = records.max(1);
+        self
+    }
+
+    /// Opens the sink: takes the lock once to create the file and repair a
+    /// torn last line left by a crash.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidTarget`] for a directory or a category other than
+    /// manifest or telemetry; lock and I/O errors naming the path.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future releases the lock; a torn-tail repair in progress completes under it.
+    pub async fn open(self) -> Result<JsonlSink, LockError> {
+        if !matches!(self.category, Category::Manifest | Category::Telemetry) {
+            return Err(LockError::invalid_target(
+                &self.path,
+                format!(
+                    "a JSONL sink takes the manifest or telemetry lock, not {}",
+                    self.category
+                ),
+            ));
+        }
+        let locks = match self.locks {
+            Some(locks) => locks,
+            None => Locks::global()?,
+        };
+        let guard = locks.lock(self.category, &self.path).await?;
+        let path = guard.target().to_path_buf();
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            fsync: self.fsync,
+            rotation: self.rotation,
+            file: Mutex::new(None),
+            stats: Mutex::new(SinkStats::default()),
+        });
+        let opening = Arc::clone(&shared);
+        with_guard(guard, move |_| opening.prepare().map(drop)).await?;
+        Ok(JsonlSink {
+            inner: Arc::new(Inner {
+                locks,
+                category: self.category,
+                path,
+                shared,
+                pending: Mutex::new(Pending::default()),
+                idle: Notify::new(),
+                more: std::sync::Condvar::new(),
+                permits: Semaphore::new(self.max_pending),
+                max_pending: self.max_pending,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// An async JSONL sink. `append` takes `&self`, and the sink is a cheap
+/// `Clone`, so one sink serves many tasks.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// use async_filelock::JsonlSink;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("manifest.jsonl");
+/// let sink = JsonlSink::open(&path).await?;
+/// sink.append(&serde_json::json!({"id": 1, "ok": true})).await?;
+/// sink.append_batch(&[serde_json::json!({"id": 2}), serde_json::json!({"id": 3})]).await?;
+/// sink.close().await?;
+/// assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct JsonlSink {
+    inner: Arc<Inner>,
+}
+
+impl JsonlSink {
+    /// Options for a sink on `path`.
+    pub fn builder(path: impl AsRef<Path>) -> JsonlSinkBuilder {
+        JsonlSinkBuilder {
+            path: path.as_ref().to_path_buf(),
+            category: Category::Manifest,
+            fsync: FsyncPolicy::EveryCommit,
+            rotation: Rotation::default(),
+            locks: None,
+            max_pending: 65_536,
+        }
+    }
+
+    /// A sink on `path` with the defaults: manifest lock from the default
+    /// [`Locks`], fsync every commit, no rotation.
+    ///
+    /// # Errors
+    ///
+    /// As [`JsonlSinkBuilder::open`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`JsonlSinkBuilder::open`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<JsonlSink, LockError> {
+        JsonlSink::builder(path).open().await
+    }
+
+    /// The file the sink appends to.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// What the sink has done so far.
+    pub fn stats(&self) -> SinkStats {
+        *lock(&self.inner.shared.stats)
+    }
+
+    /// Appends one record as one line. Returns when the line is in the file
+    /// (and on disk, per the fsync policy).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Json`] if the record does not serialise (nothing is
+    /// written for it); lock and I/O errors of the commit it went out in.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if the future is dropped before the record went into a
+    /// commit, the record is not written; after, it is written whole. It is
+    /// never written in part.
+    pub async fn append<T: Serialize + ?Sized>(&self, record: &T) -> Result<(), LockError> {
+        let mut lines = serde_json::to_vec(record).map_err(|source| LockError::json("serialize record for", self.inner.path.clone(), source))?;
+        lines.push(b'\n');
+        self.submit(lines, 1).await
+    }
+
+    /// Appends records as consecutive lines in one commit. If any record
+    /// does not serialise, none is written.
+    ///
+    /// # Errors
+    ///
+    /// As [`JsonlSink::append`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`JsonlSink::append`]: the batch is written whole or not at all.
+    pub async fn append_batch<T: Serialize>(&self, records: &[T]) -> Result<(), LockError> {
+        let mut lines = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut lines, record).map_err(|source| LockError::json("serialize record for", self.inner.path.clone(), source))?;
+            lines.push(b'\n');
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.submit(lines, records.len() as u64).await
+    }
+
+    async fn submit(&self, lines: Vec<u8>, records: u64) -> Result<(), LockError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::SeqCst) {
+            return Err(LockError::io(
+                "append to",
+                &inner.path,
+                io::Error::new(io::ErrorKind::BrokenPipe, "the sink is closed"),
+            ));
+        }
+        let wanted = u32::try_from(records.min(inner.max_pending as u64)).unwrap_or(u32::MAX);
+        let permit = inner
+            .permits
+            .acquire_many(wanted)
+            .await
+            .map_err(|e| LockError::io("queue record for", &inner.path, io::Error::other(e)))?;
+        let (done, result) = oneshot::channel();
+        let (id, start_committer) = {
+            let mut pending = lock(&inner.pending);
+            let id = pending.next_id;
+            pending.next_id += 1;
+            pending.queue.push_back(Entry {
+                id,
+                lines,
+                records,
+                done,
+            });
+            let start = !pending.committing;
+            pending.committing = true;
+            if pending.lingering {
+                inner.more.notify_one();
+            }
+            (id, start)
+        };
+        if start_committer {
+            let committer = Arc::clone(inner);
+            tokio::task::spawn_blocking(move || run_committer(committer));
+        }
+        // Dropped before the committer took it: take it back out.
+        let withdraw = Withdraw {
+            inner,
+            id: Some(id),
+        };
+        let outcome = result.await.unwrap_or_else(|_| {
+            Err(LockError::io(
+                "append to",
+                &inner.path,
+                io::Error::other("its commit was abandoned (the runtime shut down)"),
+            ))
+        });
+        withdraw.disarm();
+        drop(permit);
+        outcome
+    }
+
+    /// Drains the queue and refuses further appends.
+    ///
+    /// # Errors
+    ///
+    /// The error of the final commit, if it failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the records already queued are committed whether or not
+    /// this future is polled to the end.
+    pub async fn close(&self) -> Result<(), LockError> {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::SeqCst);
+        let rounds_before = lock(&inner.pending).rounds;
+        loop {
+            let idle = inner.idle.notified();
+            tokio::pin!(idle);
+            // Registered before looking, so a committer that finishes
+            // between the look and the await still wakes us.
+            idle.as_mut().enable();
+            {
+                let pending = lock(&inner.pending);
+                if !pending.committing {
+                    let ran = pending.rounds > rounds_before;
+                    return match &pending.last_error {
+                        Some(e) if ran => Err(e.clone()),
+                        _ => Ok(()),
+                    };
+                }
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Removes a queued record whose `append` was dropped before any commit
+/// took it.
+struct Withdraw<'a> {
+    inner: &'a Inner,
+    id: Option<u64>,
+}
+
+impl Withdraw<'_> {
+    fn disarm(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let mut pending = lock(&self.inner.pending);
+            pending.queue.retain(|e| e.id != id);
+            if pending.queue.is_empty()
+                && let Some(token) = &pending.waiting
+            {
+                token.cancel();
+            }
+        }
+    }
+}
+
