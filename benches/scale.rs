@@ -128,7 +128,11 @@ fn waiters(n: usize) {
             .collect();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let per_task = (live() - before) as f64 / n as f64;
-        let peak = locks.metrics().backend().os().map_or(0, |os| os.blocking_waits_peak);
+        let peak = locks
+            .metrics()
+            .backend()
+            .os()
+            .map_or(0, |os| os.blocking_waits_peak);
         holder
             .stdin
             .as_mut()

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// What a lock guards. The order of the variants is the lock order of
-/// DESIGN.md (law 7): Artifact, then Manifest, then Telemetry, then Sqlite,
+/// ARCHITECTURE.md (law 7): Artifact, then Manifest, then Telemetry, then Sqlite,
 /// then Summary. `Ord` follows it, so sorting a list of categories sorts it
 /// into acquisition order.
 ///

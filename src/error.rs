@@ -263,7 +263,11 @@ impl LockError {
         }
     }
 
-    pub(crate) fn json(op: &'static str, path: impl Into<PathBuf>, source: serde_json::Error) -> Self {
+    pub(crate) fn json(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: serde_json::Error,
+    ) -> Self {
         LockError::Json {
             op,
             path: path.into(),

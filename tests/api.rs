@@ -102,7 +102,7 @@ async fn guard_reports_what_it_holds_and_moves_between_tasks() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn metrics_count_and_time_acquisitions_holds_and_budgets() {
+async fn law8_metrics_count_and_time_acquisitions_holds_and_budgets() {
     let dir = tempfile::tempdir().unwrap();
     let locks = Locks::builder()
         .lock_dir(dir.path().join("locks"))

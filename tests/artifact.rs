@@ -148,7 +148,7 @@ async fn many_tasks_and_processes_download_an_artifact_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_stream_never_leaves_a_partial_target_and_the_next_writer_resumes() {
+async fn law6_kill_9_mid_stream_never_leaves_a_partial_target_and_the_next_writer_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("dataset.tar");
     let part = dir.path().join("dataset.tar.part");
@@ -204,7 +204,7 @@ async fn kill_9_mid_stream_never_leaves_a_partial_target_and_the_next_writer_res
 }
 
 #[tokio::test]
-async fn a_digest_or_length_mismatch_fails_the_commit_and_leaves_the_target() {
+async fn law12_a_digest_or_length_mismatch_fails_the_commit_and_leaves_the_target() {
     let dir = tempfile::tempdir().unwrap();
     let locks = locks_in(dir.path());
     let target = dir.path().join("paper.pdf");

@@ -75,8 +75,12 @@ fn law6_kill_9_mid_write_never_leaves_a_torn_file() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async_filelock::write_atomic_with(&locks_in(dir.path()), &target, b"{}".to_vec()))
-        .unwrap();
+    rt.block_on(async_filelock::write_atomic_with(
+        &locks_in(dir.path()),
+        &target,
+        b"{}".to_vec(),
+    ))
+    .unwrap();
     assert!(
         temps_in(dir.path()).is_empty(),
         "temps left: {:?}",
@@ -91,9 +95,13 @@ async fn write_atomic_keeps_permissions_and_leaves_no_temp() {
     let dir = tempfile::tempdir().unwrap();
     let locks = locks_in(dir.path());
     let target = dir.path().join("report.json");
-    async_filelock::write_atomic_with(&locks, &target, b"1".to_vec()).await.unwrap();
+    async_filelock::write_atomic_with(&locks, &target, b"1".to_vec())
+        .await
+        .unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
-    async_filelock::write_atomic_with(&locks, &target, b"2".to_vec()).await.unwrap();
+    async_filelock::write_atomic_with(&locks, &target, b"2".to_vec())
+        .await
+        .unwrap();
     let meta = std::fs::metadata(&target).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
     assert_eq!(std::fs::read(&target).unwrap(), b"2");
@@ -108,7 +116,9 @@ async fn stale_revision_is_a_conflict_naming_both_revisions() {
     async_filelock::update_json_with(&locks, &state, |v: &mut Vec<u32>| v.push(1))
         .await
         .unwrap();
-    let stale = async_filelock::load_json_with::<Vec<u32>>(&locks, &state).await.unwrap();
+    let stale = async_filelock::load_json_with::<Vec<u32>>(&locks, &state)
+        .await
+        .unwrap();
     assert_eq!(
         stale,
         Versioned {
@@ -147,7 +157,9 @@ async fn stale_revision_is_a_conflict_naming_both_revisions() {
         before,
         "nothing written on conflict"
     );
-    let fresh = async_filelock::load_json_with::<Vec<u32>>(&locks, &state).await.unwrap();
+    let fresh = async_filelock::load_json_with::<Vec<u32>>(&locks, &state)
+        .await
+        .unwrap();
     assert_eq!(
         async_filelock::save_if_revision_with(&locks, &state, fresh.revision, &vec![9])
             .await
@@ -239,7 +251,11 @@ fn expect_unreadable(state: &Path) {
         .build()
         .unwrap();
     let err = rt
-        .block_on(async_filelock::update_json_with(&locks, state, |n: &mut u64| *n += 1))
+        .block_on(async_filelock::update_json_with(
+            &locks,
+            state,
+            |n: &mut u64| *n += 1,
+        ))
         .unwrap_err();
     assert!(matches!(err, LockError::Io { .. }), "{err}");
     assert!(err.to_string().contains("secret.json"), "{err}");
@@ -292,7 +308,9 @@ async fn whole_file_writes_remove_their_lock_file_before_returning() {
             .unwrap()
     };
     for i in 0..100u64 {
-        async_filelock::write_atomic_with(&locks, &summary, i.to_string()).await.unwrap();
+        async_filelock::write_atomic_with(&locks, &summary, i.to_string())
+            .await
+            .unwrap();
         assert!(
             !lock_of(&summary).exists(),
             "write {i} returned before its release"

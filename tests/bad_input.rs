@@ -17,7 +17,7 @@ fn child_entry() {
 }
 
 #[tokio::test]
-async fn empty_path_is_an_invalid_target() {
+async fn law9_empty_path_is_an_invalid_target() {
     let dir = tempfile::tempdir().unwrap();
     let err = locks_in(dir.path())
         .lock(Category::Artifact, "")
@@ -28,7 +28,7 @@ async fn empty_path_is_an_invalid_target() {
 }
 
 #[tokio::test]
-async fn a_directory_target_is_refused_with_its_path() {
+async fn law9_a_directory_target_is_refused_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let locks = locks_in(dir.path());
     let sub = dir.path().join("outputs");

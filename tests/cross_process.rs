@@ -397,7 +397,8 @@ fn law4_cancellation_storm_leaves_nothing_held() {
         });
         rt.shutdown_timeout(Duration::from_secs(5));
         assert!(
-            eventually(Duration::from_secs(2), || support::os_metrics(&locks).blocking_waits_now
+            eventually(Duration::from_secs(2), || support::os_metrics(&locks)
+                .blocking_waits_now
                 == 0),
             "{flavor}: blocking waits left"
         );
@@ -469,4 +470,82 @@ fn law4_queued_futures_dropped_in_order_leave_the_queue_working() {
         support::granted_after_release(&locks, &target, &mut holder).await;
     });
     holder.finish();
+}
+
+/// Law 3 against a holder that is not this crate: util-linux `flock(1)`
+/// holds the lock, and while a task waits for it, the runtime's only thread
+/// keeps running timers. Had the wait blocked that thread, the ticks would
+/// come only after the holder's 30 s, when the wait is already granted.
+#[tokio::test(flavor = "current_thread")]
+async fn law3_a_wait_never_blocks_the_runtime_thread() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks_in(dir.path());
+    let target = dir.path().join("manifest.jsonl");
+    let lock_path = locks.lock_path(Category::Manifest, &target).unwrap();
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let mut holder = Command::new("flock")
+        // --no-fork: the command replaces flock(1), so killing it lets go.
+        .args(["--exclusive", "--no-fork"])
+        .arg(&lock_path)
+        .args(["-c", "echo held; exec sleep 30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux flock(1)");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    let wait = tokio::spawn({
+        let (locks, target) = (locks.clone(), target.clone());
+        async move {
+            locks
+                .acquire(Category::Manifest, &target)
+                .timeout(Duration::from_secs(60))
+                .await
+        }
+    });
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !wait.is_finished(),
+        "the runtime thread ran timers only after the wait ended: it was blocked"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let guard = wait.await.unwrap().expect("granted once flock(1) is gone");
+    assert_eq!(guard.lock_path(), lock_path);
+}
+
+/// Deadlines past what `Instant` can hold mean "wait forever", never a
+/// panic: `Duration::MAX` and a timeout of 1e19 s from the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_at_the_edge_of_the_type_wait_forever_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("summary.json");
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .env_from(|k| (k == "ASYNC_FILELOCK_TIMEOUT_SUMMARY").then(|| "1e19".into()))
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut holder = spawn_holder(dir.path(), "exclusive", "summary", &[&target]);
+    holder.wait_ready();
+    let forever = locks
+        .acquire(Category::Summary, &target)
+        .timeout(Duration::MAX);
+    let from_env = locks.acquire(Category::Summary, &target);
+    let both = async { tokio::join!(forever, from_env) };
+    let still_waiting = tokio::time::timeout(Duration::from_millis(200), both).await;
+    assert!(still_waiting.is_err(), "both wait for the holder");
+    holder.finish();
+    let guard = locks
+        .acquire(Category::Summary, &target)
+        .timeout(Duration::MAX)
+        .await
+        .expect("granted once the holder is gone");
+    drop(guard);
 }

@@ -62,7 +62,8 @@ fn law5_thousand_tasks_get_the_lock_in_fifo_order_on_one_blocking_thread() {
     assert_eq!(order, (0..1000).collect::<Vec<_>>(), "FIFO");
     let m = locks.metrics();
     assert_eq!(
-        support::os_metrics(&locks).blocking_waits_peak, 1,
+        support::os_metrics(&locks).blocking_waits_peak,
+        1,
         "never more than one blocking wait"
     );
     assert_eq!(m.category(Category::Manifest).acquisitions, 1000);

@@ -70,7 +70,10 @@ fn with_the_programs_own_sigurg_handler_waits_poll_and_still_cancel() {
         assert!(err.is_timeout(), "{err}");
     });
     // Polling waits sleep, not block in flock, and end once cancelled.
-    assert!(eventually(Duration::from_secs(2), || support::os_metrics(&locks).blocking_waits_now
+    assert!(eventually(Duration::from_secs(2), || support::os_metrics(
+        &locks
+    )
+    .blocking_waits_now
         == 0));
     assert_eq!(
         sigurg_handler(),

@@ -159,4 +159,3 @@ impl Future for Acquire {
         running.as_mut().poll(cx)
     }
 }
-

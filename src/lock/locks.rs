@@ -56,7 +56,7 @@ impl std::fmt::Debug for Locks {
 }
 
 impl Locks {
-    /// A builder with the defaults of DESIGN.md: lock files in `.locks`
+    /// A builder with the defaults: lock files in `.locks`
     /// beside each target, per-category timeouts, files 0600 in a 0700 dir.
     pub fn builder() -> LocksBuilder {
         LocksBuilder {
@@ -222,7 +222,6 @@ impl Locks {
         self.engine.recorder.snapshot(self.engine.backend.metrics())
     }
 
-
     /// Takes several locks in the order of law 7 (category, then lock path),
     /// whatever order they are given in, so two tasks asking for the same
     /// set can never deadlock. Duplicates are taken once. Each lock waits up
@@ -270,7 +269,7 @@ impl Locks {
     }
 }
 
-/// Builds a [`Locks`]. Every setting has the default of DESIGN.md.
+/// Builds a [`Locks`]. Every setting starts at its default.
 ///
 /// ```
 /// use async_filelock::{Category, Locks};

@@ -175,7 +175,10 @@ where
 /// assert_eq!((state.revision, state.data.len()), (0, 0));
 /// # Ok(()) }
 /// ```
-pub async fn load_json_with<T>(locks: &Locks, path: impl AsRef<Path>) -> Result<Versioned<T>, LockError>
+pub async fn load_json_with<T>(
+    locks: &Locks,
+    path: impl AsRef<Path>,
+) -> Result<Versioned<T>, LockError>
 where
     T: DeserializeOwned + Default + Send + 'static,
 {
@@ -212,7 +215,8 @@ where
     T: Serialize + ?Sized,
 {
     let path = path.as_ref();
-    let data = serde_json::to_value(data).map_err(|source| LockError::json("serialize state for", path.to_path_buf(), source))?;
+    let data = serde_json::to_value(data)
+        .map_err(|source| LockError::json("serialize state for", path.to_path_buf(), source))?;
     let guard = locks.lock(Category::Summary, path).await?;
     with_guard(guard, move |guard| {
         let target = guard.target();
@@ -255,7 +259,8 @@ fn read_state<T: DeserializeOwned + Default>(target: &Path) -> Result<Versioned<
 }
 
 fn write_state<T: Serialize>(target: &Path, state: &Versioned<T>) -> Result<(), LockError> {
-    let mut bytes = serde_json::to_vec_pretty(state).map_err(|source| LockError::json("serialize state for", target, source))?;
+    let mut bytes = serde_json::to_vec_pretty(state)
+        .map_err(|source| LockError::json("serialize state for", target, source))?;
     bytes.push(b'\n');
     replace_file(target, &bytes)
 }

@@ -50,7 +50,10 @@ impl Drop for WaitGauge {
 
 /// Runs on the blocking pool: open, wait, confirm identity, until locked or
 /// cancelled (`Ok(None)`).
-pub(super) fn blocking_lock(req: &LockRequest, ctl: &WaitControl) -> Result<Option<OsHeld>, LockError> {
+pub(super) fn blocking_lock(
+    req: &LockRequest,
+    ctl: &WaitControl,
+) -> Result<Option<OsHeld>, LockError> {
     let _gauge = WaitGauge::enter();
     // The wait is finished however it ends, an error included: the waker
     // thread forgets finished waits.

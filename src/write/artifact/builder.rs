@@ -140,7 +140,11 @@ impl ArtifactWriterBuilder {
     async fn open_with(self, guard: LockGuard) -> Result<Artifact, LockError> {
         let target = guard.target().to_path_buf();
         let waited = guard.waited();
-        let (check_present, verify, opts) = (!self.replace_existing, self.verify_existing, self.part_options());
+        let (check_present, verify, opts) = (
+            !self.replace_existing,
+            self.verify_existing,
+            self.part_options(),
+        );
         let opened = crate::blocking::run("prepare .part for", &target, {
             let target = target.clone();
             move || {
@@ -154,7 +158,9 @@ impl ArtifactWriterBuilder {
         })
         .await?;
         match opened {
-            Ok(prepping) => Ok(Artifact::Write(prepping.into_writer(opts.expect, self.progress))),
+            Ok(prepping) => Ok(Artifact::Write(
+                prepping.into_writer(opts.expect, self.progress),
+            )),
             Err((present, guard)) => {
                 drop(guard);
                 Ok(Artifact::AlreadyPresent(PresentReport {
@@ -232,8 +238,6 @@ impl Drop for Prepping {
         }
     }
 }
-
-
 
 impl ArtifactWriter {
     /// Options for writing `target`.

@@ -104,4 +104,3 @@ pub enum Artifact {
     /// Someone else holds the lock and [`OnBusy::Skip`] was asked for.
     Busy,
 }
-

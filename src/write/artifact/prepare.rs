@@ -17,7 +17,6 @@ pub(super) struct Expect {
     pub sha256: Option<[u8; 32]>,
 }
 
-
 /// `<target>.part`.
 pub(super) fn part_path(target: &Path) -> PathBuf {
     let mut name = target.file_name().unwrap_or_default().to_os_string();

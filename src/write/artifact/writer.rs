@@ -95,7 +95,10 @@ impl State {
 
 /// The cleanup of an uncommitted write: removes the `.part`, then lets go
 /// of the lock, so nobody sees a `.part` whose lock is free.
-pub(super) fn remove_part_then_release(part: &Path, guard: Option<LockGuard>) -> Result<(), LockError> {
+pub(super) fn remove_part_then_release(
+    part: &Path,
+    guard: Option<LockGuard>,
+) -> Result<(), LockError> {
     let removed = remove_if_exists(part).map_err(|e| LockError::io("remove", part, e));
     let released = guard.map_or(Ok(()), LockGuard::release_blocking);
     removed.and(released)
@@ -418,4 +421,3 @@ impl AsyncWrite for ArtifactWriter {
         self.project().file.poll_shutdown(cx)
     }
 }
-

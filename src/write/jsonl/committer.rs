@@ -99,4 +99,3 @@ pub(super) fn run_committer(inner: Arc<Inner>) {
         }
     }
 }
-

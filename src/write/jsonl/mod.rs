@@ -72,4 +72,3 @@ pub struct SinkStats {
     /// Byte offset where the last torn line began.
     pub last_torn_offset: Option<u64>,
 }
-

@@ -3,8 +3,8 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, oneshot};
@@ -194,7 +194,9 @@ impl JsonlSink {
     /// commit, the record is not written; after, it is written whole. It is
     /// never written in part.
     pub async fn append<T: Serialize + ?Sized>(&self, record: &T) -> Result<(), LockError> {
-        let mut lines = serde_json::to_vec(record).map_err(|source| LockError::json("serialize record for", self.inner.path.clone(), source))?;
+        let mut lines = serde_json::to_vec(record).map_err(|source| {
+            LockError::json("serialize record for", self.inner.path.clone(), source)
+        })?;
         lines.push(b'\n');
         self.submit(lines, 1).await
     }
@@ -212,7 +214,9 @@ impl JsonlSink {
     pub async fn append_batch<T: Serialize>(&self, records: &[T]) -> Result<(), LockError> {
         let mut lines = Vec::new();
         for record in records {
-            serde_json::to_writer(&mut lines, record).map_err(|source| LockError::json("serialize record for", self.inner.path.clone(), source))?;
+            serde_json::to_writer(&mut lines, record).map_err(|source| {
+                LockError::json("serialize record for", self.inner.path.clone(), source)
+            })?;
             lines.push(b'\n');
         }
         if records.is_empty() {
@@ -336,4 +340,3 @@ impl Drop for Withdraw<'_> {
         }
     }
 }
-
