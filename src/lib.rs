@@ -23,9 +23,17 @@
 //! * Writers that can only commit while holding their lock:
 //!   [`ArtifactWriter`] (stream to `.part`, verify, rename),
 //!   [`JsonlSink`] (whole lines, group commit, rotation) and
-//!   [`JsonlReader`], [`write_atomic`], [`update_json`] with revisions.
+//!   [`JsonlReader`], [`write_atomic`], [`update_json`] with revisions;
+//!   each has a `_with` form (or a builder's `.locks(..)`) taking an
+//!   explicit [`Locks`] handle.
+//! * Observability: [`Metrics`] per handle, with the backend's own counters
+//!   in [`Metrics::backend`]; tracing spans and events.
 //!
 //! # How it works
+//!
+//! The crate is built in layers (writers, then [`Locks`], then backends);
+//! `ARCHITECTURE.md` in the repository describes them, numbers the laws the
+//! code keeps ("law N" below), and names the test that proves each.
 //!
 //! * **Lock files, not data files** (law 1): each target has a lock file
 //!   `<lock dir>/<category>.<sha256 of the normalised target>.lock`, so every
@@ -40,10 +48,10 @@
 //!   freed since its task's attempt (the release fell into the thread hop)
 //!   stands aside 50 µs for the waiter that release woke, then queues, so
 //!   the hop does not let it jump the kernel's queue
-//!   ([`Metrics::blocking_waits_stood_aside`] counts it).
+//!   ([`OsMetrics::blocking_waits_stood_aside`] counts it).
 //! * **Cancellation** (law 4): dropping any future of this crate at any await
 //!   point leaves no lock held. A cancelled blocking wait is woken by a
-//!   thread-directed `SIGURG` (see the `backend::interrupt` module docs) and
+//!   thread-directed `SIGURG` (see `src/backend/os/interrupt.rs`) and
 //!   gives its thread back within milliseconds, instead of parking it until
 //!   some other process lets go.
 //! * **Removable lock files**: after locking, the descriptor is checked to be
@@ -52,8 +60,13 @@
 //!
 //! # Platform
 //!
-//! Unix (Linux is what the test suite runs on). On filesystems without
-//! `flock` support the OS reports an error naming the lock file.
+//! Unix. Linux is what the test suite runs on. Other Unix systems compile
+//! the same code with a documented fallback for Linux's extras: timeouts
+//! cannot name the holder (no `/proc/locks`), artifacts are not
+//! preallocated (no `fallocate` keep-size), and cancelled or timed-out
+//! blocking waits poll every 1 to 50 ms instead of being woken by a
+//! signal. On filesystems without `flock` support the OS reports an error
+//! naming the lock file.
 #![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs, missing_debug_implementations)]

@@ -83,20 +83,19 @@ fn is_facade(line: &str) -> bool {
 
 /// The module paths a file refers to: `crate::a::b…` and `super::…`
 /// (including the names in a `{…}` group right after them).
-fn references(module: &[String], is_mod_file: bool, text: &str) -> Vec<(Vec<String>, String)> {
+fn references(module: &[String], text: &str) -> Vec<(Vec<String>, String)> {
     let mut out = Vec::new();
     let mut statement = String::new();
     for line in text.lines() {
         statement.push_str(line);
         statement.push(' ');
         // A `use` may span lines: look at whole statements.
-        if statement.trim_start().starts_with("use ")
-            || statement.trim_start().starts_with("pub use ")
-            || statement.trim_start().starts_with("pub(crate) use ")
-        {
-            if !line.contains(';') {
-                continue;
-            }
+        let head = statement.trim_start();
+        let in_use = ["use ", "pub use ", "pub(crate) use "]
+            .iter()
+            .any(|u| head.starts_with(u));
+        if in_use && !line.contains(';') {
+            continue;
         }
         let stmt = std::mem::take(&mut statement);
         if is_facade(&stmt) {
@@ -114,11 +113,9 @@ fn references(module: &[String], is_mod_file: bool, text: &str) -> Vec<(Vec<Stri
                 let mut base: Vec<String> = if anchor == 0 {
                     Vec::new()
                 } else {
-                    // `super` of a mod.rs file's module is its parent; of a
-                    // leaf file, the folder it is in.
+                    // `super` is the parent module.
                     let mut b = module.to_vec();
                     b.pop();
-                    let _ = is_mod_file;
                     b
                 };
                 let mut tail = &rest[start.len()..];
@@ -131,10 +128,10 @@ fn references(module: &[String], is_mod_file: bool, text: &str) -> Vec<(Vec<Stri
                     .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':' || *c == '{')
                     .collect();
                 let mut segments: Vec<String> = base;
-                let mut group = None;
+                let mut group = false;
                 for seg in path.split("::") {
-                    if let Some(g) = seg.strip_prefix('{') {
-                        group = Some(g.to_owned());
+                    if seg.starts_with('{') {
+                        group = true;
                         break;
                     }
                     if seg.is_empty() {
@@ -142,10 +139,9 @@ fn references(module: &[String], is_mod_file: bool, text: &str) -> Vec<(Vec<Stri
                     }
                     segments.push(seg.to_owned());
                 }
-                if let Some(first) = group {
+                if group {
                     let inside = &tail[tail.find('{').unwrap() + 1..];
                     let inside = &inside[..inside.find('}').unwrap_or(inside.len())];
-                    let _ = first;
                     for name in inside.split(',') {
                         let name = name.trim().split("::").next().unwrap_or("").trim();
                         if !name.is_empty() {
@@ -172,18 +168,17 @@ fn resolve(path: &[String], modules: &BTreeMap<Vec<String>, PathBuf>) -> Option<
         .find(|p| modules.contains_key(p))
 }
 
-fn graph() -> (
-    BTreeMap<Vec<String>, PathBuf>,
-    BTreeMap<Vec<String>, BTreeSet<(Vec<String>, String)>>,
-) {
+/// Module path to its file.
+type Modules = BTreeMap<Vec<String>, PathBuf>;
+/// Module path to the modules it uses, each with the line that does.
+type Edges = BTreeMap<Vec<String>, BTreeSet<(Vec<String>, String)>>;
+
+fn graph() -> (Modules, Edges) {
     let modules = modules();
     let mut edges = BTreeMap::new();
     for (module, path) in &modules {
-        let is_mod = path
-            .file_name()
-            .is_some_and(|n| n == "mod.rs" || n == "lib.rs");
         let set: &mut BTreeSet<_> = edges.entry(module.clone()).or_default();
-        for (target, line) in references(module, is_mod, &code(path)) {
+        for (target, line) in references(module, &code(path)) {
             if let Some(to) = resolve(&target, &modules)
                 && &to != module
             {
@@ -258,7 +253,7 @@ fn no_import_cycles_between_modules() {
     let mut mark: BTreeMap<&Vec<String>, Mark> = modules.keys().map(|m| (m, Mark::New)).collect();
     fn visit<'a>(
         m: &'a Vec<String>,
-        edges: &'a BTreeMap<Vec<String>, BTreeSet<(Vec<String>, String)>>,
+        edges: &'a Edges,
         mark: &mut BTreeMap<&'a Vec<String>, Mark>,
         stack: &mut Vec<&'a Vec<String>>,
         cycles: &mut Vec<String>,

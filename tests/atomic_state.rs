@@ -201,7 +201,7 @@ async fn whole_file_writers_refuse_bad_targets() {
     // A missing parent, with either kind of lock dir: nothing is created.
     let missing = dir.path().join("no/such/dir/summary.json");
     for locks in [&beside, &fixed] {
-        let err = async_filelock::write_atomic_with(&locks, &missing, b"x".to_vec())
+        let err = async_filelock::write_atomic_with(locks, &missing, b"x".to_vec())
             .await
             .unwrap_err();
         assert!(matches!(err, LockError::InvalidTarget { .. }), "{err}");

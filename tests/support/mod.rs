@@ -575,7 +575,7 @@ pub fn os_metrics(locks: &Locks) -> async_filelock::OsMetrics {
 }
 
 pub fn blocking_waits_reach(locks: &Locks, n: u64, limit: Duration) -> bool {
-    eventually(limit, || os_metrics(&locks).blocking_waits_now == n)
+    eventually(limit, || os_metrics(locks).blocking_waits_now == n)
 }
 
 /// Queues a task for `target`'s manifest lock, tells `holder` to release,
