@@ -27,8 +27,8 @@ where
 
 /// Drives `future` to completion on the calling thread, which may block
 /// (the blocking pool), parking between polls. The thread also wakes at
-/// `wake_at`, so a future that checks the clock ([`PastDeadline`]) sees its
-/// deadline pass without a timer.
+/// `wake_at`, so a future that checks the clock sees its deadline pass
+/// without a timer.
 ///
 /// Hand-written because `futures`' `block_on` cannot wake at a time, and
 /// tokio's timers must not be used from the blocking pool: they panic once
@@ -46,24 +46,6 @@ pub(crate) fn block_on<F: Future>(future: F, wake_at: Option<Instant>) -> F::Out
             // Past the deadline: poll again at once (the future sees it).
             Some(left) if left.is_zero() => {}
             Some(left) => std::thread::park_timeout(left),
-        }
-    }
-}
-
-/// A future that is ready once `Instant::now()` reaches its deadline. It
-/// registers no timer: only for futures driven by [`block_on`] with that
-/// deadline as `wake_at`.
-#[derive(Debug)]
-pub(crate) struct PastDeadline(pub Instant);
-
-impl Future for PastDeadline {
-    type Output = ();
-
-    fn poll(self: std::pin::Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.0 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
         }
     }
 }

@@ -19,7 +19,6 @@
 //! token; a dropped future (law 4) leaves every await point cleanly.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,11 +31,12 @@ use super::metrics::Recorder;
 use super::naming;
 use super::order::{self, OrderCheck};
 use super::owner::Owner;
+use super::patience::{Driver, Patience};
 use super::policy::Policy;
 use super::shared::SharedHeld;
 use super::table::{self, EntryRef};
 use crate::backend::{Backend, HeldLock, LockRequest};
-use crate::blocking::{self, PastDeadline};
+use crate::blocking;
 use crate::category::Category;
 use crate::error::LockError;
 use crate::mode::LockMode;
@@ -56,16 +56,6 @@ pub(crate) struct Ask<'a> {
     pub category: Category,
     pub target: &'a Path,
     pub mode: LockMode,
-}
-
-/// Where the waits of an acquisition run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Driver {
-    /// In an async task: the backend's async wait, tokio's timer.
-    Task,
-    /// On the calling thread, which may block: the backend's blocking wait,
-    /// driven by [`blocking::block_on`].
-    Thread,
 }
 
 /// Who besides the deadline may end a wait, and what the caller is told
@@ -113,55 +103,6 @@ impl CallOff for &CancellationToken {
     }
 }
 
-/// How one pass over the steps may wait.
-#[derive(Debug, Clone, Copy)]
-enum Patience<'a> {
-    /// Never: a busy step misses at once.
-    Now,
-    /// Until the deadline (`None`: forever) or the token.
-    Until {
-        deadline: Option<Instant>,
-        driver: Driver,
-        token: Option<&'a CancellationToken>,
-    },
-}
-
-impl Patience<'_> {
-    /// `fut`, if it completes before this patience runs out; `None` (a
-    /// miss) otherwise.
-    async fn wait<F: Future>(&self, fut: F) -> Option<F::Output> {
-        let Patience::Until {
-            deadline,
-            driver,
-            token,
-        } = *self
-        else {
-            return None;
-        };
-        let cancelled = async {
-            match token {
-                Some(token) => token.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
-        let expired = async {
-            match (deadline, driver) {
-                (None, _) => std::future::pending().await,
-                // Boxed: the timer is large, and ten thousand waiters on
-                // one lock should stay under 1 KiB each.
-                (Some(at), Driver::Task) => Box::pin(tokio::time::sleep_until(at.into())).await,
-                (Some(at), Driver::Thread) => PastDeadline(at).await,
-            }
-        };
-        tokio::select! {
-            biased;
-            out = fut => Some(out),
-            () = cancelled => None,
-            () = expired => None,
-        }
-    }
-}
-
 impl Engine {
     /// One attempt that never waits: `Ok(None)` when the lock is busy, in
     /// this process's queue or at the backend.
@@ -173,7 +114,7 @@ impl Engine {
             let entry = table::enter(&req.lock_path);
             let owner = Owner::current();
             let remove = self.policy.remove_on_release(ask.category);
-            let Some(hold) = self.take(&entry, &req, remove, Patience::Now).await? else {
+            let Some(hold) = self.take(&entry, &req, remove, &Patience::Now).await? else {
                 return Ok(None);
             };
             Ok(Some(self.new_guard(
@@ -224,7 +165,7 @@ impl Engine {
                 }
             };
             loop {
-                if let Some(hold) = self.take(&entry, &req, remove, patience).await? {
+                if let Some(hold) = self.take(&entry, &req, remove, &patience).await? {
                     let guard = self.new_guard(ask.category, req, entry, owner, hold, started);
                     return Ok(Ok(guard));
                 }
@@ -322,7 +263,7 @@ impl Engine {
         entry: &EntryRef,
         req: &LockRequest,
         remove: bool,
-        patience: Patience<'_>,
+        patience: &Patience<'_>,
     ) -> Result<Option<Hold>, LockError> {
         match req.mode {
             LockMode::Exclusive => {
@@ -373,7 +314,7 @@ impl Engine {
     async fn take_backend(
         &self,
         req: &LockRequest,
-        patience: Patience<'_>,
+        patience: &Patience<'_>,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
         if let Some(os) = self.backend.try_lock(req)? {
             return Ok(Some(os));
@@ -382,7 +323,7 @@ impl Engine {
             deadline,
             driver,
             token,
-        } = patience
+        } = *patience
         else {
             return Ok(None);
         };

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::acquire::{Ask, Driver, Engine, NoCallOff};
+use super::acquire::{Ask, Engine, NoCallOff};
 use super::guard::LockGuard;
+use super::patience::Driver;
 use crate::category::Category;
 use crate::error::LockError;
 use crate::mode::LockMode;
@@ -136,19 +137,26 @@ impl Future for Acquire {
             let (engine, category, target, mode, timeout) = (
                 Arc::clone(&this.engine),
                 this.category,
-                this.target.clone(),
+                // Moved, not cloned: configuration cannot happen after the
+                // first poll, and a waiter should carry one copy of its path.
+                std::mem::take(&mut this.target),
                 this.mode,
                 this.timeout,
             );
             Box::pin(async move {
-                let ask = Ask {
-                    category,
-                    target: &target,
-                    mode,
-                };
-                let started = Instant::now();
+                // No named locals: each would be kept across the await.
                 match engine
-                    .acquire(ask, started, timeout, Driver::Task, NoCallOff)
+                    .acquire(
+                        Ask {
+                            category,
+                            target: &target,
+                            mode,
+                        },
+                        Instant::now(),
+                        timeout,
+                        Driver::Task,
+                        NoCallOff,
+                    )
                     .await?
                 {
                     Ok(guard) => Ok(guard),

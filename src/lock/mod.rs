@@ -17,7 +17,7 @@
 //! * [`table`], [`shared`], [`owner`]: the in-process queue, the shared OS
 //!   hold of a process, and who asks.
 //! * [`guard`], [`set`]: held locks, alone and in lock order.
-//! * [`order`]: the lock-order check.
+//! * [`order`]: the lock-order check; [`patience`]: how a wait may wait.
 //! * [`metrics`]: counters and percentiles.
 
 pub(crate) mod acquire;
@@ -29,6 +29,7 @@ pub(crate) mod metrics;
 pub(crate) mod naming;
 pub(crate) mod order;
 pub(crate) mod owner;
+pub(crate) mod patience;
 pub(crate) mod policy;
 pub(crate) mod set;
 pub(crate) mod shared;
