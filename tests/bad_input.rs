@@ -253,3 +253,45 @@ async fn the_lock_file_records_its_target() {
     assert_eq!(record, format!("{}\n", expected.display()));
     assert_eq!(g.target(), expected);
 }
+
+/// Two spellings of one lock dir (`run/locks`, `run/../run/locks`, a
+/// symlink to it) are one lock dir: one lock path per target, so one entry
+/// in the in-process table, one queue and one self-deadlock check.
+#[tokio::test(flavor = "current_thread")]
+async fn law2_two_spellings_of_one_lock_dir_are_one_lock_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(run.join("locks")).unwrap();
+    symlink(&run, dir.path().join("run-link")).unwrap();
+    let target = dir.path().join("manifest.jsonl");
+    let spellings = [
+        run.join("locks"),
+        run.join("../run/locks"),
+        run.join("./locks/"),
+        dir.path().join("run-link/locks"),
+    ];
+    let handles: Vec<Locks> = spellings
+        .iter()
+        .map(|d| Locks::builder().lock_dir(d).build().unwrap())
+        .collect();
+    let first = handles[0].lock_path(Category::Manifest, &target).unwrap();
+    for (locks, spelled) in handles.iter().zip(&spellings) {
+        assert_eq!(
+            locks.lock_path(Category::Manifest, &target).unwrap(),
+            first,
+            "lock dir spelled {}",
+            spelled.display()
+        );
+    }
+    // One table entry: a guard taken through one spelling is this task's
+    // lock through every other, so asking again is a self-deadlock, not a
+    // wait on a second descriptor.
+    let guard = handles[1].lock(Category::Manifest, &target).await.unwrap();
+    let err = handles[3]
+        .acquire(Category::Manifest, &target)
+        .timeout(Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LockError::WouldDeadlock { .. }), "{err}");
+    drop(guard);
+}

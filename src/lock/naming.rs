@@ -133,7 +133,7 @@ fn resolve_target(target: &Path) -> Result<NormalTarget, LockError> {
 
 /// `realpath` of `dir`; for a directory that does not exist yet, `realpath`
 /// of its longest existing prefix plus the rest normalised lexically.
-fn resolve_dir(dir: &Path) -> io::Result<PathBuf> {
+pub(crate) fn resolve_dir(dir: &Path) -> io::Result<PathBuf> {
     let parts: Vec<Component<'_>> = dir.components().collect();
     for keep in (1..=parts.len()).rev() {
         let prefix: PathBuf = parts[..keep].iter().collect();

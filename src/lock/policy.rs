@@ -93,6 +93,11 @@ impl Policy {
                 .map_err(|e| LockError::io("read current directory for lock dir", dir, e))?
                 .join(dir)
         };
+        // Resolved like a target's directory (law 2): `run/../run/locks` and
+        // a symlink to it name one lock dir, so one lock path per target.
+        // One that cannot be resolved (a path through a file) is kept as
+        // spelled: locking in it fails then, naming it.
+        let absolute = naming::resolve_dir(&absolute).unwrap_or(absolute);
         if let Ok(meta) = std::fs::metadata(&absolute)
             && !meta.is_dir()
         {
