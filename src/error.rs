@@ -14,18 +14,18 @@ use crate::category::Category;
 /// Every variant names the path it concerns and reads as a complete log line:
 ///
 /// ```
-/// use async_filelock::{Category, LockError};
+/// use async_filelock::{Category, Holder, LockError};
 /// use std::time::Duration;
 /// let err = LockError::Timeout {
 ///     category: Category::Manifest,
 ///     target: "/run/manifest.jsonl".into(),
 ///     lock_path: "/run/.locks/manifest.0123.lock".into(),
 ///     waited: Duration::from_millis(1500),
-///     holder: Some(4242),
+///     holder: Some(Holder::ThisTask),
 /// };
 /// assert!(err.is_timeout());
 /// let line = err.to_string();
-/// assert!(line.contains("/run/manifest.jsonl") && line.contains("pid 4242"));
+/// assert!(line.contains("/run/manifest.jsonl") && line.contains("held by this same task"));
 /// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -35,7 +35,7 @@ pub enum LockError {
         "timed out after {waited:.3?} waiting for the {category} lock on {} (lock file {}){}",
         .target.display(),
         .lock_path.display(),
-        holder_suffix(*.holder)
+        holder_suffix(.holder.as_ref())
     )]
     Timeout {
         /// The category of the lock.
@@ -46,9 +46,9 @@ pub enum LockError {
         lock_path: PathBuf,
         /// How long the caller waited.
         waited: Duration,
-        /// The process that held the lock when the wait ended, where the OS
-        /// tells (Linux: `/proc/locks`).
-        holder: Option<u32>,
+        /// Who held the lock when the wait ended, where that is known: this
+        /// same task, or a process the OS names (Linux: `/proc/locks`).
+        holder: Option<Holder>,
     },
 
     /// An I/O operation failed.
@@ -83,9 +83,10 @@ pub enum LockError {
         reason: String,
     },
 
-    /// The calling task already holds this lock; waiting would never end.
+    /// The calling task already holds this lock and the handle refuses to
+    /// wait for it ([`crate::SameTask::Refuse`]).
     #[error(
-        "this task already holds the {category} lock on {} (lock file {}); acquiring it again would deadlock",
+        "this task already holds the {category} lock on {} (lock file {}); refused under SameTask::Refuse: a nested acquire in one future would wait forever",
         .target.display(),
         .lock_path.display()
     )]
@@ -202,11 +203,57 @@ pub enum LockError {
     },
 }
 
-fn holder_suffix(holder: Option<u32>) -> String {
+fn holder_suffix(holder: Option<&Holder>) -> String {
     match holder {
-        Some(pid) if pid == std::process::id() => format!(", held by this process (pid {pid})"),
-        Some(pid) => format!(", held by pid {pid}"),
+        Some(Holder::ThisTask) => ", held by this same task: a nested acquire in one future is never granted (a sibling future's would be)".to_owned(),
+        Some(Holder::Process { pid }) if *pid == std::process::id() => {
+            format!(", held by this process (pid {pid})")
+        }
+        Some(Holder::Process { pid }) => format!(", held by pid {pid}"),
         None => String::new(),
+    }
+}
+
+/// Who held a lock when a wait for it ended (in [`LockError::Timeout`]).
+///
+/// ```
+/// use async_filelock::Holder;
+/// let h = Holder::ThisTask;
+/// assert!(h.is_this_task());
+/// assert_eq!(h.pid(), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Holder {
+    /// The task (or `block_on` thread) that asked: a sibling future of the
+    /// same task, which will let go, or a nested acquire in the same
+    /// future, which waits forever.
+    ThisTask,
+    /// A process, as the OS names it.
+    #[non_exhaustive]
+    Process {
+        /// Its process id.
+        pid: u32,
+    },
+}
+
+impl Holder {
+    /// A holder process named by its pid.
+    pub(crate) fn process(pid: u32) -> Holder {
+        Holder::Process { pid }
+    }
+
+    /// True for [`Holder::ThisTask`].
+    pub fn is_this_task(&self) -> bool {
+        matches!(self, Holder::ThisTask)
+    }
+
+    /// The holder's pid, where a process holds it.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Holder::Process { pid } => Some(*pid),
+            Holder::ThisTask => None,
+        }
     }
 }
 

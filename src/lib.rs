@@ -94,10 +94,10 @@ use std::path::Path;
 
 pub use backend::{BackendMetrics, OsMetrics};
 pub use category::{Category, ParseCategoryError};
-pub use error::LockError;
+pub use error::{Holder, LockError};
 pub use lock::{
     Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX,
-    LockGuard, LockSet, Locks, LocksBuilder, Metrics, OrderCheck, Percentiles,
+    LockGuard, LockSet, Locks, LocksBuilder, Metrics, OrderCheck, Percentiles, SameTask,
 };
 pub use mode::LockMode;
 pub use write::{

@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use async_filelock::{
-    Category, LockError, LockGuard, LockMode, Locks, artifact_lock, manifest_lock, paths_in_use,
-    sqlite_lock, summary_lock, telemetry_lock,
+    Category, Holder, LockError, LockGuard, LockMode, Locks, SameTask, artifact_lock,
+    manifest_lock, paths_in_use, sqlite_lock, summary_lock, telemetry_lock,
 };
 use support::locks_in;
 
@@ -45,9 +45,13 @@ async fn free_functions_use_a_locks_dir_beside_the_target() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn asking_again_for_a_held_lock_in_the_same_task_is_an_immediate_error() {
+async fn under_same_task_refuse_asking_again_for_a_held_lock_is_an_immediate_error() {
     let dir = tempfile::tempdir().unwrap();
-    let locks = locks_in(dir.path());
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .same_task(SameTask::Refuse)
+        .build()
+        .unwrap();
     let target = dir.path().join("m.jsonl");
     let g = locks.lock(Category::Manifest, &target).await.unwrap();
     let started = std::time::Instant::now();
@@ -75,6 +79,43 @@ async fn asking_again_for_a_held_lock_in_the_same_task_is_an_immediate_error() {
     // After release the same task may lock again.
     let again = locks.lock(Category::Manifest, &target).await.unwrap();
     again.release().await.unwrap();
+}
+
+/// By default a task asking for a lock it holds waits like anyone else
+/// (it may be a sibling future's), warns while it does that the holder is
+/// this same task, and at the timeout says so.
+#[test]
+fn a_nested_acquire_in_one_future_warns_and_times_out_naming_this_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = support::CapturedLog::default();
+    let _subscriber = tracing::subscriber::set_default(log.subscriber());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let locks = locks_in(dir.path());
+        let target = dir.path().join("m.jsonl");
+        let held = locks.lock(Category::Manifest, &target).await.unwrap();
+        let err = locks
+            .acquire(Category::Manifest, &target)
+            .timeout(Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        match &err {
+            LockError::Timeout { holder, .. } => {
+                assert_eq!(holder.as_ref(), Some(&Holder::ThisTask), "{err}")
+            }
+            other => panic!("expected a timeout, got {other}"),
+        }
+        assert!(err.to_string().contains("held by this same task"), "{err}");
+        let warned = log.text();
+        assert!(warned.contains("this same task holds"), "{warned}");
+        assert!(
+            warned.contains(&held.lock_path().display().to_string()),
+            "{warned}"
+        );
+    });
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -410,3 +410,43 @@ async fn an_open_dropped_mid_preparation_leaves_no_part_and_the_lock_free() {
     assert!(!part.exists());
     assert!(!target.exists());
 }
+
+/// `stream::iter(urls).map(download).buffer_unordered(8)` runs every
+/// download in one task: two of them on one target are sibling futures,
+/// not a nested acquire, and the second must wait for the first and find
+/// the artifact present, not fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_unordered_over_duplicate_targets_in_one_task_writes_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks_in(dir.path());
+    let targets: Vec<_> = (0..40)
+        .map(|i| dir.path().join(format!("file-{}", i % 10)))
+        .collect();
+    let outcomes: Vec<Result<&str, LockError>> = futures::stream::iter(targets)
+        .map(|target| {
+            let locks = locks.clone();
+            async move {
+                match ArtifactWriter::builder(&target).locks(locks).open().await? {
+                    Artifact::Write(mut w) => {
+                        w.write_all(b"body").await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        w.commit().await?;
+                        Ok("written")
+                    }
+                    Artifact::AlreadyPresent(_) => Ok("present"),
+                    Artifact::Busy => Ok("busy"),
+                }
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut count = HashMap::new();
+    for outcome in outcomes {
+        *count
+            .entry(outcome.expect("no download fails"))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(count.get("written"), Some(&10), "{count:?}");
+    assert_eq!(count.get("present"), Some(&30), "{count:?}");
+}

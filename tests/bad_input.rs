@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::time::Duration;
 
-use async_filelock::{Category, LockError, Locks};
+use async_filelock::{Category, LockError, Locks, SameTask};
 use support::locks_in;
 
 #[test]
@@ -272,7 +272,13 @@ async fn law2_two_spellings_of_one_lock_dir_are_one_lock_dir() {
     ];
     let handles: Vec<Locks> = spellings
         .iter()
-        .map(|d| Locks::builder().lock_dir(d).build().unwrap())
+        .map(|d| {
+            Locks::builder()
+                .lock_dir(d)
+                .same_task(SameTask::Refuse)
+                .build()
+                .unwrap()
+        })
         .collect();
     let first = handles[0].lock_path(Category::Manifest, &target).unwrap();
     for (locks, spelled) in handles.iter().zip(&spellings) {

@@ -7,8 +7,9 @@
 //!
 //! Steps (see ARCHITECTURE.md, "An acquisition"):
 //! 1. name the lock (law 2) and open a tracing span (law 8);
-//! 2. enter the in-process table and, for a wait, refuse a self-deadlock
-//!    and check the lock order (law 7);
+//! 2. enter the in-process table and, for a wait, check for a lock the
+//!    asking task holds already (wait with a warning, or refuse, per
+//!    [`super::owner::SameTask`]) and check the lock order (law 7);
 //! 3. take this process's queue for the path (FIFO, law 5): at once if
 //!    free, else by waiting;
 //! 4. try the backend without blocking; if busy, wait for it (law 3);
@@ -30,7 +31,7 @@ use super::guard::{GuardParts, Hold, LockGuard};
 use super::metrics::Recorder;
 use super::naming;
 use super::order::{self, OrderCheck};
-use super::owner::Owner;
+use super::owner::{Owner, SameTask};
 use super::patience::{Driver, Patience};
 use super::policy::Policy;
 use super::shared::SharedHeld;
@@ -38,7 +39,7 @@ use super::table::{self, EntryRef};
 use crate::backend::{Backend, HeldLock, LockRequest};
 use crate::blocking;
 use crate::category::Category;
-use crate::error::LockError;
+use crate::error::{Holder, LockError};
 use crate::mode::LockMode;
 
 /// What a [`crate::Locks`] handle is: its policy, its backend and its
@@ -56,6 +57,10 @@ pub(crate) struct Ask<'a> {
     pub category: Category,
     pub target: &'a Path,
     pub mode: LockMode,
+    /// Whose acquisition it is, for the self-deadlock and lock-order
+    /// checks: the asking task unless a writer acquires on a caller's
+    /// behalf (a JSONL commit for its appenders).
+    pub owner: Option<Owner>,
 }
 
 /// Who besides the deadline may end a wait, and what the caller is told
@@ -112,7 +117,7 @@ impl Engine {
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
-            let owner = Owner::current();
+            let owner = ask.owner.unwrap_or_else(Owner::current);
             let remove = self.policy.remove_on_release(ask.category);
             let Some(hold) = self.take(&entry, &req, remove, &Patience::Now).await? else {
                 return Ok(None);
@@ -150,7 +155,7 @@ impl Engine {
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
-            let owner = Owner::current();
+            let owner = ask.owner.unwrap_or_else(Owner::current);
             let remove = self.policy.remove_on_release(ask.category);
             let patience = match timeout {
                 Some(Duration::ZERO) => Patience::Now,
@@ -174,7 +179,13 @@ impl Engine {
                     Patience::Until { deadline, .. } => deadline,
                 };
                 if deadline.is_some_and(|at| Instant::now() >= at) {
-                    let holder = self.holder(&req.lock_path, driver).await;
+                    let holder = if entry.is_held_by(owner) {
+                        Some(Holder::ThisTask)
+                    } else {
+                        self.holder(&req.lock_path, driver)
+                            .await
+                            .map(Holder::process)
+                    };
                     return Err(self.timeout_error(ask.category, &req, started.elapsed(), holder));
                 }
                 if let Some(off) = call_off.off() {
@@ -230,11 +241,23 @@ impl Engine {
         owner: Owner,
     ) -> Result<(), LockError> {
         if entry.is_held_by(owner) {
-            return Err(LockError::WouldDeadlock {
-                category,
-                target: req.target.to_path_buf(),
-                lock_path: req.lock_path.to_path_buf(),
-            });
+            match self.policy.same_task {
+                SameTask::Refuse => {
+                    return Err(LockError::WouldDeadlock {
+                        category,
+                        target: req.target.to_path_buf(),
+                        lock_path: req.lock_path.to_path_buf(),
+                    });
+                }
+                _ => tracing::warn!(
+                    category = category.name(),
+                    target = %req.target.display(),
+                    lock_path = %req.lock_path.display(),
+                    "waiting for a lock this same task holds: fine if a sibling future \
+                     (join!, select!, buffer_unordered) holds it, a deadlock until the \
+                     timeout if it is a nested acquire in one future"
+                ),
+            }
         }
         let check = self.policy.order_check;
         if check != OrderCheck::Off
@@ -384,12 +407,12 @@ impl Engine {
         category: Category,
         req: &LockRequest,
         waited: Duration,
-        holder: Option<u32>,
+        holder: Option<Holder>,
     ) -> LockError {
         self.recorder.timed_out(category);
         tracing::info!(
             wait_ms = waited.as_secs_f64() * 1e3,
-            holder,
+            holder = ?holder,
             "timed out waiting for lock"
         );
         LockError::Timeout {

@@ -121,6 +121,7 @@ impl Acquire {
             category: self.category,
             target: &self.target,
             mode: self.mode,
+            owner: None,
         };
         self.engine.try_acquire(ask).await
     }
@@ -151,6 +152,7 @@ impl Future for Acquire {
                             category,
                             target: &target,
                             mode,
+                            owner: None,
                         },
                         Instant::now(),
                         timeout,

@@ -14,6 +14,7 @@ use super::guard::LockGuard;
 use super::metrics::{Metrics, Recorder};
 use super::naming;
 use super::order::OrderCheck;
+use super::owner::SameTask;
 use super::policy::{LockDir, Policy};
 use super::set::LockSet;
 use crate::backend::os::OsBackend;
@@ -140,8 +141,10 @@ impl Locks {
     ///
     /// # Errors
     ///
-    /// [`LockError::Timeout`] when the wait runs out; [`LockError::WouldDeadlock`]
-    /// when the calling task already holds this lock; [`LockError::InvalidTarget`],
+    /// [`LockError::Timeout`] when the wait runs out (naming the holder: a
+    /// process, or this same task); [`LockError::WouldDeadlock`] when the
+    /// calling task already holds this lock and the handle was built with
+    /// [`SameTask::Refuse`]; [`LockError::InvalidTarget`],
     /// [`LockError::UnsafeLockFile`], [`LockError::Io`] for bad paths.
     ///
     /// # Cancel safety
@@ -157,9 +160,10 @@ impl Locks {
     /// this process and others, but no exclusive one. As [`Locks::lock`]
     /// otherwise.
     ///
-    /// A task that already holds this lock, shared or exclusive, gets
-    /// [`LockError::WouldDeadlock`]: the queue is fair, so a writer queued
-    /// between its two requests would wait for it forever.
+    /// A task that already holds this lock, shared or exclusive, waits like
+    /// any other (see [`SameTask`]): the queue is fair, so a writer queued
+    /// between its two requests makes the second wait for the first's
+    /// release.
     pub fn lock_shared(&self, category: Category, target: impl AsRef<Path>) -> Acquire {
         self.acquire(category, target).shared()
     }
@@ -333,6 +337,13 @@ impl LocksBuilder {
     /// in the lock order (default [`OrderCheck::Warn`]).
     pub fn order_check(mut self, check: OrderCheck) -> Self {
         self.policy.order_check = check;
+        self
+    }
+
+    /// What a wait does when the asking task already holds the lock
+    /// (default [`SameTask::Wait`], with a warning; see [`SameTask`]).
+    pub fn same_task(mut self, policy: SameTask) -> Self {
+        self.policy.same_task = policy;
         self
     }
 

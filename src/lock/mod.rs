@@ -41,5 +41,6 @@ pub use guard::LockGuard;
 pub use locks::{Locks, LocksBuilder};
 pub use metrics::{CategoryMetrics, Metrics, Percentiles};
 pub use order::OrderCheck;
+pub use owner::SameTask;
 pub use policy::BESIDE_TARGET_DIR;
 pub use set::LockSet;

@@ -21,3 +21,28 @@ impl Owner {
         }
     }
 }
+
+/// What a wait does when the asking task (or `block_on` thread) already
+/// holds the lock it asks for.
+///
+/// A task id cannot tell a sibling future of the same task (`join!`,
+/// `select!`, `buffer_unordered`, `FuturesUnordered`), which will let go,
+/// from a nested acquire in the same future, which never can. So by default
+/// such a wait waits like any other, with a warning naming the lock while it
+/// does, and a timeout error that says the holder is this same task.
+///
+/// ```
+/// use async_filelock::{Locks, SameTask};
+/// // For code that never runs sibling futures on one lock: refuse at once.
+/// let locks = Locks::builder().same_task(SameTask::Refuse).build()?;
+/// # Ok::<(), async_filelock::LockError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SameTask {
+    /// Wait, warning that the holder is this same task (the default).
+    #[default]
+    Wait,
+    /// Refuse at once with [`crate::LockError::WouldDeadlock`].
+    Refuse,
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::naming::{self, NormalTarget};
 use super::order::OrderCheck;
+use super::owner::SameTask;
 use crate::category::Category;
 
 /// Name of the lock directory placed beside targets by default.
@@ -30,6 +31,7 @@ pub(crate) struct Policy {
     pub file_mode: u32,
     pub dir_mode: u32,
     pub order_check: OrderCheck,
+    pub same_task: SameTask,
 }
 
 impl Default for Policy {
@@ -44,6 +46,7 @@ impl Default for Policy {
             file_mode: 0o600,
             dir_mode: 0o700,
             order_check: OrderCheck::default(),
+            same_task: SameTask::default(),
         }
     }
 }

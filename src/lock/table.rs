@@ -34,7 +34,8 @@ pub(crate) struct Entry {
     /// The OS shared lock all shared holders in this process use, if any.
     /// The async mutex makes concurrent shared waiters take it once.
     pub shared: tokio::sync::Mutex<Weak<SharedHeld>>,
-    /// Who holds this lock, to refuse re-acquisition (self-deadlock).
+    /// Who holds this lock: for the same-task check ([`super::owner::SameTask`])
+    /// and to name this task as the holder in a timeout.
     owners: Mutex<Vec<Owner>>,
 }
 

@@ -55,6 +55,7 @@ pub(super) fn run_committer(inner: Arc<Inner>) {
             category: inner.category,
             target: &inner.path,
             mode: LockMode::Exclusive,
+            owner: None,
         };
         let locked = inner.locks.engine().acquire_blocking(ask, &token);
         let mut pending = lock(&inner.pending);
