@@ -132,7 +132,7 @@ fn waiters(n: usize) {
             .metrics()
             .backend()
             .os()
-            .map_or(0, |os| os.blocking_waits_peak);
+            .map_or(0, |os| os.kernel_waits_peak);
         holder
             .stdin
             .as_mut()

@@ -67,8 +67,7 @@
 //! blocking waits poll every 1 to 50 ms instead of being woken by a
 //! signal. On filesystems without `flock` support the OS reports an error
 //! naming the lock file.
-#![deny(unsafe_code)]
-#![forbid(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -80,8 +79,9 @@ compile_error!("async-filelock supports Unix platforms only for now");
 mod category;
 mod error;
 mod mode;
-// Platform code (the only `unsafe`) and the blocking-pool glue.
+// Platform code, the blocking-pool glue, per-process state.
 mod blocking;
+mod per_process;
 mod sys;
 // Layer 1: what holds a lock between processes.
 mod backend;
@@ -97,7 +97,8 @@ pub use category::{Category, ParseCategoryError};
 pub use error::{Holder, LockError};
 pub use lock::{
     Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX,
-    LockGuard, LockSet, Locks, LocksBuilder, Metrics, OrderCheck, Percentiles, SameTask,
+    ENV_WAIT_THREADS, LockGuard, LockSet, Locks, LocksBuilder, Metrics, OrderCheck, Percentiles,
+    SameTask,
 };
 pub use mode::LockMode;
 pub use write::{
@@ -111,6 +112,30 @@ pub use write::{
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Sets how many threads of this process may block in the kernel waiting
+/// for OS locks (default 16, at least 1), across all handles and writers.
+/// Waits beyond that many cost no thread: they are woken by file events
+/// (inotify on Linux) with a backoff poll as the backstop. Also set by
+/// `ASYNC_FILELOCK_WAIT_THREADS` when a handle reads the environment.
+///
+/// ```
+/// async_filelock::set_max_wait_threads(4);
+/// assert_eq!(async_filelock::max_wait_threads(), 4);
+/// async_filelock::set_max_wait_threads(16);
+/// ```
+pub fn set_max_wait_threads(n: usize) {
+    backend::os::waits::set_max_kernel_waits(n);
+}
+
+/// The bound set by [`set_max_wait_threads`].
+///
+/// ```
+/// assert!(async_filelock::max_wait_threads() >= 1);
+/// ```
+pub fn max_wait_threads() -> usize {
+    backend::os::waits::max_kernel_waits()
+}
 
 /// Number of lock paths this process currently holds or waits for, across
 /// all handles. Entries leave the table when their last holder or waiter

@@ -15,11 +15,23 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("mode", &[]),
     ("error", &["category"]),
     ("sys", &[]),
+    ("per_process", &[]),
     ("blocking", &["error"]),
-    ("backend", &["blocking", "sys", "error", "mode"]),
+    (
+        "backend",
+        &["blocking", "per_process", "sys", "error", "mode"],
+    ),
     (
         "lock",
-        &["backend", "blocking", "sys", "error", "category", "mode"],
+        &[
+            "backend",
+            "blocking",
+            "per_process",
+            "sys",
+            "error",
+            "category",
+            "mode",
+        ],
     ),
     (
         "write",

@@ -52,7 +52,7 @@ fn law5_thousand_tasks_get_the_lock_in_fifo_order_on_one_blocking_thread() {
             waiting_now, 1,
             "exactly one thread in flock for 1000 waiters"
         );
-        assert_eq!(support::os_metrics(&locks).blocking_waits_now, 1);
+        assert_eq!(support::os_metrics(&locks).kernel_waits_now, 1);
         holder.tell("release");
         for t in tasks {
             t.await.unwrap().unwrap();
@@ -62,7 +62,7 @@ fn law5_thousand_tasks_get_the_lock_in_fifo_order_on_one_blocking_thread() {
     assert_eq!(order, (0..1000).collect::<Vec<_>>(), "FIFO");
     let m = locks.metrics();
     assert_eq!(
-        support::os_metrics(&locks).blocking_waits_peak,
+        support::os_metrics(&locks).kernel_waits_peak,
         1,
         "never more than one blocking wait"
     );

@@ -61,7 +61,7 @@ fn with_the_programs_own_sigurg_handler_waits_poll_and_still_cancel() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Mid-wait: a wait is in progress, and it polls instead of blocking
         // in flock (with the wake signal it would be blocked in flock).
-        assert_eq!(support::os_metrics(&locks).blocking_waits_now, 1);
+        assert_eq!(support::os_metrics(&locks).kernel_waits_now, 1);
         let in_flock = tokio::task::spawn_blocking(threads_in_flock_wait)
             .await
             .unwrap();
@@ -73,7 +73,7 @@ fn with_the_programs_own_sigurg_handler_waits_poll_and_still_cancel() {
     assert!(eventually(Duration::from_secs(2), || support::os_metrics(
         &locks
     )
-    .blocking_waits_now
+    .kernel_waits_now
         == 0));
     assert_eq!(
         sigurg_handler(),

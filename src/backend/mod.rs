@@ -27,10 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::LockError;
 use crate::mode::LockMode;
 
-mod on_cancel;
 pub(crate) mod os;
-
-pub(crate) use on_cancel::on_cancel;
 
 /// What a backend needs to take one lock.
 #[derive(Debug, Clone)]
@@ -73,19 +70,9 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
         cancel: Option<&CancellationToken>,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError>;
 
-    /// As [`Backend::wait`], on the calling thread, which may block (a
-    /// thread of the blocking pool doing work under the lock, so that the
-    /// thread granted the lock does the work with no hand-off in between).
-    fn wait_blocking(
-        &self,
-        req: &LockRequest,
-        deadline: Option<Instant>,
-        cancel: Option<&CancellationToken>,
-    ) -> Result<Option<Box<dyn HeldLock>>, LockError>;
-
-    /// Best effort: the pid of a process holding `lock_path`. May block
-    /// briefly; call it where blocking is allowed.
-    fn holder(&self, lock_path: &Path) -> Option<u32>;
+    /// Best effort: the pid of a process holding `lock_path`, for a timeout
+    /// error. Quick: it must not hold the timeout back noticeably.
+    async fn holder(&self, lock_path: &Path) -> Option<u32>;
 
     /// This backend's own counters, for [`crate::Metrics::backend`].
     fn metrics(&self) -> BackendMetrics;
@@ -107,7 +94,7 @@ pub(crate) trait HeldLock: Send + Sync + fmt::Debug {
 /// use async_filelock::{BackendMetrics, Locks};
 /// let locks = Locks::builder().build()?;
 /// match locks.metrics().backend() {
-///     BackendMetrics::Os(os) => assert!(os.blocking_waits_peak >= os.blocking_waits_now),
+///     BackendMetrics::Os(os) => assert!(os.kernel_waits_peak >= os.kernel_waits_now),
 ///     _ => unreachable!("the default backend is the OS one"),
 /// }
 /// # Ok::<(), async_filelock::LockError>(())
@@ -129,18 +116,29 @@ impl BackendMetrics {
 }
 
 /// Counters of the OS backend, process-wide (all handles share them).
+///
+/// A wait for a busy lock is either a *kernel wait* (a crate thread blocked
+/// in `flock`; at most [`crate::max_wait_threads`] at once) or an *event
+/// wait* (no thread of its own: woken by file events and a backoff poll).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OsMetrics {
-    /// Threads of this process waiting for an OS lock now (at most one per
-    /// contended lock path).
-    pub blocking_waits_now: u64,
-    /// The most such threads at any one time since the process started.
-    pub blocking_waits_peak: u64,
-    /// Blocking waits (since the process started) that found the lock
+    /// Kernel waits in progress now, abandoned ones included (at most one
+    /// per contended lock path and mode).
+    pub kernel_waits_now: u64,
+    /// The most kernel waits at any one time since the process started.
+    pub kernel_waits_peak: u64,
+    /// Kernel waits whose future was dropped: their thread lets go of the
+    /// lock the moment it is granted, unless a new wait adopts it first.
+    pub abandoned_kernel_waits_now: u64,
+    /// Event waits in progress now.
+    pub event_waits_now: u64,
+    /// Crate threads alive for kernel waits (idle ones exit after 10 s).
+    pub wait_threads: u64,
+    /// Kernel waits (since the process started) that found the lock
     /// released after their task's non-blocking attempt, and stood aside
     /// for about 50 µs so that a waiter the release woke could take it
     /// first, as it would from a plain blocking `flock`. Many of these mean
     /// a lock handed over at a high rate.
-    pub blocking_waits_stood_aside: u64,
+    pub waits_stood_aside: u64,
 }

@@ -1,9 +1,8 @@
 //! The acquisition core: the one place where a lock is asked for, queued in
 //! this process, tried, waited for under a deadline, checked for
 //! self-deadlock and lock order, counted and traced. The async API
-//! ([`crate::Locks`]) and the writers that lock from the blocking pool
-//! (a JSONL commit) both come here; they differ only in the [`Driver`] that
-//! runs the waits.
+//! ([`crate::Locks`]) and the writers (a JSONL commit, which may be called
+//! off through a cancellation token) both come here.
 //!
 //! Steps (see ARCHITECTURE.md, "An acquisition"):
 //! 1. name the lock (law 2) and open a tracing span (law 8);
@@ -32,12 +31,11 @@ use super::metrics::Recorder;
 use super::naming;
 use super::order::{self, OrderCheck};
 use super::owner::{Owner, SameTask};
-use super::patience::{Driver, Patience};
+use super::patience::Patience;
 use super::policy::Policy;
 use super::shared::SharedHeld;
 use super::table::{self, EntryRef};
 use crate::backend::{Backend, HeldLock, LockRequest};
-use crate::blocking;
 use crate::category::Category;
 use crate::error::{Holder, LockError};
 use crate::mode::LockMode;
@@ -136,19 +134,19 @@ impl Engine {
     }
 
     /// Waits for the lock from `started` for up to `timeout` (`None`:
-    /// forever; zero: one attempt), with the waits run by `driver`. A busy
-    /// lock at the deadline is [`LockError::Timeout`]; a wait called off
-    /// through `call_off` is `Ok(Err(off))`.
+    /// forever; zero: one attempt). A busy lock at the deadline is
+    /// [`LockError::Timeout`]; a wait called off through `call_off` is
+    /// `Ok(Err(off))`.
     ///
     /// Cancel safe (law 4): every await is on a cancel-safe primitive
     /// (tokio's fair locks leave their queue when dropped; the backend
-    /// stops its wait), and what was taken before a drop is released by it.
+    /// gives up its wait), and what was taken before a drop is released by
+    /// it.
     pub(crate) async fn acquire<C: CallOff>(
         &self,
         ask: Ask<'_>,
         started: Instant,
         timeout: Option<Duration>,
-        driver: Driver,
         call_off: C,
     ) -> Result<Result<LockGuard, C::Off>, LockError> {
         let req = self.request(ask, started)?;
@@ -164,7 +162,6 @@ impl Engine {
                     Patience::Until {
                         // Past what `Instant` can hold is forever.
                         deadline: timeout.and_then(|t| started.checked_add(t)),
-                        driver,
                         token: call_off.token(),
                     }
                 }
@@ -182,7 +179,8 @@ impl Engine {
                     let holder = if entry.is_held_by(owner) {
                         Some(Holder::ThisTask)
                     } else {
-                        self.holder(&req.lock_path, driver)
+                        self.backend
+                            .holder(&req.lock_path)
                             .await
                             .map(Holder::process)
                     };
@@ -196,26 +194,6 @@ impl Engine {
         }
         .instrument(span)
         .await
-    }
-
-    /// [`Engine::acquire`] on the calling thread, which may block (the
-    /// blocking pool), up to the category's timeout; `Ok(None)` when the
-    /// wait was cancelled through `token`. For work that runs there anyway
-    /// (a JSONL commit): the thread granted the lock does the work, so the
-    /// lock is held no longer than the work.
-    pub(crate) fn acquire_blocking(
-        &self,
-        ask: Ask<'_>,
-        token: &CancellationToken,
-    ) -> Result<Option<LockGuard>, LockError> {
-        let started = Instant::now();
-        let timeout = self.policy.timeout(ask.category);
-        let wake_at = timeout.and_then(|t| started.checked_add(t));
-        let acquired = blocking::block_on(
-            self.acquire(ask, started, timeout, Driver::Thread, token),
-            wake_at,
-        )?;
-        Ok(acquired.ok())
     }
 
     /// What the backend needs to lock `ask.target` in `ask.category`.
@@ -342,19 +320,11 @@ impl Engine {
         if let Some(os) = self.backend.try_lock(req)? {
             return Ok(Some(os));
         }
-        let Patience::Until {
-            deadline,
-            driver,
-            token,
-        } = *patience
-        else {
+        let Patience::Until { deadline, token } = *patience else {
             return Ok(None);
         };
         tracing::debug!("held by another process; waiting");
-        match driver {
-            Driver::Task => self.backend.wait(req, deadline, token).await,
-            Driver::Thread => self.backend.wait_blocking(req, deadline, token),
-        }
+        self.backend.wait(req, deadline, token).await
     }
 
     /// The guard for a lock just granted; records the acquisition.
@@ -385,21 +355,6 @@ impl Engine {
             budget: self.policy.budget(category),
             recorder: Arc::clone(&self.recorder),
         })
-    }
-
-    /// Who holds `lock_path`, asked where blocking is allowed.
-    async fn holder(&self, lock_path: &Arc<Path>, driver: Driver) -> Option<u32> {
-        match driver {
-            Driver::Thread => self.backend.holder(lock_path),
-            Driver::Task => {
-                let backend = Arc::clone(&self.backend);
-                let path = Arc::clone(lock_path);
-                tokio::task::spawn_blocking(move || backend.holder(&path))
-                    .await
-                    .ok()
-                    .flatten()
-            }
-        }
     }
 
     fn timeout_error(

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use super::acquire::{Ask, Engine, NoCallOff};
 use super::guard::LockGuard;
-use super::patience::Driver;
 use crate::category::Category;
 use crate::error::LockError;
 use crate::mode::LockMode;
@@ -156,7 +155,6 @@ impl Future for Acquire {
                         },
                         Instant::now(),
                         timeout,
-                        Driver::Task,
                         NoCallOff,
                     )
                     .await?

@@ -15,6 +15,9 @@ pub const ENV_DIR: &str = "ASYNC_FILELOCK_DIR";
 pub const ENV_TIMEOUT_PREFIX: &str = "ASYNC_FILELOCK_TIMEOUT_";
 /// The backend variable.
 pub const ENV_BACKEND: &str = "ASYNC_FILELOCK_BACKEND";
+/// How many threads of the process may block in the kernel waiting for OS
+/// locks (see [`crate::set_max_wait_threads`]); process-wide.
+pub const ENV_WAIT_THREADS: &str = "ASYNC_FILELOCK_WAIT_THREADS";
 
 /// Applies the variables `lookup` finds over `policy`.
 pub(crate) fn apply(
@@ -35,6 +38,19 @@ pub(crate) fn apply(
         if let Some(value) = lookup(&key) {
             policy.timeouts[category.index()] = parse_timeout(&key, &value)?;
         }
+    }
+    if let Some(value) = lookup(ENV_WAIT_THREADS) {
+        let n = value
+            .to_str()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                config(
+                    ENV_WAIT_THREADS,
+                    &format!("{value:?} is not a whole number of threads, 1 or more"),
+                )
+            })?;
+        crate::backend::os::waits::set_max_kernel_waits(n);
     }
     if let Some(backend) = lookup(ENV_BACKEND) {
         match backend.to_str().map(str::trim) {

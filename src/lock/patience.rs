@@ -1,7 +1,6 @@
 //! How an acquisition may wait: never ([`Patience::Now`]) or until a
-//! deadline or a cancellation token ([`Patience::Until`]), with its waits
-//! run by a [`Driver`]; and [`Until`], the future every wait of the
-//! acquisition core is wrapped in.
+//! deadline or a cancellation token ([`Patience::Until`]); and [`Until`],
+//! the future every wait of the acquisition core is wrapped in.
 //!
 //! Hand-written rather than `tokio::select!` over three futures because it
 //! is the state of every waiting acquisition: ten thousand tasks waiting on
@@ -17,16 +16,6 @@ use std::time::Instant;
 use pin_project_lite::pin_project;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-/// Where the waits of an acquisition run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Driver {
-    /// In an async task: the backend's async wait, tokio's timer.
-    Task,
-    /// On the calling thread, which may block: the backend's blocking wait,
-    /// driven by [`blocking::block_on`].
-    Thread,
-}
-
 /// How one pass over the steps may wait.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Patience<'a> {
@@ -35,7 +24,6 @@ pub(crate) enum Patience<'a> {
     /// Until the deadline (`None`: forever) or the token.
     Until {
         deadline: Option<Instant>,
-        driver: Driver,
         token: Option<&'a CancellationToken>,
     },
 }
@@ -59,9 +47,7 @@ impl<'a> Patience<'a> {
 
 pin_project! {
     /// `Some(output)` if `fut` completes first; `None` once the deadline
-    /// passed or the token was cancelled. With [`Driver::Thread`] the
-    /// deadline is read from the clock at each poll, and the driver
-    /// (`blocking::block_on`) must wake at it.
+    /// passed or the token was cancelled.
     pub(crate) struct Until<'a, F> {
         #[pin]
         fut: F,
@@ -76,12 +62,7 @@ impl<F: Future> Future for Until<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Patience::Until {
-            deadline,
-            driver,
-            token,
-        } = **this.patience
-        else {
+        let Patience::Until { deadline, token } = **this.patience else {
             return Poll::Ready(None);
         };
         if let Poll::Ready(out) = this.fut.poll(cx) {
@@ -96,20 +77,11 @@ impl<F: Future> Future for Until<'_, F> {
             }
         }
         if let Some(at) = deadline {
-            match driver {
-                Driver::Task => {
-                    let sleep = this
-                        .sleep
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at.into())));
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(None);
-                    }
-                }
-                Driver::Thread => {
-                    if Instant::now() >= at {
-                        return Poll::Ready(None);
-                    }
-                }
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at.into())));
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
             }
         }
         Poll::Pending

@@ -1,34 +1,77 @@
 //! Every Unix but Linux: what the crate does without Linux's extras. Only
-//! compiled here (and in Linux unit tests); see the module docs of `sys`.
+//! compiled there (and in Linux unit tests); see the module docs of `sys`.
 
 use std::fs::File;
+use std::io;
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+/// Holders of locks by (major, minor, inode): never known here.
+pub(crate) type LockHolders = FxHashMap<(u32, u32, u64), u32>;
 
 /// No portable way to ask who holds a `flock`: unknown.
-pub(crate) fn holder_of(_lock_path: &Path) -> Option<u32> {
+pub(crate) fn lock_holders() -> Option<LockHolders> {
     None
+}
+
+/// The key of a file in [`LockHolders`].
+pub(crate) fn holder_key(dev: u64, ino: u64) -> (u32, u32, u64) {
+    ((dev >> 32) as u32, dev as u32, ino)
 }
 
 /// No keep-size preallocation: the file grows as it is written.
 pub(crate) fn reserve(_file: &File, _len: u64) {}
 
-/// Without a wake signal, waits poll; nothing needs to be woken.
-pub(crate) fn install_wake_handler() -> bool {
-    false
+/// No file events: waits poll. [`EventSource::watch`] always fails, and
+/// [`EventSource::wait`] only sleeps until woken or timed out.
+#[derive(Debug, Default)]
+pub(crate) struct EventSource {
+    woken: Mutex<bool>,
+    wake: Condvar,
 }
 
-/// A thread that cannot be signalled here.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct WaitingThread;
+/// One watched file (never handed out here).
+pub(crate) type WatchId = i32;
 
-impl WaitingThread {
-    /// The calling thread.
-    pub(crate) fn current() -> Self {
-        WaitingThread
+impl EventSource {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(EventSource::default())
     }
 
-    /// Does nothing: [`install_wake_handler`] said no, so no wait relies on it.
-    pub(crate) fn wake(self) {}
+    pub(crate) fn watch(&self, _path: &Path) -> io::Result<WatchId> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no file events on this platform",
+        ))
+    }
+
+    pub(crate) fn unwatch(&self, _id: WatchId) {}
+
+    pub(crate) fn wait(&self, timeout: Option<Duration>, _ready: &mut Vec<WatchId>) -> bool {
+        let woken = self.woken.lock().unwrap_or_else(|p| p.into_inner());
+        let mut woken = match timeout {
+            Some(t) => {
+                self.wake
+                    .wait_timeout_while(woken, t, |w| !*w)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            None => self
+                .wake
+                .wait_while(woken, |w| !*w)
+                .unwrap_or_else(|p| p.into_inner()),
+        };
+        *woken = false;
+        false
+    }
+
+    pub(crate) fn wake(&self) {
+        *self.woken.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_one();
+    }
 }
 
 #[cfg(test)]
@@ -36,13 +79,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_fallback_knows_no_holder_and_never_offers_signals() {
+    fn the_fallback_knows_no_holder_watches_nothing_and_wakes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = File::create(dir.path().join("f")).expect("create");
-        assert_eq!(holder_of(&dir.path().join("f")), None);
+        assert!(lock_holders().is_none());
         reserve(&file, 1 << 20);
         assert_eq!(file.metadata().expect("stat").len(), 0);
-        assert!(!install_wake_handler());
-        WaitingThread::current().wake();
+        let source = EventSource::new().expect("source");
+        assert!(source.watch(&dir.path().join("f")).is_err());
+        source.wake();
+        let mut ready = Vec::new();
+        assert!(!source.wait(None, &mut ready));
+        assert!(!source.wait(Some(Duration::from_millis(1)), &mut ready));
     }
 }

@@ -1,47 +1,68 @@
-//! Linux: the holder of a lock from `/proc/locks`, keep-size
-//! preallocation with `fallocate`, and the wake signal for cancelled waits.
+//! Linux: who holds a lock (`/proc/locks`), keep-size preallocation
+//! (`fallocate`), and file events for waits (inotify, woken through an
+//! eventfd). All through rustix's safe wrappers: no `unsafe` here.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::time::Duration;
 
-/// How many times the table is read before concluding nobody holds the
-/// lock. The kernel hands `/proc/locks` out a page per `read`, restarting
-/// its walk by line number each time, so a lock released elsewhere between
-/// two reads shifts the rest of the list and one line can be skipped; on a
-/// busy host it can be the holder's (seen in CI, with eight processes
-/// locking and unlocking while a test read the table). Another pass finds it.
+use rustc_hash::FxHashMap;
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
+use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+
+/// How many times `/proc/locks` is read into one snapshot. The kernel hands
+/// it out a page per `read`, restarting its walk by line number each time,
+/// so a lock released elsewhere between two reads shifts the rest of the
+/// list and one line can be skipped; on a busy host it can be the holder's
+/// (seen in CI, with eight processes locking and unlocking while a test read
+/// the table). The union of three reads finds it.
 const READS: usize = 3;
 
-/// The pid holding a granted lock on `lock_path`, from `/proc/locks`
-/// matched by device and inode. Best effort: a lock released meanwhile, or
-/// an unreadable table, gives `None`. Blocks briefly (reads a proc file).
-pub(crate) fn holder_of(lock_path: &Path) -> Option<u32> {
-    let meta = std::fs::symlink_metadata(lock_path).ok()?;
-    (0..READS).find_map(|_| {
-        let table = std::fs::read_to_string("/proc/locks").ok()?;
-        find_holder(&table, meta.dev(), meta.ino())
-    })
+/// Holders of `flock` locks by (major, minor, inode).
+pub(crate) type LockHolders = FxHashMap<(u32, u32, u64), u32>;
+
+/// Every holder of a granted lock, from `/proc/locks`. Blocks for the reads
+/// (about a millisecond with a thousand locks held); `None` if the table
+/// cannot be read.
+pub(crate) fn lock_holders() -> Option<LockHolders> {
+    let mut holders = LockHolders::default();
+    let mut read_any = false;
+    for _ in 0..READS {
+        if let Ok(table) = std::fs::read_to_string("/proc/locks") {
+            read_any = true;
+            parse_holders(&table, &mut holders);
+        }
+    }
+    read_any.then_some(holders)
+}
+
+/// The key of a file in [`LockHolders`].
+pub(crate) fn holder_key(dev: u64, ino: u64) -> (u32, u32, u64) {
+    (rustix::fs::major(dev), rustix::fs::minor(dev), ino)
 }
 
 /// Parses lines such as `1: FLOCK  ADVISORY  WRITE 1785 fe:00:10010649 0 EOF`;
 /// lines with `->` are blocked waiters, not holders.
-fn find_holder(table: &str, dev: u64, ino: u64) -> Option<u32> {
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    table.lines().find_map(|line| {
+fn parse_holders(table: &str, into: &mut LockHolders) {
+    for line in table.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.get(1) == Some(&"->") || fields.len() < 6 {
-            return None;
+            continue;
         }
-        let pid: u32 = fields[4].parse().ok()?;
-        let mut id = fields[5].split(':');
-        let maj = u32::from_str_radix(id.next()?, 16).ok()?;
-        let min = u32::from_str_radix(id.next()?, 16).ok()?;
-        let inode: u64 = id.next()?.parse().ok()?;
-        (maj == major && min == minor && inode == ino).then_some(pid)
-    })
+        let parsed = (|| {
+            let pid: u32 = fields[4].parse().ok()?;
+            let mut id = fields[5].split(':');
+            let maj = u32::from_str_radix(id.next()?, 16).ok()?;
+            let min = u32::from_str_radix(id.next()?, 16).ok()?;
+            let inode: u64 = id.next()?.parse().ok()?;
+            Some(((maj, min, inode), pid))
+        })();
+        if let Some((key, pid)) = parsed {
+            into.entry(key).or_insert(pid);
+        }
+    }
 }
 
 /// Reserves `len` bytes of disk for `file` without changing its size, so a
@@ -49,74 +70,85 @@ fn find_holder(table: &str, dev: u64, ino: u64) -> Option<u32> {
 /// resuming relies on). fs4's `allocate` extends the size, hence
 /// `fallocate(FALLOC_FL_KEEP_SIZE)`; filesystems without it just skip it.
 pub(crate) fn reserve(file: &File, len: u64) {
-    let Ok(len) = libc::off_t::try_from(len) else {
-        return;
-    };
-    // SAFETY: a valid descriptor owned by `file`; fallocate does not touch
-    // memory.
-    let r = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
-    if r != 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "preallocation skipped");
+    if let Err(e) = rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {
+        tracing::debug!(error = %io::Error::from(e), "preallocation skipped");
     }
 }
 
-/// The signal that wakes a cancelled wait: `SIGURG`, for the reasons the Go
-/// runtime chose it for goroutine preemption: ignored by default, rarely used.
-const WAKE_SIGNAL: libc::c_int = libc::SIGURG;
-
-/// A thread that may be woken out of a blocking system call.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WaitingThread(libc::pthread_t);
-
-impl WaitingThread {
-    /// The calling thread.
-    pub(crate) fn current() -> Self {
-        // SAFETY: pthread_self has no preconditions.
-        WaitingThread(unsafe { libc::pthread_self() })
-    }
-
-    /// Sends the wake signal, which interrupts a blocking call with `EINTR`.
-    ///
-    /// The caller must know the thread is alive (`backend::os::interrupt`
-    /// sends only while the thread is inside its wait, under the mutex the
-    /// thread takes to leave it).
-    pub(crate) fn wake(self) {
-        // SAFETY: per the contract above the thread is alive, so the id is
-        // valid; pthread_kill touches no memory of ours.
-        unsafe {
-            libc::pthread_kill(self.0, WAKE_SIGNAL);
-        }
-    }
+/// Events on lock files, for waits that hold no thread: inotify tells when
+/// a file is closed (a holder releasing by closing, which is what this
+/// crate and most others do), or unlinked or renamed (a lock file removed
+/// on release); an eventfd lets other threads wake the one waiting here.
+#[derive(Debug)]
+pub(crate) struct EventSource {
+    inotify: OwnedFd,
+    wake: OwnedFd,
 }
 
-extern "C" fn wake_handler(_signal: libc::c_int) {}
+/// One watched file, as the event source names it.
+pub(crate) type WatchId = i32;
 
-/// Installs the wake signal's handler, which does nothing and is installed
-/// without `SA_RESTART`, so that an interrupted `flock` returns `EINTR`.
-/// Only over the default or ignored disposition: false (and nothing
-/// changed) if the program handles `SIGURG` itself.
-pub(crate) fn install_wake_handler() -> bool {
-    // SAFETY: sigaction with a zeroed struct is the documented way to query a
-    // disposition; we install a handler that does nothing (async-signal-safe)
-    // only over the default or ignored disposition, so no other handler is
-    // replaced.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(WAKE_SIGNAL, std::ptr::null(), &mut old) != 0 {
+impl EventSource {
+    pub(crate) fn new() -> io::Result<Self> {
+        let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(EventSource { inotify, wake })
+    }
+
+    /// Watches `path` (the file it names now). Watching one file twice
+    /// gives the same id.
+    pub(crate) fn watch(&self, path: &Path) -> io::Result<WatchId> {
+        let flags = WatchFlags::CLOSE_WRITE
+            | WatchFlags::CLOSE_NOWRITE
+            | WatchFlags::ATTRIB
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::MOVE_SELF;
+        Ok(inotify::add_watch(&self.inotify, path, flags)?)
+    }
+
+    /// Stops watching; an id already gone (its file was deleted) is fine.
+    pub(crate) fn unwatch(&self, id: WatchId) {
+        let _ = inotify::remove_watch(&self.inotify, id);
+    }
+
+    /// Waits up to `timeout` (`None`: until woken) for events, appending the
+    /// ids with events to `ready`. Returns true if the kernel's event queue
+    /// overflowed (events were lost: check everything).
+    pub(crate) fn wait(&self, timeout: Option<Duration>, ready: &mut Vec<WatchId>) -> bool {
+        let timeout = timeout.map(|t| Timespec {
+            tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        let mut fds = [
+            PollFd::new(&self.inotify, PollFlags::IN),
+            PollFd::new(&self.wake, PollFlags::IN),
+        ];
+        if poll(&mut fds, timeout.as_ref()).is_err() {
+            // EINTR or a transient failure: the caller checks its clock.
             return false;
         }
-        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-            tracing::debug!(
-                "SIGURG has a handler already; cancelled lock waits will poll instead of being woken"
-            );
-            return false;
+        let woken = !fds[1].revents().is_empty();
+        if woken {
+            let mut count = [0u8; 8];
+            let _ = rustix::io::read(&self.wake, &mut count);
         }
-        let mut new: libc::sigaction = std::mem::zeroed();
-        new.sa_sigaction = wake_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut new.sa_mask);
-        // No SA_RESTART: the interrupted flock must return EINTR.
-        new.sa_flags = 0;
-        libc::sigaction(WAKE_SIGNAL, &new, std::ptr::null_mut()) == 0
+        let mut overflow = false;
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(self.inotify.as_fd(), &mut buf);
+        // Stops at WOULDBLOCK (nothing more queued) or any other error.
+        while let Ok(event) = reader.next() {
+            if event.events().contains(ReadFlags::QUEUE_OVERFLOW) {
+                overflow = true;
+            } else if event.wd() >= 0 {
+                ready.push(event.wd());
+            }
+        }
+        overflow
+    }
+
+    /// Wakes a thread in [`EventSource::wait`]. Callable from any thread.
+    pub(crate) fn wake(&self) {
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
     }
 }
 
@@ -126,12 +158,33 @@ mod tests {
 
     #[test]
     fn parses_holders_and_skips_waiters() {
-        let dev = libc::makedev(0xfe, 0);
         let table = "1: -> FLOCK  ADVISORY  WRITE 9 fe:00:77 0 EOF\n\
                      1: FLOCK  ADVISORY  WRITE 1785 fe:00:77 0 EOF\n\
-                     2: POSIX  ADVISORY  READ 12 08:01:77 0 EOF\n";
-        assert_eq!(find_holder(table, dev, 77), Some(1785));
-        assert_eq!(find_holder(table, dev, 78), None);
-        assert_eq!(find_holder("garbage\n\n", dev, 77), None);
+                     2: POSIX  ADVISORY  READ 12 08:01:77 0 EOF\n\
+                     garbage\n\n";
+        let mut holders = LockHolders::default();
+        parse_holders(table, &mut holders);
+        assert_eq!(holders.get(&(0xfe, 0, 77)), Some(&1785));
+        assert_eq!(holders.get(&(8, 1, 77)), Some(&12));
+        assert_eq!(holders.len(), 2);
+    }
+
+    #[test]
+    fn closing_a_watched_file_is_an_event_and_wake_returns_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.lock");
+        File::create(&path).expect("create");
+        let source = EventSource::new().expect("inotify");
+        let id = source.watch(&path).expect("watch");
+        drop(File::open(&path).expect("open"));
+        let mut ready = Vec::new();
+        source.wait(Some(Duration::from_secs(5)), &mut ready);
+        assert!(ready.contains(&id), "{ready:?}");
+        ready.clear();
+        source.wake();
+        assert!(!source.wait(None, &mut ready));
+        assert!(ready.is_empty());
+        source.unwatch(id);
+        source.unwatch(id);
     }
 }

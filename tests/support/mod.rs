@@ -575,7 +575,7 @@ pub fn os_metrics(locks: &Locks) -> async_filelock::OsMetrics {
 }
 
 pub fn blocking_waits_reach(locks: &Locks, n: u64, limit: Duration) -> bool {
-    eventually(limit, || os_metrics(locks).blocking_waits_now == n)
+    eventually(limit, || os_metrics(locks).kernel_waits_now == n)
 }
 
 /// Queues a task for `target`'s manifest lock, tells `holder` to release,
@@ -626,4 +626,104 @@ impl std::io::Write for CapturedLog {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A Python process holding `flock` locks on the given lock files: a
+/// holder that is not this crate. `release` lets go of all of them at once.
+pub struct PythonHolder {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+const PYTHON_HOLDER: &str = r#"
+import fcntl, os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+paths = [p for p in open(sys.argv[1]).read().split("\n") if p]
+want = len(paths) + 64
+if soft < want:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+fds = []
+for p in paths:
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX if sys.argv[2] == "exclusive" else fcntl.LOCK_SH)
+    fds.append(fd)
+print("held", flush=True)
+sys.stdin.readline()
+for fd in fds:
+    os.close(fd)
+print("released", flush=True)
+sys.stdin.readline()
+"#;
+
+impl PythonHolder {
+    /// Starts `python3` holding `lock_paths` in `mode` (`exclusive` or
+    /// `shared`); returns once it holds them all.
+    pub fn hold(dir: &Path, lock_paths: &[PathBuf], mode: &str) -> PythonHolder {
+        let list = dir.join(format!("python-holder-{}.txt", std::process::id()));
+        let text: Vec<String> = lock_paths.iter().map(|p| path_arg(p)).collect();
+        std::fs::write(&list, text.join("\n")).expect("write the holder's list");
+        for p in lock_paths {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).expect("lock dir");
+            }
+        }
+        let mut child = Command::new("python3")
+            .args(["-c", PYTHON_HOLDER])
+            .arg(&list)
+            .arg(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("python holder");
+        assert_eq!(line.trim(), "held", "python holder said {line:?}");
+        PythonHolder { child, stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets go of every lock at once (closing the descriptors).
+    pub fn release(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin).expect("tell python holder");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("python holder");
+        assert_eq!(line.trim(), "released", "python holder said {line:?}");
+    }
+}
+
+impl Drop for PythonHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Threads of this process now.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// Raises this process's soft descriptor limit to at least `n` (up to the
+/// hard limit), for tests that keep thousands of lock files open.
+pub fn raise_fd_limit(n: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|c| c < n) {
+        limit.current = Some(limit.maximum.map_or(n, |m| m.min(n)));
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
+/// Runs `work` on a thread and says whether it finished while a holder
+/// that never lets go on its own still holds its locks: within a minute,
+/// which only a hang exceeds. An ordering check, not a speed check.
+pub fn finishes_while_held(work: impl FnOnce() + Send + 'static) -> bool {
+    let done = std::thread::spawn(work);
+    eventually(Duration::from_secs(60), || done.is_finished())
 }

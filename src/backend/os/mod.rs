@@ -10,30 +10,31 @@
 //!
 //! * [`flock`]: the only calls of the OS lock functions.
 //! * [`file`]: opening the lock file and its identity checks.
-//! * [`wait`]: blocking waits on a thread that may block, and the fair
-//!   hand-over across the thread hop.
-//! * [`interrupt`]: how a cancelled or timed-out blocking wait is woken.
+//! * [`waits`]: the process's pending waits and where each is served:
+//!   [`kernel`] threads blocked in `flock` (bounded), or the [`events`]
+//!   thread (file events and a backoff poll, no thread per wait).
+//! * [`holders`]: who holds a lock, for timeout errors.
 //!
-//! An async wait runs the blocking wait on tokio's blocking pool (one thread
-//! per contended lock path, law 5) and cancels it when the deadline passes,
-//! the token is cancelled, or the future is dropped.
+//! An uncontended lock is one non-blocking `flock` on the calling thread
+//! ([`Backend::try_lock`]); only a busy one becomes a wait.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use fs4::TryLockError;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, BackendMetrics, HeldLock, LockRequest, on_cancel};
+use super::{Backend, BackendMetrics, HeldLock, LockRequest};
 use crate::error::LockError;
-use interrupt::WaitControl;
 
+mod events;
 mod file;
 mod flock;
-mod interrupt;
-mod wait;
+mod holders;
+mod kernel;
+mod pending;
+pub(crate) mod waits;
 
 /// How many times one attempt follows a lock file that was replaced under it
 /// before giving up as "busy".
@@ -68,81 +69,33 @@ impl Backend for OsBackend {
         deadline: Option<Instant>,
         cancel: Option<&CancellationToken>,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
-        let ctl = WaitControl::new();
-        // Ends the blocking wait on every way out of this future: the
-        // deadline, the token, a drop.
-        let _cancel_on_drop = CancelOnDrop(Arc::clone(&ctl));
-        let owned = req.clone();
-        let waiting = Arc::clone(&ctl);
-        let joined = tokio::task::spawn_blocking(move || wait::blocking_lock(&owned, &waiting));
-        let gave_up = async {
-            let deadline = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let cancelled = async {
-                match cancel {
-                    Some(token) => token.cancelled().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = deadline => {}
-                () = cancelled => {}
+        let wait = waits::waits().start(req)?;
+        let expired = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
             }
         };
-        let waited = tokio::select! {
-            biased;
-            waited = joined => waited,
-            // A lock granted in the race is dropped with the task's output,
-            // on the blocking pool: nothing stays held.
-            () = gave_up => return Ok(None),
+        let cancelled = async {
+            match cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
         };
-        match waited {
-            Ok(Ok(held)) => Ok(held.map(|held| Box::new(held) as Box<dyn HeldLock>)),
-            Ok(Err(e)) => Err(e),
-            Err(join) => Err(LockError::io(
-                "wait for lock",
-                &*req.lock_path,
-                std::io::Error::other(join.to_string()),
-            )),
+        // Giving up drops `wait`, which abandons it (see `waits`).
+        tokio::select! {
+            biased;
+            held = wait => held.map(|held| Some(Box::new(held) as Box<dyn HeldLock>)),
+            () = expired => Ok(None),
+            () = cancelled => Ok(None),
         }
     }
 
-    fn wait_blocking(
-        &self,
-        req: &LockRequest,
-        deadline: Option<Instant>,
-        cancel: Option<&CancellationToken>,
-    ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
-        let ctl = WaitControl::new();
-        let _on_token = cancel.map(|token| {
-            let ctl = Arc::clone(&ctl);
-            on_cancel(token, move || ctl.cancel())
-        });
-        if let Some(at) = deadline {
-            ctl.cancel_at(at);
-        }
-        Ok(wait::blocking_lock(req, &ctl)?.map(|held| Box::new(held) as Box<dyn HeldLock>))
-    }
-
-    fn holder(&self, lock_path: &Path) -> Option<u32> {
-        crate::sys::holder_of(lock_path)
+    async fn holder(&self, lock_path: &Path) -> Option<u32> {
+        holders::holder(lock_path).await
     }
 
     fn metrics(&self) -> BackendMetrics {
-        BackendMetrics::Os(wait::metrics())
-    }
-}
-
-/// Cancels the blocking wait if the future awaiting it is dropped. Also
-/// harmless after the wait ended: cancelling a finished wait does nothing.
-struct CancelOnDrop(Arc<WaitControl>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
+        BackendMetrics::Os(waits::waits().metrics())
     }
 }

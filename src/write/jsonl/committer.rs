@@ -1,14 +1,23 @@
-//! The sink's committer: takes the lock on a thread of the blocking pool,
-//! then writes everything queued, batch after batch.
+//! The sink's committer: takes the lock, then writes everything queued,
+//! batch after batch.
+//!
+//! It runs on the blocking pool while it writes: it tries the lock there
+//! without waiting, and with the lock granted the same thread writes at
+//! once. When the lock is busy it does not wait on the blocking pool: it
+//! hands the wait to an async task (which costs no thread; see the OS
+//! backend's waits) and gives its thread back; the task, once granted,
+//! starts the next round on the blocking pool with the lock in hand.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::file::lock;
 use super::queue::{Entry, Inner};
 use crate::error::LockError;
+use crate::lock::LockGuard;
 use crate::lock::acquire::Ask;
 use crate::mode::LockMode;
 
@@ -16,87 +25,180 @@ use crate::mode::LockMode;
 /// blocking pool thread.
 const LINGER: Duration = Duration::from_millis(1);
 
-/// The sink's committer: at most one per sink, on the blocking pool,
-/// started by the first append that finds none running. Each round it takes
-/// the lock, then everything queued by then (records that arrived while it
-/// waited for the lock join the batch), writes it as one `write` with at most
-/// one fsync, lets go of the lock and replies to each append; it goes round
-/// until the queue is empty. Group commit without a leader election, with no
-/// thread hand-off between the lock grant and the write, and an append that
-/// is dropped never abandons anyone else's record.
-pub(super) fn run_committer(inner: Arc<Inner>) {
+/// The sink's committer: at most one per sink, started on the blocking
+/// pool by the first append that finds none running, and again by its own
+/// lock wait (`granted`: the lock that wait got). Each round it has the
+/// lock, then takes everything queued by then (records that arrived while
+/// it waited join the batch), writes it as one `write` with at most one
+/// fsync, lets go of the lock and replies to each append; it goes round
+/// until the queue is empty. Group commit without a leader election, and
+/// an append that is dropped never abandons anyone else's record.
+pub(super) fn run_committer(inner: Arc<Inner>, granted: Option<LockGuard>) {
+    let mut granted = granted;
     loop {
-        let token = CancellationToken::new();
-        {
-            let mut pending = lock(&inner.pending);
-            if pending.queue.is_empty() {
-                // Appenders just answered usually queue again within
-                // microseconds: wait a little for them rather than leave and
-                // be started again (a blocking-pool hand-off per commit).
-                pending.lingering = true;
-                pending = inner
-                    .more
-                    .wait_timeout_while(pending, LINGER, |p| p.queue.is_empty())
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-                pending.lingering = false;
+        let guard = match granted.take() {
+            Some(guard) => Ok(guard),
+            None => {
+                if !has_work(&inner) {
+                    return;
+                }
+                match try_now(&inner) {
+                    Ok(Some(guard)) => Ok(guard),
+                    Ok(None) => {
+                        if wait_elsewhere(&inner) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
             }
-            if pending.queue.is_empty() {
-                pending.committing = false;
-                drop(pending);
-                inner.idle.notify_waiters();
-                return;
-            }
-            // Set under the same lock as the look at the queue, so that the
-            // withdrawal of its last record always finds the wait to cancel.
-            pending.waiting = Some(token.clone());
-        }
-        let ask = Ask {
-            category: inner.category,
-            target: &inner.path,
-            mode: LockMode::Exclusive,
-            owner: None,
         };
-        let locked = inner.locks.engine().acquire_blocking(ask, &token);
-        let mut pending = lock(&inner.pending);
-        pending.waiting = None;
-        let guard = match locked {
-            // Cancelled: every record of the round was withdrawn (the runtime
-            // may be shutting down). Records queued since then start a new
-            // round; none of them hears of this wait.
-            Ok(None) => continue,
-            Ok(Some(guard)) => Ok(guard),
-            Err(e) => Err(e),
-        };
-        // Everything queued by now, including what came while we waited.
-        let mut batch: Vec<Entry> = pending.queue.drain(..).collect();
+        commit_round(&inner, guard);
+    }
+}
+
+/// Whether records wait for a commit, lingering a little for them;
+/// otherwise the committer stops (and says so to `close`).
+fn has_work(inner: &Inner) -> bool {
+    let mut pending = lock(&inner.pending);
+    if pending.queue.is_empty() {
+        // Appenders just answered usually queue again within
+        // microseconds: wait a little for them rather than leave and be
+        // started again (a blocking-pool hand-off per commit).
+        pending.lingering = true;
+        pending = inner
+            .more
+            .wait_timeout_while(pending, LINGER, |p| p.queue.is_empty())
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        pending.lingering = false;
+    }
+    if pending.queue.is_empty() {
+        pending.committing = false;
         drop(pending);
-        if batch.is_empty() {
-            // Withdrawn after the lock was granted: nothing to write.
-            continue;
+        inner.idle.notify_waiters();
+        return false;
+    }
+    true
+}
+
+/// What the commit asks for: the sink's lock, on behalf of the oldest
+/// queued append's task.
+fn ask(inner: &Inner) -> Ask<'_> {
+    Ask {
+        category: inner.category,
+        target: &inner.path,
+        mode: LockMode::Exclusive,
+        owner: lock(&inner.pending).queue.front().map(|e| e.owner),
+    }
+}
+
+/// The lock if it can be had without waiting; `Ok(None)` when busy.
+fn try_now(inner: &Inner) -> Result<Option<LockGuard>, LockError> {
+    // A try never waits, so its future completes on the first poll; one
+    // that did not would be a lock not to be had without waiting: busy.
+    inner
+        .locks
+        .engine()
+        .try_acquire(ask(inner))
+        .now_or_never()
+        .unwrap_or(Ok(None))
+}
+
+/// Hands the lock wait to an async task, which starts the next round with
+/// the lock. False (keep going here) if no records are left to wait for,
+/// or no runtime can run the task.
+fn wait_elsewhere(inner: &Arc<Inner>) -> bool {
+    let token = CancellationToken::new();
+    {
+        let mut pending = lock(&inner.pending);
+        if pending.queue.is_empty() {
+            return false;
         }
-        let result = guard.and_then(|guard| {
-            // Moved, not copied: each entry keeps only its reply channel.
-            let chunks: Vec<(Vec<u8>, u64)> = batch
-                .iter_mut()
-                .map(|e| (std::mem::take(&mut e.lines), e.records))
-                .collect();
-            let written = inner.shared.write_batch(&chunks);
-            // Let go before replying: another process may go at once.
+        // Set under the same lock as the look at the queue, so that the
+        // withdrawal of its last record always finds the wait to cancel.
+        pending.waiting = Some(token.clone());
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        lock(&inner.pending).waiting = None;
+        let err = LockError::io(
+            "wait for the lock of",
+            &inner.path,
+            std::io::Error::other("no tokio runtime to wait in"),
+        );
+        reply_to_batch(inner, Err(err));
+        return false;
+    };
+    let inner = Arc::clone(inner);
+    runtime.spawn(async move {
+        let timeout = inner.locks.timeout(inner.category);
+        let acquired = inner
+            .locks
+            .engine()
+            .acquire(ask(&inner), Instant::now(), timeout, &token)
+            .await;
+        lock(&inner.pending).waiting = None;
+        let granted = match acquired {
+            Ok(Ok(guard)) => Some(guard),
+            // Called off: every record of the round was withdrawn (the
+            // runtime may be shutting down). Records queued since start a
+            // new round; none of them hears of this wait.
+            Ok(Err(_called_off)) => None,
+            Err(e) => {
+                reply_to_batch(&inner, Err(e));
+                None
+            }
+        };
+        tokio::task::spawn_blocking(move || run_committer(inner, granted));
+    });
+    true
+}
+
+/// One commit under `guard` (or the error that kept the lock from us):
+/// takes everything queued, writes it, lets go, replies.
+fn commit_round(inner: &Inner, guard: Result<LockGuard, LockError>) {
+    // Everything queued by now, including what came while we waited.
+    let mut batch: Vec<Entry> = lock(&inner.pending).queue.drain(..).collect();
+    if batch.is_empty() {
+        // Withdrawn after the lock was granted: nothing to write.
+        if let Ok(guard) = guard {
             guard.release_blocking_or_warn();
-            written
-        });
-        // Recorded before anyone hears back, so a `close` called after an
-        // append returned knows this commit ran before it.
-        {
-            let mut pending = lock(&inner.pending);
-            pending.rounds += 1;
-            pending.last_error = result.as_ref().err().cloned();
         }
-        for entry in batch {
-            let _ = entry
-                .done
-                .send(result.as_ref().map(|_| ()).map_err(LockError::clone));
-        }
+        return;
+    }
+    let result = guard.and_then(|guard| {
+        // Moved, not copied: each entry keeps only its reply channel.
+        let chunks: Vec<(Vec<u8>, u64)> = batch
+            .iter_mut()
+            .map(|e| (std::mem::take(&mut e.lines), e.records))
+            .collect();
+        let written = inner.shared.write_batch(&chunks);
+        // Let go before replying: another process may go at once.
+        guard.release_blocking_or_warn();
+        written
+    });
+    reply(inner, batch, result);
+}
+
+/// Answers every queued record with `result` (an error that kept the lock
+/// from the commit: nothing of theirs was written).
+fn reply_to_batch(inner: &Inner, result: Result<(), LockError>) {
+    let batch: Vec<Entry> = lock(&inner.pending).queue.drain(..).collect();
+    if !batch.is_empty() {
+        reply(inner, batch, result);
+    }
+}
+
+fn reply(inner: &Inner, batch: Vec<Entry>, result: Result<(), LockError>) {
+    // Recorded before anyone hears back, so a `close` called after an
+    // append returned knows this commit ran before it.
+    {
+        let mut pending = lock(&inner.pending);
+        pending.rounds += 1;
+        pending.last_error = result.as_ref().err().cloned();
+    }
+    for entry in batch {
+        let _ = entry.done.send(result.clone());
     }
 }

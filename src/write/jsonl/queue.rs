@@ -13,6 +13,7 @@ use super::file::Shared;
 use crate::category::Category;
 use crate::error::LockError;
 use crate::lock::Locks;
+use crate::lock::owner::Owner;
 
 #[derive(Debug)]
 pub(super) struct Inner {
@@ -54,6 +55,9 @@ pub(super) struct Pending {
 #[derive(Debug)]
 pub(super) struct Entry {
     pub id: u64,
+    /// The appender's task: the commit takes the lock on its behalf, so
+    /// an append under the caller's own guard is seen as this task's.
+    pub owner: Owner,
     pub lines: Vec<u8>,
     pub records: u64,
     pub done: oneshot::Sender<Result<(), LockError>>,

@@ -17,6 +17,7 @@ use super::{FsyncPolicy, Rotation, SinkStats};
 use crate::category::Category;
 use crate::error::LockError;
 use crate::lock::Locks;
+use crate::lock::owner::Owner;
 use crate::write::commit::with_guard;
 
 /// Options of a [`JsonlSink`]; from [`JsonlSink::builder`].
@@ -247,6 +248,7 @@ impl JsonlSink {
             pending.next_id += 1;
             pending.queue.push_back(Entry {
                 id,
+                owner: Owner::current(),
                 lines,
                 records,
                 done,
@@ -260,7 +262,7 @@ impl JsonlSink {
         };
         if start_committer {
             let committer = Arc::clone(inner);
-            tokio::task::spawn_blocking(move || run_committer(committer));
+            tokio::task::spawn_blocking(move || run_committer(committer, None));
         }
         // Dropped before the committer took it: take it back out.
         let withdraw = Withdraw {

@@ -1,0 +1,318 @@
+//! Event waits: the one thread that serves every wait beyond the kernel
+//! waits, at no thread per wait (see [`super::waits`]).
+//!
+//! For each wait it keeps the lock file open and watches it
+//! (`sys::EventSource`: inotify on Linux). A holder that releases by
+//! closing its descriptor, or removes the lock file, causes an event; the
+//! wait then tries a non-blocking `flock`. A backoff poll, from 1 ms up to
+//! [`POLL_WATCHED`] (or [`POLL_UNWATCHED`] where the file could not be
+//! watched), is the backstop for holders that unlock without closing and
+//! for filesystems without events.
+
+use std::fs::File;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fs4::TryLockError;
+use rustc_hash::FxHashMap;
+
+use super::file::{confirm, open_lock_file};
+use super::flock::try_flock;
+use super::pending::{Pending, Place};
+use crate::error::LockError;
+use crate::sys::{EventSource, WatchId};
+
+/// The longest pause between two tries of a watched wait: events do the
+/// work; the poll only catches a holder that unlocks without closing.
+const POLL_WATCHED: Duration = Duration::from_millis(500);
+
+/// The longest pause between two tries of a wait without events.
+const POLL_UNWATCHED: Duration = Duration::from_millis(50);
+
+/// The first pause.
+const POLL_FIRST: Duration = Duration::from_millis(1);
+
+/// The handle other threads use to give the event thread work.
+#[derive(Debug)]
+pub(super) struct Events {
+    source: EventSource,
+    inbox: Mutex<Vec<Command>>,
+}
+
+#[derive(Debug)]
+enum Command {
+    Add(Arc<Pending>),
+    Remove(Arc<Pending>),
+}
+
+/// One wait the event thread serves.
+#[derive(Debug)]
+struct Served {
+    pending: Arc<Pending>,
+    /// `None` while the process is out of descriptors: opened again at the
+    /// next try.
+    file: Option<File>,
+    watch: Option<WatchId>,
+    next_try: Instant,
+    pause: Duration,
+}
+
+impl Events {
+    /// Starts the event thread.
+    pub(super) fn start() -> io::Result<Arc<Events>> {
+        let events = Arc::new(Events {
+            source: EventSource::new()?,
+            inbox: Mutex::new(Vec::new()),
+        });
+        let thread = Arc::clone(&events);
+        std::thread::Builder::new()
+            .name("async-filelock-events".into())
+            .spawn(move || thread.run())?;
+        Ok(events)
+    }
+
+    /// Serve `pending` by events.
+    pub(super) fn add(&self, pending: Arc<Pending>) {
+        self.send(Command::Add(pending));
+    }
+
+    /// Stop serving `pending` (abandoned, or taken over by a kernel thread).
+    pub(super) fn remove(&self, pending: Arc<Pending>) {
+        self.send(Command::Remove(pending));
+    }
+
+    fn send(&self, command: Command) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(command);
+        self.source.wake();
+    }
+
+    fn run(&self) {
+        let mut served: FxHashMap<usize, Served> = FxHashMap::default();
+        let mut by_watch: FxHashMap<WatchId, Vec<usize>> = FxHashMap::default();
+        let mut ready = Vec::new();
+        loop {
+            let commands =
+                std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+            for command in commands {
+                match command {
+                    Command::Add(pending) => {
+                        let id = key(&pending);
+                        if let Some(entry) = self.open(pending) {
+                            if let Some(w) = entry.watch {
+                                by_watch.entry(w).or_default().push(id);
+                            }
+                            served.insert(id, entry);
+                            self.attempt(id, &mut served, &mut by_watch);
+                        }
+                    }
+                    Command::Remove(pending) => {
+                        self.drop_served(key(&pending), &mut served, &mut by_watch);
+                    }
+                }
+            }
+            let now = Instant::now();
+            let timeout = served
+                .values()
+                .map(|s| s.next_try.saturating_duration_since(now))
+                .min();
+            ready.clear();
+            let overflow = self.source.wait(timeout, &mut ready);
+            let mut due: Vec<usize> = if overflow {
+                served.keys().copied().collect()
+            } else {
+                ready
+                    .iter()
+                    .filter_map(|w| by_watch.get(w))
+                    .flatten()
+                    .copied()
+                    .collect()
+            };
+            let now = Instant::now();
+            due.extend(
+                served
+                    .iter()
+                    .filter(|(_, s)| s.next_try <= now)
+                    .map(|(id, _)| *id),
+            );
+            due.sort_unstable();
+            due.dedup();
+            for id in due {
+                self.attempt(id, &mut served, &mut by_watch);
+            }
+        }
+    }
+
+    /// Opens and watches the lock file of a new event wait; `None` (the
+    /// wait finished with the error) if it cannot be opened. Out of
+    /// descriptors, the wait is kept and opened again at its next try.
+    fn open(&self, pending: Arc<Pending>) -> Option<Served> {
+        let mut served = Served {
+            pending,
+            file: None,
+            watch: None,
+            next_try: Instant::now(),
+            pause: POLL_FIRST,
+        };
+        match self.reopen(&mut served) {
+            Ok(()) => Some(served),
+            Err(e) => {
+                finish(&served.pending, Err(e));
+                None
+            }
+        }
+    }
+
+    /// Opens and watches the lock file of `served`, if it is not open.
+    fn reopen(&self, served: &mut Served) -> Result<(), LockError> {
+        if served.file.is_some() {
+            return Ok(());
+        }
+        match open_lock_file(&served.pending.req) {
+            Ok(file) => {
+                served.file = Some(file);
+                served.watch = self.source.watch(&served.pending.req.lock_path).ok();
+                Ok(())
+            }
+            Err(LockError::Io { source, .. })
+                if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+            {
+                tracing::debug!(lock_path = %served.pending.req.lock_path.display(), "out of descriptors; the wait polls until one is free");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One non-blocking try for a served wait: granted, failed, or the next
+    /// try scheduled.
+    fn attempt(
+        &self,
+        id: usize,
+        served: &mut FxHashMap<usize, Served>,
+        by_watch: &mut FxHashMap<WatchId, Vec<usize>>,
+    ) {
+        let Some(entry) = served.get_mut(&id) else {
+            return;
+        };
+        {
+            let inner = entry.pending.inner();
+            if !inner.wanted || inner.place != Place::Events {
+                drop(inner);
+                self.drop_served(id, served, by_watch);
+                return;
+            }
+        }
+        let was_watched = entry.watch;
+        if let Err(e) = self.reopen(entry) {
+            let pending = Arc::clone(&entry.pending);
+            self.drop_served(id, served, by_watch);
+            finish(&pending, Err(e));
+            return;
+        }
+        if entry.watch.is_some()
+            && was_watched.is_none()
+            && let Some(w) = entry.watch
+        {
+            by_watch.entry(w).or_default().push(id);
+        }
+        let Some(file) = entry.file.as_ref() else {
+            entry.next_try = Instant::now() + entry.pause;
+            entry.pause = (entry.pause * 2).min(POLL_UNWATCHED);
+            return;
+        };
+        match try_flock(file, entry.pending.req.mode) {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let cap = if entry.watch.is_some() {
+                    POLL_WATCHED
+                } else {
+                    POLL_UNWATCHED
+                };
+                entry.next_try = Instant::now() + entry.pause;
+                entry.pause = (entry.pause * 2).min(cap);
+                return;
+            }
+            Err(TryLockError::Error(e)) => {
+                let err = LockError::io("lock", &*entry.pending.req.lock_path, e);
+                let pending = Arc::clone(&entry.pending);
+                self.drop_served(id, served, by_watch);
+                finish(&pending, Err(err));
+                return;
+            }
+        }
+        let Some(entry) = self.take_served(id, served, by_watch) else {
+            return;
+        };
+        let Served { pending, file, .. } = entry;
+        let Some(file) = file else {
+            return;
+        };
+        match confirm(file, &pending.req) {
+            Ok(Some(held)) => finish(&pending, Ok(held)),
+            Err(e) => finish(&pending, Err(e)),
+            // The lock file was removed under us: serve the wait again on
+            // the file now at the path.
+            Ok(None) => {
+                if let Some(entry) = self.open(pending) {
+                    if let Some(w) = entry.watch {
+                        by_watch.entry(w).or_default().push(id);
+                    }
+                    served.insert(id, entry);
+                }
+            }
+        }
+    }
+
+    fn take_served(
+        &self,
+        id: usize,
+        served: &mut FxHashMap<usize, Served>,
+        by_watch: &mut FxHashMap<WatchId, Vec<usize>>,
+    ) -> Option<Served> {
+        let entry = served.remove(&id)?;
+        if let Some(w) = entry.watch
+            && let Some(ids) = by_watch.get_mut(&w)
+        {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                by_watch.remove(&w);
+                self.source.unwatch(w);
+            }
+        }
+        Some(entry)
+    }
+
+    fn drop_served(
+        &self,
+        id: usize,
+        served: &mut FxHashMap<usize, Served>,
+        by_watch: &mut FxHashMap<WatchId, Vec<usize>>,
+    ) {
+        drop(self.take_served(id, served, by_watch));
+    }
+}
+
+/// The event thread's name for a wait.
+fn key(pending: &Arc<Pending>) -> usize {
+    Arc::as_ptr(pending) as usize
+}
+
+/// Ends an event wait: hands the outcome to its future, if it still wants
+/// it (which then takes the wait out of the registry); else a granted lock
+/// is let go.
+fn finish(pending: &Arc<Pending>, outcome: Result<super::file::OsHeld, LockError>) {
+    let unwanted = {
+        let mut inner = pending.inner();
+        if inner.wanted && inner.place == Place::Events {
+            inner.finish(outcome);
+            None
+        } else {
+            Some(outcome)
+        }
+    };
+    drop(unwanted);
+}

@@ -1,0 +1,388 @@
+//! The process's pending OS waits, and where each is served.
+//!
+//! A wait for a busy lock is served in one of two places:
+//!
+//! * **a kernel wait**: one of a bounded number of crate-owned threads
+//!   ([`super::kernel`]) blocks in a real `flock` for it, so the kernel
+//!   queues it fairly and hands it the lock the moment it is released;
+//! * **an event wait**: no thread of its own. The one event thread
+//!   ([`super::events`]) keeps its lock file open, watches it for the
+//!   events a release causes (closed, removed) and tries a non-blocking
+//!   `flock` on each, with a backoff poll as the backstop for holders that
+//!   unlock without closing and filesystems without events.
+//!
+//! A new wait gets a kernel wait while fewer than [`max_kernel_waits`] are
+//! in progress, and an event wait otherwise; a kernel thread that comes
+//! free takes over the oldest event wait. Tokio's blocking pool is never
+//! used, so `tokio::fs` and `spawn_blocking` never queue behind lock waits,
+//! and a runtime shutting down never waits for one.
+//!
+//! Nothing interrupts a kernel wait: no signal, so no process-wide setting
+//! that other code can change decides whether cancellation works. A wait
+//! whose future is dropped is *abandoned*: an event wait is forgotten at
+//! once; a kernel wait stays in `flock`, counted against the bound, and
+//! lets go the moment it is granted. The next wait on the same path and
+//! mode *adopts* an abandoned kernel wait instead of starting another, so a
+//! storm of cancelled waits on one lock costs one thread.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
+
+use rustc_hash::FxHashMap;
+
+use super::events::Events;
+use super::file::OsHeld;
+use super::kernel::wait_in_kernel;
+use super::pending::{Pending, Place};
+use crate::backend::{LockRequest, OsMetrics};
+use crate::error::LockError;
+use crate::mode::LockMode;
+use crate::per_process::PerProcess;
+
+/// Kernel waits allowed at once, per process, unless configured.
+pub(crate) const DEFAULT_KERNEL_WAITS: usize = 16;
+
+/// The bound on kernel waits (threads blocked in `flock`) per process.
+static MAX_KERNEL_WAITS: AtomicUsize = AtomicUsize::new(DEFAULT_KERNEL_WAITS);
+
+/// Sets the bound on threads of this process that may block in `flock`
+/// (at least 1). Waits beyond it are served by events, costing no thread.
+pub(crate) fn set_max_kernel_waits(n: usize) {
+    MAX_KERNEL_WAITS.store(n.max(1), Ordering::SeqCst);
+}
+
+/// The bound on kernel waits.
+pub(crate) fn max_kernel_waits() -> usize {
+    MAX_KERNEL_WAITS.load(Ordering::SeqCst)
+}
+
+/// This process's waits (a forked child gets its own, see `PerProcess`).
+pub(super) fn waits() -> &'static Waits {
+    static WAITS: PerProcess<Waits> = PerProcess::new();
+    WAITS.get(Waits::default)
+}
+
+/// The registry of pending waits.
+#[derive(Debug, Default)]
+pub(super) struct Waits {
+    state: Mutex<State>,
+    /// Idle kernel threads wait here for a job.
+    jobs: Condvar,
+    events: OnceLock<Result<Arc<Events>, String>>,
+    next_seq: AtomicU64,
+}
+
+/// A pending wait's key: one wait per lock path and mode per process (the
+/// lock layer's queue lets only one task at a time talk to the backend).
+type Key = (Arc<Path>, LockMode);
+
+#[derive(Debug, Default)]
+struct State {
+    pending: FxHashMap<Key, Arc<Pending>>,
+    /// Waits served by kernel threads, abandoned ones included.
+    kernel_busy: usize,
+    kernel_peak: usize,
+    abandoned_in_kernel: usize,
+    /// Kernel threads alive, and how many of them wait for a job.
+    kernel_threads: usize,
+    idle: usize,
+    /// Jobs handed to idle kernel threads.
+    jobs: VecDeque<Arc<Pending>>,
+    /// Event waits, oldest first (the sequence grows with time).
+    event_waits: BTreeMap<u64, Arc<Pending>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain counters and queues, replaced whole: a panic elsewhere cannot
+    // leave them half-changed.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Waits {
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Starts (or adopts) the wait for `req` and returns its future.
+    pub(super) fn start(&'static self, req: &LockRequest) -> Result<OsWait, LockError> {
+        let key = (Arc::clone(&req.lock_path), req.mode);
+        let mut state = self.state();
+        if let Some(existing) = state.pending.get(&key) {
+            let mut inner = existing.inner();
+            if !inner.wanted && inner.place == Place::Kernel {
+                inner.wanted = true;
+                drop(inner);
+                let adopted = Arc::clone(existing);
+                state.abandoned_in_kernel -= 1;
+                return Ok(OsWait {
+                    waits: self,
+                    pending: Some(adopted),
+                });
+            }
+        }
+        let kernel = state.kernel_busy < max_kernel_waits();
+        let pending = Arc::new(Pending::new(
+            req.clone(),
+            self.next_seq.fetch_add(1, Ordering::SeqCst),
+            if kernel { Place::Kernel } else { Place::Events },
+        ));
+        state.pending.insert(key, Arc::clone(&pending));
+        if kernel {
+            state.kernel_busy += 1;
+            state.kernel_peak = state.kernel_peak.max(state.kernel_busy);
+            if state.idle > 0 {
+                state.idle -= 1;
+                state.jobs.push_back(Arc::clone(&pending));
+                drop(state);
+                self.jobs.notify_one();
+            } else {
+                state.kernel_threads += 1;
+                drop(state);
+                if let Err(e) = spawn_kernel_thread(self, Arc::clone(&pending)) {
+                    tracing::warn!(error = %e, "could not start a lock wait thread; waiting by events instead");
+                    let mut state = self.state();
+                    state.kernel_threads -= 1;
+                    state.kernel_busy -= 1;
+                    pending.inner().place = Place::Events;
+                    self.to_events(state, &pending)?;
+                }
+            }
+        } else {
+            self.to_events(state, &pending)?;
+        }
+        Ok(OsWait {
+            waits: self,
+            pending: Some(pending),
+        })
+    }
+
+    /// Serves `pending` by events.
+    fn to_events(
+        &'static self,
+        mut state: MutexGuard<'_, State>,
+        pending: &Arc<Pending>,
+    ) -> Result<(), LockError> {
+        state.event_waits.insert(pending.seq, Arc::clone(pending));
+        drop(state);
+        match self.events() {
+            Ok(events) => {
+                events.add(Arc::clone(pending));
+                Ok(())
+            }
+            Err(reason) => {
+                let err = LockError::io(
+                    "wait for lock (no event thread)",
+                    &*pending.req.lock_path,
+                    std::io::Error::other(reason),
+                );
+                self.forget(pending);
+                Err(err)
+            }
+        }
+    }
+
+    /// The event thread, started on first use.
+    fn events(&'static self) -> Result<&'static Arc<Events>, String> {
+        self.events
+            .get_or_init(|| Events::start().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Removes a finished or forgotten wait from the registry (if it is
+    /// still the one registered for its key) and from the event waits.
+    pub(super) fn forget(&self, pending: &Arc<Pending>) {
+        let mut state = self.state();
+        self.forget_locked(&mut state, pending);
+    }
+
+    fn forget_locked(&self, state: &mut State, pending: &Arc<Pending>) {
+        let key = (Arc::clone(&pending.req.lock_path), pending.req.mode);
+        if state
+            .pending
+            .get(&key)
+            .is_some_and(|p| Arc::ptr_eq(p, pending))
+        {
+            state.pending.remove(&key);
+        }
+        state.event_waits.remove(&pending.seq);
+    }
+
+    /// A kernel thread is done with `pending`: `held` is the lock if it was
+    /// granted. Returns the thread's next job, if any: a queued one, or the
+    /// oldest event wait, taken over.
+    fn kernel_finished(
+        &'static self,
+        pending: &Arc<Pending>,
+        result: Result<Option<OsHeld>, LockError>,
+    ) -> Option<Arc<Pending>> {
+        let mut state = self.state();
+        state.kernel_busy -= 1;
+        let unwanted = {
+            let mut inner = pending.inner();
+            if inner.wanted {
+                match result {
+                    Ok(Some(held)) => inner.finish(Ok(held)),
+                    Err(e) => inner.finish(Err(e)),
+                    // Stopped without a result: only when unwanted.
+                    Ok(None) => inner.place = Place::Done,
+                }
+                None
+            } else {
+                state.abandoned_in_kernel -= 1;
+                inner.place = Place::Done;
+                // Granted to nobody: released below, outside the locks.
+                result.ok().flatten()
+            }
+        };
+        self.forget_locked(&mut state, pending);
+        let next = self.take_over_oldest_event_wait(&mut state);
+        drop(state);
+        drop(unwanted);
+        next
+    }
+
+    /// Moves the oldest event wait still wanted to a kernel thread.
+    fn take_over_oldest_event_wait(&'static self, state: &mut State) -> Option<Arc<Pending>> {
+        while let Some((_, oldest)) = state.event_waits.pop_first() {
+            let mut inner = oldest.inner();
+            if inner.wanted && inner.place == Place::Events {
+                inner.place = Place::Kernel;
+                drop(inner);
+                state.kernel_busy += 1;
+                state.kernel_peak = state.kernel_peak.max(state.kernel_busy);
+                if let Some(Ok(events)) = self.events.get() {
+                    events.remove(Arc::clone(&oldest));
+                }
+                return Some(oldest);
+            }
+        }
+        None
+    }
+
+    /// The future of `pending` was dropped before it took an outcome.
+    fn abandon(&self, pending: &Arc<Pending>) {
+        let mut state = self.state();
+        let (granted, place) = {
+            let mut inner = pending.inner();
+            inner.wanted = false;
+            inner.waker = None;
+            (inner.outcome.take(), inner.place)
+        };
+        match place {
+            Place::Kernel => state.abandoned_in_kernel += 1,
+            Place::Events => {
+                pending.inner().place = Place::Done;
+                self.forget_locked(&mut state, pending);
+                if let Some(Ok(events)) = self.events.get() {
+                    events.remove(Arc::clone(pending));
+                }
+            }
+            Place::Done => self.forget_locked(&mut state, pending),
+        }
+        drop(state);
+        // A lock granted to a future that is gone: let go at once.
+        drop(granted);
+    }
+
+    /// This process's counters.
+    pub(super) fn metrics(&self) -> OsMetrics {
+        let state = self.state();
+        OsMetrics {
+            kernel_waits_now: state.kernel_busy as u64,
+            kernel_waits_peak: state.kernel_peak as u64,
+            abandoned_kernel_waits_now: state.abandoned_in_kernel as u64,
+            event_waits_now: state.event_waits.len() as u64,
+            wait_threads: state.kernel_threads as u64,
+            waits_stood_aside: super::kernel::stood_aside(),
+        }
+    }
+}
+
+/// How long an idle kernel thread waits for a job before it exits.
+const IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts a kernel thread whose first job is `first`.
+fn spawn_kernel_thread(waits: &'static Waits, first: Arc<Pending>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("async-filelock-wait".into())
+        .spawn(move || kernel_thread(waits, first))
+        .map(drop)
+}
+
+/// A kernel thread: serves one wait at a time, then takes over the oldest
+/// event wait or a queued job, or exits after [`IDLE_FOR`] idle.
+fn kernel_thread(waits: &'static Waits, first: Arc<Pending>) {
+    let mut job = Some(first);
+    while let Some(pending) = job.take().or_else(|| next_job(waits)) {
+        let result = wait_in_kernel(&pending);
+        job = waits.kernel_finished(&pending, result);
+    }
+}
+
+/// The next job handed to this idle thread; `None` (and the thread's
+/// count is given back) after [`IDLE_FOR`] without one.
+fn next_job(waits: &'static Waits) -> Option<Arc<Pending>> {
+    let mut state = waits.state();
+    state.idle += 1;
+    loop {
+        if let Some(job) = state.jobs.pop_front() {
+            // The starter counted this thread out of `idle` when it queued.
+            return Some(job);
+        }
+        let (next, timeout) = waits
+            .jobs
+            .wait_timeout(state, IDLE_FOR)
+            .unwrap_or_else(|p| p.into_inner());
+        state = next;
+        if timeout.timed_out() && state.jobs.is_empty() {
+            state.idle -= 1;
+            state.kernel_threads -= 1;
+            return None;
+        }
+    }
+}
+
+/// The future of one wait: the lock, or the error that ended the wait.
+/// Dropping it abandons the wait (see the module docs).
+#[derive(Debug)]
+pub(super) struct OsWait {
+    waits: &'static Waits,
+    pending: Option<Arc<Pending>>,
+}
+
+impl Future for OsWait {
+    type Output = Result<OsHeld, LockError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(pending) = self.pending.as_ref() else {
+            return Poll::Pending;
+        };
+        let mut inner = pending.inner();
+        if let Some(outcome) = inner.outcome.take() {
+            drop(inner);
+            if let Some(pending) = self.pending.take() {
+                self.waits.forget(&pending);
+            }
+            return Poll::Ready(outcome);
+        }
+        match &inner.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => inner.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for OsWait {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.waits.abandon(&pending);
+        }
+    }
+}

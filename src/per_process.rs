@@ -1,0 +1,64 @@
+//! [`PerProcess`]: process-wide state that a child made by `fork()` (without
+//! `exec`) does not inherit.
+//!
+//! After `fork()` the child has a copy of the parent's memory but only the
+//! thread that forked: state that describes the parent's threads and tasks
+//! (queues they hold, waits their threads serve) would hang the child. So
+//! each value is tagged with the pid that made it, and a process that finds
+//! a value of another pid makes its own, in a fresh slot, never touching the
+//! parent's (whose mutexes may have been held at the fork). Each fork
+//! generation adds one small slot, leaked; lookups cost one `getpid`.
+
+use std::sync::OnceLock;
+
+/// A value per process; see the module docs.
+#[derive(Debug)]
+pub(crate) struct PerProcess<T: 'static> {
+    root: OnceLock<Box<Node<T>>>,
+}
+
+#[derive(Debug)]
+struct Node<T> {
+    pid: u32,
+    value: T,
+    next: OnceLock<Box<Node<T>>>,
+}
+
+impl<T: 'static> PerProcess<T> {
+    pub(crate) const fn new() -> Self {
+        PerProcess {
+            root: OnceLock::new(),
+        }
+    }
+
+    /// This process's value, made with `init` on first use.
+    pub(crate) fn get(&'static self, init: impl Fn() -> T) -> &'static T {
+        let pid = std::process::id();
+        let node = |pid| {
+            Box::new(Node {
+                pid,
+                value: init(),
+                next: OnceLock::new(),
+            })
+        };
+        let mut at: &'static Node<T> = self.root.get_or_init(|| node(pid));
+        while at.pid != pid {
+            at = at.next.get_or_init(|| node(pid));
+        }
+        &at.value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_value_per_process_made_once() {
+        static COUNT: PerProcess<std::sync::atomic::AtomicU32> = PerProcess::new();
+        let a = COUNT.get(|| std::sync::atomic::AtomicU32::new(7));
+        let b = COUNT.get(|| std::sync::atomic::AtomicU32::new(9));
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(b.load(std::sync::atomic::Ordering::SeqCst), 7);
+    }
+}
