@@ -40,20 +40,30 @@
 //!   spelling of one target meets on one lock. The file records the target.
 //! * **In-process queue** (law 5): all tasks of a process waiting for one lock
 //!   queue FIFO on a fair async lock; only the head talks to the OS, so a
-//!   thousand waiting tasks cost one blocking thread.
-//! * **Try inline, wait on the blocking pool** (law 3): an uncontended lock
-//!   is one non-blocking `flock` on the calling thread; a contended one is a
-//!   real blocking `flock` on tokio's blocking pool.
-//! * **Fair hand-over across processes**: a blocking wait that finds the lock
-//!   freed since its task's attempt (the release fell into the thread hop)
-//!   stands aside 50 µs for the waiter that release woke, then queues, so
-//!   the hop does not let it jump the kernel's queue
-//!   ([`OsMetrics::blocking_waits_stood_aside`] counts it).
+//!   thousand tasks waiting on one lock cost one wait.
+//! * **Try inline, wait elsewhere** (law 3): an uncontended lock is one
+//!   non-blocking `flock` on the calling thread. A contended one becomes a
+//!   wait that never touches tokio's blocking pool (law 11): up to
+//!   [`max_wait_threads`] (16) crate threads block in a real `flock`, which
+//!   the kernel hands over fairly; every wait beyond those costs no thread,
+//!   woken by file events (inotify) with a backoff poll as the backstop.
+//! * **Fair hand-over across processes**: a kernel wait that finds the lock
+//!   freed since its task's attempt (the release fell into the hand-off to
+//!   the wait thread) stands aside 50 µs for the waiter that release woke,
+//!   then queues ([`OsMetrics::waits_stood_aside`] counts it).
 //! * **Cancellation** (law 4): dropping any future of this crate at any await
-//!   point leaves no lock held. A cancelled blocking wait is woken by a
-//!   thread-directed `SIGURG` (see `src/backend/os/interrupt.rs`) and
-//!   gives its thread back within milliseconds, instead of parking it until
-//!   some other process lets go.
+//!   point leaves no lock held. No signal is used, so nothing another part
+//!   of the program does to signal handlers or masks matters: a dropped
+//!   event wait is forgotten at once, and a dropped kernel wait lets go of
+//!   the lock the moment it is granted (or is adopted by the next wait on
+//!   the same lock), within the thread bound. A runtime shutting down never
+//!   waits for a lock.
+//! * **fork()**: a child made by `fork()` without `exec` gets fresh waits
+//!   and a fresh in-process table on first use (the parent's threads do
+//!   not exist in it). It inherits the parent's descriptors, and with them
+//!   the parent's held `flock` locks: they stay held until both have closed
+//!   them. So a child should not use or drop guards it inherited, and should
+//!   exec or exit; its own new acquisitions work normally.
 //! * **Removable lock files**: after locking, the descriptor is checked to be
 //!   the file still at the lock path, so lock files can be removed on release
 //!   (the default for artifacts) without two holders ending up on two inodes.
@@ -63,9 +73,8 @@
 //! Unix. Linux is what the test suite runs on. Other Unix systems compile
 //! the same code with a documented fallback for Linux's extras: timeouts
 //! cannot name the holder (no `/proc/locks`), artifacts are not
-//! preallocated (no `fallocate` keep-size), and cancelled or timed-out
-//! blocking waits poll every 1 to 50 ms instead of being woken by a
-//! signal. On filesystems without `flock` support the OS reports an error
+//! preallocated (no `fallocate` keep-size), and waits beyond the kernel-wait
+//! threads poll every 1 to 50 ms instead of being woken by file events. On filesystems without `flock` support the OS reports an error
 //! naming the lock file.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
