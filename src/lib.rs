@@ -76,7 +76,7 @@
 //! preallocated (no `fallocate` keep-size), and waits beyond the kernel-wait
 //! threads poll every 1 to 50 ms instead of being woken by file events. On filesystems without `flock` support the OS reports an error
 //! naming the lock file.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -88,7 +88,7 @@ compile_error!("async-filelock supports Unix platforms only for now");
 mod category;
 mod error;
 mod mode;
-// Platform code, the blocking-pool glue, per-process state.
+// Platform code (the only `unsafe`), blocking-pool glue, per-process state.
 mod blocking;
 mod per_process;
 mod sys;

@@ -4,12 +4,17 @@
 //! After `fork()` the child has a copy of the parent's memory but only the
 //! thread that forked: state that describes the parent's threads and tasks
 //! (queues they hold, waits their threads serve) would hang the child. So
-//! each value is tagged with the pid that made it, and a process that finds
-//! a value of another pid makes its own, in a fresh slot, never touching the
-//! parent's (whose mutexes may have been held at the fork). Each fork
-//! generation adds one small slot, leaked; lookups cost one `getpid`.
+//! each value is tagged with the fork generation that made it
+//! (`sys::fork_generation`, bumped in a child by a `pthread_atfork`
+//! handler), and a process that finds a value of another generation makes
+//! its own, in a fresh slot, never touching the parent's (whose mutexes may
+//! have been held at the fork). Each fork generation adds one small slot,
+//! leaked; a lookup costs an atomic load (`getpid` would be a system call
+//! on every acquisition).
 
 use std::sync::OnceLock;
+
+use crate::sys::fork_generation;
 
 /// A value per process; see the module docs.
 #[derive(Debug)]
@@ -19,7 +24,7 @@ pub(crate) struct PerProcess<T: 'static> {
 
 #[derive(Debug)]
 struct Node<T> {
-    pid: u32,
+    generation: u64,
     value: T,
     next: OnceLock<Box<Node<T>>>,
 }
@@ -33,17 +38,18 @@ impl<T: 'static> PerProcess<T> {
 
     /// This process's value, made with `init` on first use.
     pub(crate) fn get(&'static self, init: impl Fn() -> T) -> &'static T {
-        let pid = std::process::id();
-        let node = |pid| {
+        let generation = fork_generation();
+        let node = || {
             Box::new(Node {
-                pid,
+                generation,
                 value: init(),
                 next: OnceLock::new(),
             })
         };
-        let mut at: &'static Node<T> = self.root.get_or_init(|| node(pid));
-        while at.pid != pid {
-            at = at.next.get_or_init(|| node(pid));
+        let mut at: &'static Node<T> = self.root.get_or_init(node);
+        // A child's generation differs from every one before its fork.
+        while at.generation != generation {
+            at = at.next.get_or_init(node);
         }
         &at.value
     }

@@ -15,7 +15,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("mode", &[]),
     ("error", &["category"]),
     ("sys", &[]),
-    ("per_process", &[]),
+    ("per_process", &["sys"]),
     ("blocking", &["error"]),
     (
         "backend",

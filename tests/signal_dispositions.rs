@@ -103,7 +103,11 @@ fn law11_timeouts_and_cancellation_hold_with_sigurg_taken_over_restarted_and_blo
         }
     });
     assert_eq!(sigurg_handler(), app, "the program's handler stays");
-    assert_eq!(APP_HANDLER_CALLS.load(Ordering::Relaxed), 0, "no signal sent");
+    assert_eq!(
+        APP_HANDLER_CALLS.load(Ordering::Relaxed),
+        0,
+        "no signal sent"
+    );
     // Hand-over still works, to the async API and to the sink.
     rt.block_on(support::granted_after_release(&locks, &target, &mut holder));
     rt.block_on(async {

@@ -18,12 +18,13 @@ use std::borrow::Borrow;
 use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::RwLock;
 
 use super::owner::Owner;
 use super::shared::SharedHeld;
+use crate::per_process::PerProcess;
 
 /// State of one lock path in this process.
 #[derive(Debug)]
@@ -88,16 +89,23 @@ impl Borrow<OsStr> for Key {
 
 type Map = FxHashMap<Key, Arc<Entry>>;
 
-static TABLE: LazyLock<Mutex<Map>> = LazyLock::new(|| Mutex::new(FxHashMap::default()));
+/// Per process: a child made by `fork()` must not inherit entries whose
+/// queues are held by the parent's tasks (see `crate::per_process`).
+static TABLE: PerProcess<Mutex<Map>> = PerProcess::new();
 
-fn map() -> MutexGuard<'static, Map> {
+/// This process's table.
+fn table() -> &'static Mutex<Map> {
+    TABLE.get(|| Mutex::new(FxHashMap::default()))
+}
+
+fn lock_map(table: &'static Mutex<Map>) -> MutexGuard<'static, Map> {
     // Inserting and removing Arcs cannot leave the map half-changed.
-    TABLE.lock().unwrap_or_else(|p| p.into_inner())
+    table.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Number of lock paths currently in use in this process.
 pub(crate) fn len() -> usize {
-    map().len()
+    lock_map(table()).len()
 }
 
 /// A counted reference to an entry. Created and dropped only under the table
@@ -105,11 +113,14 @@ pub(crate) fn len() -> usize {
 #[derive(Debug)]
 pub(crate) struct EntryRef {
     entry: Option<Arc<Entry>>,
+    /// The table it is in (the one of the process that entered).
+    table: &'static Mutex<Map>,
 }
 
 /// The entry for `lock_path`, created if absent.
 pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
-    let mut map = map();
+    let table = table();
+    let mut map = lock_map(table);
     let entry = map
         .entry(Key(Arc::clone(lock_path)))
         .or_insert_with(|| {
@@ -121,7 +132,10 @@ pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
             })
         })
         .clone();
-    EntryRef { entry: Some(entry) }
+    EntryRef {
+        entry: Some(entry),
+        table,
+    }
 }
 
 impl std::ops::Deref for EntryRef {
@@ -138,7 +152,7 @@ impl Drop for EntryRef {
         let Some(entry) = self.entry.take() else {
             return;
         };
-        let mut map = map();
+        let mut map = lock_map(self.table);
         // Ours plus the table's: nobody else holds or waits.
         if Arc::strong_count(&entry) == 2 {
             map.remove(entry.lock_path.as_os_str());

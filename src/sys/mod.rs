@@ -9,12 +9,17 @@
 //! * [`reserve`]: reserve disk space for a file without changing its size.
 //! * [`EventSource`]: events on lock files (closed, removed), so a wait can
 //!   be woken without a thread of its own blocking in `flock`.
+//! * [`fork_generation`]: tells a `fork()`ed child from its parent
+//!   ([`unix`], every Unix; the crate's only `unsafe`).
 //!
 //! Linux ([`linux`]) is what the test suite runs on. Every other Unix gets
 //! [`fallback`]: no holder lookup (timeouts say the holder is unknown), no
 //! keep-size preallocation (files grow as written), and no file events
 //! (waits beyond the kernel-wait threads poll, 1 to 50 ms). The fallback is
 //! compiled and unit-tested on Linux too, so it cannot rot unseen.
+
+mod unix;
+pub(crate) use unix::fork_generation;
 
 #[cfg(target_os = "linux")]
 mod linux;
