@@ -11,7 +11,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use async_filelock::{Category, LockError, Locks};
+use async_filelock::{Category, Locks};
 use support::{eventually, locks_in, spawn_holder};
 
 #[test]
