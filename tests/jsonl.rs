@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use async_filelock::{Category, FsyncPolicy, JsonlReader, JsonlSink, LockError, Locks};
+use async_filelock::{
+    Category, FsyncPolicy, Holder, JsonlReader, JsonlSink, LockError, Locks, SameTask,
+};
 use rand::RngExt;
 use serde::Deserialize;
 use support::{Worker, locks_in, path_arg as arg, spawn};
@@ -577,4 +579,50 @@ async fn a_commit_removes_its_lock_file_before_its_append_returns() {
         );
     }
     sink.close().await.unwrap();
+}
+
+/// Check, then append: a task holding the sink's own lock appends. The
+/// commit takes the lock on the appender's behalf, so the appender is seen
+/// as the holder: a warning says the holder is this same task while the
+/// commit waits, and the timeout says so too. Under `SameTask::Refuse` the
+/// append is refused at once. Either way nothing is written.
+#[test]
+fn an_append_under_the_sinks_own_lock_names_this_task_and_refuse_refuses_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = support::CapturedLog::default();
+    let _subscriber = tracing::subscriber::set_default(log.subscriber());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (path, locks, sink) = manifest_sink(dir.path(), Some(Duration::from_millis(200))).await;
+        let guard = locks.lock(Category::Manifest, &path).await.unwrap();
+        let err = append_past_deadline(&sink, 1).await;
+        match &err {
+            LockError::Timeout { holder, .. } => {
+                assert_eq!(holder.as_ref(), Some(&Holder::ThisTask), "{err}")
+            }
+            other => panic!("expected a timeout, got {other}"),
+        }
+        let warned = log.text();
+        assert!(warned.contains("this same task holds"), "{warned}");
+        drop(guard);
+
+        let refusing = Locks::builder()
+            .lock_dir(dir.path().join("locks"))
+            .same_task(SameTask::Refuse)
+            .build()
+            .unwrap();
+        let sink = JsonlSink::builder(&path)
+            .locks(refusing.clone())
+            .open()
+            .await
+            .unwrap();
+        let guard = refusing.lock(Category::Manifest, &path).await.unwrap();
+        let err = append_past_deadline(&sink, 2).await;
+        assert!(matches!(err, LockError::WouldDeadlock { .. }), "{err}");
+        drop(guard);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    });
 }
