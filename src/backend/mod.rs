@@ -70,6 +70,14 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
         cancel: Option<&CancellationToken>,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError>;
 
+    /// Waits on the calling thread until the lock is granted, however long,
+    /// if the backend's bound on such waits allows one now; `None` if not
+    /// (use [`Backend::wait`]). Not interruptible: only for a thread of the
+    /// crate's own that may block for as long as another holder keeps the
+    /// lock (never a runtime's, never tokio's blocking pool), so that the
+    /// thread granted the lock does the work with no hand-off in between.
+    fn wait_here(&self, req: &LockRequest) -> Option<Result<Box<dyn HeldLock>, LockError>>;
+
     /// Best effort: the pid of a process holding `lock_path`, for a timeout
     /// error. Quick: it must not hold the timeout back noticeably.
     async fn holder(&self, lock_path: &Path) -> Option<u32>;

@@ -196,6 +196,65 @@ impl Engine {
         .await
     }
 
+    /// For a thread of the crate's own that may block as long as another
+    /// holder keeps the lock (a JSONL commit): the lock, taken at once or by
+    /// waiting on this thread if the backend's bound allows; `Ok(None)` when
+    /// it would have to wait in this process's queue, the backend has no
+    /// room to wait here, or the owner holds it already (then wait with
+    /// [`Engine::acquire`], which has a deadline). No deadline here: the
+    /// wait on this thread is not interruptible.
+    pub(crate) fn acquire_here(&self, ask: Ask<'_>) -> Result<Option<LockGuard>, LockError> {
+        let started = Instant::now();
+        let req = self.request(ask, started)?;
+        let _span = span(ask, &req).entered();
+        let entry = table::enter(&req.lock_path);
+        let owner = ask.owner.unwrap_or_else(Owner::current);
+        if ask.mode != LockMode::Exclusive || entry.is_held_by(owner) {
+            return Ok(None);
+        }
+        self.check_before_waiting(ask.category, &req, &entry, owner)?;
+        let Ok(queue) = Arc::clone(&entry.queue).try_write_owned() else {
+            return Ok(None);
+        };
+        let os = match self.backend.try_lock(&req)? {
+            Some(os) => os,
+            None => match self.backend.wait_here(&req) {
+                Some(held) => held?,
+                None => return Ok(None),
+            },
+        };
+        let hold = Hold::Exclusive { os, queue };
+        Ok(Some(self.new_guard(
+            ask.category,
+            req,
+            entry,
+            owner,
+            hold,
+            started,
+        )))
+    }
+
+    /// The timeout error of a wait for `ask` that started at `started` and
+    /// ended elsewhere (a JSONL append whose commit did not come in time):
+    /// counted, traced and naming the holder like any other.
+    pub(crate) async fn timed_out(&self, ask: Ask<'_>, started: Instant) -> LockError {
+        let req = match self.request(ask, started) {
+            Ok(req) => req,
+            Err(e) => return e,
+        };
+        let owner = ask.owner.unwrap_or_else(Owner::current);
+        let held_by_owner = table::enter(&req.lock_path).is_held_by(owner);
+        let holder = if held_by_owner {
+            Some(Holder::ThisTask)
+        } else {
+            self.backend
+                .holder(&req.lock_path)
+                .await
+                .map(Holder::process)
+        };
+        self.timeout_error(ask.category, &req, started.elapsed(), holder)
+    }
+
     /// What the backend needs to lock `ask.target` in `ask.category`.
     fn request(&self, ask: Ask<'_>, now: Instant) -> Result<LockRequest, LockError> {
         let normal = naming::normalize_target(ask.target, now)?;

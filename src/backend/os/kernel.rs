@@ -33,30 +33,45 @@ pub(super) fn stood_aside() -> u64 {
 }
 
 pub(super) fn wait_in_kernel(pending: &Pending) -> Result<Option<OsHeld>, LockError> {
-    let req = &pending.req;
     let mut first = true;
     loop {
         if !pending.wanted() {
             return Ok(None);
         }
-        let file = open_lock_file(req)?;
-        if std::mem::take(&mut first)
-            && yield_if_freed_meanwhile(&file, req, || std::thread::sleep(COURTESY))?
-        {
-            STOOD_ASIDE.fetch_add(1, Ordering::SeqCst);
-        }
-        loop {
-            match flock_blocking(&file, req.mode) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(LockError::io("lock", &*req.lock_path, e)),
-            }
-        }
-        if let Some(held) = confirm(file, req)? {
+        if let Some(held) = attempt(&pending.req, std::mem::take(&mut first))? {
             return Ok(Some(held));
         }
         // The lock file was removed while we waited: wait on the new one.
     }
+}
+
+/// A kernel wait on the calling thread for a caller that waits until it
+/// is granted, however long (see `Waits::wait_here`).
+pub(super) fn lock_in_kernel(req: &LockRequest) -> Result<OsHeld, LockError> {
+    let mut first = true;
+    loop {
+        if let Some(held) = attempt(req, std::mem::take(&mut first))? {
+            return Ok(held);
+        }
+    }
+}
+
+/// Opens the lock file, stands aside on the `first` attempt if the lock
+/// came free since the caller's try, blocks in `flock`, and keeps the lock
+/// if the file is still the lock file (`None`: it was replaced).
+fn attempt(req: &LockRequest, first: bool) -> Result<Option<OsHeld>, LockError> {
+    let file = open_lock_file(req)?;
+    if first && yield_if_freed_meanwhile(&file, req, || std::thread::sleep(COURTESY))? {
+        STOOD_ASIDE.fetch_add(1, Ordering::SeqCst);
+    }
+    loop {
+        match flock_blocking(&file, req.mode) {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LockError::io("lock", &*req.lock_path, e)),
+        }
+    }
+    confirm(file, req)
 }
 
 /// How long a wait that found the lock freed since its caller's attempt

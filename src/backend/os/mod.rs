@@ -91,6 +91,11 @@ impl Backend for OsBackend {
         }
     }
 
+    fn wait_here(&self, req: &LockRequest) -> Option<Result<Box<dyn HeldLock>, LockError>> {
+        let held = waits::waits().wait_here(req)?;
+        Some(held.map(|held| Box::new(held) as Box<dyn HeldLock>))
+    }
+
     async fn holder(&self, lock_path: &Path) -> Option<u32> {
         holders::holder(lock_path).await
     }

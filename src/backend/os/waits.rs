@@ -37,7 +37,7 @@ use rustc_hash::FxHashMap;
 
 use super::events::Events;
 use super::file::OsHeld;
-use super::kernel::wait_in_kernel;
+use super::kernel::{lock_in_kernel, wait_in_kernel};
 use super::pending::{Pending, Place};
 use crate::backend::{LockRequest, OsMetrics};
 use crate::error::LockError;
@@ -288,6 +288,23 @@ impl Waits {
         drop(state);
         // A lock granted to a future that is gone: let go at once.
         drop(granted);
+    }
+
+    /// A kernel wait on the calling thread, if the bound allows one now
+    /// (`None`: it does not). Not interruptible: for a caller on a thread
+    /// of its own that waits until granted (a JSONL commit).
+    pub(super) fn wait_here(&self, req: &LockRequest) -> Option<Result<OsHeld, LockError>> {
+        {
+            let mut state = self.state();
+            if state.kernel_busy >= max_kernel_waits() {
+                return None;
+            }
+            state.kernel_busy += 1;
+            state.kernel_peak = state.kernel_peak.max(state.kernel_busy);
+        }
+        let result = lock_in_kernel(req);
+        self.state().kernel_busy -= 1;
+        Some(result)
     }
 
     /// This process's counters.

@@ -1,17 +1,21 @@
 //! The sink's committer: takes the lock, then writes everything queued,
 //! batch after batch.
 //!
-//! It runs on the blocking pool while it writes: it tries the lock there
-//! without waiting, and with the lock granted the same thread writes at
-//! once. When the lock is busy it does not wait on the blocking pool: it
-//! hands the wait to an async task (which costs no thread; see the OS
-//! backend's waits) and gives its thread back; the task, once granted,
-//! starts the next round on the blocking pool with the lock in hand.
+//! It runs on a thread of its own (the crate's, not tokio's blocking pool,
+//! which is the program's and which a runtime shutdown waits for). It takes
+//! the lock there: at once if free, else by waiting on that same thread
+//! when the backend's bound on such waits allows, so the thread granted
+//! the lock writes at once with no hand-off (a contended manifest hands the
+//! lock between processes thousands of times a second). When it cannot
+//! wait there (this process's own queue for the lock is busy, the bound is
+//! reached, or the appender holds the lock itself), it hands the wait to an
+//! async task, which costs no thread and has the deadline and the warnings
+//! of any acquisition, and which starts the next round with the lock.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::file::lock;
@@ -21,19 +25,18 @@ use crate::lock::LockGuard;
 use crate::lock::acquire::Ask;
 use crate::mode::LockMode;
 
-/// How long the committer waits for more records before it leaves the
-/// blocking pool thread.
+/// How long the committer waits for more records before its thread ends.
 const LINGER: Duration = Duration::from_millis(1);
 
-/// The sink's committer: at most one per sink, started on the blocking
-/// pool by the first append that finds none running, and again by its own
-/// lock wait (`granted`: the lock that wait got). Each round it has the
+/// The sink's committer: at most one per sink, started by the first append
+/// that finds none running, and again by its own async lock wait
+/// (`granted`: the lock that wait got). Each round it has the
 /// lock, then takes everything queued by then (records that arrived while
 /// it waited join the batch), writes it as one `write` with at most one
 /// fsync, lets go of the lock and replies to each append; it goes round
 /// until the queue is empty. Group commit without a leader election, and
 /// an append that is dropped never abandons anyone else's record.
-pub(super) fn run_committer(inner: Arc<Inner>, granted: Option<LockGuard>) {
+fn run_committer(inner: Arc<Inner>, runtime: Option<Handle>, granted: Option<LockGuard>) {
     let mut granted = granted;
     loop {
         let guard = match granted.take() {
@@ -42,10 +45,10 @@ pub(super) fn run_committer(inner: Arc<Inner>, granted: Option<LockGuard>) {
                 if !has_work(&inner) {
                     return;
                 }
-                match try_now(&inner) {
+                match inner.locks.engine().acquire_here(ask(&inner)) {
                     Ok(Some(guard)) => Ok(guard),
                     Ok(None) => {
-                        if wait_elsewhere(&inner) {
+                        if wait_elsewhere(&inner, runtime.as_ref()) {
                             return;
                         }
                         continue;
@@ -65,7 +68,7 @@ fn has_work(inner: &Inner) -> bool {
     if pending.queue.is_empty() {
         // Appenders just answered usually queue again within
         // microseconds: wait a little for them rather than leave and be
-        // started again (a blocking-pool hand-off per commit).
+        // started again (a thread start per commit).
         pending.lingering = true;
         pending = inner
             .more
@@ -94,22 +97,37 @@ fn ask(inner: &Inner) -> Ask<'_> {
     }
 }
 
-/// The lock if it can be had without waiting; `Ok(None)` when busy.
-fn try_now(inner: &Inner) -> Result<Option<LockGuard>, LockError> {
-    // A try never waits, so its future completes on the first poll; one
-    // that did not would be a lock not to be had without waiting: busy.
-    inner
-        .locks
-        .engine()
-        .try_acquire(ask(inner))
-        .now_or_never()
-        .unwrap_or(Ok(None))
+/// Starts the committer on a thread of its own (see the module docs);
+/// `granted`: the lock its wait got. If no thread can be started, the
+/// queued records are answered with that error.
+///
+/// `runtime` runs the async lock waits the thread hands off: the runtime of
+/// the append that started it (none: such waits fail, naming the path).
+pub(super) fn start_committer_thread(
+    inner: &Arc<Inner>,
+    runtime: Option<Handle>,
+    granted: Option<LockGuard>,
+) {
+    let committer = Arc::clone(inner);
+    let started = std::thread::Builder::new()
+        .name("async-filelock-commit".into())
+        .spawn(move || run_committer(committer, runtime, granted));
+    if let Err(e) = started {
+        reply_to_batch(
+            inner,
+            Err(LockError::io("start a commit thread for", &inner.path, e)),
+        );
+        let mut pending = lock(&inner.pending);
+        pending.committing = false;
+        drop(pending);
+        inner.idle.notify_waiters();
+    }
 }
 
 /// Hands the lock wait to an async task, which starts the next round with
 /// the lock. False (keep going here) if no records are left to wait for,
 /// or no runtime can run the task.
-fn wait_elsewhere(inner: &Arc<Inner>) -> bool {
+fn wait_elsewhere(inner: &Arc<Inner>, runtime: Option<&Handle>) -> bool {
     let token = CancellationToken::new();
     {
         let mut pending = lock(&inner.pending);
@@ -120,7 +138,7 @@ fn wait_elsewhere(inner: &Arc<Inner>) -> bool {
         // withdrawal of its last record always finds the wait to cancel.
         pending.waiting = Some(token.clone());
     }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+    let Some(runtime) = runtime else {
         lock(&inner.pending).waiting = None;
         let err = LockError::io(
             "wait for the lock of",
@@ -131,12 +149,15 @@ fn wait_elsewhere(inner: &Arc<Inner>) -> bool {
         return false;
     };
     let inner = Arc::clone(inner);
+    let handle = runtime.clone();
     runtime.spawn(async move {
-        let timeout = inner.locks.timeout(inner.category);
+        // No deadline of its own: each append has its deadline (a record
+        // queued later must not inherit an earlier one), and the wait is
+        // called off when the last queued record is withdrawn.
         let acquired = inner
             .locks
             .engine()
-            .acquire(ask(&inner), Instant::now(), timeout, &token)
+            .acquire(ask(&inner), Instant::now(), None, &token)
             .await;
         lock(&inner.pending).waiting = None;
         let granted = match acquired {
@@ -150,7 +171,7 @@ fn wait_elsewhere(inner: &Arc<Inner>) -> bool {
                 None
             }
         };
-        tokio::task::spawn_blocking(move || run_committer(inner, granted));
+        start_committer_thread(&inner, Some(handle), granted);
     });
     true
 }

@@ -5,11 +5,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
-use super::committer::run_committer;
+use super::committer::start_committer_thread;
 use super::file::Shared;
 use super::file::lock;
 use super::queue::{Entry, Inner, Pending};
@@ -17,7 +18,9 @@ use super::{FsyncPolicy, Rotation, SinkStats};
 use crate::category::Category;
 use crate::error::LockError;
 use crate::lock::Locks;
+use crate::lock::acquire::Ask;
 use crate::lock::owner::Owner;
+use crate::mode::LockMode;
 use crate::write::commit::with_guard;
 
 /// Options of a [`JsonlSink`]; from [`JsonlSink::builder`].
@@ -241,7 +244,8 @@ impl JsonlSink {
             .acquire_many(wanted)
             .await
             .map_err(|e| LockError::io("queue record for", &inner.path, io::Error::other(e)))?;
-        let (done, result) = oneshot::channel();
+        let started = Instant::now();
+        let (done, mut result) = oneshot::channel();
         let (id, start_committer) = {
             let mut pending = lock(&inner.pending);
             let id = pending.next_id;
@@ -261,15 +265,38 @@ impl JsonlSink {
             (id, start)
         };
         if start_committer {
-            let committer = Arc::clone(inner);
-            tokio::task::spawn_blocking(move || run_committer(committer, None));
+            start_committer_thread(inner, tokio::runtime::Handle::try_current().ok(), None);
         }
         // Dropped before the committer took it: take it back out.
-        let withdraw = Withdraw {
+        let mut withdraw = Withdraw {
             inner,
             id: Some(id),
         };
-        let outcome = result.await.unwrap_or_else(|_| {
+        // The category's deadline holds here too: a commit that waits for
+        // the lock on a thread of its own cannot be interrupted, so an
+        // append whose record it has not taken yet gives up by itself.
+        let deadline = inner
+            .locks
+            .timeout(inner.category)
+            .and_then(|t| started.checked_add(t));
+        let replied = match deadline {
+            None => (&mut result).await,
+            Some(at) => match tokio::time::timeout_at(at.into(), &mut result).await {
+                Ok(replied) => replied,
+                Err(_) if withdraw.now() => {
+                    let ask = Ask {
+                        category: inner.category,
+                        target: &inner.path,
+                        mode: LockMode::Exclusive,
+                        owner: Some(Owner::current()),
+                    };
+                    return Err(inner.locks.engine().timed_out(ask, started).await);
+                }
+                // Taken into a commit already: it is being written.
+                Err(_) => (&mut result).await,
+            },
+        };
+        let outcome = replied.unwrap_or_else(|_| {
             Err(LockError::io(
                 "append to",
                 &inner.path,
@@ -326,6 +353,27 @@ struct Withdraw<'a> {
 impl Withdraw<'_> {
     fn disarm(mut self) {
         self.id = None;
+    }
+
+    /// Takes the record out of the queue now if no commit has taken it;
+    /// returns whether it did (then nothing of it will be written).
+    fn now(&mut self) -> bool {
+        let Some(id) = self.id else {
+            return false;
+        };
+        let mut pending = lock(&self.inner.pending);
+        let before = pending.queue.len();
+        pending.queue.retain(|e| e.id != id);
+        let withdrawn = pending.queue.len() < before;
+        if withdrawn {
+            self.id = None;
+            if pending.queue.is_empty()
+                && let Some(token) = &pending.waiting
+            {
+                token.cancel();
+            }
+        }
+        withdrawn
     }
 }
 
