@@ -253,3 +253,40 @@ async fn the_table_forgets_paths_nobody_uses() {
         paths_in_use()
     );
 }
+
+/// With tokio's clock paused (`start_paused`, `time::pause`: common in
+/// users' tests), a timed wait ends when tokio's timer says it does, at
+/// once, not by spinning until the real clock catches up (an hour here,
+/// which only a spinning wait would take).
+#[test]
+fn a_timed_wait_under_a_paused_tokio_clock_ends_by_tokios_clock() {
+    let waiting = std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let locks = locks_in(dir.path());
+            let target = dir.path().join("summary.json");
+            let _held = locks.lock(Category::Summary, &target).await.unwrap();
+            let waiter = tokio::spawn({
+                let (locks, target) = (locks.clone(), target.clone());
+                async move {
+                    locks
+                        .acquire(Category::Summary, &target)
+                        .timeout(Duration::from_secs(3600))
+                        .await
+                }
+            });
+            waiter.await.unwrap().unwrap_err()
+        })
+    });
+    assert!(
+        support::eventually(Duration::from_secs(60), || waiting.is_finished()),
+        "the wait spun in real time instead of ending by tokio's clock"
+    );
+    let err = waiting.join().unwrap();
+    assert!(err.is_timeout(), "{err}");
+}

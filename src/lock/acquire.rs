@@ -31,7 +31,7 @@ use super::metrics::Recorder;
 use super::naming;
 use super::order::{self, OrderCheck};
 use super::owner::{Owner, SameTask};
-use super::patience::Patience;
+use super::patience::{Missed, Patience};
 use super::policy::Policy;
 use super::shared::SharedHeld;
 use super::table::{self, EntryRef};
@@ -117,7 +117,7 @@ impl Engine {
             let entry = table::enter(&req.lock_path);
             let owner = ask.owner.unwrap_or_else(Owner::current);
             let remove = self.policy.remove_on_release(ask.category);
-            let Some(hold) = self.take(&entry, &req, remove, &Patience::Now).await? else {
+            let Ok(hold) = self.take(&entry, &req, remove, &Patience::Now).await? else {
                 return Ok(None);
             };
             Ok(Some(self.new_guard(
@@ -166,16 +166,15 @@ impl Engine {
                     }
                 }
             };
-            loop {
-                if let Some(hold) = self.take(&entry, &req, remove, &patience).await? {
+            match self.take(&entry, &req, remove, &patience).await? {
+                Ok(hold) => {
                     let guard = self.new_guard(ask.category, req, entry, owner, hold, started);
-                    return Ok(Ok(guard));
+                    Ok(Ok(guard))
                 }
-                let deadline = match patience {
-                    Patience::Now => Some(started),
-                    Patience::Until { deadline, .. } => deadline,
-                };
-                if deadline.is_some_and(|at| Instant::now() >= at) {
+                Err(Missed::CalledOff) if let Some(off) = call_off.off() => Ok(Err(off)),
+                // Busy with no patience, or the deadline (as the clock that
+                // ended the wait counts it: tokio's may be paused).
+                Err(_) => {
                     let holder = if entry.is_held_by(owner) {
                         Some(Holder::ThisTask)
                     } else {
@@ -184,12 +183,8 @@ impl Engine {
                             .await
                             .map(Holder::process)
                     };
-                    return Err(self.timeout_error(ask.category, &req, started.elapsed(), holder));
+                    Err(self.timeout_error(ask.category, &req, started.elapsed(), holder))
                 }
-                if let Some(off) = call_off.off() {
-                    return Ok(Err(off));
-                }
-                // Neither: a backend ended its wait early. Wait again.
             }
         }
         .instrument(span)
@@ -316,22 +311,22 @@ impl Engine {
         Ok(())
     }
 
-    /// One pass over the queue and the backend; `Ok(None)` when a step
-    /// missed (busy under [`Patience::Now`], else the patience ran out).
+    /// One pass over the queue and the backend; `Ok(Err(missed))` when a
+    /// step missed.
     async fn take(
         &self,
         entry: &EntryRef,
         req: &LockRequest,
         remove: bool,
         patience: &Patience<'_>,
-    ) -> Result<Option<Hold>, LockError> {
+    ) -> Result<Result<Hold, Missed>, LockError> {
         match req.mode {
             LockMode::Exclusive => {
                 let queue = match Arc::clone(&entry.queue).try_write_owned() {
                     Ok(queue) => queue,
                     Err(_) => match patience.wait(Arc::clone(&entry.queue).write_owned()).await {
-                        Some(queue) => queue,
-                        None => return Ok(None),
+                        Ok(queue) => queue,
+                        Err(missed) => return Ok(Err(missed)),
                     },
                 };
                 Ok(self
@@ -343,8 +338,8 @@ impl Engine {
                 let queue = match Arc::clone(&entry.queue).try_read_owned() {
                     Ok(queue) => queue,
                     Err(_) => match patience.wait(Arc::clone(&entry.queue).read_owned()).await {
-                        Some(queue) => queue,
-                        None => return Ok(None),
+                        Ok(queue) => queue,
+                        Err(missed) => return Ok(Err(missed)),
                     },
                 };
                 // Shared holders of this process share one backend lock; the
@@ -352,19 +347,20 @@ impl Engine {
                 let mut slot = match entry.shared.try_lock() {
                     Ok(slot) => slot,
                     Err(_) => match patience.wait(entry.shared.lock()).await {
-                        Some(slot) => slot,
-                        None => return Ok(None),
+                        Ok(slot) => slot,
+                        Err(missed) => return Ok(Err(missed)),
                     },
                 };
                 if let Some(os) = slot.upgrade() {
-                    return Ok(Some(Hold::Shared { os, queue }));
+                    return Ok(Ok(Hold::Shared { os, queue }));
                 }
-                let Some(os) = self.take_backend(req, patience).await? else {
-                    return Ok(None);
+                let os = match self.take_backend(req, patience).await? {
+                    Ok(os) => os,
+                    Err(missed) => return Ok(Err(missed)),
                 };
                 let os = Arc::new(SharedHeld::new(os, remove, Arc::clone(&req.lock_path)));
                 *slot = Arc::downgrade(&os);
-                Ok(Some(Hold::Shared { os, queue }))
+                Ok(Ok(Hold::Shared { os, queue }))
             }
         }
     }
@@ -375,15 +371,21 @@ impl Engine {
         &self,
         req: &LockRequest,
         patience: &Patience<'_>,
-    ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
+    ) -> Result<Result<Box<dyn HeldLock>, Missed>, LockError> {
         if let Some(os) = self.backend.try_lock(req)? {
-            return Ok(Some(os));
+            return Ok(Ok(os));
         }
         let Patience::Until { deadline, token } = *patience else {
-            return Ok(None);
+            return Ok(Err(Missed::Busy));
         };
         tracing::debug!("held by another process; waiting");
-        self.backend.wait(req, deadline, token).await
+        Ok(match self.backend.wait(req, deadline, token).await? {
+            Some(os) => Ok(os),
+            // A backend ends a wait without the lock only at the deadline
+            // or when the token is cancelled; the token tells which.
+            None if token.is_some_and(CancellationToken::is_cancelled) => Err(Missed::CalledOff),
+            None => Err(Missed::Deadline),
+        })
     }
 
     /// The guard for a lock just granted; records the acquisition.

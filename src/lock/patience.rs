@@ -16,6 +16,19 @@ use std::time::Instant;
 use pin_project_lite::pin_project;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+/// Why a step of an acquisition ended without its prize. Said by whoever
+/// ended it, so that nobody re-derives it from another clock (tokio's clock
+/// may be paused while the system's runs on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missed {
+    /// Busy, under [`Patience::Now`].
+    Busy,
+    /// The deadline passed.
+    Deadline,
+    /// The cancellation token was cancelled.
+    CalledOff,
+}
+
 /// How one pass over the steps may wait.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Patience<'a> {
@@ -29,8 +42,8 @@ pub(crate) enum Patience<'a> {
 }
 
 impl<'a> Patience<'a> {
-    /// `fut`, if it completes before this patience runs out; `None` (a
-    /// miss) otherwise. Under [`Patience::Now`], `fut` is never polled.
+    /// `fut`, if it completes before this patience runs out; why not
+    /// otherwise. Under [`Patience::Now`], `fut` is never polled.
     ///
     /// A plain function returning the future, not an `async fn`: an
     /// `async fn` would keep `fut` twice in its state, as its argument and
@@ -46,8 +59,7 @@ impl<'a> Patience<'a> {
 }
 
 pin_project! {
-    /// `Some(output)` if `fut` completes first; `None` once the deadline
-    /// passed or the token was cancelled.
+    /// `Ok(output)` if `fut` completes first; else why it did not.
     pub(crate) struct Until<'a, F> {
         #[pin]
         fut: F,
@@ -58,22 +70,22 @@ pin_project! {
 }
 
 impl<F: Future> Future for Until<'_, F> {
-    type Output = Option<F::Output>;
+    type Output = Result<F::Output, Missed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Patience::Until { deadline, token } = **this.patience else {
-            return Poll::Ready(None);
+            return Poll::Ready(Err(Missed::Busy));
         };
         if let Poll::Ready(out) = this.fut.poll(cx) {
-            return Poll::Ready(Some(out));
+            return Poll::Ready(Ok(out));
         }
         if let Some(token) = token {
             let cancelled = this
                 .cancelled
                 .get_or_insert_with(|| Box::pin(token.cancelled()));
             if cancelled.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
+                return Poll::Ready(Err(Missed::CalledOff));
             }
         }
         if let Some(at) = deadline {
@@ -81,7 +93,7 @@ impl<F: Future> Future for Until<'_, F> {
                 .sleep
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at.into())));
             if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
+                return Poll::Ready(Err(Missed::Deadline));
             }
         }
         Poll::Pending
