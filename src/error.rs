@@ -73,6 +73,16 @@ pub enum LockError {
         reason: String,
     },
 
+    /// The lock directory cannot be used: it exists and is not a directory,
+    /// or a component of its path is a file.
+    #[error("cannot use lock dir {}: {reason}", .path.display())]
+    LockDir {
+        /// The lock directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
     /// The lock path exists but is not a plain file this crate may use: a
     /// symlink (never followed, law 10), a directory, a FIFO.
     #[error("refusing lock file {}: {reason}", .path.display())]
@@ -273,6 +283,7 @@ impl LockError {
             LockError::OrderViolation { lock_path, .. } => Some(lock_path),
             LockError::Io { path, .. }
             | LockError::UnsafeLockFile { path, .. }
+            | LockError::LockDir { path, .. }
             | LockError::Conflict { path, .. }
             | LockError::Json { path, .. }
             | LockError::BadRecord { path, .. }

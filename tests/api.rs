@@ -1,4 +1,4 @@
-//! The public contract of DESIGN.md: free functions, the handle, guards,
+//! The public contract of ARCHITECTURE.md: free functions, the handle, guards,
 //! metrics, self-deadlock detection, both runtime flavors.
 
 mod support;

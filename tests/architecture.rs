@@ -68,12 +68,16 @@ fn modules() -> BTreeMap<Vec<String>, PathBuf> {
     out
 }
 
-/// The code of a file without comments (line comments and doc comments;
-/// the crate uses no block comments).
+/// The code of a file without comments (line and doc comments; the crate
+/// uses no block comments) and without its unit tests (everything from the
+/// first `#[cfg(test)]`), which are not part of the layering.
 fn code(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = match text.find("#[cfg(test)]") {
+        Some(i) => &text[..i],
+        None => &text[..],
+    };
+    text.lines()
         .map(|line| match line.find("//") {
             Some(i) if !line[..i].contains('"') => &line[..i],
             _ => line,
@@ -82,102 +86,185 @@ fn code(path: &Path) -> String {
         .join("\n")
 }
 
-/// Whether a line only declares or re-exports (a facade), which does not
-/// count as a dependency of the declaring module.
-fn is_facade(line: &str) -> bool {
-    let t = line.trim_start();
-    t.starts_with("pub use ")
-        || t.starts_with("pub(crate) use ")
-        || t.starts_with("mod ")
-        || t.starts_with("pub mod ")
-        || t.starts_with("pub(crate) mod ")
+/// The modules a file declares with `mod name;` (its children).
+fn children(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| {
+            let t = line.trim();
+            let rest = t
+                .strip_prefix("pub(crate) mod ")
+                .or_else(|| t.strip_prefix("pub(super) mod "))
+                .or_else(|| t.strip_prefix("pub mod "))
+                .or_else(|| t.strip_prefix("mod "))?;
+            rest.strip_suffix(';').map(|n| n.trim().to_owned())
+        })
+        .collect()
 }
 
-/// The module paths a file refers to: `crate::a::b…` and `super::…`
-/// (including the names in a `{…}` group right after them).
-fn references(module: &[String], text: &str) -> Vec<(Vec<String>, String)> {
-    let mut out = Vec::new();
+/// The paths of a use tree: `a::{b, c::{d, e as f}, self}` gives `a::b`,
+/// `a::c::d`, `a::c::e` and `a`.
+fn flatten_use(tree: &str, prefix: &[String], out: &mut Vec<Vec<String>>) {
+    let tree = tree.trim();
+    if let Some(inner) = tree.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+        let mut depth = 0;
+        let mut start = 0;
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    flatten_use(&inner[start..i], prefix, out);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        flatten_use(&inner[start..], prefix, out);
+        return;
+    }
+    if tree.is_empty() {
+        return;
+    }
+    match tree.split_once("::") {
+        Some((head, rest)) => {
+            let mut p = prefix.to_vec();
+            p.push(head.trim().to_owned());
+            flatten_use(rest, &p, out);
+        }
+        None => {
+            let name = tree.split(" as ").next().unwrap_or("").trim();
+            let mut p = prefix.to_vec();
+            if name != "self" && name != "*" {
+                p.push(name.to_owned());
+            }
+            out.push(p);
+        }
+    }
+}
+
+/// A path as written in `module`, made absolute: `crate::`, `super::`,
+/// `self::` or a child module's name first; `None` for other crates.
+fn absolute(module: &[String], kids: &BTreeSet<String>, path: &[String]) -> Option<Vec<String>> {
+    let (first, rest) = path.split_first()?;
+    let mut base = match first.as_str() {
+        "crate" => Vec::new(),
+        "self" => module.to_vec(),
+        "super" => {
+            let mut b = module.to_vec();
+            b.pop();
+            b
+        }
+        name if kids.contains(name) => {
+            let mut b = module.to_vec();
+            b.push(name.to_owned());
+            b
+        }
+        _ => return None,
+    };
+    let mut rest = rest;
+    while let Some(("super", more)) = rest.split_first().map(|(a, b)| (a.as_str(), b)) {
+        base.pop();
+        rest = more;
+    }
+    base.extend(rest.iter().cloned());
+    Some(base)
+}
+
+/// One file's references: each absolute path it uses, with the statement
+/// that does. Also the names a folder's `mod.rs` (or `lib.rs`) re-exports
+/// from its own children, which are its facade, not its dependencies.
+struct FileRefs {
+    uses: Vec<(Vec<String>, String)>,
+    reexports: BTreeMap<String, Vec<String>>,
+}
+
+fn references(module: &[String], is_folder: bool, text: &str) -> FileRefs {
+    let kids = children(text);
+    let mut uses = Vec::new();
+    let mut reexports = BTreeMap::new();
     let mut statement = String::new();
     for line in text.lines() {
-        statement.push_str(line);
-        statement.push(' ');
-        // A `use` may span lines: look at whole statements.
-        let head = statement.trim_start();
-        let in_use = ["use ", "pub use ", "pub(crate) use "]
-            .iter()
-            .any(|u| head.starts_with(u));
-        if in_use && !line.contains(';') {
-            continue;
-        }
-        let stmt = std::mem::take(&mut statement);
-        if is_facade(&stmt) {
-            continue;
-        }
-        for (start, anchor) in [("crate::", 0usize), ("super::", 1usize)] {
-            let mut rest = stmt.as_str();
-            while let Some(i) = rest.find(start) {
-                let before = rest[..i].chars().last();
-                rest = &rest[i..];
-                if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-                    rest = &rest[start.len()..];
+        let t = line.trim_start();
+        let starts_use = statement.is_empty()
+            && (t.starts_with("use ") || (t.starts_with("pub") && t.contains(" use ")));
+        if starts_use || !statement.is_empty() {
+            statement.push_str(line);
+            statement.push(' ');
+            if !line.contains(';') {
+                continue;
+            }
+            let stmt = std::mem::take(&mut statement);
+            let public = stmt.trim_start().starts_with("pub");
+            let tree = stmt[stmt.find("use ").unwrap() + 4..]
+                .trim()
+                .trim_end_matches(';')
+                .to_owned();
+            let mut paths = Vec::new();
+            flatten_use(&tree, &[], &mut paths);
+            for p in paths {
+                let Some(abs) = absolute(module, &kids, &p) else {
+                    continue;
+                };
+                let own_child = abs.len() > module.len()
+                    && abs.starts_with(module)
+                    && kids.contains(&abs[module.len()]);
+                if is_folder && public && own_child {
+                    if let Some(name) = abs.last() {
+                        reexports.insert(name.clone(), abs[..=module.len()].to_vec());
+                    }
                     continue;
                 }
-                let mut base: Vec<String> = if anchor == 0 {
-                    Vec::new()
-                } else {
-                    // `super` is the parent module.
-                    let mut b = module.to_vec();
-                    b.pop();
-                    b
-                };
-                let mut tail = &rest[start.len()..];
-                while let Some(more) = tail.strip_prefix("super::") {
-                    base.pop();
-                    tail = more;
-                }
-                let path: String = tail
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':' || *c == '{')
+                uses.push((abs, stmt.trim().chars().take(120).collect()));
+            }
+            continue;
+        }
+        // Paths in code: `crate::a::b`, `super::x`, `self::y`, `child::z`.
+        let bytes: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        while i < bytes.len() {
+            let boundary = i == 0
+                || !(bytes[i - 1].is_alphanumeric() || bytes[i - 1] == '_' || bytes[i - 1] == ':');
+            if boundary && (bytes[i].is_alphabetic() || bytes[i] == '_') {
+                let path: String = bytes[i..]
+                    .iter()
+                    .take_while(|c| c.is_alphanumeric() || **c == '_' || **c == ':')
                     .collect();
-                let mut segments: Vec<String> = base;
-                let mut group = false;
-                for seg in path.split("::") {
-                    if seg.starts_with('{') {
-                        group = true;
-                        break;
-                    }
-                    if seg.is_empty() {
-                        break;
-                    }
-                    segments.push(seg.to_owned());
+                let segments: Vec<String> = path
+                    .split("::")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if path.contains("::")
+                    && let Some(abs) = absolute(module, &kids, &segments)
+                {
+                    uses.push((abs, line.trim().chars().take(120).collect()));
                 }
-                if group {
-                    let inside = &tail[tail.find('{').unwrap() + 1..];
-                    let inside = &inside[..inside.find('}').unwrap_or(inside.len())];
-                    for name in inside.split(',') {
-                        let name = name.trim().split("::").next().unwrap_or("").trim();
-                        if !name.is_empty() {
-                            let mut s = segments.clone();
-                            s.push(name.to_owned());
-                            out.push((s, stmt.trim().chars().take(120).collect()));
-                        }
-                    }
-                } else {
-                    out.push((segments, stmt.trim().chars().take(120).collect()));
-                }
-                rest = &rest[start.len()..];
+                i += path.chars().count().max(1);
+            } else {
+                i += 1;
             }
         }
     }
-    out
+    FileRefs { uses, reexports }
 }
 
-/// The module file a path names: its longest prefix that is a module.
-fn resolve(path: &[String], modules: &BTreeMap<Vec<String>, PathBuf>) -> Option<Vec<String>> {
-    (1..=path.len())
+/// The module file a path names: its longest prefix that is a module, and
+/// through a folder's re-exports to the child that defines the name.
+fn resolve(
+    path: &[String],
+    modules: &Modules,
+    reexports: &BTreeMap<Vec<String>, BTreeMap<String, Vec<String>>>,
+) -> Option<Vec<String>> {
+    let mut module = (1..=path.len())
         .rev()
         .map(|n| path[..n].to_vec())
-        .find(|p| modules.contains_key(p))
+        .find(|p| modules.contains_key(p))?;
+    while let Some(name) = path.get(module.len())
+        && let Some(child) = reexports.get(&module).and_then(|r| r.get(name))
+    {
+        module = child.clone();
+    }
+    Some(module)
 }
 
 /// Module path to its file.
@@ -187,12 +274,22 @@ type Edges = BTreeMap<Vec<String>, BTreeSet<(Vec<String>, String)>>;
 
 fn graph() -> (Modules, Edges) {
     let modules = modules();
-    let mut edges = BTreeMap::new();
+    let mut refs = BTreeMap::new();
+    let mut reexports = BTreeMap::new();
     for (module, path) in &modules {
+        let is_folder = path
+            .file_name()
+            .is_some_and(|n| n == "mod.rs" || n == "lib.rs");
+        let r = references(module, is_folder, &code(path));
+        reexports.insert(module.clone(), r.reexports);
+        refs.insert(module.clone(), r.uses);
+    }
+    let mut edges = BTreeMap::new();
+    for (module, uses) in refs {
         let set: &mut BTreeSet<_> = edges.entry(module.clone()).or_default();
-        for (target, line) in references(module, &code(path)) {
-            if let Some(to) = resolve(&target, &modules)
-                && &to != module
+        for (target, line) in uses {
+            if let Some(to) = resolve(&target, &modules, &reexports)
+                && to != module
             {
                 set.insert((to, line));
             }
@@ -300,9 +397,28 @@ fn no_import_cycles_between_modules() {
 }
 
 #[test]
-fn the_sources_cite_no_design_file_outside_the_repository() {
+fn no_module_hides_its_imports_behind_an_alias_or_a_path_attribute() {
     for path in modules().values() {
-        let text = std::fs::read_to_string(path).unwrap();
+        let text = code(path);
+        for hidden in ["crate as ", "super as ", "#[path"] {
+            assert!(
+                !text.contains(hidden),
+                "{} uses `{hidden}`, which this check cannot follow",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_sources_cite_no_design_file_outside_the_repository() {
+    let tests = std::fs::read_dir(root().join("tests"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs") && !p.ends_with("architecture.rs"));
+    for path in modules().into_values().chain(tests) {
+        let text = std::fs::read_to_string(&path).unwrap();
         for bad in ["DESIGN.md", "../shared", "shared/"] {
             assert!(
                 !text.contains(bad),

@@ -47,8 +47,12 @@ async fn a_lock_dir_that_is_a_file_is_refused() {
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
     let err = Locks::builder().lock_dir(&file).build().unwrap_err();
-    assert!(matches!(err, LockError::Config { .. }), "{err}");
+    assert!(matches!(err, LockError::LockDir { .. }), "{err}");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
+    assert!(
+        err.path().is_some_and(|p| p.ends_with("not-a-dir")),
+        "{err}"
+    );
     // A lock dir under a file fails at lock time, naming it.
     let locks = Locks::builder()
         .lock_dir(file.join("locks"))

@@ -1,7 +1,7 @@
 //! [`Acquire`]: one configured acquisition, a future of a [`LockGuard`].
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -51,7 +51,7 @@ type Running = Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send>
 pub struct Acquire {
     engine: Arc<Engine>,
     category: Category,
-    target: PathBuf,
+    target: Arc<Path>,
     mode: LockMode,
     timeout: Option<Duration>,
     running: Option<Running>,
@@ -73,7 +73,7 @@ impl Acquire {
     pub(crate) fn new(
         engine: Arc<Engine>,
         category: Category,
-        target: PathBuf,
+        target: Arc<Path>,
         timeout: Option<Duration>,
     ) -> Self {
         Acquire {
@@ -137,9 +137,8 @@ impl Future for Acquire {
             let (engine, category, target, mode, timeout) = (
                 Arc::clone(&this.engine),
                 this.category,
-                // Moved, not cloned: configuration cannot happen after the
-                // first poll, and a waiter should carry one copy of its path.
-                std::mem::take(&mut this.target),
+                // Shared, not copied: a waiter carries one copy of its path.
+                Arc::clone(&this.target),
                 this.mode,
                 this.timeout,
             );

@@ -131,7 +131,7 @@ impl Locks {
         Acquire::new(
             Arc::clone(&self.engine),
             category,
-            target.as_ref().to_path_buf(),
+            Arc::from(target.as_ref()),
             self.engine.policy.timeout(category),
         )
     }

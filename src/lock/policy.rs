@@ -104,9 +104,9 @@ impl Policy {
         if let Ok(meta) = std::fs::metadata(&absolute)
             && !meta.is_dir()
         {
-            return Err(LockError::Config {
-                key: format!("lock dir {}", absolute.display()),
-                reason: "exists and is not a directory; choose another lock dir".into(),
+            return Err(LockError::LockDir {
+                path: absolute,
+                reason: "it exists and is not a directory; choose another lock dir".into(),
             });
         }
         self.lock_dir = LockDir::Fixed(absolute);

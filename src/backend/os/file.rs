@@ -81,8 +81,8 @@ fn open_error(path: &Path, e: io::Error) -> LockError {
 
 fn dir_error(dir: &Path, e: io::Error) -> LockError {
     match e.raw_os_error() {
-        Some(libc::EEXIST) | Some(libc::ENOTDIR) => LockError::Config {
-            key: format!("lock dir {}", dir.display()),
+        Some(libc::EEXIST) | Some(libc::ENOTDIR) => LockError::LockDir {
+            path: dir.to_path_buf(),
             reason: "a path component is a file, not a directory; choose another lock dir".into(),
         },
         _ => LockError::io("create lock dir", dir, e),

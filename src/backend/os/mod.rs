@@ -17,6 +17,9 @@
 //!
 //! An uncontended lock is one non-blocking `flock` on the calling thread
 //! ([`Backend::try_lock`]); only a busy one becomes a wait.
+//!
+//! May use: the backend contract (`super`), `per_process`, `sys`, the
+//! vocabulary (`error`, `mode`); nothing of the lock layer or the writers.
 
 use std::path::Path;
 use std::time::Instant;

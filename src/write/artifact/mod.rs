@@ -12,6 +12,9 @@
 //! * [`prepare`]: the blocking work under the lock before writing: is the
 //!   target there, what of a leftover `.part`, is there room.
 //! * [`writer`]: the writer itself, its commit and its cleanup.
+//!
+//! May use: the lock layer (a handle and its guards), `write::commit`,
+//! `blocking`, `sys`, the vocabulary; never a backend.
 
 use std::path::PathBuf;
 use std::time::Duration;

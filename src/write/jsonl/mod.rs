@@ -15,6 +15,10 @@
 //! * [`file`]: the file under the lock: current-file checks, torn-tail
 //!   repair, writes, fsync, rotation.
 //! * [`reader`]: reading back.
+//!
+//! May use: the lock layer (a handle, its guards and the acquisition core,
+//! for commits that lock on a thread of their own), `write::commit`,
+//! `blocking`, the vocabulary; never a backend.
 
 use std::time::Duration;
 
