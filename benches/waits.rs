@@ -307,8 +307,8 @@ fn event_grant(rounds: usize) {
     let locks = common::locks_in(dir.path());
     let target = dir.path().join("target");
     let blocker = dir.path().join("blocker");
-    let paths = lock_paths(&locks, &[target.clone()]);
-    let blocker_paths = lock_paths(&locks, &[blocker.clone()]);
+    let paths = lock_paths(&locks, std::slice::from_ref(&target));
+    let blocker_paths = lock_paths(&locks, std::slice::from_ref(&blocker));
     let rt = common::runtime(true);
     let run = |event_mode: bool| -> (f64, f64) {
         let mut holder = Holder::start(dir.path(), &paths);
@@ -363,7 +363,7 @@ fn storm(n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let locks = common::locks_in(dir.path());
     let target = dir.path().join("target");
-    let mut holder = Holder::start(dir.path(), &lock_paths(&locks, &[target.clone()]));
+    let mut holder = Holder::start(dir.path(), &lock_paths(&locks, std::slice::from_ref(&target)));
     let rt = common::runtime(true);
     let idle = threads();
     let peak = rt.block_on(async {
