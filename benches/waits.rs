@@ -363,7 +363,10 @@ fn storm(n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let locks = common::locks_in(dir.path());
     let target = dir.path().join("target");
-    let mut holder = Holder::start(dir.path(), &lock_paths(&locks, std::slice::from_ref(&target)));
+    let mut holder = Holder::start(
+        dir.path(),
+        &lock_paths(&locks, std::slice::from_ref(&target)),
+    );
     let rt = common::runtime(true);
     let idle = threads();
     let peak = rt.block_on(async {
