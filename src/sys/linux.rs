@@ -81,7 +81,9 @@ pub(crate) fn reserve(file: &File, len: u64) {
 /// on release); an eventfd lets other threads wake the one waiting here.
 #[derive(Debug)]
 pub(crate) struct EventSource {
-    inotify: OwnedFd,
+    /// `None` when inotify could not be had (its per-user limit of
+    /// instances reached): every wait then polls.
+    inotify: Option<OwnedFd>,
     wake: OwnedFd,
 }
 
@@ -90,8 +92,14 @@ pub(crate) type WatchId = i32;
 
 impl EventSource {
     pub(crate) fn new() -> io::Result<Self> {
-        let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let inotify = match inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(error = %io::Error::from(e), "no inotify: lock waits beyond the wait threads will poll");
+                None
+            }
+        };
         Ok(EventSource { inotify, wake })
     }
 
@@ -103,12 +111,17 @@ impl EventSource {
             | WatchFlags::ATTRIB
             | WatchFlags::DELETE_SELF
             | WatchFlags::MOVE_SELF;
-        Ok(inotify::add_watch(&self.inotify, path, flags)?)
+        let Some(inotify) = &self.inotify else {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "no inotify"));
+        };
+        Ok(inotify::add_watch(inotify, path, flags)?)
     }
 
     /// Stops watching; an id already gone (its file was deleted) is fine.
     pub(crate) fn unwatch(&self, id: WatchId) {
-        let _ = inotify::remove_watch(&self.inotify, id);
+        if let Some(inotify) = &self.inotify {
+            let _ = inotify::remove_watch(inotify, id);
+        }
     }
 
     /// Waits up to `timeout` (`None`: until woken) for events, appending the
@@ -119,22 +132,24 @@ impl EventSource {
             tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(t.subsec_nanos()),
         });
-        let mut fds = [
-            PollFd::new(&self.inotify, PollFlags::IN),
-            PollFd::new(&self.wake, PollFlags::IN),
-        ];
+        let mut fds = vec![PollFd::new(&self.wake, PollFlags::IN)];
+        if let Some(inotify) = &self.inotify {
+            fds.push(PollFd::new(inotify, PollFlags::IN));
+        }
         if poll(&mut fds, timeout.as_ref()).is_err() {
             // EINTR or a transient failure: the caller checks its clock.
             return false;
         }
-        let woken = !fds[1].revents().is_empty();
-        if woken {
+        if !fds[0].revents().is_empty() {
             let mut count = [0u8; 8];
             let _ = rustix::io::read(&self.wake, &mut count);
         }
+        let Some(inotify) = &self.inotify else {
+            return false;
+        };
         let mut overflow = false;
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = inotify::Reader::new(self.inotify.as_fd(), &mut buf);
+        let mut reader = inotify::Reader::new(inotify.as_fd(), &mut buf);
         // Stops at WOULDBLOCK (nothing more queued) or any other error.
         while let Ok(event) = reader.next() {
             if event.events().contains(ReadFlags::QUEUE_OVERFLOW) {

@@ -19,7 +19,7 @@
 //! compiled and unit-tested on Linux too, so it cannot rot unseen.
 
 mod unix;
-pub(crate) use unix::fork_generation;
+pub(crate) use unix::{fork_generation, raise_fd_limit};
 
 #[cfg(target_os = "linux")]
 mod linux;

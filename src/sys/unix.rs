@@ -1,4 +1,5 @@
-//! Every Unix: telling a process made by `fork()` from its parent, cheaply.
+//! Every Unix: telling a process made by `fork()` from its parent, cheaply;
+//! and making room for the descriptors that waits keep open.
 //!
 //! The one `unsafe` of the crate: registering a `pthread_atfork` handler
 //! (rustix has no safe wrapper for it). The handler runs in the child only
@@ -33,4 +34,24 @@ pub(crate) fn fork_generation() -> u64 {
         }
     });
     GENERATION.load(Ordering::SeqCst)
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit,
+/// once, as the Go runtime does at start: each event wait keeps its lock
+/// file open, and the common soft limit of 1,024 would let a thousand waits
+/// starve the program's own files and sockets. Best effort.
+pub(crate) fn raise_fd_limit() {
+    static RAISED: Once = Once::new();
+    RAISED.call_once(|| {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            let before = limit.current;
+            limit.current = limit.maximum;
+            match setrlimit(Resource::Nofile, limit) {
+                Ok(()) => tracing::debug!(?before, to = ?limit.maximum, "raised the open-file limit for lock waits"),
+                Err(e) => tracing::debug!(error = %e, "could not raise the open-file limit"),
+            }
+        }
+    });
 }

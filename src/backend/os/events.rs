@@ -305,14 +305,16 @@ fn key(pending: &Arc<Pending>) -> usize {
 /// it (which then takes the wait out of the registry); else a granted lock
 /// is let go.
 fn finish(pending: &Arc<Pending>, outcome: Result<super::file::OsHeld, LockError>) {
-    let unwanted = {
+    let (unwanted, waker) = {
         let mut inner = pending.inner();
         if inner.wanted && inner.place == Place::Events {
-            inner.finish(outcome);
-            None
+            (None, inner.finish(outcome))
         } else {
-            Some(outcome)
+            (Some(outcome), None)
         }
     };
     drop(unwanted);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
 }

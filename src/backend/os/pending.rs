@@ -62,12 +62,13 @@ impl Pending {
 }
 
 impl Inner {
-    /// Hands the outcome to the awaiting future and wakes it.
-    pub(super) fn finish(&mut self, outcome: Result<OsHeld, LockError>) {
+    /// Hands the outcome to the awaiting future; returns its waker, for
+    /// the caller to wake once it has let go of every lock (an executor may
+    /// poll inline from `wake`).
+    #[must_use = "the waker must be woken"]
+    pub(super) fn finish(&mut self, outcome: Result<OsHeld, LockError>) -> Option<Waker> {
         self.place = Place::Done;
         self.outcome = Some(outcome);
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
+        self.waker.take()
     }
 }
