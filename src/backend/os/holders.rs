@@ -4,59 +4,85 @@
 //!
 //! A thousand waits timing out together would otherwise read and parse
 //! `/proc/locks` a thousand times (about a millisecond each with a thousand
-//! locks held), and come back late. Here the first timeout reads it, on the
-//! blocking pool; the others wait for that read and share it; a snapshot
-//! younger than [`FRESH_FOR`] is used without reading at all.
+//! locks held), and come back late. Here one read at a time runs on the
+//! blocking pool and stores its snapshot itself, so a read slower than the
+//! budget (tens of milliseconds with ten thousand locks held) still serves
+//! the timeouts after it; a snapshot younger than [`FRESH_FOR`] is used
+//! without reading at all.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
+use crate::per_process::PerProcess;
 use crate::sys::{LockHolders, holder_key, lock_holders};
 
 /// How long a snapshot of the lock table answers lookups.
-const FRESH_FOR: Duration = Duration::from_millis(100);
+const FRESH_FOR: Duration = Duration::from_millis(250);
 
 /// The longest a timeout waits for a snapshot before saying "unknown".
 const LOOKUP_BUDGET: Duration = Duration::from_millis(20);
 
 type Snapshot = (Instant, Arc<LockHolders>);
 
-static LATEST: Mutex<Option<Snapshot>> = Mutex::new(None);
+/// The latest snapshot, whether a read is under way, and who waits for it.
+#[derive(Debug, Default)]
+struct Table {
+    latest: Mutex<Option<Snapshot>>,
+    reading: AtomicBool,
+    read: Notify,
+}
 
-/// One read at a time; those who queue behind it use its result.
-static READING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+fn table() -> &'static Table {
+    static TABLE: PerProcess<Table> = PerProcess::new();
+    TABLE.get(Table::default)
+}
 
 /// The pid holding a lock on `lock_path`, if the OS tells in time.
 pub(super) async fn holder(lock_path: &Path) -> Option<u32> {
     let meta = std::fs::symlink_metadata(lock_path).ok()?;
     let key = holder_key(meta.dev(), meta.ino());
-    let holders = match fresh() {
-        Some(holders) => holders,
-        None => tokio::time::timeout(LOOKUP_BUDGET, read())
-            .await
-            .ok()
-            .flatten()?,
-    };
-    holders.get(&key).copied()
+    let table = table();
+    let deadline = tokio::time::Instant::now() + LOOKUP_BUDGET;
+    loop {
+        if let Some(holders) = fresh(table) {
+            return holders.get(&key).copied();
+        }
+        let read = table.read.notified();
+        tokio::pin!(read);
+        read.as_mut().enable();
+        start_read(table);
+        if tokio::time::timeout_at(deadline, read).await.is_err() {
+            return None;
+        }
+    }
 }
 
-fn fresh() -> Option<Arc<LockHolders>> {
-    let latest = LATEST.lock().unwrap_or_else(|p| p.into_inner());
+fn fresh(table: &Table) -> Option<Arc<LockHolders>> {
+    let latest = table.latest.lock().unwrap_or_else(|p| p.into_inner());
     latest
         .as_ref()
         .filter(|(at, _)| at.elapsed() < FRESH_FOR)
         .map(|(_, holders)| Arc::clone(holders))
 }
 
-async fn read() -> Option<Arc<LockHolders>> {
-    let _one = READING.lock().await;
-    if let Some(holders) = fresh() {
-        return Some(holders);
+/// Starts a read unless one is under way. The read stores its snapshot
+/// and wakes the lookups waiting for it, whether or not they still wait.
+fn start_read(table: &'static Table) {
+    if table.reading.swap(true, Ordering::SeqCst) {
+        return;
     }
-    let holders = Arc::new(tokio::task::spawn_blocking(lock_holders).await.ok()??);
-    *LATEST.lock().unwrap_or_else(|p| p.into_inner()) =
-        Some((Instant::now(), Arc::clone(&holders)));
-    Some(holders)
+    tokio::task::spawn_blocking(move || {
+        // An unreadable table is an empty snapshot: holders unknown, and no
+        // read again until it is stale.
+        let holders = lock_holders().unwrap_or_default();
+        *table.latest.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), Arc::new(holders)));
+        table.reading.store(false, Ordering::SeqCst);
+        table.read.notify_waiters();
+    });
 }
