@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_filelock::{
-    Category, FsyncPolicy, Holder, JsonlReader, JsonlSink, LockError, Locks, SameTask,
+    Category, FsyncPolicy, Holder, JsonlReader, JsonlSink, LockError, Locks, OrderCheck, SameTask,
 };
 use rand::RngExt;
 use serde::Deserialize;
@@ -624,5 +624,125 @@ fn an_append_under_the_sinks_own_lock_names_this_task_and_refuse_refuses_at_once
         assert!(matches!(err, LockError::WouldDeadlock { .. }), "{err}");
         drop(guard);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    });
+}
+
+/// The commit hands its wait to an async task on the appender's runtime
+/// (this process's own queue for the lock is busy), and that runtime shuts
+/// down while the task waits. The sink must not be left dead: once the
+/// lock is free, an append from another runtime is committed and `close`
+/// returns. (Found in review: the sink stayed "committing" for good.)
+#[test]
+fn a_runtime_shut_down_during_a_commit_wait_leaves_the_sink_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .timeout(Category::Manifest, Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let first = support::runtime();
+    let sink = first
+        .block_on(JsonlSink::builder(&path).locks(locks.clone()).open())
+        .unwrap();
+    let guard = first
+        .block_on(locks.lock(Category::Manifest, &path))
+        .unwrap();
+    let appending = sink.clone();
+    let _append = first.spawn(async move { appending.append(&1).await });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(first);
+    drop(guard);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        sink.append(&2)
+            .await
+            .expect("committed once the lock is free");
+        tokio::time::timeout(Duration::from_secs(60), sink.close())
+            .await
+            .expect("close returns")
+            .unwrap();
+    });
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "2\n");
+}
+
+/// Every append gave up at its deadline while another process holds the
+/// lock: nothing is left to commit, so `close` returns without waiting for
+/// that process. (Found in review: it waited as long as the holder did.)
+#[test]
+fn close_does_not_wait_for_a_holder_once_every_append_gave_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _locks, sink, rt) = {
+        let rt = support::runtime();
+        let (path, locks, sink) =
+            rt.block_on(manifest_sink(dir.path(), Some(Duration::from_millis(200))));
+        (path, locks, sink, rt)
+    };
+    let mut holder = support::spawn_holder(dir.path(), "exclusive", "manifest", &[&path]);
+    holder.wait_ready();
+    let err = rt.block_on(sink.append(&1)).unwrap_err();
+    assert!(matches!(err, LockError::Timeout { .. }), "{err}");
+    // Bounded by a minute, which only a close waiting for the holder (who
+    // never lets go until told) would reach.
+    let closed =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), sink.close()).await });
+    holder.finish();
+    assert!(closed.is_ok(), "close waited for the holder");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+}
+
+/// While a commit runs on an appender's behalf, a sibling future of that
+/// task takes artifact locks (the `buffer_unordered` download shape:
+/// artifact lock, write, manifest append). The commit's lock is not that
+/// task's, so nothing offends the lock order. (Found in review: 148 of
+/// 2,000 refused under `OrderCheck::Error`.)
+#[test]
+fn a_commit_does_not_make_the_appenders_sibling_futures_offend_the_lock_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .order_check(OrderCheck::Error)
+        .build()
+        .unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sink = JsonlSink::builder(&path)
+            .locks(locks.clone())
+            .fsync(FsyncPolicy::EveryCommit)
+            .open()
+            .await
+            .unwrap();
+        // A big record: the commit (write and fsync) takes a while.
+        let record = serde_json::json!({ "blob": "x".repeat(32 << 20) });
+        let appending = sink.append(&record);
+        let sibling = async {
+            let mut refused = Vec::new();
+            for i in 0..1000 {
+                match locks
+                    .lock(Category::Artifact, dir.path().join(format!("a{}", i % 4)))
+                    .await
+                {
+                    Ok(g) => drop(g),
+                    Err(e) => refused.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            refused
+        };
+        let (appended, refused) = tokio::join!(appending, sibling);
+        appended.unwrap();
+        assert!(
+            refused.is_empty(),
+            "{} refused, e.g. {}",
+            refused.len(),
+            refused[0]
+        );
     });
 }

@@ -55,9 +55,10 @@ pub(crate) struct Ask<'a> {
     pub category: Category,
     pub target: &'a Path,
     pub mode: LockMode,
-    /// Whose acquisition it is, for the self-deadlock and lock-order
-    /// checks: the asking task unless a writer acquires on a caller's
-    /// behalf (a JSONL commit for its appenders).
+    /// Whose acquisition it is for the same-task and lock-order checks:
+    /// the asking task unless a writer acquires on a caller's behalf (a
+    /// JSONL commit for its appenders). The lock, once granted, is held by
+    /// whoever ran the acquisition.
     pub owner: Option<Owner>,
 }
 
@@ -168,7 +169,13 @@ impl Engine {
             };
             match self.take(&entry, &req, remove, &patience).await? {
                 Ok(hold) => {
-                    let guard = self.new_guard(ask.category, req, entry, owner, hold, started);
+                    // Held by whoever runs this acquisition: a commit on an
+                    // appender's behalf is checked as the appender's, but
+                    // its lock is not the appender task's to hold (a
+                    // sibling future of that task may take other locks
+                    // meanwhile without offending the lock order).
+                    let holder = Owner::current();
+                    let guard = self.new_guard(ask.category, req, entry, holder, hold, started);
                     Ok(Ok(guard))
                 }
                 Err(Missed::CalledOff) if let Some(off) = call_off.off() => Ok(Err(off)),
@@ -219,11 +226,13 @@ impl Engine {
             },
         };
         let hold = Hold::Exclusive { os, queue };
+        // Held by this thread, not by the owner it was checked for (see
+        // `acquire`).
         Ok(Some(self.new_guard(
             ask.category,
             req,
             entry,
-            owner,
+            Owner::current(),
             hold,
             started,
         )))

@@ -150,6 +150,10 @@ fn wait_elsewhere(inner: &Arc<Inner>, runtime: Option<&Handle>) -> bool {
     };
     let inner = Arc::clone(inner);
     let handle = runtime.clone();
+    // If the task is dropped unfinished (its runtime shut down, or was gone
+    // already), a committer thread takes over, so the sink is never left
+    // waiting for a commit nobody runs.
+    let resume = Resume(Some(Arc::clone(&inner)));
     runtime.spawn(async move {
         // No deadline of its own: each append has its deadline (a record
         // queued later must not inherit an earlier one), and the wait is
@@ -171,18 +175,45 @@ fn wait_elsewhere(inner: &Arc<Inner>, runtime: Option<&Handle>) -> bool {
                 None
             }
         };
+        resume.disarm();
         start_committer_thread(&inner, Some(handle), granted);
     });
     true
+}
+
+/// Starts a committer thread (with no runtime to hand waits to) if the
+/// async wait that holds it is dropped unfinished.
+struct Resume(Option<Arc<Inner>>);
+
+impl Resume {
+    /// The wait finished: the next committer is started by its task.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            lock(&inner.pending).waiting = None;
+            start_committer_thread(&inner, None, None);
+        }
+    }
 }
 
 /// One commit under `guard` (or the error that kept the lock from us):
 /// takes everything queued, writes it, lets go, replies.
 fn commit_round(inner: &Inner, guard: Result<LockGuard, LockError>) {
     // Everything queued by now, including what came while we waited.
-    let mut batch: Vec<Entry> = lock(&inner.pending).queue.drain(..).collect();
+    let mut batch: Vec<Entry> = {
+        let mut pending = lock(&inner.pending);
+        pending.writing = true;
+        pending.queue.drain(..).collect()
+    };
     if batch.is_empty() {
         // Withdrawn after the lock was granted: nothing to write.
+        lock(&inner.pending).writing = false;
+        inner.idle.notify_waiters();
         if let Ok(guard) = guard {
             guard.release_blocking_or_warn();
         }
@@ -218,8 +249,10 @@ fn reply(inner: &Inner, batch: Vec<Entry>, result: Result<(), LockError>) {
         let mut pending = lock(&inner.pending);
         pending.rounds += 1;
         pending.last_error = result.as_ref().err().cloned();
+        pending.writing = false;
     }
     for entry in batch {
         let _ = entry.done.send(result.clone());
     }
+    inner.idle.notify_waiters();
 }

@@ -38,6 +38,9 @@ pub(super) struct Pending {
     /// Whether a committer task is running; it takes everything queued,
     /// batch after batch, until the queue is empty.
     pub committing: bool,
+    /// Whether a batch taken from the queue is being written (its appends
+    /// not answered yet): `close` waits for it, and for the queue.
+    pub writing: bool,
     /// Whether the committer is waiting on `Inner::more` for records.
     pub lingering: bool,
     /// The committer's lock wait: cancelled when the last queued record is

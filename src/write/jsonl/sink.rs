@@ -330,7 +330,10 @@ impl JsonlSink {
             idle.as_mut().enable();
             {
                 let pending = lock(&inner.pending);
-                if !pending.committing {
+                // Done when nothing is queued or being written: a commit
+                // thread may still be waiting for the lock in `flock`, for
+                // records that have all been withdrawn since.
+                if !pending.committing || (pending.queue.is_empty() && !pending.writing) {
                     let ran = pending.rounds > rounds_before;
                     return match &pending.last_error {
                         Some(e) if ran => Err(e.clone()),
@@ -365,13 +368,16 @@ impl Withdraw<'_> {
         let before = pending.queue.len();
         pending.queue.retain(|e| e.id != id);
         let withdrawn = pending.queue.len() < before;
+        let empty = pending.queue.is_empty();
         if withdrawn {
             self.id = None;
-            if pending.queue.is_empty()
-                && let Some(token) = &pending.waiting
-            {
+            if empty && let Some(token) = &pending.waiting {
                 token.cancel();
             }
+        }
+        drop(pending);
+        if withdrawn && empty {
+            self.inner.idle.notify_waiters();
         }
         withdrawn
     }
@@ -382,10 +388,14 @@ impl Drop for Withdraw<'_> {
         if let Some(id) = self.id {
             let mut pending = lock(&self.inner.pending);
             pending.queue.retain(|e| e.id != id);
-            if pending.queue.is_empty()
-                && let Some(token) = &pending.waiting
-            {
+            let empty = pending.queue.is_empty();
+            if empty && let Some(token) = &pending.waiting {
                 token.cancel();
+            }
+            drop(pending);
+            if empty {
+                // A `close` may be waiting for the queue to empty.
+                self.inner.idle.notify_waiters();
             }
         }
     }
