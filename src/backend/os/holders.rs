@@ -47,10 +47,18 @@ pub(super) async fn holder(lock_path: &Path) -> Option<u32> {
     let meta = std::fs::symlink_metadata(lock_path).ok()?;
     let key = holder_key(meta.dev(), meta.ino());
     let table = table();
+    let asked = Instant::now();
     let deadline = tokio::time::Instant::now() + LOOKUP_BUDGET;
     loop {
-        if let Some(holders) = fresh(table) {
-            return holders.get(&key).copied();
+        if let Some((taken, holders)) = fresh(table) {
+            // A lock taken after the snapshot is not in it: a miss is
+            // believed only from a snapshot taken after the question.
+            if let Some(pid) = holders.get(&key) {
+                return Some(*pid);
+            }
+            if taken >= asked {
+                return None;
+            }
         }
         let read = table.read.notified();
         tokio::pin!(read);
@@ -62,12 +70,12 @@ pub(super) async fn holder(lock_path: &Path) -> Option<u32> {
     }
 }
 
-fn fresh(table: &Table) -> Option<Arc<LockHolders>> {
+fn fresh(table: &Table) -> Option<Snapshot> {
     let latest = table.latest.lock().unwrap_or_else(|p| p.into_inner());
     latest
         .as_ref()
         .filter(|(at, _)| at.elapsed() < FRESH_FOR)
-        .map(|(_, holders)| Arc::clone(holders))
+        .map(|(at, holders)| (*at, Arc::clone(holders)))
 }
 
 /// Starts a read unless one is under way. The read stores its snapshot
@@ -77,11 +85,11 @@ fn start_read(table: &'static Table) {
         return;
     }
     tokio::task::spawn_blocking(move || {
-        // An unreadable table is an empty snapshot: holders unknown, and no
-        // read again until it is stale.
+        // Dated before the read: everything locked before this moment is in
+        // it. An unreadable table is an empty snapshot: holders unknown.
+        let taken = Instant::now();
         let holders = lock_holders().unwrap_or_default();
-        *table.latest.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), Arc::new(holders)));
+        *table.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some((taken, Arc::new(holders)));
         table.reading.store(false, Ordering::SeqCst);
         table.read.notify_waiters();
     });
