@@ -58,12 +58,17 @@
 //!   the lock the moment it is granted (or is adopted by the next wait on
 //!   the same lock), within the thread bound. A runtime shutting down never
 //!   waits for a lock.
-//! * **fork()**: a child made by `fork()` without `exec` gets fresh waits
-//!   and a fresh in-process table on first use (the parent's threads do
-//!   not exist in it). It inherits the parent's descriptors, and with them
-//!   the parent's held `flock` locks: they stay held until both have closed
-//!   them. So a child should not use or drop guards it inherited, and should
-//!   exec or exit; its own new acquisitions work normally.
+//! * **fork()**: a child made by `fork()` without `exec` gets fresh waits,
+//!   a fresh in-process table, name cache and lock-order record on first
+//!   use (the parent's threads do not exist in it, and may have held their
+//!   locks at the fork); metrics of handles made before the fork are not
+//!   recorded in the child. The child inherits the parent's descriptors,
+//!   and `flock` locks belong to open descriptors: a lock the parent held
+//!   at the fork, or is granted later through a wait whose lock file was
+//!   open at the fork, stays held until the child has closed that
+//!   descriptor too (exited or exec'd). So a child should not use or drop
+//!   guards it inherited, and should exec or exit soon; its own new
+//!   acquisitions work normally.
 //! * **Removable lock files**: after locking, the descriptor is checked to be
 //!   the file still at the lock path, so lock files can be removed on release
 //!   (the default for artifacts) without two holders ending up on two inodes.

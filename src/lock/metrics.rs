@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 
 use crate::backend::BackendMetrics;
 use crate::category::Category;
+use crate::sys::fork_generation;
 
 /// A snapshot of a [`crate::Locks`] handle's metrics.
 ///
@@ -123,6 +124,10 @@ impl CategoryRecorder {
 #[derive(Debug)]
 pub(crate) struct Recorder {
     categories: [Mutex<CategoryRecorder>; 5],
+    /// The fork generation that made it: a child made by `fork()` does not
+    /// record into (or read) its parent's recorder, whose mutexes a parent
+    /// thread that does not exist in the child may have held at the fork.
+    generation: u64,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -143,15 +148,22 @@ impl Recorder {
     pub fn new() -> Self {
         Recorder {
             categories: std::array::from_fn(|_| Mutex::new(CategoryRecorder::new())),
+            generation: fork_generation(),
         }
     }
 
-    fn with<R>(&self, category: Category, f: impl FnOnce(&mut CategoryRecorder) -> R) -> R {
+    /// `f` on the category's recorder; `None` in a forked child (see
+    /// `generation`), whose metrics of handles made before the fork stay
+    /// empty.
+    fn with<R>(&self, category: Category, f: impl FnOnce(&mut CategoryRecorder) -> R) -> Option<R> {
+        if fork_generation() != self.generation {
+            return None;
+        }
         // Counters stay meaningful after a panic elsewhere: ignore poisoning.
         let mut rec = self.categories[category.index()]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        f(&mut rec)
+        Some(f(&mut rec))
     }
 
     pub fn acquired(&self, category: Category, waited: Duration) {
@@ -189,6 +201,7 @@ impl Recorder {
                     wait: percentiles(&r.wait),
                     hold: percentiles(&r.hold),
                 })
+                .unwrap_or_default()
             }),
             backend,
         }

@@ -19,13 +19,14 @@ use std::io;
 // was a visible share of an uncontended acquisition.
 use rustc_hash::FxHashMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::category::Category;
 use crate::error::LockError;
+use crate::per_process::PerProcess;
 
 /// Hex digits of the SHA-256 prefix in a lock file name: 128 bits, far past
 /// any chance of two targets in one lock dir colliding.
@@ -64,7 +65,16 @@ const CACHE_MAX: usize = 8192;
 /// spellings of one target are merely two entries with the same value.
 type Cache = FxHashMap<OsString, (NormalTarget, Instant)>;
 
-static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(FxHashMap::default()));
+/// Per process: a child made by `fork()` must not find it locked by a
+/// parent thread that does not exist in the child (see `per_process`).
+static CACHE: PerProcess<Mutex<Cache>> = PerProcess::new();
+
+fn cache() -> MutexGuard<'static, Cache> {
+    CACHE
+        .get(|| Mutex::new(FxHashMap::default()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
 
 /// Normalises `target`; see the module docs. Rejects empty paths, paths that
 /// end in `.` or `..`, and existing directories. `now` dates the cache
@@ -74,7 +84,7 @@ pub(crate) fn normalize_target(target: &Path, now: Instant) -> Result<NormalTarg
         return resolve_target(target);
     }
     {
-        let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = cache();
         if let Some((hit, at)) = cache.get(target.as_os_str())
             && now.duration_since(*at) < CACHE_TTL
         {
@@ -82,7 +92,7 @@ pub(crate) fn normalize_target(target: &Path, now: Instant) -> Result<NormalTarg
         }
     }
     let resolved = resolve_target(target)?;
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cache = cache();
     if cache.len() >= CACHE_MAX {
         cache.retain(|_, (_, at)| now.duration_since(*at) < CACHE_TTL);
         if cache.len() >= CACHE_MAX {

@@ -8,12 +8,13 @@
 //! checked: they cannot wait, so they cannot deadlock.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
 
 use super::owner::Owner;
 use crate::category::Category;
+use crate::per_process::PerProcess;
 
 /// What to do when a task asks for a lock that comes before one it holds.
 ///
@@ -37,10 +38,13 @@ pub enum OrderCheck {
 
 type Held = FxHashMap<Owner, Vec<(Category, Arc<Path>)>>;
 
-static HELD: LazyLock<Mutex<Held>> = LazyLock::new(|| Mutex::new(FxHashMap::default()));
+/// Per process, like the table (see `per_process`).
+static HELD: PerProcess<Mutex<Held>> = PerProcess::new();
 
 fn held() -> MutexGuard<'static, Held> {
-    HELD.lock().unwrap_or_else(|p| p.into_inner())
+    HELD.get(|| Mutex::new(FxHashMap::default()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 /// The latest lock `owner` holds that comes after `(category, lock_path)`.
