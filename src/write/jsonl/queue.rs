@@ -35,7 +35,8 @@ pub(super) struct Inner {
 pub(super) struct Pending {
     pub next_id: u64,
     pub queue: VecDeque<Entry>,
-    /// Whether a committer task is running; it takes everything queued,
+    /// Whether a committer (thread, or its async lock wait) is running; it
+    /// takes everything queued,
     /// batch after batch, until the queue is empty.
     pub committing: bool,
     /// Whether a batch taken from the queue is being written (its appends
@@ -43,11 +44,9 @@ pub(super) struct Pending {
     pub writing: bool,
     /// Whether the committer is waiting on `Inner::more` for records.
     pub lingering: bool,
-    /// The committer's lock wait: cancelled when the last queued record is
-    /// withdrawn, so that a wait nobody needs any more (every append
-    /// dropped, as at runtime shutdown) ends at once instead of holding a
-    /// blocking-pool thread, and the runtime's shutdown, until the lock is
-    /// granted.
+    /// The committer's async lock wait, when it has one: cancelled when the
+    /// last queued record is withdrawn, so that a wait nobody needs any
+    /// more (every append dropped or timed out) ends at once.
     pub waiting: Option<CancellationToken>,
     /// Commits finished, and the error of the latest if it failed: `close`
     /// reports a failure of the commits that ran while it waited.
