@@ -34,6 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_filelock::{Category, Locks};
+use common::{percentile, threads, threads_in_flock};
 
 const KINDS: [&str; 6] = [
     "crate",
@@ -135,30 +136,6 @@ fn lock_file(dir: &Path, locks: &Locks, kind: &str, target: &Path) -> PathBuf {
         let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("t");
         dir.join("locks").join(format!("artifact.{name:0>32}.lock"))
     }
-}
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
-}
-
-fn threads_in_flock() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(0, |tasks| {
-        tasks
-            .filter_map(Result::ok)
-            .filter(|t| {
-                std::fs::read_to_string(t.path().join("wchan"))
-                    .is_ok_and(|w| w.contains("lock_inode_wait") || w.contains("flock"))
-            })
-            .count()
-    })
-}
-
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 /// A holder process of this binary: plain `flock` on each listed path until

@@ -1,5 +1,7 @@
-//! What the benches share: runtimes the size of the CI machine, and lock
-//! handles with their lock files in a temp dir.
+//! What the benches share: runtimes the size of the CI machine, lock
+//! handles with their lock files in a temp dir, thread counts and
+//! percentiles. Each bench uses a part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 
@@ -27,4 +29,31 @@ pub fn locks_in(dir: &Path) -> Locks {
         .wait_forever(Category::Manifest)
         .build()
         .expect("locks")
+}
+
+/// Threads of this process now.
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// Threads of this process blocked in `flock` now (their `wchan`).
+pub fn threads_in_flock() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |tasks| {
+        tasks
+            .filter_map(Result::ok)
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("wchan"))
+                    .is_ok_and(|w| w.contains("lock_inode_wait") || w.contains("flock"))
+            })
+            .count()
+    })
+}
+
+/// The `q` quantile of `v` (sorted in place); NaN for none.
+pub fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
