@@ -9,6 +9,8 @@
 //! watched), is the backstop for holders that unlock without closing and
 //! for filesystems without events.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -93,7 +95,14 @@ impl Events {
     fn run(&self) {
         let mut served: FxHashMap<usize, Served> = FxHashMap::default();
         let mut by_watch: FxHashMap<WatchId, Vec<usize>> = FxHashMap::default();
+        // When each wait is next tried, earliest first. Entries go stale when
+        // a wait is tried earlier (an event) or leaves; they are skipped
+        // when they come up. A heap rather than a scan of every wait on
+        // every wake-up, which made the thread's work grow with the square
+        // of the number of waits.
+        let mut schedule: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
         let mut ready = Vec::new();
+        let mut due = Vec::new();
         loop {
             let commands =
                 std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()));
@@ -106,7 +115,7 @@ impl Events {
                                 by_watch.entry(w).or_default().push(id);
                             }
                             served.insert(id, entry);
-                            self.attempt(id, &mut served, &mut by_watch);
+                            due.push(id);
                         }
                     }
                     Command::Remove(pending) => {
@@ -114,34 +123,35 @@ impl Events {
                     }
                 }
             }
-            let now = Instant::now();
-            let timeout = served
-                .values()
-                .map(|s| s.next_try.saturating_duration_since(now))
-                .min();
-            ready.clear();
-            let overflow = self.source.wait(timeout, &mut ready);
-            let mut due: Vec<usize> = if overflow {
-                served.keys().copied().collect()
-            } else {
-                ready
-                    .iter()
-                    .filter_map(|w| by_watch.get(w))
-                    .flatten()
-                    .copied()
-                    .collect()
-            };
-            let now = Instant::now();
-            due.extend(
-                served
-                    .iter()
-                    .filter(|(_, s)| s.next_try <= now)
-                    .map(|(id, _)| *id),
-            );
+            if due.is_empty() {
+                let timeout = schedule
+                    .peek()
+                    .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+                ready.clear();
+                let overflow = self.source.wait(timeout, &mut ready);
+                if overflow {
+                    due.extend(served.keys().copied());
+                } else {
+                    due.extend(ready.iter().filter_map(|w| by_watch.get(w)).flatten());
+                }
+                let now = Instant::now();
+                while let Some(Reverse((at, id))) = schedule.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    schedule.pop();
+                    if served.get(&id).is_some_and(|s| s.next_try == at) {
+                        due.push(id);
+                    }
+                }
+            }
             due.sort_unstable();
             due.dedup();
-            for id in due {
+            for id in due.drain(..) {
                 self.attempt(id, &mut served, &mut by_watch);
+                if let Some(s) = served.get(&id) {
+                    schedule.push(Reverse((s.next_try, id)));
+                }
             }
         }
     }
