@@ -746,3 +746,38 @@ fn a_commit_does_not_make_the_appenders_sibling_futures_offend_the_lock_order() 
         );
     });
 }
+
+/// A last record written whole but without its newline (an editor, `printf
+/// '%s'`, Python's `f.write(json.dumps(x))`) is a record, not a torn line:
+/// opening a sink gives it its newline and keeps it.
+#[tokio::test]
+async fn a_whole_last_record_without_its_newline_is_kept_and_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    std::fs::write(&path, b"{\"w\":0}\n{\"w\":1,\"k\":2}").unwrap();
+    let sink = open_sink(dir.path(), &path, FsyncPolicy::EveryCommit).await;
+    assert_eq!(sink.stats().torn_tails_repaired, 0);
+    assert_eq!(sink.stats().torn_bytes_cut, 0);
+    sink.append(&serde_json::json!({"w": 2})).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"w\":0}\n{\"w\":1,\"k\":2}\n{\"w\":2}\n"
+    );
+}
+
+/// What a torn-tail repair cuts is never just dropped: it goes to a side
+/// file beside the log, named with its offset, and the stats say where.
+#[tokio::test]
+async fn a_cut_torn_tail_is_kept_in_a_side_file_named_with_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    std::fs::write(&path, b"{\"a\":1}\n{\"a\":2, \"unfinis").unwrap();
+    let sink = open_sink(dir.path(), &path, FsyncPolicy::EveryCommit).await;
+    let stats = sink.stats();
+    assert_eq!(stats.torn_tails_repaired, 1);
+    assert_eq!(stats.last_torn_offset, Some(8));
+    let side = stats.last_torn_file.clone().expect("a side file");
+    assert_eq!(side, dir.path().join("manifest.jsonl.torn-8"));
+    assert_eq!(std::fs::read(&side).unwrap(), b"{\"a\":2, \"unfinis");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+}

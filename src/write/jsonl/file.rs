@@ -88,18 +88,33 @@ impl Shared {
             }
             open.size = size;
         }
-        let torn = if unseen {
-            repair_torn_tail(&open.file, open.size).map_err(|e| LockError::io("repair", path, e))?
+        let repaired = if unseen {
+            repair_torn_tail(&open.file, path, open.size)
+                .map_err(|e| LockError::io("repair the last line of", path, e))?
         } else {
             None
         };
-        if let Some(cut) = torn {
-            tracing::warn!(path = %path.display(), offset = cut.0, bytes = cut.1, "cut off a torn last line left by a crash");
-            open.size = cut.0;
-            let mut stats = lock(&self.stats);
-            stats.torn_tails_repaired += 1;
-            stats.torn_bytes_cut += cut.1;
-            stats.last_torn_offset = Some(cut.0);
+        match repaired {
+            None => {}
+            Some(Repair::Completed { offset }) => {
+                tracing::info!(path = %path.display(), offset, "gave a whole last record its missing newline");
+                open.size += 1;
+                open.records += 1;
+                lock(&self.stats).last_records_completed += 1;
+            }
+            Some(Repair::Cut {
+                offset,
+                bytes,
+                side,
+            }) => {
+                tracing::warn!(path = %path.display(), offset, bytes, side = %side.display(), "moved a torn last line left by a crash to a side file");
+                open.size = offset;
+                let mut stats = lock(&self.stats);
+                stats.torn_tails_repaired += 1;
+                stats.torn_bytes_cut += bytes;
+                stats.last_torn_offset = Some(offset);
+                stats.last_torn_file = Some(side);
+            }
         }
         Ok(slot)
     }
@@ -243,9 +258,27 @@ fn count_lines(file: &File, from: u64, to: u64) -> io::Result<u64> {
     Ok(n)
 }
 
-/// If the file does not end with a newline, cuts it back to just after the
-/// last one; returns (offset, bytes cut).
-fn repair_torn_tail(file: &File, size: u64) -> io::Result<Option<(u64, u64)>> {
+/// What [`repair_torn_tail`] did to a file whose last line lacked its
+/// newline.
+#[derive(Debug)]
+enum Repair {
+    /// The last line is one whole JSON value (written without its newline,
+    /// as `printf '%s'` or `f.write(json.dumps(x))` leave it): it got its
+    /// newline and stays.
+    Completed { offset: u64 },
+    /// The last line is not a JSON value (a write cut short by a crash): it
+    /// was moved to `side`, beside the log, and cut off.
+    Cut {
+        offset: u64,
+        bytes: u64,
+        side: PathBuf,
+    },
+}
+
+/// If the file does not end with a newline, completes a last line that is a
+/// whole record, or moves a torn one to a side file and cuts it off. Under
+/// the lock.
+fn repair_torn_tail(file: &File, path: &Path, size: u64) -> io::Result<Option<Repair>> {
     if size == 0 {
         return Ok(None);
     }
@@ -268,9 +301,61 @@ fn repair_torn_tail(file: &File, size: u64) -> io::Result<Option<(u64, u64)>> {
         }
         end = start;
     };
+    let len = usize::try_from(size - keep)
+        .map_err(|_| io::Error::other("the last line is larger than memory"))?;
+    let mut tail = vec![0u8; len];
+    file.read_exact_at(&mut tail, keep)?;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&tail).is_ok() {
+        // The file is open for appending: this lands at its end.
+        (&*file).write_all(b"\n")?;
+        file.sync_data()?;
+        return Ok(Some(Repair::Completed { offset: keep }));
+    }
+    let side = keep_torn_line(path, keep, &tail)?;
     file.set_len(keep)?;
     file.sync_data()?;
-    Ok(Some((keep, size - keep)))
+    Ok(Some(Repair::Cut {
+        offset: keep,
+        bytes: size - keep,
+        side,
+    }))
+}
+
+/// Writes a torn line to a new side file `<log>.torn-<offset>` beside the
+/// log (`-2`, `-3` … if that name is taken), durably, before the log is
+/// cut: what a repair removes is never just dropped.
+fn keep_torn_line(path: &Path, offset: u64, bytes: &[u8]) -> io::Result<PathBuf> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".torn-{offset}"));
+    let first = path.with_file_name(&name);
+    for n in 1..=1000u32 {
+        let side = if n == 1 {
+            first.clone()
+        } else {
+            let mut numbered = name.clone();
+            numbered.push(format!("-{n}"));
+            path.with_file_name(numbered)
+        };
+        match OpenOptions::new().write(true).create_new(true).open(&side) {
+            Ok(mut f) => {
+                f.write_all(bytes)?;
+                f.sync_all()?;
+                if let Some(dir) = path.parent() {
+                    File::open(dir)?.sync_all()?;
+                }
+                return Ok(side);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "{} and a thousand numbered side files exist",
+            first.display()
+        ),
+    ))
 }
 
 /// `dir/name.0007.jsonl` for `dir/name.jsonl` and 7.

@@ -20,6 +20,7 @@
 //! for commits that lock on a thread of their own), `write::commit`,
 //! `blocking`, the vocabulary; never a backend.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 mod committer;
@@ -56,7 +57,7 @@ pub struct Rotation {
 }
 
 /// What a sink has done, for operators and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SinkStats {
     /// Records written.
@@ -69,10 +70,17 @@ pub struct SinkStats {
     pub bytes: u64,
     /// Rotations this sink made.
     pub rotations: u64,
-    /// Torn last lines (left by a crash mid-write) found and cut off.
+    /// Whole last records found without their newline (written by another
+    /// program) and given it.
+    pub last_records_completed: u64,
+    /// Torn last lines (left by a crash mid-write) found, moved to a side
+    /// file and cut off.
     pub torn_tails_repaired: u64,
     /// Bytes cut off with them.
     pub torn_bytes_cut: u64,
     /// Byte offset where the last torn line began.
     pub last_torn_offset: Option<u64>,
+    /// The side file the last torn line was kept in: `<log>.torn-<offset>`
+    /// beside the log.
+    pub last_torn_file: Option<PathBuf>,
 }

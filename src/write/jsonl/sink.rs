@@ -181,7 +181,7 @@ impl JsonlSink {
 
     /// What the sink has done so far.
     pub fn stats(&self) -> SinkStats {
-        *lock(&self.inner.shared.stats)
+        lock(&self.inner.shared.stats).clone()
     }
 
     /// Appends one record as one line. Returns when the line is in the file
