@@ -781,3 +781,31 @@ async fn a_cut_torn_tail_is_kept_in_a_side_file_named_with_its_offset() {
     assert_eq!(std::fs::read(&side).unwrap(), b"{\"a\":2, \"unfinis");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
 }
+
+/// A rotation after the reader listed the files: the reader finishes the
+/// file it was reading (now the first numbered one) and goes on to the new
+/// current file, rather than stopping there. (Issue "Nothing lost", item 5.)
+#[tokio::test]
+async fn a_reader_follows_a_rotation_that_happens_while_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let sink = JsonlSink::builder(&path)
+        .locks(locks_in(dir.path()))
+        .rotate_records(2)
+        .open()
+        .await
+        .unwrap();
+    sink.append(&0u32).await.unwrap();
+    sink.append(&1u32).await.unwrap();
+    let mut reader = JsonlReader::<u32>::open(&path).await.unwrap();
+    assert_eq!(reader.next().await.unwrap().unwrap(), 0);
+    // Rotates: events.jsonl (0, 1) becomes events.0001.jsonl.
+    sink.append(&2u32).await.unwrap();
+    sink.append(&3u32).await.unwrap();
+    let mut rest = Vec::new();
+    while let Some(record) = reader.next().await {
+        rest.push(record.unwrap());
+    }
+    assert_eq!(rest, [1, 2, 3]);
+    assert!(dir.path().join("events.0001.jsonl").exists());
+}

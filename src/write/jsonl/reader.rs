@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use futures::Stream;
@@ -19,7 +20,9 @@ use crate::error::LockError;
 /// progress, or a crash not yet repaired) is not a record and is skipped.
 ///
 /// Reading takes no lock: lines are appended whole, so a reader sees each
-/// complete line or none of it.
+/// complete line or none of it. A rotation while it reads is followed: at
+/// the end of the file it was reading, now a numbered one, it goes on with
+/// the numbered files after it and the new current file.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
@@ -51,6 +54,9 @@ struct OpenFile {
     reader: BufReader<tokio::fs::File>,
     line: u64,
     offset: u64,
+    /// Device and inode, for the live file: at its end, whether the path
+    /// still names it or it was rotated away meanwhile.
+    identity: (u64, u64),
 }
 
 impl<T: DeserializeOwned> JsonlReader<T> {
@@ -103,11 +109,16 @@ impl<T: DeserializeOwned> JsonlReader<T> {
                 let path = self.files.pop_front()?;
                 match tokio::fs::File::open(&path).await {
                     Ok(file) => {
+                        let identity = match file.metadata().await {
+                            Ok(meta) => (meta.dev(), meta.ino()),
+                            Err(e) => return Some(Err(LockError::io("inspect", path, e))),
+                        };
                         self.current = Some(OpenFile {
                             path,
                             reader: BufReader::new(file),
                             line: 0,
                             offset: 0,
+                            identity,
                         })
                     }
                     // The current file may not exist yet; a rotated one may
@@ -127,7 +138,12 @@ impl<T: DeserializeOwned> JsonlReader<T> {
                 }
             };
             if n == 0 || buf.last() != Some(&b'\n') {
-                self.current = None;
+                let done = self.current.take()?;
+                if self.files.is_empty()
+                    && let Err(e) = self.follow_rotation(&done).await
+                {
+                    return Some(Err(e));
+                }
                 continue;
             }
             file.line += 1;
@@ -142,6 +158,48 @@ impl<T: DeserializeOwned> JsonlReader<T> {
                 }
             }));
         }
+    }
+
+    /// At the end of the live file: if the path names another file now (a
+    /// rotation happened after the listing), queue the numbered files that
+    /// came after the one just read, and the new live file.
+    async fn follow_rotation(&mut self, done: &OpenFile) -> Result<(), LockError> {
+        let path = done.path.clone();
+        let now = match tokio::fs::metadata(&path).await {
+            Ok(meta) => (meta.dev(), meta.ino()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(LockError::io("inspect", &path, e)),
+        };
+        if now == done.identity {
+            return Ok(());
+        }
+        let listed = path.clone();
+        let numbers = crate::blocking::run("list rotations of", &path, move || {
+            rotation_numbers(&listed)
+        })
+        .await?;
+        // The file just read is now one of the numbered files: go on after it.
+        let mut after = None;
+        for n in &numbers {
+            if let Ok(meta) = tokio::fs::metadata(rotated_path(&path, *n)).await
+                && (meta.dev(), meta.ino()) == done.identity
+            {
+                after = Some(*n);
+            }
+        }
+        let Some(after) = after else {
+            // Rotated and then removed: nothing tells where it stood.
+            self.files.push_back(path);
+            return Ok(());
+        };
+        self.files.extend(
+            numbers
+                .into_iter()
+                .filter(|n| *n > after)
+                .map(|n| rotated_path(&path, n)),
+        );
+        self.files.push_back(path);
+        Ok(())
     }
 
     /// The records as a `Stream`.
