@@ -809,3 +809,92 @@ async fn a_reader_follows_a_rotation_that_happens_while_it_reads() {
     assert_eq!(rest, [1, 2, 3]);
     assert!(dir.path().join("events.0001.jsonl").exists());
 }
+
+/// Appends racing `close`: once `close` has returned, no record is written
+/// any more; every append either made it in before, or is refused.
+/// (Issue "Nothing lost", item 7.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_written_after_close_returned() {
+    for round in 0..100 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.jsonl");
+        let sink = open_sink(dir.path(), &path, FsyncPolicy::Never).await;
+        let appenders: Vec<_> = (0..4)
+            .map(|t| {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let mut ok = 0u32;
+                    for i in 0..50u32 {
+                        if sink.append(&(t * 1000 + i)).await.is_ok() {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_micros(50 * (round % 7))).await;
+        sink.close().await.unwrap();
+        let at_close = std::fs::read_to_string(&path).unwrap().lines().count();
+        let mut acknowledged = 0;
+        for a in appenders {
+            acknowledged += a.await.unwrap();
+        }
+        let after = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(
+            after, at_close,
+            "round {round}: written after close returned"
+        );
+        assert_eq!(
+            after as u32, acknowledged,
+            "round {round}: every acknowledged record, once"
+        );
+    }
+}
+
+/// The same, made likely: an append that checked the sink open and then
+/// waited for room in the queue (`max_pending`) while `close` drained it
+/// must be refused, not written after `close` returned.
+#[tokio::test(flavor = "current_thread")]
+async fn an_append_waiting_for_room_when_close_drains_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let locks = locks_in(dir.path());
+    let sink = JsonlSink::builder(&path)
+        .locks(locks.clone())
+        .fsync(FsyncPolicy::Never)
+        .max_pending(1)
+        .open()
+        .await
+        .unwrap();
+    let guard = locks.lock(Category::Manifest, &path).await.unwrap();
+    let first = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.append(&1).await }
+    });
+    tokio::task::yield_now().await;
+    let second = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.append(&2).await }
+    });
+    tokio::task::yield_now().await;
+    let closing = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.close().await }
+    });
+    tokio::task::yield_now().await;
+    drop(guard);
+    closing.await.unwrap().unwrap();
+    let at_close = std::fs::read_to_string(&path).unwrap();
+    first.await.unwrap().unwrap();
+    let refused = second.await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        at_close,
+        "written after close returned"
+    );
+    assert!(
+        refused.is_err(),
+        "the waiting append was accepted after close"
+    );
+}

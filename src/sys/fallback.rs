@@ -22,6 +22,11 @@ pub(crate) fn holder_key(dev: u64, ino: u64) -> (u32, u32, u64) {
     ((dev >> 32) as u32, dev as u32, ino)
 }
 
+/// Renames `from` to `to` unless `to` exists: by a hard link and an unlink.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    super::unix::rename_by_link(from, to)
+}
+
 /// No keep-size preallocation: the file grows as it is written.
 pub(crate) fn reserve(_file: &File, _len: u64) {}
 

@@ -75,6 +75,20 @@ pub(crate) fn reserve(file: &File, len: u64) {
     }
 }
 
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then, and
+/// nothing moved): `renameat2(RENAME_NOREPLACE)`, or a hard link and an
+/// unlink on filesystems without it.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            super::unix::rename_by_link(from, to)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Events on lock files, for waits that hold no thread: inotify tells when
 /// a file is closed (a holder releasing by closing, which is what this
 /// crate and most others do), or unlinked or renamed (a lock file removed
@@ -182,6 +196,21 @@ mod tests {
         assert_eq!(holders.get(&(0xfe, 0, 77)), Some(&1785));
         assert_eq!(holders.get(&(8, 1, 77)), Some(&12));
         assert_eq!(holders.len(), 2);
+    }
+
+    #[test]
+    fn rename_noreplace_never_replaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"a").expect("a");
+        std::fs::write(&b, b"b").expect("b");
+        let err = rename_noreplace(&a, &b).expect_err("b exists");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&b).expect("b"), b"b");
+        let c = dir.path().join("c");
+        rename_noreplace(&a, &c).expect("c is free");
+        assert!(!a.exists());
+        assert_eq!(std::fs::read(&c).expect("c"), b"a");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! * [`lock_holders`], [`holder_key`]: who holds which `flock`, if the OS
 //!   tells.
 //! * [`reserve`]: reserve disk space for a file without changing its size.
+//! * [`rename_noreplace`]: a rename that never replaces an existing file.
 //! * [`EventSource`]: events on lock files (closed, removed), so a wait can
 //!   be woken without a thread of its own blocking in `flock`.
 //! * [`fork_generation`]: tells a `fork()`ed child from its parent
@@ -24,10 +25,14 @@ pub(crate) use unix::{fork_generation, raise_fd_limit};
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{EventSource, LockHolders, WatchId, holder_key, lock_holders, reserve};
+pub(crate) use linux::{
+    EventSource, LockHolders, WatchId, holder_key, lock_holders, rename_noreplace, reserve,
+};
 
 #[cfg(any(not(target_os = "linux"), test))]
 #[cfg_attr(all(target_os = "linux", test), allow(dead_code))]
 mod fallback;
 #[cfg(not(target_os = "linux"))]
-pub(crate) use fallback::{EventSource, LockHolders, WatchId, holder_key, lock_holders, reserve};
+pub(crate) use fallback::{
+    EventSource, LockHolders, WatchId, holder_key, lock_holders, rename_noreplace, reserve,
+};

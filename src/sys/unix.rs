@@ -55,3 +55,12 @@ pub(crate) fn raise_fd_limit() {
         }
     });
 }
+
+/// Renames `from` to `to` unless `to` exists, by a hard link (which fails
+/// if `to` exists) and an unlink of `from`: for filesystems and systems
+/// without `RENAME_NOREPLACE`. Not atomic: a crash between the two leaves
+/// both names, and the next rotation finds the file under its number.
+pub(crate) fn rename_by_link(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
+}

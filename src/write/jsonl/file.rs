@@ -204,8 +204,19 @@ impl Shared {
                 .sync_data()
                 .map_err(|e| LockError::io("fsync before rotating", path, e))?;
         }
-        let to = rotated_path(path, next_rotation_number(path)?);
-        std::fs::rename(path, &to).map_err(|e| LockError::io("rotate (rename)", path, e))?;
+        // Never over an existing numbered file (another program may have
+        // made one since the listing): take the next number instead.
+        let mut number = next_rotation_number(path)?;
+        let to = loop {
+            let to = rotated_path(path, number);
+            match crate::sys::rename_noreplace(path, &to) {
+                Ok(()) => break to,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && number < u64::MAX => {
+                    number += 1;
+                }
+                Err(e) => return Err(LockError::io("rotate (rename)", path, e)),
+            }
+        };
         **slot = Some(open_current(path, self.rotation.max_records.is_some())?);
         sync_dir(path.parent().unwrap_or(Path::new("/")))?;
         lock(&self.stats).rotations += 1;

@@ -232,11 +232,7 @@ impl JsonlSink {
     async fn submit(&self, lines: Vec<u8>, records: u64) -> Result<(), LockError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::SeqCst) {
-            return Err(LockError::io(
-                "append to",
-                &inner.path,
-                io::Error::new(io::ErrorKind::BrokenPipe, "the sink is closed"),
-            ));
+            return Err(closed_error(&inner.path));
         }
         let wanted = u32::try_from(records.min(inner.max_pending as u64)).unwrap_or(u32::MAX);
         let permit = inner
@@ -248,6 +244,13 @@ impl JsonlSink {
         let (done, mut result) = oneshot::channel();
         let (id, start_committer) = {
             let mut pending = lock(&inner.pending);
+            // Checked again under the queue's lock, which `close` takes
+            // after setting the flag: an append that waited for room while
+            // `close` drained the queue is refused, never written after
+            // `close` returned.
+            if inner.closed.load(Ordering::SeqCst) {
+                return Err(closed_error(&inner.path));
+            }
             let id = pending.next_id;
             pending.next_id += 1;
             pending.queue.push_back(Entry {
@@ -320,8 +323,11 @@ impl JsonlSink {
     /// this future is polled to the end.
     pub async fn close(&self) -> Result<(), LockError> {
         let inner = &self.inner;
-        inner.closed.store(true, Ordering::SeqCst);
-        let rounds_before = lock(&inner.pending).rounds;
+        let rounds_before = {
+            let pending = lock(&inner.pending);
+            inner.closed.store(true, Ordering::SeqCst);
+            pending.rounds
+        };
         loop {
             let idle = inner.idle.notified();
             tokio::pin!(idle);
@@ -344,6 +350,14 @@ impl JsonlSink {
             idle.await;
         }
     }
+}
+
+fn closed_error(path: &Path) -> LockError {
+    LockError::io(
+        "append to",
+        path,
+        io::Error::new(io::ErrorKind::BrokenPipe, "the sink is closed"),
+    )
 }
 
 /// Removes a queued record whose `append` was dropped before any commit
