@@ -450,3 +450,49 @@ async fn buffer_unordered_over_duplicate_targets_in_one_task_writes_each_once() 
     assert_eq!(count.get("written"), Some(&10), "{count:?}");
     assert_eq!(count.get("present"), Some(&30), "{count:?}");
 }
+
+/// A `.part` left by a writer killed mid-stream, for a target another
+/// writer has committed since: under the artifact lock it belongs to
+/// nobody, so finding the target present removes it. (Issue "Nothing
+/// lost", item 4: it stayed forever.)
+#[tokio::test]
+async fn a_leftover_part_of_a_present_target_is_removed_under_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("paper.pdf");
+    std::fs::write(&target, b"whole").unwrap();
+    let part = dir.path().join("paper.pdf.part");
+    std::fs::write(&part, b"who").unwrap();
+    let opened = ArtifactWriter::builder(&target)
+        .locks(locks_in(dir.path()))
+        .open()
+        .await
+        .unwrap();
+    assert!(matches!(opened, Artifact::AlreadyPresent(_)));
+    assert!(!part.exists(), "the leftover .part is gone");
+    assert_eq!(std::fs::read(&target).unwrap(), b"whole");
+}
+
+/// A symlink planted at `<target>.part` must not redirect a download's
+/// bytes into the file it points to. (Issue "Nothing lost", item 9.)
+#[tokio::test]
+async fn a_symlink_planted_at_the_part_path_is_refused_and_its_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("model.bin");
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("model.bin.part")).unwrap();
+    let result = ArtifactWriter::builder(&target)
+        .locks(locks_in(dir.path()))
+        .leftover(Leftover::Resume)
+        .open()
+        .await;
+    match result {
+        Err(err) => assert!(err.to_string().contains("model.bin.part"), "{err}"),
+        Ok(Artifact::Write(mut w)) => {
+            w.write_all(b"attacker's bytes").await.unwrap();
+            w.commit().await.unwrap();
+        }
+        Ok(_) => {}
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}

@@ -3,6 +3,7 @@
 //! room, and the `.part` itself.
 
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -88,8 +89,21 @@ pub(super) fn prepare_part(target: &Path, opts: &PartOptions) -> Result<PartFile
         (&opts.expect, opts.leftover, opts.preallocate, opts.hashing);
     let part = part_path(target);
     let mut resumed = 0;
+    // Looked at, never followed: a symlink planted at the `.part` would
+    // redirect a download's bytes into whatever it points to.
+    let found = match std::fs::symlink_metadata(&part) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(LockError::io("inspect", &part, e)),
+    };
+    if found.as_ref().is_some_and(|m| m.file_type().is_symlink()) && leftover == Leftover::Resume {
+        return Err(LockError::invalid_target(
+            &part,
+            "it is a symbolic link, and a download is never written through one; remove it",
+        ));
+    }
     if leftover == Leftover::Resume
-        && let Ok(meta) = std::fs::metadata(&part)
+        && let Some(meta) = &found
         && meta.is_file()
         && expect.len.is_none_or(|len| meta.len() <= len)
     {
@@ -113,18 +127,23 @@ pub(super) fn prepare_part(target: &Path, opts: &PartOptions) -> Result<PartFile
             });
         }
     }
-    let mut file = std::fs::OpenOptions::new()
+    // O_NOFOLLOW, and a fresh `.part` is created exclusively (O_EXCL): a
+    // symlink or file planted since the removal above is refused, not
+    // written through.
+    let mut options = std::fs::OpenOptions::new();
+    options
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&part)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                LockError::invalid_target(target, "its directory does not exist")
-            }
-            _ => LockError::io("open", &part, e),
-        })?;
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if resumed == 0 {
+        options.create_new(true);
+    }
+    let mut file = options.open(&part).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => {
+            LockError::invalid_target(target, "its directory does not exist")
+        }
+        _ => LockError::io("open", &part, e),
+    })?;
     let hasher = if hashing {
         let mut h = Sha256::new();
         if resumed > 0 {
@@ -173,6 +192,23 @@ impl io::Write for HashWriter<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Removes a `.part` of `target` that belongs to nobody (called under the
+/// artifact lock, when the target is present): a leftover of a writer
+/// killed mid-stream.
+pub(super) fn remove_leftover_part(target: &Path) -> Result<(), LockError> {
+    let part = part_path(target);
+    match std::fs::symlink_metadata(&part) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => {
+            remove_if_exists(&part).map_err(|e| LockError::io("remove leftover", &part, e))?;
+            tracing::info!(part = %part.display(), "removed a leftover .part of a present artifact");
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LockError::io("inspect", &part, e)),
     }
 }
 
