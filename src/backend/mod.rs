@@ -82,6 +82,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// error. Quick: it must not hold the timeout back noticeably.
     async fn holder(&self, lock_path: &Path) -> Option<u32>;
 
+    /// A hint that a timeout may soon ask [`Backend::holder`]: a backend
+    /// that answers from a snapshot reads one ahead.
+    fn prefetch_holders(&self) {}
+
     /// This backend's own counters, for [`crate::Metrics::backend`].
     fn metrics(&self) -> BackendMetrics;
 }

@@ -238,6 +238,12 @@ impl Engine {
         )))
     }
 
+    /// A hint that a wait ended elsewhere may soon time out (see
+    /// [`Engine::timed_out`]).
+    pub(crate) fn prefetch_holders(&self) {
+        self.backend.prefetch_holders();
+    }
+
     /// The timeout error of a wait for `ask` that started at `started` and
     /// ended elsewhere (a JSONL append whose commit did not come in time):
     /// counted, traced and naming the holder like any other.

@@ -1,6 +1,7 @@
 //! Who holds a lock, for timeout errors: one read of the OS's lock table
-//! serves every timeout of the moment, and the lookup never holds a timeout
-//! back by more than [`LOOKUP_BUDGET`].
+//! serves every timeout of the moment, read ahead of the deadline of a
+//! timed wait, and the lookup never holds a timeout back by more than
+//! [`LOOKUP_BUDGET`].
 //!
 //! A thousand waits timing out together would otherwise read and parse
 //! `/proc/locks` a thousand times (about a millisecond each with a thousand
@@ -25,7 +26,13 @@ use crate::sys::{LockHolders, holder_key, lock_holders};
 const FRESH_FOR: Duration = Duration::from_millis(250);
 
 /// The longest a timeout waits for a snapshot before saying "unknown".
-const LOOKUP_BUDGET: Duration = Duration::from_millis(20);
+/// Timed waits read one ahead of their deadline ([`prefetch`]) and find it
+/// ready; this bounds the others (a zero timeout, a loaded machine).
+const LOOKUP_BUDGET: Duration = Duration::from_millis(100);
+
+/// How long before a wait's deadline a snapshot is read ahead
+/// ([`prefetch`]), so that the timeout finds one ready.
+pub(super) const PREFETCH_LEAD: Duration = Duration::from_millis(50);
 
 type Snapshot = (Instant, Arc<LockHolders>);
 
@@ -76,6 +83,15 @@ fn fresh(table: &Table) -> Option<Snapshot> {
         .as_ref()
         .filter(|(at, _)| at.elapsed() < FRESH_FOR)
         .map(|(at, holders)| (*at, Arc::clone(holders)))
+}
+
+/// Reads a snapshot ahead of a deadline (unless a fresh one exists or a
+/// read is under way): the timeout then names the holder from it at once.
+pub(super) fn prefetch() {
+    let table = table();
+    if fresh(table).is_none() {
+        start_read(table);
+    }
 }
 
 /// Starts a read unless one is under way. The read stores its snapshot

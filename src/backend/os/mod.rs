@@ -75,7 +75,15 @@ impl Backend for OsBackend {
         let wait = waits::waits().start(req)?;
         let expired = async {
             match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
+                Some(at) => {
+                    // Who holds the lock is read shortly before the
+                    // deadline, so the timeout names it without waiting.
+                    if let Some(ahead) = at.checked_sub(holders::PREFETCH_LEAD) {
+                        tokio::time::sleep_until(ahead.into()).await;
+                        holders::prefetch();
+                    }
+                    tokio::time::sleep_until(at.into()).await
+                }
                 None => std::future::pending().await,
             }
         };
@@ -101,6 +109,10 @@ impl Backend for OsBackend {
 
     async fn holder(&self, lock_path: &Path) -> Option<u32> {
         holders::holder(lock_path).await
+    }
+
+    fn prefetch_holders(&self) {
+        holders::prefetch();
     }
 
     fn metrics(&self) -> BackendMetrics {

@@ -39,6 +39,8 @@ pub(super) struct OpenFile {
     size: u64,
     records: u64,
     last_sync: Instant,
+    /// Written since the last fsync (`close` syncs it).
+    unsynced: bool,
 }
 
 impl Shared {
@@ -62,7 +64,11 @@ impl Shared {
                 (meta.len(), false)
             }
             _ => {
-                let opened = open_current(path, self.rotation.max_records.is_some())?;
+                let (opened, created) = open_current(path, self.rotation.max_records.is_some())?;
+                if created {
+                    sync_dir(path.parent().unwrap_or(Path::new("/")))?;
+                    lock(&self.stats).dir_fsyncs += 1;
+                }
                 let size = opened.size;
                 *slot = Some(opened);
                 (size, true)
@@ -193,7 +199,29 @@ impl Shared {
                 .map_err(|e| LockError::io("fsync", &self.path, e))?;
             open.last_sync = Instant::now();
         }
+        open.unsynced = !due;
         Ok(due)
+    }
+
+    /// Syncs what commits left unsynced (`FsyncPolicy::AtMostEvery`,
+    /// `Never` excepted): for `close`. Needs no lock: an fsync of our own
+    /// descriptor adds no bytes.
+    pub(super) fn sync_rest(&self) -> Result<(), LockError> {
+        if self.fsync == FsyncPolicy::Never {
+            return Ok(());
+        }
+        let mut slot = lock(&self.file);
+        if let Some(open) = slot.as_mut()
+            && open.unsynced
+        {
+            open.file
+                .sync_data()
+                .map_err(|e| LockError::io("fsync", &self.path, e))?;
+            open.unsynced = false;
+            open.last_sync = Instant::now();
+            lock(&self.stats).fsyncs += 1;
+        }
+        Ok(())
     }
 
     /// `name.jsonl` → `name.NNNN.jsonl` (next free number), then a fresh file.
@@ -217,24 +245,35 @@ impl Shared {
                 Err(e) => return Err(LockError::io("rotate (rename)", path, e)),
             }
         };
-        **slot = Some(open_current(path, self.rotation.max_records.is_some())?);
+        **slot = Some(open_current(path, self.rotation.max_records.is_some())?.0);
         sync_dir(path.parent().unwrap_or(Path::new("/")))?;
+        lock(&self.stats).dir_fsyncs += 1;
         lock(&self.stats).rotations += 1;
         tracing::info!(path = %path.display(), to = %to.display(), "rotated");
         Ok(())
     }
 }
 
-fn open_current(path: &Path, count_records: bool) -> Result<OpenFile, LockError> {
-    let file = OpenOptions::new()
-        .append(true)
-        .read(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EISDIR) => LockError::invalid_target(path, "it is a directory"),
-            _ => LockError::io("open for appending", path, e),
-        })?;
+/// Opens (creating) the current file; says whether it created it, whose
+/// directory entry the caller then makes durable.
+fn open_current(path: &Path, count_records: bool) -> Result<(OpenFile, bool), LockError> {
+    let open = |create_new: bool| {
+        let mut options = OpenOptions::new();
+        options.append(true).read(true);
+        if create_new {
+            options.create_new(true);
+        }
+        options.open(path)
+    };
+    let (file, created) = match open(true) {
+        Ok(file) => (Ok(file), true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (open(false), false),
+        Err(e) => (Err(e), false),
+    };
+    let file = file.map_err(|e| match e.raw_os_error() {
+        Some(libc::EISDIR) => LockError::invalid_target(path, "it is a directory"),
+        _ => LockError::io("open for appending", path, e),
+    })?;
     let meta = file
         .metadata()
         .map_err(|e| LockError::io("inspect", path, e))?;
@@ -243,14 +282,18 @@ fn open_current(path: &Path, count_records: bool) -> Result<OpenFile, LockError>
     } else {
         0
     };
-    Ok(OpenFile {
-        file,
-        dev: meta.dev(),
-        ino: meta.ino(),
-        size: meta.len(),
-        records,
-        last_sync: Instant::now(),
-    })
+    Ok((
+        OpenFile {
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            records,
+            last_sync: Instant::now(),
+            unsynced: false,
+        },
+        created,
+    ))
 }
 
 /// Newlines in `file[from..to]`.

@@ -66,6 +66,8 @@ pub struct SinkStats {
     pub commits: u64,
     /// fsyncs of the file.
     pub fsyncs: u64,
+    /// fsyncs of its directory (after creating the file, and rotating).
+    pub dir_fsyncs: u64,
     /// Bytes written.
     pub bytes: u64,
     /// Rotations this sink made.

@@ -284,7 +284,7 @@ impl JsonlSink {
             .and_then(|t| started.checked_add(t));
         let replied = match deadline {
             None => (&mut result).await,
-            Some(at) => match tokio::time::timeout_at(at.into(), &mut result).await {
+            Some(at) => match with_holders_read_ahead(inner, at, &mut result).await {
                 Ok(replied) => replied,
                 Err(_) if withdraw.now() => {
                     let ask = Ask {
@@ -328,7 +328,7 @@ impl JsonlSink {
             inner.closed.store(true, Ordering::SeqCst);
             pending.rounds
         };
-        loop {
+        let drained = loop {
             let idle = inner.idle.notified();
             tokio::pin!(idle);
             // Registered before looking, so a committer that finishes
@@ -341,15 +341,37 @@ impl JsonlSink {
                 // records that have all been withdrawn since.
                 if !pending.committing || (pending.queue.is_empty() && !pending.writing) {
                     let ran = pending.rounds > rounds_before;
-                    return match &pending.last_error {
+                    break match &pending.last_error {
                         Some(e) if ran => Err(e.clone()),
                         _ => Ok(()),
                     };
                 }
             }
             idle.await;
-        }
+        };
+        drained?;
+        // What `FsyncPolicy::AtMostEvery` left unsynced reaches the disk now.
+        let shared = Arc::clone(&inner.shared);
+        crate::blocking::run("fsync", &inner.path, move || shared.sync_rest()).await
     }
+}
+
+/// `result` until `at`, reading who holds the lock shortly before, so that
+/// a timeout names the holder at once.
+async fn with_holders_read_ahead<F: std::future::Future>(
+    inner: &Inner,
+    at: Instant,
+    result: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(result);
+    let ahead = at.checked_sub(std::time::Duration::from_millis(50));
+    if let Some(ahead) = ahead
+        && let Ok(out) = tokio::time::timeout_at(ahead.into(), &mut result).await
+    {
+        return Ok(out);
+    }
+    inner.locks.engine().prefetch_holders();
+    tokio::time::timeout_at(at.into(), result).await
 }
 
 fn closed_error(path: &Path) -> LockError {
