@@ -75,7 +75,12 @@ impl JsonlSinkBuilder {
     }
 
     /// Opens the sink: takes the lock once to create the file and repair a
-    /// torn last line left by a crash.
+    /// torn last line left by a crash: a last line that is one whole JSON
+    /// value (written by another program without its newline) gets its
+    /// newline; one that is not (a write cut short) is moved to a side file
+    /// `<log>.torn-<offset>` and cut off. (A bare number cut short can
+    /// still parse, as `12` of `123`: records that are objects, arrays or
+    /// strings cannot be mistaken.)
     ///
     /// # Errors
     ///
