@@ -100,13 +100,27 @@ fn start_read(table: &'static Table) {
     if table.reading.swap(true, Ordering::SeqCst) {
         return;
     }
+    // Clears the flag however the read ends: done, panicked, or dropped
+    // unrun with a runtime shutting down (the closure, and so this guard,
+    // is dropped then too).
+    let reading = ReadUnderWay(table);
     tokio::task::spawn_blocking(move || {
+        let _reading = reading;
         // Dated before the read: everything locked before this moment is in
         // it. An unreadable table is an empty snapshot: holders unknown.
         let taken = Instant::now();
         let holders = lock_holders().unwrap_or_default();
         *table.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some((taken, Arc::new(holders)));
-        table.reading.store(false, Ordering::SeqCst);
-        table.read.notify_waiters();
     });
+}
+
+/// A read under way; lets the next one start, and wakes the lookups
+/// waiting for it, when dropped.
+struct ReadUnderWay(&'static Table);
+
+impl Drop for ReadUnderWay {
+    fn drop(&mut self) {
+        self.0.reading.store(false, Ordering::SeqCst);
+        self.0.read.notify_waiters();
+    }
 }

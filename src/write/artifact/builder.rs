@@ -151,7 +151,9 @@ impl ArtifactWriterBuilder {
                 if check_present
                     && let Some(present) = prepare::present(&target, &opts.expect, verify)?
                 {
-                    prepare::remove_leftover_part(&target)?;
+                    if opts.leftover == Leftover::Discard {
+                        prepare::remove_leftover_part(&target);
+                    }
                     return Ok(Err((present, guard)));
                 }
                 Prepping::new(&target, &opts, guard).map(Ok)

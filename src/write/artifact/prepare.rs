@@ -196,19 +196,22 @@ impl io::Write for HashWriter<'_> {
 }
 
 /// Removes a `.part` of `target` that belongs to nobody (called under the
-/// artifact lock, when the target is present): a leftover of a writer
-/// killed mid-stream.
-pub(super) fn remove_leftover_part(target: &Path) -> Result<(), LockError> {
+/// artifact lock, when the target is present and leftovers are discarded):
+/// a leftover of a writer killed mid-stream. Best effort: a present target
+/// is no error because its leftover could not be removed.
+pub(super) fn remove_leftover_part(target: &Path) {
     let part = part_path(target);
     match std::fs::symlink_metadata(&part) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => {
-            remove_if_exists(&part).map_err(|e| LockError::io("remove leftover", &part, e))?;
-            tracing::info!(part = %part.display(), "removed a leftover .part of a present artifact");
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(LockError::io("inspect", &part, e)),
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => match remove_if_exists(&part) {
+            Ok(()) => {
+                tracing::info!(part = %part.display(), "removed a leftover .part of a present artifact")
+            }
+            Err(e) => {
+                tracing::warn!(part = %part.display(), error = %e, "could not remove a leftover .part")
+            }
+        },
+        Err(_) => {}
     }
 }
 

@@ -359,7 +359,7 @@ fn repair_torn_tail(file: &File, path: &Path, size: u64) -> io::Result<Option<Re
         .map_err(|_| io::Error::other("the last line is larger than memory"))?;
     let mut tail = vec![0u8; len];
     file.read_exact_at(&mut tail, keep)?;
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&tail).is_ok() {
+    if is_whole_record(&tail) {
         // The file is open for appending: this lands at its end.
         (&*file).write_all(b"\n")?;
         file.sync_data()?;
@@ -373,6 +373,18 @@ fn repair_torn_tail(file: &File, path: &Path, size: u64) -> io::Result<Option<Re
         bytes: size - keep,
         side,
     }))
+}
+
+/// Whether a last line without its newline is one whole record: it parses
+/// as one JSON value, and that value cannot be the prefix of a longer one.
+/// A number can (`12` of `123`, `1` of `1.5`), so a line ending in a digit
+/// is never taken for whole: objects, arrays, strings and `true`, `false`,
+/// `null` end in a character a cut could not leave at their end.
+fn is_whole_record(line: &[u8]) -> bool {
+    let trimmed = line.trim_ascii();
+    let closed = matches!(trimmed.last(), Some(b'}' | b']' | b'"'))
+        || matches!(trimmed, b"true" | b"false" | b"null");
+    closed && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok()
 }
 
 /// Writes a torn line to a new side file `<log>.torn-<offset>` beside the

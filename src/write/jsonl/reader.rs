@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use futures::Stream;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
 
 use super::file::{rotated_path, rotation_numbers};
 use crate::error::LockError;
@@ -45,6 +45,10 @@ use crate::error::LockError;
 pub struct JsonlReader<T> {
     files: VecDeque<PathBuf>,
     current: Option<OpenFile>,
+    /// The live path, and the file it named when the files were listed (a
+    /// rotation before the reader gets to it moves that file to a number).
+    live: PathBuf,
+    live_identity: Option<(u64, u64)>,
     _records: PhantomData<fn() -> T>,
 }
 
@@ -57,6 +61,8 @@ struct OpenFile {
     /// Device and inode, for the live file: at its end, whether the path
     /// still names it or it was rotated away meanwhile.
     identity: (u64, u64),
+    /// Known to be rotated away: read to its final end, then move on.
+    rotated: bool,
 }
 
 impl<T: DeserializeOwned> JsonlReader<T> {
@@ -76,14 +82,23 @@ impl<T: DeserializeOwned> JsonlReader<T> {
             rotation_numbers(&listed)
         })
         .await?;
+        // Listed before the live file is looked at: a rotation between the
+        // two shows as a live file that is not the one looked at, followed
+        // below.
         let mut files: VecDeque<PathBuf> = numbers
             .into_iter()
             .map(|n| rotated_path(&path, n))
             .collect();
-        files.push_back(path);
+        let live_identity = tokio::fs::metadata(&path)
+            .await
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        files.push_back(path.clone());
         Ok(JsonlReader {
             files,
             current: None,
+            live: path,
+            live_identity,
             _records: PhantomData,
         })
     }
@@ -113,12 +128,26 @@ impl<T: DeserializeOwned> JsonlReader<T> {
                             Ok(meta) => (meta.dev(), meta.ino()),
                             Err(e) => return Some(Err(LockError::io("inspect", path, e))),
                         };
+                        // The live file was rotated after the listing and
+                        // before this open: read the file listed (now a
+                        // numbered one) and what came after it first.
+                        if self.files.is_empty()
+                            && path == self.live
+                            && let Some(listed) = self.live_identity.take()
+                            && listed != identity
+                        {
+                            match self.queue_after_rotation(listed, true).await {
+                                Ok(()) => continue,
+                                Err(e) => return Some(Err(e)),
+                            }
+                        }
                         self.current = Some(OpenFile {
                             path,
                             reader: BufReader::new(file),
                             line: 0,
                             offset: 0,
                             identity,
+                            rotated: false,
                         })
                     }
                     // The current file may not exist yet; a rotated one may
@@ -138,9 +167,33 @@ impl<T: DeserializeOwned> JsonlReader<T> {
                 }
             };
             if n == 0 || buf.last() != Some(&b'\n') {
+                let rotated = if self.files.is_empty() && file.path == self.live && !file.rotated {
+                    match self.rotated_away().await {
+                        Ok(rotated) => rotated,
+                        Err(e) => return Some(Err(e)),
+                    }
+                } else {
+                    false
+                };
+                let file = self.current.as_mut()?;
+                if rotated {
+                    // Rotated away: nobody writes to it any more. Read it to
+                    // its final end (lines appended between our end and the
+                    // rotation, a partial line completed), then go on.
+                    file.rotated = true;
+                    if n > 0 {
+                        // A partial line: read it again from its start.
+                        let at = file.offset;
+                        if let Err(e) = file.reader.seek(std::io::SeekFrom::Start(at)).await {
+                            let path = file.path.clone();
+                            return Some(Err(LockError::io("read", path, e)));
+                        }
+                    }
+                    continue;
+                }
                 let done = self.current.take()?;
-                if self.files.is_empty()
-                    && let Err(e) = self.follow_rotation(&done).await
+                if done.rotated
+                    && let Err(e) = self.queue_after_rotation(done.identity, false).await
                 {
                     return Some(Err(e));
                 }
@@ -160,44 +213,48 @@ impl<T: DeserializeOwned> JsonlReader<T> {
         }
     }
 
-    /// At the end of the live file: if the path names another file now (a
-    /// rotation happened after the listing), queue the numbered files that
-    /// came after the one just read, and the new live file.
-    async fn follow_rotation(&mut self, done: &OpenFile) -> Result<(), LockError> {
-        let path = done.path.clone();
-        let now = match tokio::fs::metadata(&path).await {
-            Ok(meta) => (meta.dev(), meta.ino()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(LockError::io("inspect", &path, e)),
+    /// Whether the live path names another file than the one being read.
+    async fn rotated_away(&self) -> Result<bool, LockError> {
+        let Some(current) = self.current.as_ref() else {
+            return Ok(false);
         };
-        if now == done.identity {
-            return Ok(());
+        match tokio::fs::metadata(&self.live).await {
+            Ok(meta) => Ok((meta.dev(), meta.ino()) != current.identity),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(LockError::io("inspect", &self.live, e)),
         }
+    }
+
+    /// Queues the numbered files from the one that is the file `identity`
+    /// (with it when `including`, else after it), then the live file.
+    async fn queue_after_rotation(
+        &mut self,
+        identity: (u64, u64),
+        including: bool,
+    ) -> Result<(), LockError> {
+        let path = self.live.clone();
         let listed = path.clone();
         let numbers = crate::blocking::run("list rotations of", &path, move || {
             rotation_numbers(&listed)
         })
         .await?;
-        // The file just read is now one of the numbered files: go on after it.
-        let mut after = None;
+        let mut from = None;
         for n in &numbers {
             if let Ok(meta) = tokio::fs::metadata(rotated_path(&path, *n)).await
-                && (meta.dev(), meta.ino()) == done.identity
+                && (meta.dev(), meta.ino()) == identity
             {
-                after = Some(*n);
+                from = Some(*n);
             }
         }
-        let Some(after) = after else {
-            // Rotated and then removed: nothing tells where it stood.
-            self.files.push_back(path);
-            return Ok(());
-        };
-        self.files.extend(
-            numbers
-                .into_iter()
-                .filter(|n| *n > after)
-                .map(|n| rotated_path(&path, n)),
-        );
+        if let Some(from) = from {
+            self.files.extend(
+                numbers
+                    .into_iter()
+                    .filter(|n| if including { *n >= from } else { *n > from })
+                    .map(|n| rotated_path(&path, n)),
+            );
+        }
+        // Rotated and removed since: nothing tells where it stood.
         self.files.push_back(path);
         Ok(())
     }

@@ -78,9 +78,8 @@ impl JsonlSinkBuilder {
     /// torn last line left by a crash: a last line that is one whole JSON
     /// value (written by another program without its newline) gets its
     /// newline; one that is not (a write cut short) is moved to a side file
-    /// `<log>.torn-<offset>` and cut off. (A bare number cut short can
-    /// still parse, as `12` of `123`: records that are objects, arrays or
-    /// strings cannot be mistaken.)
+    /// `<log>.torn-<offset>` and cut off. A last line ending in a digit is
+    /// always set aside: a number cut short still parses (`12` of `123`).
     ///
     /// # Errors
     ///
