@@ -123,26 +123,30 @@ impl Events {
                     }
                 }
             }
-            if due.is_empty() {
-                let timeout = schedule
+            // New waits are tried at once, but never instead of the events
+            // and retries already due: with new ones, only look, don't wait.
+            let timeout = if due.is_empty() {
+                schedule
                     .peek()
-                    .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
-                ready.clear();
-                let overflow = self.source.wait(timeout, &mut ready);
-                if overflow {
-                    due.extend(served.keys().copied());
-                } else {
-                    due.extend(ready.iter().filter_map(|w| by_watch.get(w)).flatten());
+                    .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            ready.clear();
+            let overflow = self.source.wait(timeout, &mut ready);
+            if overflow {
+                due.extend(served.keys().copied());
+            } else {
+                due.extend(ready.iter().filter_map(|w| by_watch.get(w)).flatten());
+            }
+            let now = Instant::now();
+            while let Some(Reverse((at, id))) = schedule.peek().copied() {
+                if at > now {
+                    break;
                 }
-                let now = Instant::now();
-                while let Some(Reverse((at, id))) = schedule.peek().copied() {
-                    if at > now {
-                        break;
-                    }
-                    schedule.pop();
-                    if served.get(&id).is_some_and(|s| s.next_try == at) {
-                        due.push(id);
-                    }
+                schedule.pop();
+                if served.get(&id).is_some_and(|s| s.next_try == at) {
+                    due.push(id);
                 }
             }
             due.sort_unstable();
