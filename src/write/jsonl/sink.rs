@@ -353,10 +353,11 @@ impl JsonlSink {
             }
             idle.await;
         };
-        drained?;
-        // What `FsyncPolicy::AtMostEvery` left unsynced reaches the disk now.
+        // What `FsyncPolicy::AtMostEvery` left unsynced reaches the disk
+        // now, even after a failed commit (what earlier ones wrote stands).
         let shared = Arc::clone(&inner.shared);
-        crate::blocking::run("fsync", &inner.path, move || shared.sync_rest()).await
+        let synced = crate::blocking::run("fsync", &inner.path, move || shared.sync_rest()).await;
+        drained.and(synced)
     }
 }
 
