@@ -80,7 +80,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
 
     /// Best effort: the pid of a process holding `lock_path`, for a timeout
     /// error. Quick: it must not hold the timeout back noticeably.
-    async fn holder(&self, lock_path: &Path) -> Option<u32>;
+    ///
+    /// `since`: when the caller's wait began; what the backend learnt of
+    /// the lock before then may concern another file (an inode reused).
+    async fn holder(&self, lock_path: &Path, since: Instant) -> Option<u32>;
 
     /// A hint that a timeout may soon ask [`Backend::holder`]: a backend
     /// that answers from a snapshot reads one ahead.

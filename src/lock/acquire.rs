@@ -186,7 +186,7 @@ impl Engine {
                         Some(Holder::ThisTask)
                     } else {
                         self.backend
-                            .holder(&req.lock_path)
+                            .holder(&req.lock_path, started)
                             .await
                             .map(Holder::process)
                     };
@@ -258,7 +258,7 @@ impl Engine {
             Some(Holder::ThisTask)
         } else {
             self.backend
-                .holder(&req.lock_path)
+                .holder(&req.lock_path, started)
                 .await
                 .map(Holder::process)
         };

@@ -49,15 +49,20 @@ fn table() -> &'static Table {
     TABLE.get(Table::default)
 }
 
-/// The pid holding a lock on `lock_path`, if the OS tells in time.
-pub(super) async fn holder(lock_path: &Path) -> Option<u32> {
+/// The pid holding a lock on `lock_path`, if the OS tells in time. Only a
+/// snapshot taken after `since` (the start of the caller's wait, when its
+/// lock file existed already) is believed about a holder: one from before
+/// may name the holder of another file whose inode number was reused.
+pub(super) async fn holder(lock_path: &Path, since: Instant) -> Option<u32> {
     let meta = std::fs::symlink_metadata(lock_path).ok()?;
     let key = holder_key(meta.dev(), meta.ino());
     let table = table();
     let asked = Instant::now();
     let deadline = tokio::time::Instant::now() + LOOKUP_BUDGET;
     loop {
-        if let Some((taken, holders)) = fresh(table) {
+        if let Some((taken, holders)) = fresh(table)
+            && taken >= since
+        {
             // A lock taken after the snapshot is not in it: a miss is
             // believed only from a snapshot taken after the question.
             if let Some(pid) = holders.get(&key) {

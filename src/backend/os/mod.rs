@@ -107,8 +107,8 @@ impl Backend for OsBackend {
         Some(held.map(|held| Box::new(held) as Box<dyn HeldLock>))
     }
 
-    async fn holder(&self, lock_path: &Path) -> Option<u32> {
-        holders::holder(lock_path).await
+    async fn holder(&self, lock_path: &Path, since: Instant) -> Option<u32> {
+        holders::holder(lock_path, since).await
     }
 
     fn prefetch_holders(&self) {
