@@ -10,7 +10,7 @@
 //! `mode`). The writers above use it; it never uses them.
 //!
 //! * [`locks`]: the [`Locks`] handle and its builder.
-//! * [`policy`], [`env`]: what a handle decides, and the environment's say.
+//! * [`policy`], [`env`](mod@env): what a handle decides, and the environment's say.
 //! * [`naming`]: target path to lock path.
 //! * [`acquire`]: the acquisition core; [`acquisition`]: the public
 //!   [`Acquire`] future over it.

@@ -14,7 +14,7 @@
 //!   ([`unix`], every Unix; the crate's only `unsafe`).
 //!
 //! Linux ([`linux`]) is what the test suite runs on. Every other Unix gets
-//! [`fallback`]: no holder lookup (timeouts say the holder is unknown), no
+//! `fallback`: no holder lookup (timeouts say the holder is unknown), no
 //! keep-size preallocation (files grow as written), and no file events
 //! (waits beyond the kernel-wait threads poll, 1 to 50 ms). The fallback is
 //! compiled and unit-tested on Linux too, so it cannot rot unseen.

@@ -9,7 +9,7 @@
 //! naming the lock file.
 //!
 //! * [`flock`]: the only calls of the OS lock functions.
-//! * [`file`]: opening the lock file and its identity checks.
+//! * [`file`](mod@file): opening the lock file and its identity checks.
 //! * [`waits`]: the process's pending waits and where each is served:
 //!   [`kernel`] threads blocked in `flock` (bounded), or the [`events`]
 //!   thread (file events and a backoff poll, no thread per wait).

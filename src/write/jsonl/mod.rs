@@ -12,7 +12,7 @@
 //! * [`sink`]: the public sink and its builder; appends queue records.
 //! * [`queue`]: what appenders and the committer share.
 //! * [`committer`]: takes the lock and writes what is queued, batch by batch.
-//! * [`file`]: the file under the lock: current-file checks, torn-tail
+//! * [`file`](mod@file): the file under the lock: current-file checks, torn-tail
 //!   repair, writes, fsync, rotation.
 //! * [`reader`]: reading back.
 //!
