@@ -29,6 +29,11 @@ use crate::mode::LockMode;
 
 pub(crate) mod os;
 
+/// How long before a timed wait's deadline a backend is told to read who
+/// holds the lock ([`Backend::prefetch_holders`]), so the timeout names the
+/// holder at once.
+pub(crate) const HOLDER_READ_AHEAD: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What a backend needs to take one lock.
 #[derive(Debug, Clone)]
 pub(crate) struct LockRequest {

@@ -116,16 +116,17 @@ impl Engine {
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
-            let owner = ask.owner.unwrap_or_else(Owner::current);
             let remove = self.policy.remove_on_release(ask.category);
             let Ok(hold) = self.take(&entry, &req, remove, &Patience::Now).await? else {
                 return Ok(None);
             };
+            // A try checks nothing; the lock is held by whoever tried.
+            let holder = Owner::current();
             Ok(Some(self.new_guard(
                 ask.category,
                 req,
                 entry,
-                owner,
+                holder,
                 hold,
                 started,
             )))
@@ -181,17 +182,9 @@ impl Engine {
                 Err(Missed::CalledOff) if let Some(off) = call_off.off() => Ok(Err(off)),
                 // Busy with no patience, or the deadline (as the clock that
                 // ended the wait counts it: tokio's may be paused).
-                Err(_) => {
-                    let holder = if entry.is_held_by(owner) {
-                        Some(Holder::ThisTask)
-                    } else {
-                        self.backend
-                            .holder(&req.lock_path, started)
-                            .await
-                            .map(Holder::process)
-                    };
-                    Err(self.timeout_error(ask.category, &req, started.elapsed(), holder))
-                }
+                Err(_) => Err(self
+                    .timed_out_on(ask.category, &req, &entry, owner, started)
+                    .await),
             }
         }
         .instrument(span)
@@ -238,6 +231,10 @@ impl Engine {
         )))
     }
 
+    /// How long before a deadline [`Engine::prefetch_holders`] is worth
+    /// calling.
+    pub(crate) const HOLDER_READ_AHEAD: Duration = crate::backend::HOLDER_READ_AHEAD;
+
     /// A hint that a wait ended elsewhere may soon time out (see
     /// [`Engine::timed_out`]).
     pub(crate) fn prefetch_holders(&self) {
@@ -253,8 +250,22 @@ impl Engine {
             Err(e) => return e,
         };
         let owner = ask.owner.unwrap_or_else(Owner::current);
-        let held_by_owner = table::enter(&req.lock_path).is_held_by(owner);
-        let holder = if held_by_owner {
+        let entry = table::enter(&req.lock_path);
+        self.timed_out_on(ask.category, &req, &entry, owner, started)
+            .await
+    }
+
+    /// The timeout error of a wait by `owner` that started at `started`,
+    /// naming the holder: this same task, or the process the backend tells.
+    async fn timed_out_on(
+        &self,
+        category: Category,
+        req: &LockRequest,
+        entry: &EntryRef,
+        owner: Owner,
+        started: Instant,
+    ) -> LockError {
+        let holder = if entry.is_held_by(owner) {
             Some(Holder::ThisTask)
         } else {
             self.backend
@@ -262,7 +273,7 @@ impl Engine {
                 .await
                 .map(Holder::process)
         };
-        self.timeout_error(ask.category, &req, started.elapsed(), holder)
+        self.timeout_error(category, req, started.elapsed(), holder)
     }
 
     /// What the backend needs to lock `ask.target` in `ask.category`.

@@ -30,10 +30,6 @@ const FRESH_FOR: Duration = Duration::from_millis(250);
 /// ready; this bounds the others (a zero timeout, a loaded machine).
 const LOOKUP_BUDGET: Duration = Duration::from_millis(100);
 
-/// How long before a wait's deadline a snapshot is read ahead
-/// ([`prefetch`]), so that the timeout finds one ready.
-pub(super) const PREFETCH_LEAD: Duration = Duration::from_millis(50);
-
 type Snapshot = (Instant, Arc<LockHolders>);
 
 /// The latest snapshot, whether a read is under way, and who waits for it.

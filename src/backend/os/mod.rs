@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use fs4::TryLockError;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, BackendMetrics, HeldLock, LockRequest};
+use super::{Backend, BackendMetrics, HOLDER_READ_AHEAD, HeldLock, LockRequest};
 use crate::error::LockError;
 
 mod events;
@@ -78,7 +78,7 @@ impl Backend for OsBackend {
                 Some(at) => {
                     // Who holds the lock is read shortly before the
                     // deadline, so the timeout names it without waiting.
-                    if let Some(ahead) = at.checked_sub(holders::PREFETCH_LEAD) {
+                    if let Some(ahead) = at.checked_sub(HOLDER_READ_AHEAD) {
                         tokio::time::sleep_until(ahead.into()).await;
                         holders::prefetch();
                     }

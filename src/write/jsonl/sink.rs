@@ -18,7 +18,7 @@ use super::{FsyncPolicy, Rotation, SinkStats};
 use crate::category::Category;
 use crate::error::LockError;
 use crate::lock::Locks;
-use crate::lock::acquire::Ask;
+use crate::lock::acquire::{Ask, Engine};
 use crate::lock::owner::Owner;
 use crate::mode::LockMode;
 use crate::write::commit::with_guard;
@@ -369,7 +369,7 @@ async fn with_holders_read_ahead<F: std::future::Future>(
     result: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     tokio::pin!(result);
-    let ahead = at.checked_sub(std::time::Duration::from_millis(50));
+    let ahead = at.checked_sub(Engine::HOLDER_READ_AHEAD);
     if let Some(ahead) = ahead
         && let Ok(out) = tokio::time::timeout_at(ahead.into(), &mut result).await
     {
