@@ -186,6 +186,7 @@ pub fn child_entry() {
                 Ok(())
             }
             "fetch_fsize" => fetch_fsize(&args).await,
+            "lock_without_room" => lock_without_room(&args).await,
             other => panic!("unknown role {other}"),
         }
     });
@@ -473,6 +474,29 @@ async fn fetch_fsize(args: &[String]) -> Result<(), LockError> {
     let response = reqwest::get(&args[1]).await.expect("get");
     match writer.download(response.bytes_stream()).await {
         Ok(_) => say("no error"),
+        Err(e) => say(&format!("error: {e}")),
+    }
+    Ok(())
+}
+
+/// Takes an artifact lock on `args[1]` in a process that may not grow any
+/// file (`RLIMIT_FSIZE` 0, as on a full disk), then says what happened.
+async fn lock_without_room(args: &[String]) -> Result<(), LockError> {
+    // SAFETY: plain libc calls on this process's own limits and signals.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+    let locks = locks_in(Path::new(&args[0]));
+    match locks.lock(Category::Artifact, &args[1]).await {
+        Ok(guard) => {
+            guard.release().await?;
+            say("locked");
+        }
         Err(e) => say(&format!("error: {e}")),
     }
     Ok(())

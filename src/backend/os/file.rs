@@ -117,9 +117,13 @@ pub(super) fn confirm(file: File, req: &LockRequest) -> Result<Option<OsHeld>, L
     if mine.len() == 0 {
         let mut record = req.target.as_os_str().as_bytes().to_vec();
         record.push(b'\n');
-        // Shared holders may both write: the bytes are the same.
-        file.write_all_at(&record, 0)
-            .map_err(|e| LockError::io("record target in lock file", path, e))?;
+        // Shared holders may both write: the bytes are the same. The record
+        // is for people and tools, so it is best effort: on a full disk
+        // (ENOSPC, EDQUOT, EFBIG) the lock still works, or every cleanup that
+        // would free space would fail too.
+        if let Err(e) = file.write_all_at(&record, 0) {
+            tracing::debug!(lock_path = %path.display(), error = %e, "lock file left without its target record");
+        }
     }
     Ok(Some(OsHeld {
         file,
