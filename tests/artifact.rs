@@ -3,6 +3,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -495,4 +496,67 @@ async fn a_symlink_planted_at_the_part_path_is_refused_and_its_file_untouched() 
         Ok(_) => {}
     }
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
+/// An error means "not written": once the artifact is renamed into place and
+/// the step (its manifest row) ran, a failure to remove the lock file on
+/// release is logged, not returned, so the step's result is not lost and a
+/// retry does not add a second row. Root may remove files anywhere, so as
+/// root the check runs in a child that drops to `nobody`.
+#[test]
+fn a_release_error_after_commit_then_does_not_hide_the_committed_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    if !support::is_root() {
+        expect_commit_stands(&data);
+        return;
+    }
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    support::run_as_nobody(
+        dir.path(),
+        "release_error_child",
+        &[("ASYNC_FILELOCK_TEST_DATA", &data)],
+    );
+}
+
+/// Runs the check above when started by it as `nobody`.
+#[test]
+fn release_error_child() {
+    if let Some(data) = std::env::var_os("ASYNC_FILELOCK_TEST_DATA") {
+        expect_commit_stands(Path::new(&data));
+    }
+}
+
+/// Commits an artifact whose step makes the lock dir read-only (so the
+/// release cannot remove the lock file), and expects the step's result.
+fn expect_commit_stands(data: &Path) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lock_dir = data.join("locks");
+    let locks = Locks::builder().lock_dir(&lock_dir).build().unwrap();
+    let target = data.join("model.bin");
+    let outcome = rt.block_on(async {
+        let Artifact::Write(mut w) = ArtifactWriter::builder(&target)
+            .locks(locks)
+            .open()
+            .await
+            .unwrap()
+        else {
+            panic!("expected to write");
+        };
+        w.write_all(b"weights").await.unwrap();
+        w.commit_then(|_| async {
+            std::fs::set_permissions(&lock_dir, std::fs::Permissions::from_mode(0o500))
+                .map_err(|e| LockError::from_source(&lock_dir, e))?;
+            Ok("manifest row")
+        })
+        .await
+    });
+    std::fs::set_permissions(&lock_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (_, row) = outcome.expect("the commit and its step succeeded");
+    assert_eq!(row, "manifest row");
+    assert_eq!(std::fs::read(&target).unwrap(), b"weights");
 }

@@ -977,3 +977,66 @@ async fn a_reader_follows_a_rotation_before_its_first_read() {
     }
     assert_eq!(all, [0, 1, 2]);
 }
+
+/// Every line of the log and its rotations, as `id`s.
+fn ids_in_files(log: &Path) -> Vec<String> {
+    let dir = log.parent().unwrap();
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("log") && name.ends_with(".jsonl")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'), "{name} ends torn");
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            ids.push(v["id"].as_str().unwrap().to_owned());
+        }
+    }
+    ids.sort();
+    ids
+}
+
+/// Runs the `jsonl_out_of_room` scenario; returns what each append answered.
+fn out_of_room(dir: &Path, log: &Path, scenario: &str) -> Vec<String> {
+    let mut child = spawn("jsonl_out_of_room", &[arg(dir), arg(log), scenario.into()]);
+    let mut said = Vec::new();
+    loop {
+        let line = child.read();
+        if line == "done" {
+            break;
+        }
+        said.push(line);
+    }
+    child.finish();
+    said
+}
+
+/// An error means "not written": a batch that fails part-way is cut back
+/// to where the file was, so no record of it stays behind to be written
+/// again by a retry.
+#[test]
+fn a_write_that_fails_part_way_leaves_none_of_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.jsonl");
+    let said = out_of_room(dir.path(), &log, "batch");
+    assert_eq!(said[0], "ok first");
+    assert!(said[1].starts_with("err batch"), "{said:?}");
+    assert!(said[1].contains("log.jsonl"), "{said:?}");
+    assert_eq!(ids_in_files(&log), ["first"]);
+}
+
+/// A commit that goes out in two files (rotated between) and fails in the
+/// second tells each append what happened to its own record.
+#[test]
+fn a_commit_failing_after_a_rotation_reports_per_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.jsonl");
+    let said = out_of_room(dir.path(), &log, "rotation");
+    assert_eq!(said[0], "ok first");
+    assert_eq!(said[1], "ok small", "{said:?}");
+    assert!(said[2].starts_with("err big"), "{said:?}");
+    assert_eq!(ids_in_files(&log), ["first", "small"]);
+}

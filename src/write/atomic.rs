@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::commit::{sync_dir, with_guard};
+use super::commit::{sync_dir_after_commit, with_guard};
 use crate::category::Category;
 use crate::error::LockError;
 use crate::lock::Locks;
@@ -126,7 +126,8 @@ pub(crate) fn replace_file(target: &Path, bytes: &[u8]) -> Result<(), LockError>
     // On failure `persist` hands the temp file back, and dropping it removes it.
     temp.persist(target)
         .map_err(|e| LockError::io("rename temp file over", target, e.error))?;
-    sync_dir(dir)
+    sync_dir_after_commit(dir, target);
+    Ok(())
 }
 
 /// Removes temp files of this target left by a writer that crashed. Safe

@@ -32,3 +32,13 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LockError> {
         .and_then(|d| d.sync_all())
         .map_err(|e| LockError::io("fsync directory", dir, e))
 }
+
+/// [`sync_dir`] after a rename that committed: the new name is in place and
+/// visible, so a failed fsync is logged, not returned. An error means "not
+/// written", and a caller who retried would write twice (a second manifest
+/// row, a counter incremented twice).
+pub(crate) fn sync_dir_after_commit(dir: &Path, committed: &Path) {
+    if let Err(e) = sync_dir(dir) {
+        tracing::warn!(path = %committed.display(), error = %e, "committed, but the directory fsync failed: the rename may not survive a power cut");
+    }
+}

@@ -187,6 +187,7 @@ pub fn child_entry() {
             }
             "fetch_fsize" => fetch_fsize(&args).await,
             "lock_without_room" => lock_without_room(&args).await,
+            "jsonl_out_of_room" => jsonl_out_of_room(&args).await,
             other => panic!("unknown role {other}"),
         }
     });
@@ -499,6 +500,69 @@ async fn lock_without_room(args: &[String]) -> Result<(), LockError> {
         }
         Err(e) => say(&format!("error: {e}")),
     }
+    Ok(())
+}
+
+/// Limits this process's files to `limit` bytes (`RLIMIT_FSIZE`; a write
+/// past it fails with `EFBIG` after writing what fits, as on a full disk).
+pub fn limit_file_size(limit: u64) {
+    // SAFETY: plain libc calls on this process's own limits and signals.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let limit = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+}
+
+/// `jsonl_out_of_room DIR LOG SCENARIO`: appends to a log in a process whose
+/// files may not grow past 1,000 bytes, and says `ok ID` or `err ID` for
+/// each record, as the append answered.
+///
+/// * `batch`: one 900-byte record, then a batch of twenty 100-byte records
+///   (900 bytes of which would fit).
+/// * `rotation` (rotating at 1,500 bytes): one 900-byte record, then, in one
+///   commit, a 50-byte record (fits, then the file is rotated) and a
+///   1,200-byte one (fits in no file).
+async fn jsonl_out_of_room(args: &[String]) -> Result<(), LockError> {
+    use async_filelock::{Category, JsonlSink};
+    limit_file_size(1000);
+    let locks = locks_in(Path::new(&args[0]));
+    let sink = JsonlSink::builder(&args[1])
+        .locks(locks.clone())
+        .rotate_bytes(1500)
+        .open()
+        .await?;
+    let record = |id: &str, len: usize| {
+        let pad = "x".repeat(len - 20 - id.len());
+        serde_json::json!({"id": id, "pad": pad})
+    };
+    let answer = |id: &str, r: Result<(), LockError>| match r {
+        Ok(()) => say(&format!("ok {id}")),
+        Err(e) => say(&format!("err {id} {e}")),
+    };
+    answer("first", sink.append(&record("first", 900)).await);
+    match args[2].as_str() {
+        "batch" => {
+            let batch: Vec<_> = (0..20).map(|i| record(&format!("b{i:02}"), 100)).collect();
+            answer("batch", sink.append_batch(&batch).await);
+        }
+        "rotation" => {
+            // Held while both appends queue, so they go out in one commit.
+            let held = locks.lock(Category::Manifest, &args[1]).await?;
+            let (small, big) = (sink.clone(), sink.clone());
+            let small = tokio::spawn(async move { small.append(&record("small", 50)).await });
+            let big = tokio::spawn(async move { big.append(&record("big", 1200)).await });
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            held.release().await?;
+            answer("small", small.await.expect("task"));
+            answer("big", big.await.expect("task"));
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+    say("done");
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use super::prepare::{Expect, PartFile, hex, part_path, remove_if_exists};
 use super::{CommitReport, Progress};
 use crate::error::LockError;
 use crate::lock::LockGuard;
-use crate::write::commit::sync_dir;
+use crate::write::commit::sync_dir_after_commit;
 
 /// A progress callback.
 pub(super) type ProgressFn = Box<dyn FnMut(Progress) + Send>;
@@ -281,7 +281,15 @@ impl ArtifactWriter {
     ///
     /// # Errors
     ///
-    /// As [`ArtifactWriter::commit`], or the error of `step`.
+    /// As [`ArtifactWriter::commit`], or the error of `step`. Once the
+    /// artifact is renamed into place no error of the commit itself is
+    /// returned (an error means "not written"): a failed directory fsync or
+    /// lock-file removal after it is logged as a warning.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ArtifactWriter::commit`]; dropping the future while `step` runs
+    /// drops `step` (the artifact stays in place) and releases the lock.
     pub async fn commit_then<F, Fut, T>(mut self, step: F) -> Result<(CommitReport, T), LockError>
     where
         F: FnOnce(&CommitReport) -> Fut,
@@ -320,7 +328,10 @@ impl ArtifactWriter {
             let (part, to) = (part.clone(), target.clone());
             crate::blocking::run("commit", &target, move || {
                 match std::fs::rename(&part, &to) {
-                    Ok(()) => sync_dir(to.parent().unwrap_or(Path::new("/"))).map(|()| guard),
+                    Ok(()) => {
+                        sync_dir_after_commit(to.parent().unwrap_or(Path::new("/")), &to);
+                        Ok(guard)
+                    }
                     Err(e) => {
                         let _ = remove_if_exists(&part);
                         Err(LockError::io("rename .part over", &to, e))
@@ -338,7 +349,13 @@ impl ArtifactWriter {
             writing: self.state.started.elapsed(),
         };
         let out = step(&report).await;
-        renamed.release().await?;
+        // The artifact is in place and the step ran: a failed release (the
+        // lock file could not be removed) is logged, not returned. An error
+        // means "not written", and would lose the step's result and invite
+        // a retry that writes its manifest row twice.
+        if let Err(e) = renamed.release().await {
+            tracing::warn!(path = %report.path.display(), error = %e, "releasing the artifact lock after its commit");
+        }
         out.map(|t| (report, t))
     }
 

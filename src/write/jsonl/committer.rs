@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use super::file::lock;
+use super::file::{BatchOutcome, lock};
 use super::queue::{Entry, Inner};
 use crate::error::LockError;
 use crate::lock::LockGuard;
@@ -115,7 +115,7 @@ pub(super) fn start_committer_thread(
     if let Err(e) = started {
         reply_to_batch(
             inner,
-            Err(LockError::io("start a commit thread for", &inner.path, e)),
+            LockError::io("start a commit thread for", &inner.path, e),
         );
         let mut pending = lock(&inner.pending);
         pending.committing = false;
@@ -145,7 +145,7 @@ fn wait_elsewhere(inner: &Arc<Inner>, runtime: Option<&Handle>) -> bool {
             &inner.path,
             std::io::Error::other("no tokio runtime to wait in"),
         );
-        reply_to_batch(inner, Err(err));
+        reply_to_batch(inner, err);
         return false;
     };
     let inner = Arc::clone(inner);
@@ -171,7 +171,7 @@ fn wait_elsewhere(inner: &Arc<Inner>, runtime: Option<&Handle>) -> bool {
             // new round; none of them hears of this wait.
             Ok(Err(_called_off)) => None,
             Err(e) => {
-                reply_to_batch(&inner, Err(e));
+                reply_to_batch(&inner, e);
                 None
             }
         };
@@ -219,40 +219,49 @@ fn commit_round(inner: &Inner, guard: Result<LockGuard, LockError>) {
         }
         return;
     }
-    let result = guard.and_then(|guard| {
-        // Moved, not copied: each entry keeps only its reply channel.
-        let chunks: Vec<(Vec<u8>, u64)> = batch
-            .iter_mut()
-            .map(|e| (std::mem::take(&mut e.lines), e.records))
-            .collect();
-        let written = inner.shared.write_batch(&chunks);
-        // Let go before replying: another process may go at once.
-        guard.release_blocking_or_warn();
-        written
-    });
-    reply(inner, batch, result);
+    let outcome = match guard {
+        Ok(guard) => {
+            // Moved, not copied: each entry keeps only its reply channel.
+            let chunks: Vec<(Vec<u8>, u64)> = batch
+                .iter_mut()
+                .map(|e| (std::mem::take(&mut e.lines), e.records))
+                .collect();
+            let outcome = inner.shared.write_batch(&chunks);
+            // Let go before replying: another process may go at once.
+            guard.release_blocking_or_warn();
+            outcome
+        }
+        Err(e) => BatchOutcome::failed(0, e),
+    };
+    reply(inner, batch, outcome);
 }
 
-/// Answers every queued record with `result` (an error that kept the lock
-/// from the commit: nothing of theirs was written).
-fn reply_to_batch(inner: &Inner, result: Result<(), LockError>) {
+/// Answers every queued record with `error` (one that kept the lock from
+/// the commit: nothing of theirs was written).
+fn reply_to_batch(inner: &Inner, error: LockError) {
     let batch: Vec<Entry> = lock(&inner.pending).queue.drain(..).collect();
     if !batch.is_empty() {
-        reply(inner, batch, result);
+        reply(inner, batch, BatchOutcome::failed(0, error));
     }
 }
 
-fn reply(inner: &Inner, batch: Vec<Entry>, result: Result<(), LockError>) {
+/// Answers each record for itself: the first `outcome.written` are in the
+/// file, the rest are not and hear why.
+fn reply(inner: &Inner, batch: Vec<Entry>, outcome: BatchOutcome) {
     // Recorded before anyone hears back, so a `close` called after an
     // append returned knows this commit ran before it.
     {
         let mut pending = lock(&inner.pending);
         pending.rounds += 1;
-        pending.last_error = result.as_ref().err().cloned();
+        pending.last_error = outcome.error.clone();
         pending.writing = false;
     }
-    for entry in batch {
-        let _ = entry.done.send(result.clone());
+    for (i, entry) in batch.into_iter().enumerate() {
+        let result = match &outcome.error {
+            Some(e) if i >= outcome.written => Err(e.clone()),
+            _ => Ok(()),
+        };
+        let _ = entry.done.send(result);
     }
     inner.idle.notify_waiters();
 }

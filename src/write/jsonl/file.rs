@@ -126,40 +126,80 @@ impl Shared {
     }
 
     /// Under the lock: writes the chunks (each whole lines), rotating where
-    /// a limit would be crossed.
-    pub(super) fn write_batch(&self, chunks: &[(Vec<u8>, u64)]) -> Result<(), LockError> {
-        let path = &self.path;
-        let mut slot = self.prepare()?;
-        let mut rest = chunks;
-        while !rest.is_empty() {
+    /// a limit would be crossed. Stops at the first failure, with the file
+    /// cut back to where it was before the failed write: an error means
+    /// "not written", so a retry never writes a record twice.
+    pub(super) fn write_batch(&self, chunks: &[(Vec<u8>, u64)]) -> BatchOutcome {
+        let mut slot = match self.prepare() {
+            Ok(slot) => slot,
+            Err(e) => return BatchOutcome::failed(0, e),
+        };
+        let mut done = 0;
+        while done < chunks.len() {
             let Some(open) = slot.as_mut() else {
-                return Err(LockError::io("open", path, io::Error::other("no file")));
+                let e = LockError::io("open", &self.path, io::Error::other("no file"));
+                return BatchOutcome::failed(done, e);
             };
-            let fit = self.fitting(open, rest);
+            let fit = self.fitting(open, &chunks[done..]);
             if fit == 0 {
                 // Not even one more record fits in a non-empty file.
-                self.rotate(&mut slot)?;
+                if let Err(e) = self.rotate(&mut slot) {
+                    return BatchOutcome::failed(done, e);
+                }
                 continue;
             }
-            let (now, later) = rest.split_at(fit);
-            let mut bytes = Vec::with_capacity(now.iter().map(|(b, _)| b.len()).sum());
-            for (chunk, _) in now {
-                bytes.extend_from_slice(chunk);
+            let group = &chunks[done..done + fit];
+            if let Err(e) = self.write_group(open, group) {
+                return BatchOutcome::failed(done, e);
             }
-            let records: u64 = now.iter().map(|(_, r)| r).sum();
-            (&open.file)
-                .write_all(&bytes)
-                .map_err(|e| LockError::io("append to", path, e))?;
-            open.size += bytes.len() as u64;
-            open.records += records;
-            let fsynced = self.maybe_sync(open)?;
-            let mut stats = lock(&self.stats);
-            stats.records += records;
-            stats.bytes += bytes.len() as u64;
-            stats.commits += 1;
-            stats.fsyncs += u64::from(fsynced);
-            rest = later;
+            done += fit;
         }
+        BatchOutcome {
+            written: done,
+            error: None,
+        }
+    }
+
+    /// One `write` of whole lines (and the fsync the policy asks for), or
+    /// nothing: a failure cuts the file back to its size before.
+    fn write_group(&self, open: &mut OpenFile, group: &[(Vec<u8>, u64)]) -> Result<(), LockError> {
+        let path = &self.path;
+        let mut bytes = Vec::with_capacity(group.iter().map(|(b, _)| b.len()).sum());
+        for (chunk, _) in group {
+            bytes.extend_from_slice(chunk);
+        }
+        let records: u64 = group.iter().map(|(_, r)| r).sum();
+        let before = open.size;
+        let written = (&open.file)
+            .write_all(&bytes)
+            .map_err(|e| LockError::io("append to", path, e))
+            .and_then(|()| self.maybe_sync(open));
+        let fsynced = match written {
+            Ok(fsynced) => fsynced,
+            Err(e) => {
+                // Part of it may be in the file (a short write on a full
+                // disk, or an fsync that failed after the write): cut it.
+                if let Err(cut) = open.file.set_len(before) {
+                    // The next commit sees a size it did not write, and
+                    // repairs a torn tail; whole lines of this group stay.
+                    open.size = u64::MAX;
+                    tracing::error!(path = %path.display(), error = %cut, "could not cut back a failed write; its whole lines may stay in the file");
+                    return Err(LockError::io(
+                        "cut back a failed write (its records may be in the file) in",
+                        path,
+                        cut,
+                    ));
+                }
+                return Err(e);
+            }
+        };
+        open.size += bytes.len() as u64;
+        open.records += records;
+        let mut stats = lock(&self.stats);
+        stats.records += records;
+        stats.bytes += bytes.len() as u64;
+        stats.commits += 1;
+        stats.fsyncs += u64::from(fsynced);
         Ok(())
     }
 
@@ -251,6 +291,23 @@ impl Shared {
         lock(&self.stats).rotations += 1;
         tracing::info!(path = %path.display(), to = %to.display(), "rotated");
         Ok(())
+    }
+}
+
+/// How far a batch got: its first `written` chunks are in the file; none
+/// of the rest is, and `error` says why.
+#[derive(Debug)]
+pub(super) struct BatchOutcome {
+    pub written: usize,
+    pub error: Option<LockError>,
+}
+
+impl BatchOutcome {
+    pub(super) fn failed(written: usize, error: LockError) -> Self {
+        BatchOutcome {
+            written,
+            error: Some(error),
+        }
     }
 }
 
