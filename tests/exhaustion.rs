@@ -4,10 +4,7 @@
 
 mod support;
 
-use std::path::Path;
-
-use async_filelock::{Category, Locks};
-use support::{locks_in, path_arg, spawn};
+use support::{path_arg, spawn};
 
 #[test]
 fn child_entry() {
