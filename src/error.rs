@@ -93,6 +93,30 @@ pub enum LockError {
         reason: String,
     },
 
+    /// A lock dir, a symlink leading to one, or a lock file that someone
+    /// other than this user (or the shared group) could control: another
+    /// user could hold our locks forever, swap a lock file under us or
+    /// redirect where lock files go. Nothing was locked; `fix` says what to
+    /// change.
+    #[error(
+        "refusing {what} {}: owned by uid {uid} (gid {gid}) with mode {mode:04o}; {fix}",
+        .path.display()
+    )]
+    Untrusted {
+        /// "lock dir", "lock dir symlink" or "lock file".
+        what: &'static str,
+        /// The path refused.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Its group.
+        gid: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// What to do about it.
+        fix: String,
+    },
+
     /// The calling task already holds this lock and the handle refuses to
     /// wait for it ([`crate::SameTask::Refuse`]).
     #[error(
@@ -283,6 +307,7 @@ impl LockError {
             LockError::OrderViolation { lock_path, .. } => Some(lock_path),
             LockError::Io { path, .. }
             | LockError::UnsafeLockFile { path, .. }
+            | LockError::Untrusted { path, .. }
             | LockError::LockDir { path, .. }
             | LockError::Conflict { path, .. }
             | LockError::Json { path, .. }

@@ -50,6 +50,9 @@ pub(crate) struct LockRequest {
     /// (a configured lock dir), or only itself (`.locks` beside a target,
     /// whose directory must exist).
     pub create_dir_parents: bool,
+    /// A group that shares the lock dir and its lock files (besides this
+    /// user); `None`: they must be this user's alone.
+    pub shared_group: Option<u32>,
 }
 
 /// A lock backend. Object safe; held as `Arc<dyn Backend>` by the lock layer.

@@ -286,6 +286,7 @@ impl Engine {
             file_mode: self.policy.file_mode,
             dir_mode: self.policy.dir_mode,
             create_dir_parents: self.policy.lock_dir_is_fixed(),
+            shared_group: self.policy.shared_group,
         })
     }
 

@@ -359,6 +359,28 @@ impl LocksBuilder {
         self
     }
 
+    /// Lets the processes of several users of group `gid` share lock dirs
+    /// (default: none). Without it a lock dir must be owned by this user and
+    /// writable by no one else, and lock files must be this user's; with
+    /// it, a lock dir of that group writable by the group (and no one
+    /// else), and that group's lock files, are trusted too. Pair it with
+    /// `dir_mode(0o2770)` and `file_mode(0o660)` so that new ones are
+    /// shared, and a umask that keeps the group bits.
+    ///
+    /// ```
+    /// use async_filelock::Locks;
+    /// let locks = Locks::builder()
+    ///     .shared_group(1000)
+    ///     .dir_mode(0o2770)
+    ///     .file_mode(0o660)
+    ///     .build()?;
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
+    pub fn shared_group(mut self, gid: u32) -> Self {
+        self.policy.shared_group = Some(gid);
+        self
+    }
+
     /// Applies the environment variables over the settings so far.
     ///
     /// # Errors

@@ -30,6 +30,8 @@ pub(crate) struct Policy {
     pub remove_on_release: [bool; 5],
     pub file_mode: u32,
     pub dir_mode: u32,
+    /// A group trusted with the lock dir and lock files besides this user.
+    pub shared_group: Option<u32>,
     pub order_check: OrderCheck,
     pub same_task: SameTask,
 }
@@ -45,6 +47,7 @@ impl Default for Policy {
             remove_on_release: Category::ALL.map(Category::default_remove_on_release),
             file_mode: 0o600,
             dir_mode: 0o700,
+            shared_group: None,
             order_check: OrderCheck::default(),
             same_task: SameTask::default(),
         }

@@ -11,7 +11,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fs::File;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 use fs4::TryLockError;
 use rustc_hash::FxHashMap;
 
-use super::file::{confirm, open_lock_file};
+use super::file::{LockFile, confirm, open_lock_file};
 use super::flock::try_flock;
 use super::pending::{Pending, Place};
 use crate::error::LockError;
@@ -54,7 +53,7 @@ struct Served {
     pending: Arc<Pending>,
     /// `None` while the process is out of descriptors: opened again at the
     /// next try.
-    file: Option<File>,
+    file: Option<LockFile>,
     watch: Option<WatchId>,
     next_try: Instant,
     pause: Duration,

@@ -9,57 +9,72 @@
 //! and retry on the new file, so exclusion holds across removal. (Python's
 //! filelock removed on release without such a check and had to revert it.)
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt as _, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt as _, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+
+use super::dirs::{self, LockDirFd};
 use super::flock::try_flock;
 use crate::backend::{HeldLock, LockRequest};
 use crate::error::LockError;
 use crate::mode::LockMode;
 
-/// Opens (creating) the lock file, never through a symlink, creating the
-/// lock directory with `dir_mode` if it is missing.
-pub(super) fn open_lock_file(req: &LockRequest) -> Result<File, LockError> {
+/// An open lock file, with the checked lock dir it was opened in (through
+/// which it is removed on release).
+#[derive(Debug)]
+pub(super) struct LockFile {
+    file: File,
+    dir: Arc<LockDirFd>,
+}
+
+impl std::ops::Deref for LockFile {
+    type Target = File;
+
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
+/// Opens (creating) the lock file in its checked lock dir (see [`dirs`]),
+/// through the directory's descriptor and never through a symlink,
+/// creating the lock dir with `dir_mode` if it is missing.
+pub(super) fn open_lock_file(req: &LockRequest) -> Result<LockFile, LockError> {
     let path = &*req.lock_path;
-    let open = || {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(req.file_mode)
-            // O_NOFOLLOW: law 10. O_NONBLOCK: a FIFO planted at the lock path
-            // must not hang the open; it is refused just below.
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(LockError::UnsafeLockFile {
+            path: path.to_path_buf(),
+            reason: "it names no file in a directory".into(),
+        });
     };
-    let file = match open() {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let dir = path.parent().unwrap_or(Path::new("/"));
-            match std::fs::DirBuilder::new()
-                .recursive(req.create_dir_parents)
-                .mode(req.dir_mode)
-                .create(dir)
-            {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(LockError::invalid_target(
-                        &*req.target,
-                        "its directory does not exist; create it first",
-                    ));
-                }
-                Err(e) => return Err(dir_error(dir, e)),
+    // O_NOFOLLOW: law 10. O_NONBLOCK: a FIFO planted at the lock path must
+    // not hang the open; it is refused in `confirm`.
+    let flags =
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(req.file_mode);
+    let mut retried = false;
+    loop {
+        let dir_fd = dirs::lock_dir(dir, req)?;
+        match rustix::fs::openat(dir_fd.fd(), name, flags, mode) {
+            Ok(fd) => {
+                return Ok(LockFile {
+                    file: File::from(fd),
+                    dir: dir_fd,
+                });
             }
-            open().map_err(|e| open_error(path, e))?
+            // The lock dir was removed since it was checked (creating in a
+            // removed directory fails so): check the one now at its path.
+            Err(rustix::io::Errno::NOENT) if !retried => {
+                dirs::forget(dir);
+                retried = true;
+            }
+            Err(e) => return Err(open_error(path, e.into())),
         }
-        Err(e) => return Err(open_error(path, e)),
-    };
-    Ok(file)
+    }
 }
 
 fn open_error(path: &Path, e: io::Error) -> LockError {
@@ -74,18 +89,8 @@ fn open_error(path: &Path, e: io::Error) -> LockError {
             path: path.to_path_buf(),
             reason: "it is not a regular file; remove it or choose another lock dir".into(),
         },
-        Some(libc::ENOTDIR) => dir_error(path.parent().unwrap_or(path), e),
+        Some(libc::ENOTDIR) => dirs::dir_error(path.parent().unwrap_or(path), e),
         _ => LockError::io("open lock file", path, e),
-    }
-}
-
-fn dir_error(dir: &Path, e: io::Error) -> LockError {
-    match e.raw_os_error() {
-        Some(libc::EEXIST) | Some(libc::ENOTDIR) => LockError::LockDir {
-            path: dir.to_path_buf(),
-            reason: "a path component is a file, not a directory; choose another lock dir".into(),
-        },
-        _ => LockError::io("create lock dir", dir, e),
     }
 }
 
@@ -100,8 +105,9 @@ fn dir_error(dir: &Path, e: io::Error) -> LockError {
 /// regular-file check), which keeps an uncontended acquisition at four system
 /// calls: open, flock, fstat, close. It assumes lock files are not
 /// hard-linked elsewhere; nothing of this crate does that.
-pub(super) fn confirm(file: File, req: &LockRequest) -> Result<Option<OsHeld>, LockError> {
+pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<OsHeld>, LockError> {
     let path = &*req.lock_path;
+    let LockFile { file, dir } = lock_file;
     let mine = file
         .metadata()
         .map_err(|e| LockError::io("inspect lock file", path, e))?;
@@ -114,6 +120,7 @@ pub(super) fn confirm(file: File, req: &LockRequest) -> Result<Option<OsHeld>, L
     if mine.nlink() == 0 {
         return Ok(None);
     }
+    dirs::check_lock_file(path, &mine, req.shared_group)?;
     if mine.len() == 0 {
         let mut record = req.target.as_os_str().as_bytes().to_vec();
         record.push(b'\n');
@@ -127,6 +134,7 @@ pub(super) fn confirm(file: File, req: &LockRequest) -> Result<Option<OsHeld>, L
     }
     Ok(Some(OsHeld {
         file,
+        dir,
         lock_path: Arc::clone(&req.lock_path),
         mode: req.mode,
     }))
@@ -136,6 +144,8 @@ pub(super) fn confirm(file: File, req: &LockRequest) -> Result<Option<OsHeld>, L
 #[derive(Debug)]
 pub(super) struct OsHeld {
     file: File,
+    /// The lock dir it was opened in: removal goes through it.
+    dir: Arc<LockDirFd>,
     lock_path: Arc<Path>,
     mode: LockMode,
 }
@@ -152,16 +162,20 @@ impl HeldLock for OsHeld {
             return Ok(());
         }
         let path = &*self.lock_path;
+        let Some(name) = path.file_name() else {
+            return Ok(());
+        };
         let mine = self
             .file
             .metadata()
             .map_err(|e| LockError::io("inspect lock file", path, e))?;
-        match std::fs::symlink_metadata(path) {
-            Ok(now) if now.dev() == mine.dev() && now.ino() == mine.ino() => {
-                match std::fs::remove_file(path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(LockError::io("remove lock file", path, e)),
+        // Through the lock dir's descriptor, like the open: what is removed
+        // is the name in the directory that was checked.
+        match rustix::fs::statat(self.dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(now) if now.st_dev == mine.dev() && now.st_ino == mine.ino() => {
+                match rustix::fs::unlinkat(self.dir.fd(), name, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                    Err(e) => Err(LockError::io("remove lock file", path, e.into())),
                 }
             }
             // Someone removed or replaced it: not ours to remove.

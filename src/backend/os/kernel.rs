@@ -124,6 +124,7 @@ mod tests {
             file_mode: 0o600,
             dir_mode: 0o700,
             create_dir_parents: false,
+            shared_group: None,
         }
     }
 

@@ -9,6 +9,8 @@
 //! naming the lock file.
 //!
 //! * [`flock`]: the only calls of the OS lock functions.
+//! * [`dirs`]: the lock dirs this process trusts, checked once and used
+//!   through their descriptors.
 //! * [`file`](mod@file): opening the lock file and its identity checks.
 //! * [`waits`]: the process's pending waits and where each is served:
 //!   [`kernel`] threads blocked in `flock` (bounded), or the [`events`]
@@ -31,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Backend, BackendMetrics, HOLDER_READ_AHEAD, HeldLock, LockRequest};
 use crate::error::LockError;
 
+mod dirs;
 mod events;
 mod file;
 mod flock;

@@ -1,0 +1,253 @@
+//! The lock dirs this process trusts (law 10). A lock dir is checked when
+//! first used (who owns it, who may write it, and who owns a symlink that
+//! leads to it), then lock files are opened, inspected and removed through
+//! the descriptor of what was checked (`openat`, `fstatat`, `unlinkat`),
+//! never through its path again: a directory swapped in after the check is
+//! not used.
+//!
+//! The default trusts a directory owned by this process's effective user
+//! and writable by nobody else. With a shared group ([`LockRequest`]'s
+//! `shared_group`) it also trusts one of that group, writable by the group
+//! but by no one else. Anything else is [`LockError::Untrusted`], naming
+//! the path, its owner and mode, and the fix: in a place others can write,
+//! another user could hold our locks forever, swap a lock file under us (a
+//! second holder on a new inode), or redirect where lock files go.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::backend::LockRequest;
+use crate::error::LockError;
+use crate::per_process::PerProcess;
+
+/// How long a checked lock dir is used by descriptor before its path is
+/// looked at again. A lock dir moved away and replaced while processes use
+/// it (an operator's `mv`) is followed within this; a moved directory is
+/// not otherwise noticed, and opening by descriptor saves a path walk per
+/// acquisition.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Checked lock dirs kept open; beyond this, entries past their recheck
+/// are dropped (each holds a descriptor, and targets may live in many
+/// directories).
+const KEPT: usize = 256;
+
+/// A checked lock dir, open.
+#[derive(Debug)]
+pub(super) struct LockDirFd {
+    fd: OwnedFd,
+}
+
+impl LockDirFd {
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[derive(Debug)]
+struct Known {
+    dir: Arc<LockDirFd>,
+    group: Option<u32>,
+    checked: Instant,
+}
+
+static KNOWN: PerProcess<Mutex<HashMap<PathBuf, Known>>> = PerProcess::new();
+
+fn known() -> MutexGuard<'static, HashMap<PathBuf, Known>> {
+    KNOWN
+        .get(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The checked lock dir `dir` for `req`, creating it (with the request's
+/// mode) if it is missing.
+pub(super) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, LockError> {
+    let now = Instant::now();
+    if let Some(k) = known().get(dir)
+        && k.group == req.shared_group
+        && now.saturating_duration_since(k.checked) < RECHECK
+    {
+        return Ok(Arc::clone(&k.dir));
+    }
+    let checked = match open_checked(dir, req.shared_group)? {
+        Some(checked) => checked,
+        None => {
+            create(dir, req)?;
+            open_checked(dir, req.shared_group)?.ok_or_else(|| vanished(dir))?
+        }
+    };
+    let dir_fd = Arc::new(checked);
+    let mut known = known();
+    if known.len() >= KEPT {
+        known.retain(|_, k| now.saturating_duration_since(k.checked) < RECHECK);
+        if known.len() >= KEPT {
+            known.clear();
+        }
+    }
+    known.insert(
+        dir.to_path_buf(),
+        Known {
+            dir: Arc::clone(&dir_fd),
+            group: req.shared_group,
+            checked: now,
+        },
+    );
+    Ok(dir_fd)
+}
+
+/// Forgets `dir` (it was removed since it was checked): the next use checks
+/// the directory now at its path.
+pub(super) fn forget(dir: &Path) {
+    known().remove(dir);
+}
+
+/// Opens `dir` and checks it; `None` if it does not exist.
+fn open_checked(dir: &Path, group: Option<u32>) -> Result<Option<LockDirFd>, LockError> {
+    let link = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LockError::io("inspect lock dir", dir, e)),
+    };
+    if link.file_type().is_symlink() && !trusted_owner(link.uid()) {
+        return Err(untrusted(
+            "lock dir symlink",
+            dir,
+            &link,
+            "another user's symlink could point the lock files anywhere; remove it, or give the real directory as the lock dir",
+        ));
+    }
+    let fd = match rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::NOTDIR) => {
+            return Err(LockError::LockDir {
+                path: dir.to_path_buf(),
+                reason: "it is not a directory; choose another lock dir".into(),
+            });
+        }
+        Err(e) => return Err(LockError::io("open lock dir", dir, e.into())),
+    };
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| LockError::io("inspect lock dir", dir, e))?;
+    check_dir(dir, &meta, group)?;
+    Ok(Some(LockDirFd { fd: file.into() }))
+}
+
+/// Whether a symlink owned by `uid` may lead to our lock dir: ours, or
+/// root's (as `/var/lock` → `/run/lock`).
+fn trusted_owner(uid: u32) -> bool {
+    uid == euid() || uid == 0
+}
+
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Ours and writable by nobody else; or, with a shared `group`, that
+/// group's and writable by no one outside it.
+fn check_dir(dir: &Path, meta: &std::fs::Metadata, group: Option<u32>) -> Result<(), LockError> {
+    let mode = meta.mode();
+    let ours = meta.uid() == euid();
+    let (trusted, fix) = match group {
+        None => (
+            ours && mode & 0o022 == 0,
+            "a lock dir must be owned by this user and writable by no one else: use a private directory, or `chmod go-w` it if it is yours, or set LocksBuilder::shared_group if a group shares it".to_string(),
+        ),
+        Some(gid) => (
+            (ours || meta.gid() == gid)
+                && mode & 0o002 == 0
+                && (mode & 0o020 == 0 || meta.gid() == gid),
+            format!(
+                "a shared lock dir must belong to group {gid} (or this user) and be writable by no one outside that group: `chgrp {gid}` and `chmod o-w` it"
+            ),
+        ),
+    };
+    if trusted {
+        Ok(())
+    } else {
+        Err(untrusted("lock dir", dir, meta, &fix))
+    }
+}
+
+/// A lock file found in a trusted lock dir must be ours, or the shared
+/// group's: another user's lock file is one they can hold forever.
+pub(super) fn check_lock_file(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    group: Option<u32>,
+) -> Result<(), LockError> {
+    if meta.uid() == euid() || group.is_some_and(|gid| meta.gid() == gid) {
+        return Ok(());
+    }
+    let fix = match group {
+        None => "another user's lock file can be held by them forever; remove it (lock files hold no data)".to_string(),
+        Some(gid) => format!(
+            "it belongs neither to this user nor to group {gid}; remove it (lock files hold no data)"
+        ),
+    };
+    Err(untrusted("lock file", path, meta, &fix))
+}
+
+fn untrusted(what: &'static str, path: &Path, meta: &std::fs::Metadata, fix: &str) -> LockError {
+    LockError::Untrusted {
+        what,
+        path: path.to_path_buf(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mode: meta.mode() & 0o7777,
+        fix: fix.into(),
+    }
+}
+
+/// Creates the lock dir with the request's mode (and its parents, for a
+/// configured lock dir).
+fn create(dir: &Path, req: &LockRequest) -> Result<(), LockError> {
+    match std::fs::DirBuilder::new()
+        .recursive(req.create_dir_parents)
+        .mode(req.dir_mode)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        // Made meanwhile by someone else: checked like any found one.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LockError::invalid_target(
+            &*req.target,
+            "its directory does not exist; create it first",
+        )),
+        Err(e) => Err(dir_error(dir, e)),
+    }
+}
+
+/// The lock dir vanished between its creation and its opening.
+fn vanished(dir: &Path) -> LockError {
+    LockError::io(
+        "open lock dir",
+        dir,
+        io::Error::new(io::ErrorKind::NotFound, "removed as soon as it was created"),
+    )
+}
+
+pub(super) fn dir_error(dir: &Path, e: io::Error) -> LockError {
+    match e.raw_os_error() {
+        Some(libc::EEXIST) | Some(libc::ENOTDIR) => LockError::LockDir {
+            path: dir.to_path_buf(),
+            reason: "a path component is a file, not a directory; choose another lock dir".into(),
+        },
+        _ => LockError::io("create lock dir", dir, e),
+    }
+}
