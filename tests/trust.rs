@@ -175,10 +175,12 @@ async fn law10_a_shared_group_may_own_and_write_the_lock_dir_and_files() {
         // A group member's lock file is trusted; another user outside the
         // group is not.
         chown(&lock_path, Some(NOBODY), Some(group)).unwrap();
-        let _held = shared(group)
-            .lock(Category::Manifest, &target)
-            .await
-            .unwrap();
+        drop(
+            shared(group)
+                .lock(Category::Manifest, &target)
+                .await
+                .unwrap(),
+        );
         chown(&lock_path, Some(NOBODY), Some(NOBODY)).unwrap();
         let err = refusal(&shared(group), &target).await;
         assert_untrusted(&err, "lock file", &lock_path);
