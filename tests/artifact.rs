@@ -380,7 +380,7 @@ async fn an_open_dropped_mid_preparation_leaves_no_part_and_the_lock_free() {
     let target = dir.path().join("weights.bin");
     let part = dir.path().join("weights.bin.part");
     // Large enough that hashing it outlasts the first poll of the timeout.
-    std::fs::write(&part, vec![5u8; 32 << 20]).unwrap();
+    support::leave_part_of(dir.path(), &target, 32 << 20);
     let open = ArtifactWriter::builder(&target)
         .locks(locks.clone())
         .leftover(Leftover::Resume)
@@ -460,9 +460,10 @@ async fn buffer_unordered_over_duplicate_targets_in_one_task_writes_each_once() 
 async fn a_leftover_part_of_a_present_target_is_removed_under_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("paper.pdf");
-    std::fs::write(&target, b"whole").unwrap();
     let part = dir.path().join("paper.pdf.part");
-    std::fs::write(&part, b"who").unwrap();
+    support::leave_part_of(dir.path(), &target, 3);
+    assert!(part.exists());
+    std::fs::write(&target, b"whole").unwrap();
     let opened = ArtifactWriter::builder(&target)
         .locks(locks_in(dir.path()))
         .open()
@@ -559,4 +560,81 @@ fn expect_commit_stands(data: &Path) {
     let (_, row) = outcome.expect("the commit and its step succeeded");
     assert_eq!(row, "manifest row");
     assert_eq!(std::fs::read(&target).unwrap(), b"weights");
+}
+
+/// A file called `<target>.part` that this crate did not make (an artifact
+/// whose own name ends in `.part`, a user's file) is not a leftover: it is
+/// never removed or resumed, and a write that would need its name is
+/// refused naming it. (Issue "Nothing lost", item 9.)
+#[tokio::test]
+async fn a_real_file_named_like_a_part_is_never_taken_for_a_leftover() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("notes.txt");
+    let real = dir.path().join("notes.txt.part");
+    std::fs::write(&real, b"a real file").unwrap();
+    // Present target: the real file stays.
+    std::fs::write(&target, b"whole").unwrap();
+    let opened = ArtifactWriter::builder(&target)
+        .locks(locks_in(dir.path()))
+        .open()
+        .await
+        .unwrap();
+    assert!(matches!(opened, Artifact::AlreadyPresent(_)));
+    assert_eq!(std::fs::read(&real).unwrap(), b"a real file");
+    // A write (discarding or resuming leftovers) is refused, naming it.
+    for leftover in [Leftover::Discard, Leftover::Resume] {
+        let err = ArtifactWriter::builder(&target)
+            .locks(locks_in(dir.path()))
+            .replace_existing()
+            .leftover(leftover)
+            .open()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LockError::InvalidTarget { .. }), "{err}");
+        assert!(err.to_string().contains("notes.txt.part"), "{err}");
+        assert_eq!(std::fs::read(&real).unwrap(), b"a real file");
+    }
+    // The artifact literally named `notes.txt.part` is written as any other.
+    let Artifact::Write(mut w) = ArtifactWriter::builder(&real)
+        .locks(locks_in(dir.path()))
+        .replace_existing()
+        .open()
+        .await
+        .unwrap()
+    else {
+        panic!("expected to write");
+    };
+    w.write_all(b"new").await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(std::fs::read(&real).unwrap(), b"new");
+}
+
+/// A leftover of this crate (its marker in the lock dir) is resumed, and a
+/// commit removes the marker with the `.part`.
+#[tokio::test]
+async fn a_marked_leftover_is_resumed_and_its_marker_goes_with_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("data.bin");
+    support::leave_part_of(dir.path(), &target, 100);
+    let markers = || {
+        std::fs::read_dir(dir.path().join("locks"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("part".as_ref()))
+            .count()
+    };
+    assert_eq!(markers(), 1);
+    let Artifact::Write(mut w) = ArtifactWriter::builder(&target)
+        .locks(locks_in(dir.path()))
+        .leftover(Leftover::Resume)
+        .open()
+        .await
+        .unwrap()
+    else {
+        panic!("expected to write");
+    };
+    assert_eq!(w.resume_from(), 100);
+    w.write_all(&[6u8; 10]).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 110);
+    assert_eq!(markers(), 0);
 }

@@ -188,6 +188,7 @@ pub fn child_entry() {
             "fetch_fsize" => fetch_fsize(&args).await,
             "lock_without_room" => lock_without_room(&args).await,
             "jsonl_out_of_room" => jsonl_out_of_room(&args).await,
+            "leave_part" => leave_part(&args).await,
             other => panic!("unknown role {other}"),
         }
     });
@@ -501,6 +502,42 @@ async fn lock_without_room(args: &[String]) -> Result<(), LockError> {
         Err(e) => say(&format!("error: {e}")),
     }
     Ok(())
+}
+
+/// `leave_part DIR TARGET BYTES`: writes BYTES bytes into the target's
+/// `.part` and exits at once, as a writer killed mid-stream would: the
+/// `.part` (and its marker) stay behind.
+async fn leave_part(args: &[String]) -> Result<(), LockError> {
+    use tokio::io::AsyncWriteExt;
+    let bytes: usize = args[2].parse().expect("bytes");
+    let opened = async_filelock::ArtifactWriter::builder(&args[1])
+        .locks(locks_in(Path::new(&args[0])))
+        .open()
+        .await?;
+    let async_filelock::Artifact::Write(mut writer) = opened else {
+        panic!("expected to write");
+    };
+    writer
+        .write_all(&vec![5u8; bytes])
+        .await
+        .map_err(|e| LockError::from_source(writer.part_path(), e))?;
+    writer
+        .flush()
+        .await
+        .map_err(|e| LockError::from_source(writer.part_path(), e))?;
+    say("left");
+    std::process::exit(0);
+}
+
+/// Leaves a `.part` of `bytes` bytes for `target`, as a killed writer of
+/// this crate would (see `leave_part`).
+pub fn leave_part_of(dir: &Path, target: &Path, bytes: usize) {
+    let mut child = spawn(
+        "leave_part",
+        &[path_arg(dir), path_arg(target), bytes.to_string()],
+    );
+    assert_eq!(child.read(), "left");
+    child.finish();
 }
 
 /// Limits this process's files to `limit` bytes (`RLIMIT_FSIZE`; a write

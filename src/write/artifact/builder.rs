@@ -6,7 +6,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::prepare::{self, Expect, PartFile, PartOptions, parse_sha256, part_path};
+use super::part::PartPaths;
+use super::prepare::{self, Expect, PartFile, PartOptions, parse_sha256};
 use super::writer::{ArtifactWriter, ProgressFn, clean_up_from_drop, remove_part_then_release};
 use super::{Artifact, Leftover, OnBusy, PresentReport, Progress};
 use crate::category::Category;
@@ -152,7 +153,7 @@ impl ArtifactWriterBuilder {
                     && let Some(present) = prepare::present(&target, &opts.expect, verify)?
                 {
                     if opts.leftover == Leftover::Discard {
-                        prepare::remove_leftover_part(&target);
+                        prepare::remove_leftover_part(&PartPaths::new(&target, guard.lock_path()));
                     }
                     return Ok(Err((present, guard)));
                 }
@@ -209,16 +210,17 @@ impl ArtifactWriterBuilder {
 /// blocking pool, which removes the `.part` before letting go of the lock,
 /// instead of leaving it behind unlocked.
 struct Prepping {
-    part: PathBuf,
+    paths: PartPaths,
     file: Option<PartFile>,
     guard: Option<LockGuard>,
 }
 
 impl Prepping {
     fn new(target: &Path, opts: &PartOptions, guard: LockGuard) -> Result<Self, LockError> {
+        let paths = PartPaths::new(target, guard.lock_path());
         Ok(Prepping {
-            part: part_path(target),
-            file: Some(prepare::prepare_part(target, opts)?),
+            file: Some(prepare::prepare_part(target, &paths, opts)?),
+            paths,
             guard: Some(guard),
         })
     }
@@ -236,8 +238,8 @@ impl Drop for Prepping {
         let guard = self.guard.take();
         if let Some(file) = self.file.take() {
             drop(file);
-            let part = std::mem::take(&mut self.part);
-            clean_up_from_drop(move || remove_part_then_release(&part, guard));
+            let paths = self.paths.clone();
+            clean_up_from_drop(move || remove_part_then_release(&paths, guard));
         }
     }
 }

@@ -9,6 +9,8 @@
 //!
 //! * [`builder`]: options, taking the lock, and the decision: write, already
 //!   present, or busy.
+//! * [`part`]: a `.part` and the marker in the lock dir that tells this
+//!   crate's `.part` from a real file of that name.
 //! * [`prepare`]: the blocking work under the lock before writing: is the
 //!   target there, what of a leftover `.part`, is there room.
 //! * [`writer`]: the writer itself, its commit and its cleanup.
@@ -20,6 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod builder;
+mod part;
 mod prepare;
 mod writer;
 

@@ -4,11 +4,12 @@
 
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use super::Leftover;
+use super::part::PartPaths;
 use crate::error::LockError;
 
 /// What the finished artifact must be, checked at commit.
@@ -16,13 +17,6 @@ use crate::error::LockError;
 pub(super) struct Expect {
     pub len: Option<u64>,
     pub sha256: Option<[u8; 32]>,
-}
-
-/// `<target>.part`.
-pub(super) fn part_path(target: &Path) -> PathBuf {
-    let mut name = target.file_name().unwrap_or_default().to_os_string();
-    name.push(".part");
-    target.with_file_name(name)
 }
 
 /// Blocking, under the lock: whether the target is already there (and,
@@ -84,21 +78,37 @@ pub(super) struct PartFile {
 
 /// Blocking, under the lock: a leftover `.part` (resumed or removed), free
 /// space, and the `.part` opened for writing.
-pub(super) fn prepare_part(target: &Path, opts: &PartOptions) -> Result<PartFile, LockError> {
+pub(super) fn prepare_part(
+    target: &Path,
+    paths: &PartPaths,
+    opts: &PartOptions,
+) -> Result<PartFile, LockError> {
     let (expect, leftover, prealloc, hashing) =
         (&opts.expect, opts.leftover, opts.preallocate, opts.hashing);
-    let part = part_path(target);
+    let part = &paths.part;
     let mut resumed = 0;
     // Looked at, never followed: a symlink planted at the `.part` would
     // redirect a download's bytes into whatever it points to.
-    let found = match std::fs::symlink_metadata(&part) {
+    let found = match std::fs::symlink_metadata(part) {
         Ok(meta) => Some(meta),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(LockError::io("inspect", &part, e)),
+        Err(e) => return Err(LockError::io("inspect", part, e)),
     };
+    // Only a `.part` this crate marked is a leftover; anything else at that
+    // name (a real file called so) is left alone.
+    if found.is_some()
+        && !paths
+            .is_ours()
+            .map_err(|e| LockError::io("inspect", &paths.marker, e))?
+    {
+        return Err(LockError::invalid_target(
+            part,
+            "it exists and is not a leftover of this crate (no marker in the lock dir), so it is left alone; move it, or write the target under another name",
+        ));
+    }
     if found.as_ref().is_some_and(|m| m.file_type().is_symlink()) && leftover == Leftover::Resume {
         return Err(LockError::invalid_target(
-            &part,
+            part,
             "it is a symbolic link, and a download is never written through one; remove it",
         ));
     }
@@ -110,7 +120,12 @@ pub(super) fn prepare_part(target: &Path, opts: &PartOptions) -> Result<PartFile
         resumed = meta.len();
     }
     if resumed == 0 {
-        remove_if_exists(&part).map_err(|e| LockError::io("remove leftover", &part, e))?;
+        paths
+            .remove()
+            .map_err(|e| LockError::io("remove leftover", part, e))?;
+        paths
+            .mark()
+            .map_err(|e| LockError::io("mark .part in", &paths.marker, e))?;
     } else {
         tracing::info!(part = %part.display(), bytes = resumed, "resuming a leftover .part");
     }
@@ -138,7 +153,7 @@ pub(super) fn prepare_part(target: &Path, opts: &PartOptions) -> Result<PartFile
     if resumed == 0 {
         options.create_new(true);
     }
-    let mut file = options.open(&part).map_err(|e| match e.kind() {
+    let mut file = options.open(part).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             LockError::invalid_target(target, "its directory does not exist")
         }
@@ -148,14 +163,14 @@ pub(super) fn prepare_part(target: &Path, opts: &PartOptions) -> Result<PartFile
         let mut h = Sha256::new();
         if resumed > 0 {
             io::copy(&mut io::Read::take(&file, resumed), &mut HashWriter(&mut h))
-                .map_err(|e| LockError::io("hash resumed bytes of", &part, e))?;
+                .map_err(|e| LockError::io("hash resumed bytes of", part, e))?;
         }
         Some(h)
     } else {
         None
     };
     io::Seek::seek(&mut file, io::SeekFrom::Start(resumed))
-        .map_err(|e| LockError::io("seek", &part, e))?;
+        .map_err(|e| LockError::io("seek", part, e))?;
     if prealloc && let Some(len) = expect.len {
         crate::sys::reserve(&file, len);
     }
@@ -195,15 +210,15 @@ impl io::Write for HashWriter<'_> {
     }
 }
 
-/// Removes a `.part` of `target` that belongs to nobody (called under the
-/// artifact lock, when the target is present and leftovers are discarded):
-/// a leftover of a writer killed mid-stream. Best effort: a present target
-/// is no error because its leftover could not be removed.
-pub(super) fn remove_leftover_part(target: &Path) {
-    let part = part_path(target);
-    match std::fs::symlink_metadata(&part) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => match remove_if_exists(&part) {
+/// Removes a `.part` that belongs to nobody (called under the artifact
+/// lock, when the target is present and leftovers are discarded): a
+/// leftover of a writer killed mid-stream, which its marker tells from a
+/// real file of that name. Best effort: a present target is no error
+/// because its leftover could not be removed.
+pub(super) fn remove_leftover_part(paths: &PartPaths) {
+    let part = &paths.part;
+    match (std::fs::symlink_metadata(part), paths.is_ours()) {
+        (Ok(meta), Ok(true)) if !meta.is_dir() => match paths.remove() {
             Ok(()) => {
                 tracing::info!(part = %part.display(), "removed a leftover .part of a present artifact")
             }
@@ -211,14 +226,8 @@ pub(super) fn remove_leftover_part(target: &Path) {
                 tracing::warn!(part = %part.display(), error = %e, "could not remove a leftover .part")
             }
         },
-        Err(_) => {}
-    }
-}
-
-pub(super) fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
+        // No `.part` (a marker alone is harmless: the next writer reuses it).
+        _ => {}
     }
 }
 
@@ -250,10 +259,5 @@ mod tests {
         assert_eq!(parse_sha256(&text).unwrap(), digest);
         assert!(parse_sha256("xyz").is_err());
         assert!(parse_sha256(&"g".repeat(64)).is_err());
-    }
-
-    #[test]
-    fn part_path_sits_beside_the_target() {
-        assert_eq!(part_path(Path::new("/a/b.pdf")), Path::new("/a/b.pdf.part"));
     }
 }

@@ -14,7 +14,8 @@ use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::prepare::{Expect, PartFile, hex, part_path, remove_if_exists};
+use super::part::PartPaths;
+use super::prepare::{Expect, PartFile, hex};
 use super::{CommitReport, Progress};
 use crate::error::LockError;
 use crate::lock::LockGuard;
@@ -66,7 +67,7 @@ pin_project! {
 
 struct State {
     target: PathBuf,
-    part: PathBuf,
+    paths: PartPaths,
     guard: Option<LockGuard>,
     hasher: Option<Sha256>,
     expect: Expect,
@@ -87,19 +88,21 @@ impl State {
             return None;
         }
         self.done = true;
-        let part = self.part.clone();
+        let paths = self.paths.clone();
         let guard = self.guard.take();
-        Some(move || remove_part_then_release(&part, guard))
+        Some(move || remove_part_then_release(&paths, guard))
     }
 }
 
 /// The cleanup of an uncommitted write: removes the `.part`, then lets go
 /// of the lock, so nobody sees a `.part` whose lock is free.
 pub(super) fn remove_part_then_release(
-    part: &Path,
+    paths: &PartPaths,
     guard: Option<LockGuard>,
 ) -> Result<(), LockError> {
-    let removed = remove_if_exists(part).map_err(|e| LockError::io("remove", part, e));
+    let removed = paths
+        .remove()
+        .map_err(|e| LockError::io("remove", &paths.part, e));
     let released = guard.map_or(Ok(()), LockGuard::release_blocking);
     removed.and(released)
 }
@@ -142,7 +145,7 @@ impl ArtifactWriter {
         ArtifactWriter {
             file: tokio::fs::File::from_std(part.file),
             state: State {
-                part: part_path(&target),
+                paths: PartPaths::new(&target, guard.lock_path()),
                 waited: guard.waited(),
                 target,
                 guard: Some(guard),
@@ -164,7 +167,7 @@ impl ArtifactWriter {
 
     /// The `.part` being written.
     pub fn part_path(&self) -> &Path {
-        &self.state.part
+        &self.state.paths.part
     }
 
     /// Bytes kept from a resumed `.part`: ask the source for the rest from
@@ -202,7 +205,7 @@ impl ArtifactWriter {
             let chunk = chunk.as_ref();
             self.write_all(chunk)
                 .await
-                .map_err(|e| LockError::io("write", self.state.part.clone(), e))?;
+                .map_err(|e| LockError::io("write", self.state.paths.part.clone(), e))?;
             n += chunk.len() as u64;
         }
         Ok(n)
@@ -224,7 +227,7 @@ impl ArtifactWriter {
     ) -> Result<u64, LockError> {
         tokio::io::copy(reader, self)
             .await
-            .map_err(|e| LockError::io("copy into", self.state.part.clone(), e))
+            .map_err(|e| LockError::io("copy into", self.state.paths.part.clone(), e))
     }
 
     /// Writes `stream` and commits; on any error, aborts (removes the
@@ -295,7 +298,7 @@ impl ArtifactWriter {
         F: FnOnce(&CommitReport) -> Fut,
         Fut: std::future::Future<Output = Result<T, LockError>>,
     {
-        let part = self.state.part.clone();
+        let part = self.state.paths.part.clone();
         if let Err(e) = async {
             self.flush().await?;
             self.file.sync_all().await
@@ -325,15 +328,16 @@ impl ArtifactWriter {
         };
         let target = self.state.target.clone();
         let renamed = {
-            let (part, to) = (part.clone(), target.clone());
+            let (paths, to) = (self.state.paths.clone(), target.clone());
             crate::blocking::run("commit", &target, move || {
-                match std::fs::rename(&part, &to) {
+                match std::fs::rename(&paths.part, &to) {
                     Ok(()) => {
+                        paths.unmark();
                         sync_dir_after_commit(to.parent().unwrap_or(Path::new("/")), &to);
                         Ok(guard)
                     }
                     Err(e) => {
-                        let _ = remove_if_exists(&part);
+                        let _ = paths.remove();
                         Err(LockError::io("rename .part over", &to, e))
                     }
                 }
@@ -370,7 +374,7 @@ impl ArtifactWriter {
     ///
     /// Cancel safe: the removal runs on the blocking pool and completes, then releases the lock, even if the future is dropped.
     pub async fn abort(mut self) -> Result<(), LockError> {
-        let part = self.state.part.clone();
+        let part = self.state.paths.part.clone();
         match self.state.take_cleanup() {
             Some(cleanup) => crate::blocking::run("abort", &part, cleanup).await,
             None => Ok(()),
@@ -379,7 +383,7 @@ impl ArtifactWriter {
 
     /// As `abort`, on an error path that reports its own error.
     async fn abort_quietly(&mut self) {
-        let part = self.state.part.clone();
+        let part = self.state.paths.part.clone();
         if let Some(cleanup) = self.state.take_cleanup()
             && let Err(e) = crate::blocking::run("abort", &part, cleanup).await
         {
