@@ -157,7 +157,7 @@ pub(super) fn prepare_part(
         io::ErrorKind::NotFound => {
             LockError::invalid_target(target, "its directory does not exist")
         }
-        _ => LockError::io("open", &part, e),
+        _ => LockError::io("open", part, e),
     })?;
     let hasher = if hashing {
         let mut h = Sha256::new();
