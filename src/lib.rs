@@ -79,8 +79,24 @@
 //! the same code with a documented fallback for Linux's extras: timeouts
 //! cannot name the holder (no `/proc/locks`), artifacts are not
 //! preallocated (no `fallocate` keep-size), and waits beyond the kernel-wait
-//! threads poll every 1 to 50 ms instead of being woken by file events. On filesystems without `flock` support the OS reports an error
-//! naming the lock file.
+//! threads poll every 1 to 50 ms instead of being woken by file events, and
+//! no path is known to be on a network filesystem (no mount table) unless
+//! `ASYNC_FILELOCK_NETWORK_FS` names it. On filesystems without `flock`
+//! support the OS reports an error naming the lock file.
+//!
+//! **Network filesystems.** On a local disk an acquisition's file calls
+//! (resolving the target's directory, creating the lock dir and lock file,
+//! `flock`) run on the calling runtime thread: they cannot hang there, and
+//! a thread hop would double an uncontended lock's cost. When the target or
+//! the lock dir is on a network filesystem (NFS, SMB, Ceph, FUSE, …; Linux
+//! reads the mount table, and `ASYNC_FILELOCK_NETWORK_FS` names more places,
+//! separated by `:`), they run on tokio's blocking pool, so a hung server
+//! stalls only the acquisitions that need it
+//! ([`CategoryMetrics::off_runtime`] counts them), and a [`JsonlSink`] there
+//! reopens its file for each commit: NFS gives close-to-open consistency,
+//! and an append through a descriptor kept open writes at the size this host
+//! last saw, over another host's lines. [`LocksBuilder::build`] resolves a
+//! configured lock dir on the calling thread.
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -95,6 +111,7 @@ mod error;
 mod mode;
 // Platform code (the only `unsafe`), blocking-pool glue, per-process state.
 mod blocking;
+mod mounts;
 mod per_process;
 mod sys;
 // Layer 1: what holds a lock between processes.

@@ -16,6 +16,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("error", &["category"]),
     ("sys", &[]),
     ("per_process", &["sys"]),
+    ("mounts", &["per_process", "sys"]),
     ("blocking", &["error"]),
     (
         "backend",
@@ -26,6 +27,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
         &[
             "backend",
             "blocking",
+            "mounts",
             "per_process",
             "sys",
             "error",
@@ -35,7 +37,9 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ),
     (
         "write",
-        &["lock", "blocking", "sys", "error", "category", "mode"],
+        &[
+            "lock", "blocking", "mounts", "sys", "error", "category", "mode",
+        ],
     ),
 ];
 

@@ -1040,3 +1040,32 @@ fn a_commit_failing_after_a_rotation_reports_per_record() {
     assert!(said[2].starts_with("err big"), "{said:?}");
     assert_eq!(ids_in_files(&log), ["first", "small"]);
 }
+
+/// On a network filesystem (named here through `ASYNC_FILELOCK_NETWORK_FS`,
+/// as an operator would for one the mount table does not tell) the file
+/// work of an acquisition leaves the runtime thread, where a hung server
+/// would stall it, and a sink reopens its file for each commit, for NFS's
+/// close-to-open consistency. On a local disk neither happens. (Issue
+/// "Nothing lost", items 11 and 12.)
+#[test]
+fn on_a_network_filesystem_file_work_leaves_the_runtime_and_each_commit_reopens() {
+    let local = tempfile::tempdir().unwrap();
+    let mut child = support::spawn("on_network_fs", &[arg(local.path())]);
+    let (off_runtime, opens) = (child.read(), child.read());
+    child.finish();
+    assert_eq!((off_runtime.as_str(), opens.as_str()), ("0", "1"));
+
+    let remote = tempfile::tempdir().unwrap();
+    let mut child = support::spawn_with_env(
+        "on_network_fs",
+        &[arg(remote.path())],
+        &[("ASYNC_FILELOCK_NETWORK_FS", remote.path().to_str().unwrap())],
+    );
+    let (off_runtime, opens) = (child.read(), child.read());
+    child.finish();
+    assert_eq!(off_runtime, "3");
+    // One open at `open`, then one per commit (five appends, one at a time).
+    assert_eq!(opens, "6");
+    let lines = std::fs::read_to_string(remote.path().join("log.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 5);
+}

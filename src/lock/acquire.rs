@@ -32,13 +32,14 @@ use super::naming;
 use super::order::{self, OrderCheck};
 use super::owner::{Owner, SameTask};
 use super::patience::{Missed, Patience};
-use super::policy::Policy;
+use super::policy::{LockDir, Policy};
 use super::shared::SharedHeld;
 use super::table::{self, EntryRef};
 use crate::backend::{Backend, HeldLock, LockRequest};
 use crate::category::Category;
 use crate::error::{Holder, LockError};
 use crate::mode::LockMode;
+use crate::mounts;
 
 /// What a [`crate::Locks`] handle is: its policy, its backend and its
 /// metrics. Acquisitions are methods of the engine.
@@ -112,12 +113,15 @@ impl Engine {
     /// this process's queue or at the backend.
     pub(crate) async fn try_acquire(&self, ask: Ask<'_>) -> Result<Option<LockGuard>, LockError> {
         let started = Instant::now();
-        let req = self.request(ask, started)?;
+        let (req, remote) = self.request_where_safe(ask, started).await?;
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
             let remove = self.policy.remove_on_release(ask.category);
-            let Ok(hold) = self.take(&entry, &req, remove, &Patience::Now).await? else {
+            let taken = self
+                .take(&entry, &req, remote, remove, &Patience::Now)
+                .await?;
+            let Ok(hold) = taken else {
                 return Ok(None);
             };
             // A try checks nothing; the lock is held by whoever tried.
@@ -151,7 +155,7 @@ impl Engine {
         timeout: Option<Duration>,
         call_off: C,
     ) -> Result<Result<LockGuard, C::Off>, LockError> {
-        let req = self.request(ask, started)?;
+        let (req, remote) = self.request_where_safe(ask, started).await?;
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
@@ -168,7 +172,7 @@ impl Engine {
                     }
                 }
             };
-            match self.take(&entry, &req, remove, &patience).await? {
+            match self.take(&entry, &req, remote, remove, &patience).await? {
                 Ok(hold) => {
                     // Held by whoever runs this acquisition: a commit on an
                     // appender's behalf is checked as the appender's, but
@@ -276,10 +280,46 @@ impl Engine {
         self.timeout_error(category, req, started.elapsed(), holder)
     }
 
+    /// [`Engine::request`] and whether the file work of this acquisition
+    /// may hang (its target or lock dir is on a network filesystem; see
+    /// `mounts`): then the target is resolved on the blocking pool, and
+    /// [`Engine::take`] makes its attempts there too. On local disks both
+    /// stay on this thread, where they cannot hang.
+    async fn request_where_safe(
+        &self,
+        ask: Ask<'_>,
+        now: Instant,
+    ) -> Result<(LockRequest, bool), LockError> {
+        let lock_dir_remote = match &self.policy.lock_dir {
+            LockDir::Fixed(dir) => mounts::may_hang(dir),
+            LockDir::BesideTarget => false,
+        };
+        if !lock_dir_remote && !mounts::may_hang(ask.target) {
+            let req = self.request(ask, now)?;
+            // Resolved through a symlink into a network mount?
+            let remote = mounts::may_hang(&req.target) || mounts::may_hang(&req.lock_path);
+            if remote {
+                self.recorder.off_runtime(ask.category);
+            }
+            return Ok((req, remote));
+        }
+        self.recorder.off_runtime(ask.category);
+        let target = ask.target.to_path_buf();
+        let normal = crate::blocking::run("resolve lock target", ask.target, move || {
+            naming::normalize_target(&target, now)
+        })
+        .await?;
+        Ok((self.request_for(ask, normal), true))
+    }
+
     /// What the backend needs to lock `ask.target` in `ask.category`.
     fn request(&self, ask: Ask<'_>, now: Instant) -> Result<LockRequest, LockError> {
         let normal = naming::normalize_target(ask.target, now)?;
-        Ok(LockRequest {
+        Ok(self.request_for(ask, normal))
+    }
+
+    fn request_for(&self, ask: Ask<'_>, normal: naming::NormalTarget) -> LockRequest {
+        LockRequest {
             lock_path: self.policy.lock_path(ask.category, &normal).into(),
             target: normal.path,
             mode: ask.mode,
@@ -287,7 +327,7 @@ impl Engine {
             dir_mode: self.policy.dir_mode,
             create_dir_parents: self.policy.lock_dir_is_fixed(),
             shared_group: self.policy.shared_group,
-        })
+        }
     }
 
     /// Refuses a wait that would deadlock on a lock `owner` holds, and
@@ -344,6 +384,7 @@ impl Engine {
         &self,
         entry: &EntryRef,
         req: &LockRequest,
+        remote: bool,
         remove: bool,
         patience: &Patience<'_>,
     ) -> Result<Result<Hold, Missed>, LockError> {
@@ -357,7 +398,7 @@ impl Engine {
                     },
                 };
                 Ok(self
-                    .take_backend(req, patience)
+                    .take_backend(req, remote, patience)
                     .await?
                     .map(|os| Hold::Exclusive { os, queue }))
             }
@@ -381,7 +422,7 @@ impl Engine {
                 if let Some(os) = slot.upgrade() {
                     return Ok(Ok(Hold::Shared { os, queue }));
                 }
-                let os = match self.take_backend(req, patience).await? {
+                let os = match self.take_backend(req, remote, patience).await? {
                     Ok(os) => os,
                     Err(missed) => return Ok(Err(missed)),
                 };
@@ -397,9 +438,10 @@ impl Engine {
     async fn take_backend(
         &self,
         req: &LockRequest,
+        remote: bool,
         patience: &Patience<'_>,
     ) -> Result<Result<Box<dyn HeldLock>, Missed>, LockError> {
-        if let Some(os) = self.backend.try_lock(req)? {
+        if let Some(os) = self.try_backend(req, remote).await? {
             return Ok(Ok(os));
         }
         let Patience::Until { deadline, token } = *patience else {
@@ -413,6 +455,22 @@ impl Engine {
             None if token.is_some_and(CancellationToken::is_cancelled) => Err(Missed::CalledOff),
             None => Err(Missed::Deadline),
         })
+    }
+
+    /// One non-blocking attempt at the backend: on this thread, or, where
+    /// the file work may hang (`remote`), on the blocking pool. If this
+    /// future is dropped meanwhile, a lock the attempt got is dropped with
+    /// its result, which lets go of it.
+    async fn try_backend(
+        &self,
+        req: &LockRequest,
+        remote: bool,
+    ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
+        if !remote {
+            return self.backend.try_lock(req);
+        }
+        let (backend, owned) = (Arc::clone(&self.backend), req.clone());
+        crate::blocking::run("lock", &req.lock_path, move || backend.try_lock(&owned)).await
     }
 
     /// The guard for a lock just granted; records the acquisition.

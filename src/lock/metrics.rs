@@ -68,6 +68,10 @@ pub struct CategoryMetrics {
     pub over_budget: u64,
     /// Acquisitions that came against the lock order (law 7).
     pub order_violations: u64,
+    /// Attempts whose file work ran on the blocking pool, not the runtime
+    /// thread, because the target or lock dir is on a network filesystem
+    /// (where it may hang).
+    pub off_runtime: u64,
     /// Time from asking to being granted.
     pub wait: Percentiles,
     /// Time from being granted to releasing.
@@ -95,6 +99,7 @@ struct CategoryRecorder {
     releases: u64,
     over_budget: u64,
     order_violations: u64,
+    off_runtime: u64,
     wait: Histogram<u64>,
     hold: Histogram<u64>,
 }
@@ -114,6 +119,7 @@ impl CategoryRecorder {
             releases: 0,
             over_budget: 0,
             order_violations: 0,
+            off_runtime: 0,
             wait: histogram(),
             hold: histogram(),
         }
@@ -181,6 +187,10 @@ impl Recorder {
         self.with(category, |r| r.order_violations += 1);
     }
 
+    pub fn off_runtime(&self, category: Category) {
+        self.with(category, |r| r.off_runtime += 1);
+    }
+
     pub fn released(&self, category: Category, held: Duration, over_budget: bool) {
         self.with(category, |r| {
             r.releases += 1;
@@ -198,6 +208,7 @@ impl Recorder {
                     releases: r.releases,
                     over_budget: r.over_budget,
                     order_violations: r.order_violations,
+                    off_runtime: r.off_runtime,
                     wait: percentiles(&r.wait),
                     hold: percentiles(&r.hold),
                 })

@@ -12,6 +12,12 @@ use rustc_hash::FxHashMap;
 /// Holders of locks by (major, minor, inode): never known here.
 pub(crate) type LockHolders = FxHashMap<(u32, u32, u64), u32>;
 
+/// No portable mount table: unknown, and paths are taken for local (see
+/// the crate docs, "Platform").
+pub(crate) fn network_mounts() -> Option<Vec<std::path::PathBuf>> {
+    None
+}
+
 /// No portable way to ask who holds a `flock`: unknown.
 pub(crate) fn lock_holders() -> Option<LockHolders> {
     None

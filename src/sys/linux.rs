@@ -20,6 +20,77 @@ use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 /// the table). The union of three reads finds it.
 const READS: usize = 3;
 
+/// Mount points of filesystems where a file call may hang on the network
+/// (NFS, SMB/CIFS, Ceph, 9p, AFS, Lustre, cluster filesystems, and every
+/// FUSE filesystem), from `/proc/self/mountinfo`: reading procfs never
+/// waits on such a mount, unlike `statfs` of a path on it. `None` if the
+/// table cannot be read.
+pub(crate) fn network_mounts() -> Option<Vec<std::path::PathBuf>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    Some(parse_network_mounts(&text))
+}
+
+/// The network mount points in a `mountinfo` text (see `proc(5)`): the
+/// fifth field is the mount point (octal escapes for blanks), and the
+/// filesystem type follows the `-` separator.
+pub(crate) fn parse_network_mounts(text: &str) -> Vec<std::path::PathBuf> {
+    const NETWORK: &[&str] = &[
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "ceph",
+        "9p",
+        "afs",
+        "lustre",
+        "gfs2",
+        "ocfs2",
+        "glusterfs",
+        "davfs",
+        "fuse",
+    ];
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mount_point), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
+            continue;
+        };
+        let base = fstype.split('.').next().unwrap_or(fstype);
+        if NETWORK.contains(&base) {
+            out.push(std::path::PathBuf::from(unescape_octal(mount_point)));
+        }
+    }
+    out
+}
+
+/// `\040` → space, as the kernel escapes blanks and backslashes in
+/// mount points.
+fn unescape_octal(field: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(code) = bytes.get(i + 1..i + 4)
+            && let Ok(text) = std::str::from_utf8(code)
+            && let Ok(byte) = u8::from_str_radix(text, 8)
+        {
+            out.push(byte);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
 /// Holders of `flock` locks by (major, minor, inode).
 pub(crate) type LockHolders = FxHashMap<(u32, u32, u64), u32>;
 
@@ -196,6 +267,25 @@ mod tests {
         assert_eq!(holders.get(&(0xfe, 0, 77)), Some(&1785));
         assert_eq!(holders.get(&(8, 1, 77)), Some(&12));
         assert_eq!(holders.len(), 2);
+    }
+
+    #[test]
+    fn finds_network_and_fuse_mounts_and_unescapes_their_paths() {
+        let table = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                     40 22 0:45 / /mnt/papers rw shared:20 - nfs4 srv:/papers rw,vers=4.2\n\
+                     41 22 0:46 / /mnt/my\\040share rw - cifs //srv/share rw\n\
+                     42 22 0:47 / /home/u/remote rw,nosuid - fuse.sshfs u@h: rw\n\
+                     43 22 0:48 / /tmp rw - tmpfs tmpfs rw\n\
+                     garbage\n";
+        let mounts = parse_network_mounts(table);
+        assert_eq!(
+            mounts,
+            [
+                Path::new("/mnt/papers"),
+                Path::new("/mnt/my share"),
+                Path::new("/home/u/remote")
+            ]
+        );
     }
 
     #[test]

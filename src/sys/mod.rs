@@ -8,6 +8,7 @@
 //!   tells.
 //! * [`reserve`]: reserve disk space for a file without changing its size.
 //! * [`rename_noreplace`]: a rename that never replaces an existing file.
+//! * [`network_mounts`]: where file calls may hang on the network.
 //! * [`EventSource`]: events on lock files (closed, removed), so a wait can
 //!   be woken without a thread of its own blocking in `flock`.
 //! * [`fork_generation`]: tells a `fork()`ed child from its parent
@@ -26,7 +27,8 @@ pub(crate) use unix::{fork_generation, raise_fd_limit};
 mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    EventSource, LockHolders, WatchId, holder_key, lock_holders, rename_noreplace, reserve,
+    EventSource, LockHolders, WatchId, holder_key, lock_holders, network_mounts, rename_noreplace,
+    reserve,
 };
 
 #[cfg(any(not(target_os = "linux"), test))]
@@ -34,5 +36,6 @@ pub(crate) use linux::{
 mod fallback;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use fallback::{
-    EventSource, LockHolders, WatchId, holder_key, lock_holders, rename_noreplace, reserve,
+    EventSource, LockHolders, WatchId, holder_key, lock_holders, network_mounts, rename_noreplace,
+    reserve,
 };

@@ -26,7 +26,13 @@ pub struct Worker {
 
 /// Starts this test binary again as a child running `role` with `args`.
 pub fn spawn(role: &str, args: &[String]) -> Worker {
+    spawn_with_env(role, args, &[])
+}
+
+/// [`spawn`] with more environment variables for the child.
+pub fn spawn_with_env(role: &str, args: &[String], envs: &[(&str, &str)]) -> Worker {
     let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        .envs(envs.iter().copied())
         .args([
             "child_entry",
             "--exact",
@@ -189,6 +195,7 @@ pub fn child_entry() {
             "lock_without_room" => lock_without_room(&args).await,
             "jsonl_out_of_room" => jsonl_out_of_room(&args).await,
             "leave_part" => leave_part(&args).await,
+            "on_network_fs" => on_network_fs(&args).await,
             other => panic!("unknown role {other}"),
         }
     });
@@ -527,6 +534,37 @@ async fn leave_part(args: &[String]) -> Result<(), LockError> {
         .map_err(|e| LockError::from_source(writer.part_path(), e))?;
     say("left");
     std::process::exit(0);
+}
+
+/// `on_network_fs DIR`: three manifest locks and five appends to a JSONL
+/// sink in DIR; says how many attempts ran off the runtime thread, then how
+/// many times the sink opened its file.
+pub async fn on_network_fs(args: &[String]) -> Result<(), LockError> {
+    let dir = Path::new(&args[0]);
+    let locks = locks_in(dir);
+    let log = dir.join("log.jsonl");
+    for _ in 0..3 {
+        locks
+            .lock(Category::Manifest, &log)
+            .await?
+            .release()
+            .await?;
+    }
+    say(&locks
+        .metrics()
+        .category(Category::Manifest)
+        .off_runtime
+        .to_string());
+    let sink = async_filelock::JsonlSink::builder(&log)
+        .locks(locks.clone())
+        .open()
+        .await?;
+    for i in 0..5 {
+        sink.append(&serde_json::json!({ "i": i })).await?;
+    }
+    sink.close().await?;
+    say(&sink.stats().opens.to_string());
+    Ok(())
 }
 
 /// Leaves a `.part` of `bytes` bytes for `target`, as a killed writer of

@@ -227,6 +227,7 @@ fn commit_round(inner: &Inner, guard: Result<LockGuard, LockError>) {
                 .map(|e| (std::mem::take(&mut e.lines), e.records))
                 .collect();
             let outcome = inner.shared.write_batch(&chunks);
+            inner.shared.done_with_commit();
             // Let go before replying: another process may go at once.
             guard.release_blocking_or_warn();
             outcome

@@ -27,6 +27,11 @@ pub(super) struct Shared {
     pub rotation: Rotation,
     pub file: Mutex<Option<OpenFile>>,
     pub stats: Mutex<SinkStats>,
+    /// Close the file after each commit, and open it afresh for the next:
+    /// on a network filesystem (NFS), where a descriptor kept open appends
+    /// at the size this client last saw, and reads a tail it cached, while
+    /// an open after the previous holder's close sees all its writes.
+    pub reopen_each_commit: bool,
 }
 
 /// The open current file and what this process knows of it.
@@ -65,6 +70,7 @@ impl Shared {
             }
             _ => {
                 let (opened, created) = open_current(path, self.rotation.max_records.is_some())?;
+                lock(&self.stats).opens += 1;
                 if created {
                     sync_dir(path.parent().unwrap_or(Path::new("/")))?;
                     lock(&self.stats).dir_fsyncs += 1;
@@ -123,6 +129,15 @@ impl Shared {
             }
         }
         Ok(slot)
+    }
+
+    /// Under the lock, after a commit: closes the file if each commit opens
+    /// it afresh. What `AtMostEvery` left unsynced is flushed to the server
+    /// by the close (NFS writes back on close).
+    pub(super) fn done_with_commit(&self) {
+        if self.reopen_each_commit {
+            *lock(&self.file) = None;
+        }
     }
 
     /// Under the lock: writes the chunks (each whole lines), rotating where
@@ -286,6 +301,7 @@ impl Shared {
             }
         };
         **slot = Some(open_current(path, self.rotation.max_records.is_some())?.0);
+        lock(&self.stats).opens += 1;
         sync_dir(path.parent().unwrap_or(Path::new("/")))?;
         lock(&self.stats).dir_fsyncs += 1;
         lock(&self.stats).rotations += 1;

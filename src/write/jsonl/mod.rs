@@ -68,6 +68,10 @@ pub struct SinkStats {
     pub fsyncs: u64,
     /// fsyncs of its directory (after creating the file, and rotating).
     pub dir_fsyncs: u64,
+    /// Times the current file was opened: when first used, after another
+    /// process rotated it, after rotating; and, on a network filesystem,
+    /// for every commit (close-to-open consistency).
+    pub opens: u64,
     /// Bytes written.
     pub bytes: u64,
     /// Rotations this sink made.

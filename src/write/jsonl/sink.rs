@@ -111,9 +111,18 @@ impl JsonlSinkBuilder {
             rotation: self.rotation,
             file: Mutex::new(None),
             stats: Mutex::new(SinkStats::default()),
+            // On a network filesystem the file is reopened for each commit:
+            // NFS promises close-to-open consistency, not an append
+            // position shared between hosts (see `file`).
+            reopen_each_commit: crate::mounts::may_hang(&path),
         });
         let opening = Arc::clone(&shared);
-        with_guard(guard, move |_| opening.prepare().map(drop)).await?;
+        with_guard(guard, move |_| {
+            opening.prepare().map(drop)?;
+            opening.done_with_commit();
+            Ok(())
+        })
+        .await?;
         Ok(JsonlSink {
             inner: Arc::new(Inner {
                 locks,

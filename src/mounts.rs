@@ -1,0 +1,89 @@
+//! Which paths are on a network filesystem, where any file call (`open`,
+//! `mkdir`, `realpath`, `stat`) may hang for as long as the server is away.
+//!
+//! On local disks those calls cannot hang, so an acquisition makes them on
+//! the calling runtime thread (law 3: an uncontended lock costs a few
+//! system calls, no thread hop). Under a network mount they run on the
+//! blocking pool instead, so a hung server stalls the acquisitions that
+//! need it, never the runtime; and a JSONL sink there reopens its file for
+//! each commit (NFS gives close-to-open consistency, not a shared append
+//! position).
+//!
+//! The mount table comes from the platform (`sys::network_mounts`: Linux
+//! reads `/proc/self/mountinfo`, which never waits on a mount, unlike
+//! `statfs`) and is read again every [`REFRESH`]. Operators can name more
+//! such places in `ASYNC_FILELOCK_NETWORK_FS` (paths separated by `:`), for
+//! a filesystem the table does not tell (a block device served over the
+//! network, say). The match is by path, as spelled once made absolute: a
+//! symlink on a local disk that leads into a network mount is seen as
+//! remote once resolved (callers check the resolved path too), but its
+//! first resolution runs where the caller is.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::per_process::PerProcess;
+
+/// How long a read of the mount table is used.
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// The environment variable naming more network places.
+pub(crate) const NETWORK_FS_VAR: &str = "ASYNC_FILELOCK_NETWORK_FS";
+
+#[derive(Debug)]
+struct Table {
+    read_at: Instant,
+    network: Vec<PathBuf>,
+}
+
+static TABLE: PerProcess<Mutex<Option<Table>>> = PerProcess::new();
+
+/// Whether file calls on `path` may hang on the network: it is at or under
+/// a network mount point (or a place named in [`NETWORK_FS_VAR`]). A
+/// relative path is taken from the current directory.
+pub(crate) fn may_hang(path: &Path) -> bool {
+    let now = Instant::now();
+    let mut table = TABLE
+        .get(|| Mutex::new(None))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let stale = table
+        .as_ref()
+        .is_none_or(|t| now.saturating_duration_since(t.read_at) >= REFRESH);
+    if stale {
+        *table = Some(Table {
+            read_at: now,
+            network: read_network_places(),
+        });
+    }
+    let Some(table) = table.as_ref() else {
+        return false;
+    };
+    if table.network.is_empty() {
+        return false;
+    }
+    let absolute;
+    let path = if path.is_absolute() {
+        path
+    } else {
+        // getcwd reads the kernel's own record of the directory: it does
+        // not wait on the filesystem the directory is on.
+        match std::env::current_dir() {
+            Ok(cwd) => {
+                absolute = cwd.join(path);
+                &absolute
+            }
+            Err(_) => return true,
+        }
+    };
+    table.network.iter().any(|m| path.starts_with(m))
+}
+
+fn read_network_places() -> Vec<PathBuf> {
+    let mut places = crate::sys::network_mounts().unwrap_or_default();
+    if let Some(named) = std::env::var_os(NETWORK_FS_VAR) {
+        places.extend(std::env::split_paths(&named).filter(|p| p.is_absolute()));
+    }
+    places
+}
