@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::commit::{sync_dir, with_guard};
+use super::commit::{open_dir, with_guard};
 use crate::category::Category;
 use crate::error::LockError;
 use crate::lock::Locks;
@@ -123,10 +123,12 @@ pub(crate) fn replace_file(target: &Path, bytes: &[u8]) -> Result<(), LockError>
     temp.as_file()
         .sync_all()
         .map_err(|e| LockError::io("fsync temp file", &temp_path, e))?;
+    // Before the rename: a failure to open it must leave the old file.
+    let dir_handle = open_dir(dir)?;
     // On failure `persist` hands the temp file back, and dropping it removes it.
     temp.persist(target)
         .map_err(|e| LockError::io("rename temp file over", target, e.error))?;
-    sync_dir(dir)
+    dir_handle.sync()
 }
 
 /// Removes temp files of this target left by a writer that crashed. Safe

@@ -28,7 +28,32 @@ where
 
 /// Makes a rename in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LockError> {
+    open_dir(dir)?.sync()
+}
+
+/// A directory opened before a commit's rename, so that the fsync after it
+/// cannot fail for want of a descriptor (`EMFILE`) once the new file is in
+/// place: an error means "not written", and a caller told so after the
+/// rename would write twice (an `update_json` retried applies its change
+/// twice).
+#[derive(Debug)]
+pub(crate) struct OpenDir<'a> {
+    dir: File,
+    path: &'a Path,
+}
+
+/// Opens `dir` for [`OpenDir::sync`]; call before the rename.
+pub(crate) fn open_dir(dir: &Path) -> Result<OpenDir<'_>, LockError> {
     File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LockError::io("fsync directory", dir, e))
+        .map(|d| OpenDir { dir: d, path: dir })
+        .map_err(|e| LockError::io("open directory to fsync", dir, e))
+}
+
+impl OpenDir<'_> {
+    /// Makes the renames done in the directory durable.
+    pub(crate) fn sync(self) -> Result<(), LockError> {
+        self.dir
+            .sync_all()
+            .map_err(|e| LockError::io("fsync directory", self.path, e))
+    }
 }

@@ -18,7 +18,7 @@ use super::prepare::{Expect, PartFile, hex, part_path, remove_if_exists};
 use super::{CommitReport, Progress};
 use crate::error::LockError;
 use crate::lock::LockGuard;
-use crate::write::commit::sync_dir;
+use crate::write::commit::open_dir;
 
 /// A progress callback.
 pub(super) type ProgressFn = Box<dyn FnMut(Progress) + Send>;
@@ -319,8 +319,17 @@ impl ArtifactWriter {
         let renamed = {
             let (part, to) = (part.clone(), target.clone());
             crate::blocking::run("commit", &target, move || {
+                // Opened before the rename: a failure to open it (no
+                // descriptor left) must leave the target as it was.
+                let dir = match open_dir(to.parent().unwrap_or(Path::new("/"))) {
+                    Ok(dir) => dir,
+                    Err(e) => {
+                        let _ = remove_if_exists(&part);
+                        return Err(e);
+                    }
+                };
                 match std::fs::rename(&part, &to) {
-                    Ok(()) => sync_dir(to.parent().unwrap_or(Path::new("/"))).map(|()| guard),
+                    Ok(()) => dir.sync().map(|()| guard),
                     Err(e) => {
                         let _ = remove_if_exists(&part);
                         Err(LockError::io("rename .part over", &to, e))

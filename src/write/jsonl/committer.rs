@@ -219,18 +219,26 @@ fn commit_round(inner: &Inner, guard: Result<LockGuard, LockError>) {
         }
         return;
     }
-    let result = guard.and_then(|guard| {
-        // Moved, not copied: each entry keeps only its reply channel.
-        let chunks: Vec<(Vec<u8>, u64)> = batch
-            .iter_mut()
-            .map(|e| (std::mem::take(&mut e.lines), e.records))
-            .collect();
-        let written = inner.shared.write_batch(&chunks);
-        // Let go before replying: another process may go at once.
-        guard.release_blocking_or_warn();
-        written
-    });
-    reply(inner, batch, result);
+    let (written, result) = match guard {
+        Err(e) => (0, Err(e)),
+        Ok(guard) => {
+            // Moved, not copied: each entry keeps only its reply channel.
+            let chunks: Vec<(Vec<u8>, u64)> = batch
+                .iter_mut()
+                .map(|e| (std::mem::take(&mut e.lines), e.records))
+                .collect();
+            let outcome = inner.shared.write_batch(&chunks);
+            // Let go before replying: another process may go at once.
+            guard.release_blocking_or_warn();
+            match outcome {
+                Ok(()) => (batch.len(), Ok(())),
+                // A commit that rotated wrote the records before the
+                // rotation even if a later write failed.
+                Err((written, e)) => (written, Err(e)),
+            }
+        }
+    };
+    reply(inner, batch, written, result);
 }
 
 /// Answers every queued record with `result` (an error that kept the lock
@@ -238,11 +246,13 @@ fn commit_round(inner: &Inner, guard: Result<LockGuard, LockError>) {
 fn reply_to_batch(inner: &Inner, result: Result<(), LockError>) {
     let batch: Vec<Entry> = lock(&inner.pending).queue.drain(..).collect();
     if !batch.is_empty() {
-        reply(inner, batch, result);
+        reply(inner, batch, 0, result);
     }
 }
 
-fn reply(inner: &Inner, batch: Vec<Entry>, result: Result<(), LockError>) {
+/// Answers the first `written` entries of `batch` with `Ok` (they are in
+/// the file) and the rest with `result`.
+fn reply(inner: &Inner, batch: Vec<Entry>, written: usize, result: Result<(), LockError>) {
     // Recorded before anyone hears back, so a `close` called after an
     // append returned knows this commit ran before it.
     {
@@ -251,8 +261,10 @@ fn reply(inner: &Inner, batch: Vec<Entry>, result: Result<(), LockError>) {
         pending.last_error = result.as_ref().err().cloned();
         pending.writing = false;
     }
-    for entry in batch {
-        let _ = entry.done.send(result.clone());
+    for (i, entry) in batch.into_iter().enumerate() {
+        let _ = entry
+            .done
+            .send(if i < written { Ok(()) } else { result.clone() });
     }
     inner.idle.notify_waiters();
 }

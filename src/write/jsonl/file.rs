@@ -126,11 +126,19 @@ impl Shared {
     }
 
     /// Under the lock: writes the chunks (each whole lines), rotating where
-    /// a limit would be crossed.
-    pub(super) fn write_batch(&self, chunks: &[(Vec<u8>, u64)]) -> Result<(), LockError> {
+    /// a limit would be crossed. On an error, also says how many chunks
+    /// were written before it (into a file rotated since, or this one):
+    /// their appends succeeded; the rest are not in any file.
+    pub(super) fn write_batch(&self, chunks: &[(Vec<u8>, u64)]) -> Result<(), (usize, LockError)> {
+        let mut rest = chunks;
+        self.write_chunks(&mut rest)
+            .map_err(|e| (chunks.len() - rest.len(), e))
+    }
+
+    /// [`Shared::write_batch`], leaving in `rest` what was not written.
+    fn write_chunks(&self, rest: &mut &[(Vec<u8>, u64)]) -> Result<(), LockError> {
         let path = &self.path;
         let mut slot = self.prepare()?;
-        let mut rest = chunks;
         while !rest.is_empty() {
             let Some(open) = slot.as_mut() else {
                 return Err(LockError::io("open", path, io::Error::other("no file")));
@@ -147,9 +155,14 @@ impl Shared {
                 bytes.extend_from_slice(chunk);
             }
             let records: u64 = now.iter().map(|(_, r)| r).sum();
-            (&open.file)
-                .write_all(&bytes)
-                .map_err(|e| LockError::io("append to", path, e))?;
+            if let Err(e) = (&open.file).write_all(&bytes) {
+                // A full disk or a file-size limit fails a write after part
+                // of it went in: whole lines of records whose appends hear
+                // of an error, and a torn one. Cut them off (under the lock,
+                // so nobody wrote after them): an error means "not written".
+                cut_back(open, path);
+                return Err(LockError::io("append to", path, e));
+            }
             open.size += bytes.len() as u64;
             open.records += records;
             let fsynced = self.maybe_sync(open)?;
@@ -158,7 +171,7 @@ impl Shared {
             stats.bytes += bytes.len() as u64;
             stats.commits += 1;
             stats.fsyncs += u64::from(fsynced);
-            rest = later;
+            *rest = later;
         }
         Ok(())
     }
@@ -251,6 +264,16 @@ impl Shared {
         lock(&self.stats).rotations += 1;
         tracing::info!(path = %path.display(), to = %to.display(), "rotated");
         Ok(())
+    }
+}
+
+/// After a failed write: truncates the file back to the size it had before
+/// (`open.size`), which needs no free space. If even that fails, the next
+/// commit finds the size changed and sets a torn last line aside (whole
+/// lines before it stay).
+fn cut_back(open: &OpenFile, path: &Path) {
+    if let Err(e) = open.file.set_len(open.size) {
+        tracing::warn!(path = %path.display(), error = %e, "could not cut off a failed write");
     }
 }
 
