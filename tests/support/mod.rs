@@ -7,6 +7,8 @@
 //! stdout (`ready`, results) and take orders as lines on stdin.
 #![allow(dead_code)]
 
+pub mod exhaustion;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -196,6 +198,11 @@ pub fn child_entry() {
             "jsonl_out_of_room" => jsonl_out_of_room(&args).await,
             "leave_part" => leave_part(&args).await,
             "on_network_fs" => on_network_fs(&args).await,
+            "nofile" => exhaustion::nofile(&args).await,
+            "nofile_waits" => exhaustion::nofile_waits(&args).await,
+            "hold_numbered" => exhaustion::hold_numbered(&args).await,
+            "fsize_writers" => exhaustion::fsize_writers(&args).await,
+            "full_disk_fsize" => exhaustion::full_disk_fsize(&args).await,
             other => panic!("unknown role {other}"),
         }
     });
