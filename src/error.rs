@@ -51,8 +51,9 @@ pub enum LockError {
         holder: Option<Holder>,
     },
 
-    /// An I/O operation failed.
-    #[error("{op} {}: {source}", .path.display())]
+    /// An I/O operation failed. Running out of descriptors or disk space
+    /// says so in the message, with what to raise or free.
+    #[error("{op} {}: {source}{}", .path.display(), io_hint(source))]
     Io {
         /// What was being done, such as "open lock file".
         op: &'static str,
@@ -235,6 +236,21 @@ pub enum LockError {
         /// What is wrong and what is accepted.
         reason: String,
     },
+}
+
+/// What an operator can do about the errors that are about resources, not
+/// about the path.
+fn io_hint(source: &io::Error) -> &'static str {
+    match source.raw_os_error() {
+        Some(libc::EMFILE) => {
+            "; this process is out of file descriptors: raise its limit (RLIMIT_NOFILE, `ulimit -n`) or hold fewer files open"
+        }
+        Some(libc::ENFILE) => "; the system is out of file descriptors (fs.file-max)",
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            "; the filesystem is full (or the quota reached): free space there"
+        }
+        _ => "",
+    }
 }
 
 fn holder_suffix(holder: Option<&Holder>) -> String {

@@ -89,7 +89,9 @@ fn out_of_descriptors_each_writer_fails_naming_its_path_and_leaves_nothing_then_
             (None, "free0") => panic!("{} succeeded with no descriptor free", s.op),
             (Some(e), "recovered") => panic!("{} after the descriptors came back: {e}", s.op),
             (Some(e), _) => assert!(
-                e.contains("Too many open files") && e.contains(dir_text),
+                e.contains("Too many open files")
+                    && e.contains("out of file descriptors")
+                    && e.contains(dir_text),
                 "{} {}: {e}",
                 s.op,
                 s.label
