@@ -414,26 +414,45 @@ pub enum Event {
 }
 
 impl Event {
-    /// The event's name, for counting operations by kind.
+    /// The event's name, for counting operations by kind: its `k` tag,
+    /// refined by op or mode where the report splits them.
     pub fn kind(&self) -> String {
-        match self {
-            Event::Timeout { op, .. } => format!("timeout/{}", op_name(*op)),
-            Event::Cancelled { op, .. } => format!("cancelled/{}", op_name(*op)),
-            Event::Locked { shared: true } => "locked/shared".into(),
-            Event::Locked { shared: false } => "locked/exclusive".into(),
-            other => serde_json::to_value(other)
-                .ok()
-                .and_then(|v| v["k"].as_str().map(str::to_owned))
-                .unwrap_or_default(),
-        }
+        let name = match self {
+            Event::Timeout { op, .. } => return format!("timeout/{}", op.name()),
+            Event::Cancelled { op, .. } => return format!("cancelled/{}", op.name()),
+            Event::Locked { shared: true } => "locked/shared",
+            Event::Locked { shared: false } => "locked/exclusive",
+            Event::Start { .. } => "start",
+            Event::SinkOpened { .. } => "sink_opened",
+            Event::Appended { .. } => "appended",
+            Event::CounterBumped { .. } => "counter_bumped",
+            Event::SummaryWritten { .. } => "summary_written",
+            Event::SummaryRead => "summary_read",
+            Event::ArtifactWritten { .. } => "artifact_written",
+            Event::ArtifactPresent => "artifact_present",
+            Event::ArtifactBusy => "artifact_busy",
+            Event::ArtifactEvicted => "artifact_evicted",
+            Event::ArtifactRead => "artifact_read",
+            Event::TryBusy => "try_busy",
+            Event::Violation { .. } => "violation",
+        };
+        name.to_owned()
     }
 }
 
-pub fn op_name(op: Op) -> String {
-    serde_json::to_value(op)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+impl Op {
+    /// As journal events spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::SinkOpen => "sink_open",
+            Op::Append => "append",
+            Op::Counter => "counter",
+            Op::Summary => "summary",
+            Op::Artifact => "artifact",
+            Op::Evict => "evict",
+            Op::Lock => "lock",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -452,6 +471,28 @@ mod tests {
         assert!(back.is_genuine());
         assert_eq!(id_prefix(&line[..40]), Some(id));
         assert_eq!(id_prefix("{\"slot\":3,\"inc\":17,\"seq\":123"), None);
+    }
+
+    #[test]
+    fn an_event_kind_is_its_journal_tag() {
+        let events = [
+            Event::Appended { seq: 1, n: 2 },
+            Event::SummaryRead,
+            Event::Timeout {
+                op: Op::SinkOpen,
+                seq: 0,
+                n: 0,
+            },
+        ];
+        for e in events {
+            let v = serde_json::to_value(&e).unwrap();
+            let tag = v["k"].as_str().unwrap();
+            let op = v["op"]
+                .as_str()
+                .map(|o| format!("/{o}"))
+                .unwrap_or_default();
+            assert_eq!(e.kind(), format!("{tag}{op}"));
+        }
     }
 
     #[test]

@@ -103,17 +103,15 @@ async fn run(args: WorkerArgs) -> String {
         Ok(ctx) => Arc::new(ctx),
         Err(e) => return e,
     };
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let ctx = Arc::clone(&ctx);
-            let rng = SmallRng::seed_from_u64(mix(args.seed ^ (t as u64 + 1)));
-            tokio::spawn(task(ctx, rng))
-        })
-        .collect();
-    for t in tasks {
-        if let Err(e) = t.await {
-            ctx.violation(format!("a worker task ended: {e}"));
-        }
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let rng = SmallRng::seed_from_u64(mix(args.seed ^ (t as u64 + 1)));
+        tasks.spawn(task(Arc::clone(&ctx), rng));
+    }
+    // Tasks run forever: one that ends has panicked, which is journaled
+    // at once (the others go on).
+    while let Some(ended) = tasks.join_next().await {
+        ctx.violation(format!("a worker task ended: {ended:?}"));
     }
     "every task ended".into()
 }
