@@ -38,6 +38,11 @@
 //! * **Lock files, not data files** (law 1): each target has a lock file
 //!   `<lock dir>/<category>.<sha256 of the normalised target>.lock`, so every
 //!   spelling of one target meets on one lock. The file records the target.
+//!   The target's directory is resolved, its final component is not: a
+//!   symlink is locked as the link, and the writers that rename
+//!   ([`ArtifactWriter`], [`write_atomic`], [`update_json`]) may read through
+//!   it but replace the link itself, never writing the file it leads to; a
+//!   [`JsonlSink`], which appends in place, refuses one.
 //! * **In-process queue** (law 5): all tasks of a process waiting for one lock
 //!   queue FIFO on a fair async lock; only the head talks to the OS, so a
 //!   thousand tasks waiting on one lock cost one wait.

@@ -423,8 +423,10 @@ impl LocksBuilder {
     ///
     /// # Errors
     ///
-    /// [`LockError::Config`] when the lock dir exists and is not a directory,
-    /// or the current directory is needed to make it absolute and is gone.
+    /// [`LockError::Config`] when the lock dir is empty;
+    /// [`LockError::LockDir`] when it exists and is not a directory (or is a
+    /// symlink to a file, named as resolved); [`LockError::Io`] when the
+    /// current directory is needed to make it absolute and is gone.
     pub fn build(mut self) -> Result<Locks, LockError> {
         self.policy.resolve_lock_dir()?;
         Ok(Locks {

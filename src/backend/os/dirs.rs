@@ -131,6 +131,15 @@ fn open_checked(dir: &Path, group: Option<u32>) -> Result<Option<LockDirFd>, Loc
         Mode::empty(),
     ) {
         Ok(fd) => fd,
+        // A symlink to nothing: creating the lock dir at its path cannot
+        // work (`mkdir` never follows it), and the crate makes nothing
+        // where it points.
+        Err(rustix::io::Errno::NOENT) if link.file_type().is_symlink() => {
+            return Err(LockError::LockDir {
+                path: dir.to_path_buf(),
+                reason: "it is a symlink to nothing (dangling); remove it, or create the directory it points to".into(),
+            });
+        }
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(rustix::io::Errno::NOTDIR) => {
             return Err(LockError::LockDir {

@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -54,7 +54,8 @@ impl Shared {
     pub(super) fn prepare(&self) -> Result<MutexGuard<'_, Option<OpenFile>>, LockError> {
         let path = &self.path;
         let mut slot = lock(&self.file);
-        let at_path = match std::fs::metadata(path) {
+        // Looked at, never followed: a symlink here is refused when opened.
+        let at_path = match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.is_dir() => {
                 return Err(LockError::invalid_target(path, "it is a directory"));
             }
@@ -329,10 +330,18 @@ impl BatchOutcome {
 
 /// Opens (creating) the current file; says whether it created it, whose
 /// directory entry the caller then makes durable.
+///
+/// Never through a symlink (`O_NOFOLLOW`): the lock guards the path as
+/// spelled, the link itself (law 2), so appending where it leads would
+/// write, and repair a torn tail of, a file that lock does not guard, and
+/// that may not be a log at all.
 fn open_current(path: &Path, count_records: bool) -> Result<(OpenFile, bool), LockError> {
     let open = |create_new: bool| {
         let mut options = OpenOptions::new();
-        options.append(true).read(true);
+        options
+            .append(true)
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
         if create_new {
             options.create_new(true);
         }
@@ -345,6 +354,10 @@ fn open_current(path: &Path, count_records: bool) -> Result<(OpenFile, bool), Lo
     };
     let file = file.map_err(|e| match e.raw_os_error() {
         Some(libc::EISDIR) => LockError::invalid_target(path, "it is a directory"),
+        Some(libc::ELOOP) => LockError::invalid_target(
+            path,
+            "it is a symbolic link, and a JSONL sink never appends through one (its lock guards the link, not the file it leads to); give the real path",
+        ),
         _ => LockError::io("open for appending", path, e),
     })?;
     let meta = file

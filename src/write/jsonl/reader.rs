@@ -70,13 +70,20 @@ impl<T: DeserializeOwned> JsonlReader<T> {
     ///
     /// # Errors
     ///
-    /// [`LockError::Io`] if the directory cannot be listed.
+    /// [`LockError::InvalidTarget`] if the path is empty or names no file
+    /// (ends in `..`); [`LockError::Io`] if the directory cannot be listed.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only lists files.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, LockError> {
         let path = path.as_ref().to_path_buf();
+        if path.file_name().is_none() {
+            return Err(LockError::invalid_target(
+                &path,
+                "the path is empty or names no file; pass the path of the JSONL file",
+            ));
+        }
         let listed = path.clone();
         let numbers = crate::blocking::run("list rotations of", &path, move || {
             rotation_numbers(&listed)

@@ -83,8 +83,10 @@ impl JsonlSinkBuilder {
     ///
     /// # Errors
     ///
-    /// [`LockError::InvalidTarget`] for a directory or a category other than
-    /// manifest or telemetry; lock and I/O errors naming the path.
+    /// [`LockError::InvalidTarget`] for a directory, a symbolic link (never
+    /// appended through: the lock guards the link, not where it leads), or a
+    /// category other than manifest or telemetry; lock and I/O errors naming
+    /// the path.
     ///
     /// # Cancel safety
     ///
