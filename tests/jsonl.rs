@@ -1069,3 +1069,20 @@ fn on_a_network_filesystem_file_work_leaves_the_runtime_and_each_commit_reopens(
     let lines = std::fs::read_to_string(remote.path().join("log.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 5);
 }
+
+/// A hung network server must not outlast a caller's timeout: file work
+/// there runs on the blocking pool within the acquisition's deadline. Here
+/// the pool's one thread is busy (as with a hung server): the lock times
+/// out at its 200 ms, not when the thread comes free. (Found in review.)
+#[test]
+fn file_work_on_a_stalled_network_filesystem_ends_at_the_callers_timeout() {
+    let remote = tempfile::tempdir().unwrap();
+    let mut child = support::spawn_with_env(
+        "network_fs_stalled",
+        &[arg(remote.path())],
+        &[("ASYNC_FILELOCK_NETWORK_FS", remote.path().to_str().unwrap())],
+    );
+    let said = child.read();
+    child.finish();
+    assert_eq!(said, "timeout");
+}

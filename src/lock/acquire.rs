@@ -113,16 +113,30 @@ impl Engine {
     /// this process's queue or at the backend.
     pub(crate) async fn try_acquire(&self, ask: Ask<'_>) -> Result<Option<LockGuard>, LockError> {
         let started = Instant::now();
-        let (req, remote) = self.request_where_safe(ask, started).await?;
+        // A try has no deadline of its own; file work on a hung network
+        // mount must still end: within the category's default timeout.
+        let bound = Patience::Until {
+            deadline: started.checked_add(ask.category.default_timeout()),
+            token: None,
+        };
+        let (req, remote) = match self.request_where_safe(ask, started, bound).await? {
+            Ok(found) => found,
+            Err(_) => return Err(self.unresolved_timeout(ask, started)),
+        };
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
             let remove = self.policy.remove_on_release(ask.category);
             let taken = self
-                .take(&entry, &req, remote, remove, &Patience::Now)
+                .take(&entry, &req, remote.as_ref(), remove, &Patience::Now)
                 .await?;
-            let Ok(hold) = taken else {
-                return Ok(None);
+            let hold = match taken {
+                Ok(hold) => hold,
+                Err(Missed::Busy) => return Ok(None),
+                // The network filesystem did not answer within the bound.
+                Err(_) => {
+                    return Err(self.timeout_error(ask.category, &req, started.elapsed(), None));
+                }
             };
             // A try checks nothing; the lock is held by whoever tried.
             let holder = Owner::current();
@@ -155,7 +169,23 @@ impl Engine {
         timeout: Option<Duration>,
         call_off: C,
     ) -> Result<Result<LockGuard, C::Off>, LockError> {
-        let (req, remote) = self.request_where_safe(ask, started).await?;
+        // Past what `Instant` can hold is forever.
+        let deadline = timeout.and_then(|t| started.checked_add(t));
+        // File work on a network mount runs within the caller's deadline
+        // and token; a single attempt (zero timeout) gets the category's
+        // default timeout, so that a hung server ends it too.
+        let bound = Patience::Until {
+            deadline: match timeout {
+                Some(Duration::ZERO) => started.checked_add(ask.category.default_timeout()),
+                _ => deadline,
+            },
+            token: call_off.token(),
+        };
+        let (req, remote) = match self.request_where_safe(ask, started, bound).await? {
+            Ok(found) => found,
+            Err(Missed::CalledOff) if let Some(off) = call_off.off() => return Ok(Err(off)),
+            Err(_) => return Err(self.unresolved_timeout(ask, started)),
+        };
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
@@ -166,13 +196,15 @@ impl Engine {
                 _ => {
                     self.check_before_waiting(ask.category, &req, &entry, owner)?;
                     Patience::Until {
-                        // Past what `Instant` can hold is forever.
-                        deadline: timeout.and_then(|t| started.checked_add(t)),
+                        deadline,
                         token: call_off.token(),
                     }
                 }
             };
-            match self.take(&entry, &req, remote, remove, &patience).await? {
+            match self
+                .take(&entry, &req, remote.as_ref(), remove, &patience)
+                .await?
+            {
                 Ok(hold) => {
                     // Held by whoever runs this acquisition: a commit on an
                     // appender's behalf is checked as the appender's, but
@@ -187,7 +219,7 @@ impl Engine {
                 // Busy with no patience, or the deadline (as the clock that
                 // ended the wait counts it: tokio's may be paused).
                 Err(_) => Err(self
-                    .timed_out_on(ask.category, &req, &entry, owner, started)
+                    .timed_out_on(ask.category, &req, &entry, owner, started, remote.is_some())
                     .await),
             }
         }
@@ -249,18 +281,24 @@ impl Engine {
     /// ended elsewhere (a JSONL append whose commit did not come in time):
     /// counted, traced and naming the holder like any other.
     pub(crate) async fn timed_out(&self, ask: Ask<'_>, started: Instant) -> LockError {
+        if self.may_hang(ask.target) {
+            // Naming it must not wait on the network filesystem that
+            // probably made it late.
+            return self.unresolved_timeout(ask, started);
+        }
         let req = match self.request(ask, started) {
             Ok(req) => req,
             Err(e) => return e,
         };
         let owner = ask.owner.unwrap_or_else(Owner::current);
         let entry = table::enter(&req.lock_path);
-        self.timed_out_on(ask.category, &req, &entry, owner, started)
+        self.timed_out_on(ask.category, &req, &entry, owner, started, false)
             .await
     }
 
     /// The timeout error of a wait by `owner` that started at `started`,
-    /// naming the holder: this same task, or the process the backend tells.
+    /// naming the holder: this same task, or the process the backend tells
+    /// (not asked on a network filesystem, where asking may hang).
     async fn timed_out_on(
         &self,
         category: Category,
@@ -268,9 +306,12 @@ impl Engine {
         entry: &EntryRef,
         owner: Owner,
         started: Instant,
+        remote: bool,
     ) -> LockError {
         let holder = if entry.is_held_by(owner) {
             Some(Holder::ThisTask)
+        } else if remote {
+            None
         } else {
             self.backend
                 .holder(&req.lock_path, started)
@@ -280,36 +321,79 @@ impl Engine {
         self.timeout_error(category, req, started.elapsed(), holder)
     }
 
-    /// [`Engine::request`] and whether the file work of this acquisition
-    /// may hang (its target or lock dir is on a network filesystem; see
-    /// `mounts`): then the target is resolved on the blocking pool, and
-    /// [`Engine::take`] makes its attempts there too. On local disks both
-    /// stay on this thread, where they cannot hang.
-    async fn request_where_safe(
-        &self,
-        ask: Ask<'_>,
-        now: Instant,
-    ) -> Result<(LockRequest, bool), LockError> {
+    /// The timeout error of an acquisition whose target could not be
+    /// resolved in time (a network filesystem that did not answer), named
+    /// without asking the filesystem.
+    fn unresolved_timeout(&self, ask: Ask<'_>, started: Instant) -> LockError {
+        let req = self.request_for(ask, naming::normalize_without_io(ask.target));
+        self.timeout_error(ask.category, &req, started.elapsed(), None)
+    }
+
+    /// Whether file work for `target` (or in the lock dir) may hang.
+    fn may_hang(&self, target: &Path) -> bool {
         let lock_dir_remote = match &self.policy.lock_dir {
             LockDir::Fixed(dir) => mounts::may_hang(dir),
             LockDir::BesideTarget => false,
         };
-        if !lock_dir_remote && !mounts::may_hang(ask.target) {
+        lock_dir_remote || mounts::may_hang(target)
+    }
+
+    /// The lock path of `target` in `category`, resolved where that is safe
+    /// (see [`Engine::request_where_safe`]; within the category's default
+    /// timeout on a network filesystem).
+    pub(crate) async fn lock_path_where_safe(
+        &self,
+        category: Category,
+        target: &Path,
+    ) -> Result<std::path::PathBuf, LockError> {
+        let started = Instant::now();
+        let ask = Ask {
+            category,
+            target,
+            mode: LockMode::Exclusive,
+            owner: None,
+        };
+        let bound = Patience::Until {
+            deadline: started.checked_add(category.default_timeout()),
+            token: None,
+        };
+        match self.request_where_safe(ask, started, bound).await? {
+            Ok((req, _)) => Ok(req.lock_path.to_path_buf()),
+            Err(_) => Err(self.unresolved_timeout(ask, started)),
+        }
+    }
+
+    /// [`Engine::request`], and, if the file work of this acquisition may
+    /// hang (its target or lock dir is on a network filesystem; see
+    /// `mounts`), the bound within which it runs on the blocking pool:
+    /// the target is resolved there, and [`Engine::take`] makes its attempts
+    /// there too. On local disks both stay on this thread, where they
+    /// cannot hang. `Ok(Err(missed))`: the resolution outlasted `bound`.
+    async fn request_where_safe<'p>(
+        &self,
+        ask: Ask<'_>,
+        now: Instant,
+        bound: Patience<'p>,
+    ) -> Result<Result<(LockRequest, Option<Patience<'p>>), Missed>, LockError> {
+        if !self.may_hang(ask.target) {
             let req = self.request(ask, now)?;
             // Resolved through a symlink into a network mount?
-            let remote = mounts::may_hang(&req.target) || mounts::may_hang(&req.lock_path);
-            if remote {
+            if mounts::may_hang(&req.target) || mounts::may_hang(&req.lock_path) {
                 self.recorder.off_runtime(ask.category);
+                return Ok(Ok((req, Some(bound))));
             }
-            return Ok((req, remote));
+            return Ok(Ok((req, None)));
         }
         self.recorder.off_runtime(ask.category);
         let target = ask.target.to_path_buf();
-        let normal = crate::blocking::run("resolve lock target", ask.target, move || {
+        let resolving = crate::blocking::run("resolve lock target", ask.target, move || {
             naming::normalize_target(&target, now)
+        });
+        // Given up on, the resolution finishes on the pool and is dropped.
+        Ok(match bound.wait(resolving).await {
+            Ok(normal) => Ok((self.request_for(ask, normal?), Some(bound))),
+            Err(missed) => Err(missed),
         })
-        .await?;
-        Ok((self.request_for(ask, normal), true))
     }
 
     /// What the backend needs to lock `ask.target` in `ask.category`.
@@ -384,7 +468,7 @@ impl Engine {
         &self,
         entry: &EntryRef,
         req: &LockRequest,
-        remote: bool,
+        remote: Option<&Patience<'_>>,
         remove: bool,
         patience: &Patience<'_>,
     ) -> Result<Result<Hold, Missed>, LockError> {
@@ -438,11 +522,13 @@ impl Engine {
     async fn take_backend(
         &self,
         req: &LockRequest,
-        remote: bool,
+        remote: Option<&Patience<'_>>,
         patience: &Patience<'_>,
     ) -> Result<Result<Box<dyn HeldLock>, Missed>, LockError> {
-        if let Some(os) = self.try_backend(req, remote).await? {
-            return Ok(Ok(os));
+        match self.try_backend(req, remote).await? {
+            Ok(Some(os)) => return Ok(Ok(os)),
+            Ok(None) => {}
+            Err(missed) => return Ok(Err(missed)),
         }
         let Patience::Until { deadline, token } = *patience else {
             return Ok(Err(Missed::Busy));
@@ -458,19 +544,26 @@ impl Engine {
     }
 
     /// One non-blocking attempt at the backend: on this thread, or, where
-    /// the file work may hang (`remote`), on the blocking pool. If this
-    /// future is dropped meanwhile, a lock the attempt got is dropped with
-    /// its result, which lets go of it.
+    /// the file work may hang (`remote`: within that bound), on the
+    /// blocking pool. If the attempt is given up on, or this future is
+    /// dropped, a lock it got is dropped with its result, which lets go of
+    /// it (and meanwhile another attempt of this process only finds the
+    /// lock busy: two descriptors exclude each other like two processes).
     async fn try_backend(
         &self,
         req: &LockRequest,
-        remote: bool,
-    ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
-        if !remote {
-            return self.backend.try_lock(req);
-        }
+        remote: Option<&Patience<'_>>,
+    ) -> Result<Result<Option<Box<dyn HeldLock>>, Missed>, LockError> {
+        let Some(bound) = remote else {
+            return self.backend.try_lock(req).map(Ok);
+        };
         let (backend, owned) = (Arc::clone(&self.backend), req.clone());
-        crate::blocking::run("lock", &req.lock_path, move || backend.try_lock(&owned)).await
+        let attempt =
+            crate::blocking::run("lock", &req.lock_path, move || backend.try_lock(&owned));
+        match bound.wait(attempt).await {
+            Ok(tried) => tried.map(Ok),
+            Err(missed) => Ok(Err(missed)),
+        }
     }
 
     /// The guard for a lock just granted; records the acquisition.

@@ -260,7 +260,10 @@ impl Locks {
     {
         let mut wanted = Vec::new();
         for (category, target) in items {
-            let lock_path = self.lock_path(category, target.as_ref())?;
+            let lock_path = self
+                .engine
+                .lock_path_where_safe(category, target.as_ref())
+                .await?;
             wanted.push((category, lock_path, target.as_ref().to_path_buf()));
         }
         wanted.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));

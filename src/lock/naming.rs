@@ -141,6 +141,35 @@ fn resolve_target(target: &Path) -> Result<NormalTarget, LockError> {
     }
 }
 
+/// `target` normalised without asking the filesystem, for where asking may
+/// hang (a network mount) and only a name is needed (a timeout error): the
+/// last resolution if one was cached (however old), else the path made
+/// absolute and its `.` and `..` folded lexically.
+pub(crate) fn normalize_without_io(target: &Path) -> NormalTarget {
+    if let Some((hit, _)) = cache().get(target.as_os_str()) {
+        return hit.clone();
+    }
+    let absolute = if target.is_absolute() {
+        target.to_path_buf()
+    } else {
+        // getcwd reads the kernel's record of the directory: no I/O.
+        std::env::current_dir()
+            .map(|cwd| cwd.join(target))
+            .unwrap_or_else(|_| target.to_path_buf())
+    };
+    let mut folded = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::ParentDir => {
+                folded.pop();
+            }
+            Component::CurDir => {}
+            other => folded.push(other),
+        }
+    }
+    NormalTarget::new(folded)
+}
+
 /// `realpath` of `dir`; for a directory that does not exist yet, `realpath`
 /// of its longest existing prefix plus the rest normalised lexically.
 pub(crate) fn resolve_dir(dir: &Path) -> io::Result<PathBuf> {
@@ -192,6 +221,16 @@ mod tests {
         let base = std::fs::canonicalize(dir.path()).unwrap();
         let got = resolve_dir(&dir.path().join("a/b/../c/./d")).unwrap();
         assert_eq!(got, base.join("a/c/d"));
+    }
+
+    #[test]
+    fn a_name_without_io_folds_dots_and_prefers_the_cached_resolution() {
+        let t = normalize_without_io(Path::new("/never/x/../y/./z.json"));
+        assert_eq!(&*t.path, Path::new("/never/y/z.json"));
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.json");
+        let resolved = normalize_target(&target, Instant::now()).unwrap();
+        assert_eq!(normalize_without_io(&target).hash, resolved.hash);
     }
 
     #[test]

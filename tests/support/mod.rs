@@ -198,6 +198,7 @@ pub fn child_entry() {
             "jsonl_out_of_room" => jsonl_out_of_room(&args).await,
             "leave_part" => leave_part(&args).await,
             "on_network_fs" => on_network_fs(&args).await,
+            "network_fs_stalled" => network_fs_stalled(&args),
             "nofile" => exhaustion::nofile(&args).await,
             "nofile_waits" => exhaustion::nofile_waits(&args).await,
             "hold_numbered" => exhaustion::hold_numbered(&args).await,
@@ -571,6 +572,44 @@ pub async fn on_network_fs(args: &[String]) -> Result<(), LockError> {
     }
     sink.close().await?;
     say(&sink.stats().opens.to_string());
+    Ok(())
+}
+
+/// `network_fs_stalled DIR` (DIR named a network filesystem): on a runtime
+/// whose one blocking thread is busy, as it would be with a hung server, a
+/// lock with a 200 ms timeout; says `timeout` if it ended with its timeout
+/// before the blocking thread came free (it is freed after at most 60 s).
+pub fn network_fs_stalled(args: &[String]) -> Result<(), LockError> {
+    let dir = PathBuf::from(&args[0]);
+    let said = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let locks = Locks::builder()
+                .lock_dir(dir.join("locks"))
+                .timeout(Category::Manifest, Duration::from_millis(200))
+                .build()?;
+            let (free, freed) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || {
+                let _ = freed.recv_timeout(Duration::from_secs(60));
+            });
+            let outcome = locks.lock(Category::Manifest, dir.join("m.jsonl")).await;
+            let _ = free.send(());
+            busy.await.expect("blocking task");
+            Ok::<_, LockError>(match outcome {
+                Err(e) if e.is_timeout() => "timeout".to_owned(),
+                Err(e) => format!("error: {e}"),
+                Ok(_) => "granted only once the blocking thread came free".to_owned(),
+            })
+        })
+    })
+    .join()
+    .expect("thread")?;
+    say(&said);
     Ok(())
 }
 
