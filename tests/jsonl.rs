@@ -1051,9 +1051,10 @@ fn a_commit_failing_after_a_rotation_reports_per_record() {
 fn on_a_network_filesystem_file_work_leaves_the_runtime_and_each_commit_reopens() {
     let local = tempfile::tempdir().unwrap();
     let mut child = support::spawn("on_network_fs", &[arg(local.path())]);
-    let (off_runtime, opens) = (child.read(), child.read());
+    let (off_runtime, opens_fsyncs) = (child.read(), child.read());
     child.finish();
-    assert_eq!((off_runtime.as_str(), opens.as_str()), ("0", "1"));
+    // One open at `open`, one after each of the two rotations; no fsync.
+    assert_eq!((off_runtime.as_str(), opens_fsyncs.as_str()), ("0", "3 0"));
 
     let remote = tempfile::tempdir().unwrap();
     let mut child = support::spawn_with_env(
@@ -1061,13 +1062,22 @@ fn on_a_network_filesystem_file_work_leaves_the_runtime_and_each_commit_reopens(
         &[arg(remote.path())],
         &[("ASYNC_FILELOCK_NETWORK_FS", remote.path().to_str().unwrap())],
     );
-    let (off_runtime, opens) = (child.read(), child.read());
+    let (off_runtime, opens_fsyncs) = (child.read(), child.read());
     child.finish();
     assert_eq!(off_runtime, "3");
-    // One open at `open`, then one per commit (five appends, one at a time).
-    assert_eq!(opens, "6");
-    let lines = std::fs::read_to_string(remote.path().join("log.jsonl")).unwrap();
-    assert_eq!(lines.lines().count(), 5);
+    // Besides those three opens, one per commit (five appends, one at a
+    // time); and each commit flushed before it was answered, so a server's
+    // error reaches its appender.
+    assert_eq!(opens_fsyncs, "8 5");
+    // The record count carried across the reopens: rotations every two.
+    let mut counts: Vec<usize> = std::fs::read_dir(remote.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [1, 2, 2]);
 }
 
 /// A hung network server must not outlast a caller's timeout: file work

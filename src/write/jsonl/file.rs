@@ -32,6 +32,19 @@ pub(super) struct Shared {
     /// at the size this client last saw, and reads a tail it cached, while
     /// an open after the previous holder's close sees all its writes.
     pub reopen_each_commit: bool,
+    /// What was known of the file closed after the last commit (with
+    /// `reopen_each_commit`): a record count carried over, so that the
+    /// reopen counts only the lines added since, not the whole log.
+    pub closed: Mutex<Option<Seen>>,
+}
+
+/// A file's identity, size and record count when it was closed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Seen {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    records: u64,
 }
 
 /// The open current file and what this process knows of it.
@@ -70,7 +83,9 @@ impl Shared {
                 (meta.len(), false)
             }
             _ => {
-                let (opened, created) = open_current(path, self.rotation.max_records.is_some())?;
+                let seen = lock(&self.closed).take();
+                let (opened, created) =
+                    open_current(path, self.rotation.max_records.is_some(), seen)?;
                 lock(&self.stats).opens += 1;
                 if created {
                     sync_dir(path.parent().unwrap_or(Path::new("/")))?;
@@ -136,8 +151,15 @@ impl Shared {
     /// it afresh. What `AtMostEvery` left unsynced is flushed to the server
     /// by the close (NFS writes back on close).
     pub(super) fn done_with_commit(&self) {
-        if self.reopen_each_commit {
-            *lock(&self.file) = None;
+        if self.reopen_each_commit
+            && let Some(open) = lock(&self.file).take()
+        {
+            *lock(&self.closed) = Some(Seen {
+                dev: open.dev,
+                ino: open.ino,
+                size: open.size,
+                records: open.records,
+            });
         }
     }
 
@@ -244,11 +266,16 @@ impl Shared {
     }
 
     fn maybe_sync(&self, open: &mut OpenFile) -> Result<bool, LockError> {
-        let due = match self.fsync {
-            FsyncPolicy::Never => false,
-            FsyncPolicy::EveryCommit => true,
-            FsyncPolicy::AtMostEvery(d) => open.last_sync.elapsed() >= d,
-        };
+        // On a network filesystem every commit is flushed before it is
+        // answered, whatever the policy: the close that close-to-open
+        // consistency needs flushes it anyway, and only a flush (or that
+        // close, whose error std drops) hears a server's ENOSPC or EIO.
+        let due = self.reopen_each_commit
+            || match self.fsync {
+                FsyncPolicy::Never => false,
+                FsyncPolicy::EveryCommit => true,
+                FsyncPolicy::AtMostEvery(d) => open.last_sync.elapsed() >= d,
+            };
         if due {
             open.file
                 .sync_data()
@@ -301,7 +328,7 @@ impl Shared {
                 Err(e) => return Err(LockError::io("rotate (rename)", path, e)),
             }
         };
-        **slot = Some(open_current(path, self.rotation.max_records.is_some())?.0);
+        **slot = Some(open_current(path, self.rotation.max_records.is_some(), None)?.0);
         lock(&self.stats).opens += 1;
         sync_dir(path.parent().unwrap_or(Path::new("/")))?;
         lock(&self.stats).dir_fsyncs += 1;
@@ -335,7 +362,13 @@ impl BatchOutcome {
 /// spelled, the link itself (law 2), so appending where it leads would
 /// write, and repair a torn tail of, a file that lock does not guard, and
 /// that may not be a log at all.
-fn open_current(path: &Path, count_records: bool) -> Result<(OpenFile, bool), LockError> {
+/// `seen`: what was known of the file when it was last closed; its count
+/// is kept if it is still the same file, grown.
+fn open_current(
+    path: &Path,
+    count_records: bool,
+    seen: Option<Seen>,
+) -> Result<(OpenFile, bool), LockError> {
     let open = |create_new: bool| {
         let mut options = OpenOptions::new();
         options
@@ -363,10 +396,16 @@ fn open_current(path: &Path, count_records: bool) -> Result<(OpenFile, bool), Lo
     let meta = file
         .metadata()
         .map_err(|e| LockError::io("inspect", path, e))?;
-    let records = if count_records {
-        count_lines(&file, 0, meta.len()).map_err(|e| LockError::io("read", path, e))?
-    } else {
-        0
+    let records = match seen {
+        _ if !count_records => 0,
+        Some(seen)
+            if seen.dev == meta.dev() && seen.ino == meta.ino() && meta.len() >= seen.size =>
+        {
+            seen.records
+                + count_lines(&file, seen.size, meta.len())
+                    .map_err(|e| LockError::io("read", path, e))?
+        }
+        _ => count_lines(&file, 0, meta.len()).map_err(|e| LockError::io("read", path, e))?,
     };
     Ok((
         OpenFile {

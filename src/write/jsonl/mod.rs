@@ -37,7 +37,9 @@ pub use sink::{JsonlSink, JsonlSinkBuilder};
 #[non_exhaustive]
 pub enum FsyncPolicy {
     /// Never fsync: the OS writes back when it likes. Lines are still whole
-    /// and ordered; a power cut may lose the latest ones.
+    /// and ordered; a power cut may lose the latest ones. (On a network
+    /// filesystem every commit is flushed before it is answered, whatever
+    /// the policy: only a flush reports the server's errors.)
     Never,
     /// fsync every commit (one per group of records): `append` returns when
     /// the record is on disk.

@@ -117,6 +117,7 @@ impl JsonlSinkBuilder {
             // NFS promises close-to-open consistency, not an append
             // position shared between hosts (see `file`).
             reopen_each_commit: crate::mounts::may_hang(&path),
+            closed: Mutex::new(None),
         });
         let opening = Arc::clone(&shared);
         with_guard(guard, move |_| {
