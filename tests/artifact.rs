@@ -638,3 +638,42 @@ async fn a_marked_leftover_is_resumed_and_its_marker_goes_with_the_commit() {
     assert_eq!(std::fs::metadata(&target).unwrap().len(), 110);
     assert_eq!(markers(), 0);
 }
+
+/// A marker outlives its `.part` (an operator removed the `.part` by hand
+/// after a crash); a real file later made at that name is not the one the
+/// marker names, and is never taken for a leftover. (Found in review.)
+#[tokio::test]
+async fn a_stale_marker_never_claims_a_new_file_of_its_parts_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("x");
+    let part = dir.path().join("x.part");
+    support::leave_part_of(dir.path(), &target, 10);
+    std::fs::remove_file(&part).unwrap();
+    // The artifact literally named `x.part`, written through the crate.
+    let Artifact::Write(mut w) = ArtifactWriter::builder(&part)
+        .locks(locks_in(dir.path()))
+        .open()
+        .await
+        .unwrap()
+    else {
+        panic!("expected to write");
+    };
+    w.write_all(b"real").await.unwrap();
+    w.commit().await.unwrap();
+    let err = ArtifactWriter::builder(&target)
+        .locks(locks_in(dir.path()))
+        .open()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("x.part"), "{err}");
+    assert_eq!(std::fs::read(&part).unwrap(), b"real");
+    // With the target present too, the real file stays.
+    std::fs::write(&target, b"whole").unwrap();
+    let opened = ArtifactWriter::builder(&target)
+        .locks(locks_in(dir.path()))
+        .open()
+        .await
+        .unwrap();
+    assert!(matches!(opened, Artifact::AlreadyPresent(_)));
+    assert_eq!(std::fs::read(&part).unwrap(), b"real");
+}

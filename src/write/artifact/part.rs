@@ -3,13 +3,15 @@
 //! `<target>.part` is only a name: a real file can be called that (an
 //! artifact whose own name ends in `.part`). So before a writer creates a
 //! `.part` it records a marker in the lock dir, `<lock dir>/artifact.<hash>.part`
-//! (the artifact's lock file name with `.part` for `.lock`), and removes
-//! the marker once the `.part` is gone (renamed over the target, or
+//! (the artifact's lock file name with `.part` for `.lock`), then creates
+//! the `.part` exclusively and records its device and inode in the marker;
+//! the marker goes once the `.part` is gone (renamed over the target, or
 //! removed). A `.part` is resumed or removed only while the target's lock
-//! is held and its marker is there; the lock dir is this user's alone
-//! (law 10), so nobody else can forge a marker. A crash between writing
-//! the marker and creating the `.part` leaves a marker without a `.part`,
-//! which is harmless: the next writer overwrites it.
+//! is held and its marker names it. The lock dir is this user's (or the
+//! shared group's, law 10), so nobody outside them can forge a marker. A
+//! crash between the marker and the `.part`'s creation leaves a `pending`
+//! marker, which takes the next `.part` found for its own; a stale marker
+//! is cleared whenever the lock finds no `.part` or one it does not name.
 
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
@@ -35,19 +37,54 @@ impl PartPaths {
         }
     }
 
-    /// Whether a `.part` found now is this crate's: its marker is there.
-    pub(super) fn is_ours(&self) -> io::Result<bool> {
-        match std::fs::symlink_metadata(&self.marker) {
-            Ok(meta) => Ok(meta.is_file()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+    /// Whether `found`, the `.part` found now, is this crate's: its marker
+    /// is there and names it (device and inode). A marker written before a
+    /// crash that came before the `.part`'s identity was recorded names
+    /// none, and takes what it finds for its own.
+    pub(super) fn is_ours(&self, found: &std::fs::Metadata) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let text = match std::fs::read(&self.marker) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
+        let Some((dev, ino)) = std::str::from_utf8(first)
+            .ok()
+            .and_then(|line| line.split_once(' '))
+            .and_then(|(dev, ino)| Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?)))
+        else {
+            return Ok(true);
+        };
+        Ok(dev == found.dev() && ino == found.ino())
+    }
+
+    /// Whether a marker is there (whatever it names).
+    pub(super) fn is_marked(&self) -> bool {
+        std::fs::symlink_metadata(&self.marker).is_ok_and(|m| m.is_file())
+    }
+
+    /// Records the marker, before the `.part` is created: `pending`, then
+    /// the `.part`'s path, for people and tools (best effort: a full disk
+    /// may refuse the bytes, not the empty file).
+    pub(super) fn mark(&self) -> io::Result<()> {
+        self.write_marker(b"pending")
+    }
+
+    /// Records the identity of the `.part` just created in its marker, so
+    /// that a later file of that name is not taken for it. Best effort:
+    /// a marker left `pending` still marks the `.part` as ours.
+    pub(super) fn record(&self, part: &std::fs::File) {
+        use std::os::unix::fs::MetadataExt;
+        let recorded = part.metadata().and_then(|meta| {
+            self.write_marker(format!("{} {}", meta.dev(), meta.ino()).as_bytes())
+        });
+        if let Err(e) = recorded {
+            tracing::debug!(marker = %self.marker.display(), error = %e, "marker left pending");
         }
     }
 
-    /// Records the marker, before the `.part` is created. The `.part`'s
-    /// path is written into it for people and tools, best effort (a full
-    /// disk may refuse the bytes, not the empty file).
-    pub(super) fn mark(&self) -> io::Result<()> {
+    fn write_marker(&self, first_line: &[u8]) -> io::Result<()> {
         let mut marker = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -55,7 +92,9 @@ impl PartPaths {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&self.marker)?;
-        let mut record = self.part.as_os_str().as_encoded_bytes().to_vec();
+        let mut record = first_line.to_vec();
+        record.push(b'\n');
+        record.extend_from_slice(self.part.as_os_str().as_encoded_bytes());
         record.push(b'\n');
         if let Err(e) = marker.write_all(&record) {
             tracing::debug!(marker = %self.marker.display(), error = %e, "marker left without its record");

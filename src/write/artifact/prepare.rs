@@ -96,14 +96,16 @@ pub(super) fn prepare_part(
     };
     // Only a `.part` this crate marked is a leftover; anything else at that
     // name (a real file called so) is left alone.
-    if found.is_some()
+    if let Some(meta) = &found
         && !paths
-            .is_ours()
+            .is_ours(meta)
             .map_err(|e| LockError::io("inspect", &paths.marker, e))?
     {
+        // A marker naming another file is stale: its `.part` is gone.
+        paths.unmark();
         return Err(LockError::invalid_target(
             part,
-            "it exists and is not a leftover of this crate (no marker in the lock dir), so it is left alone; move it, or write the target under another name",
+            "it exists and is not a leftover of this crate (no marker in the lock dir names it), so it is left alone; move it, or write the target under another name (if it is a leftover of a writer whose lock dir was since removed, remove it)",
         ));
     }
     if found.as_ref().is_some_and(|m| m.file_type().is_symlink()) && leftover == Leftover::Resume {
@@ -123,9 +125,6 @@ pub(super) fn prepare_part(
         paths
             .remove()
             .map_err(|e| LockError::io("remove leftover", part, e))?;
-        paths
-            .mark()
-            .map_err(|e| LockError::io("mark .part in", &paths.marker, e))?;
     } else {
         tracing::info!(part = %part.display(), bytes = resumed, "resuming a leftover .part");
     }
@@ -152,13 +151,28 @@ pub(super) fn prepare_part(
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
     if resumed == 0 {
         options.create_new(true);
+        paths
+            .mark()
+            .map_err(|e| LockError::io("mark .part in", &paths.marker, e))?;
     }
-    let mut file = options.open(part).map_err(|e| match e.kind() {
+    let opened = options.open(part).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             LockError::invalid_target(target, "its directory does not exist")
         }
         _ => LockError::io("open", part, e),
-    })?;
+    });
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) => {
+            if resumed == 0 {
+                paths.unmark();
+            }
+            return Err(e);
+        }
+    };
+    if resumed == 0 {
+        paths.record(&file);
+    }
     let hasher = if hashing {
         let mut h = Sha256::new();
         if resumed > 0 {
@@ -217,8 +231,18 @@ impl io::Write for HashWriter<'_> {
 /// because its leftover could not be removed.
 pub(super) fn remove_leftover_part(paths: &PartPaths) {
     let part = &paths.part;
-    match (std::fs::symlink_metadata(part), paths.is_ours()) {
-        (Ok(meta), Ok(true)) if !meta.is_dir() => match paths.remove() {
+    let found = match std::fs::symlink_metadata(part) {
+        Ok(meta) => meta,
+        // No `.part`: a marker left is stale.
+        Err(_) => {
+            if paths.is_marked() {
+                paths.unmark();
+            }
+            return;
+        }
+    };
+    match paths.is_ours(&found) {
+        Ok(true) if !found.is_dir() => match paths.remove() {
             Ok(()) => {
                 tracing::info!(part = %part.display(), "removed a leftover .part of a present artifact")
             }
@@ -226,7 +250,8 @@ pub(super) fn remove_leftover_part(paths: &PartPaths) {
                 tracing::warn!(part = %part.display(), error = %e, "could not remove a leftover .part")
             }
         },
-        // No `.part` (a marker alone is harmless: the next writer reuses it).
+        // Not ours: left alone, and a marker naming another file is stale.
+        Ok(false) if paths.is_marked() => paths.unmark(),
         _ => {}
     }
 }
