@@ -104,7 +104,7 @@ pub enum LockError {
         .path.display()
     )]
     Untrusted {
-        /// "lock dir", "lock dir symlink" or "lock file".
+        /// "lock dir", "lock dir symlink", "lock dir parent" or "lock file".
         what: &'static str,
         /// The path refused.
         path: PathBuf,

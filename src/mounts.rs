@@ -20,7 +20,7 @@
 //! first resolution runs where the caller is.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use crate::per_process::PerProcess;
@@ -37,30 +37,36 @@ struct Table {
     network: Vec<PathBuf>,
 }
 
-static TABLE: PerProcess<Mutex<Option<Table>>> = PerProcess::new();
+static TABLE: PerProcess<RwLock<Option<Table>>> = PerProcess::new();
 
 /// Whether file calls on `path` may hang on the network: it is at or under
 /// a network mount point (or a place named in [`NETWORK_FS_VAR`]). A
 /// relative path is taken from the current directory.
 pub(crate) fn may_hang(path: &Path) -> bool {
     let now = Instant::now();
-    let mut table = TABLE
-        .get(|| Mutex::new(None))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let stale = table
-        .as_ref()
-        .is_none_or(|t| now.saturating_duration_since(t.read_at) >= REFRESH);
-    if stale {
-        *table = Some(Table {
-            read_at: now,
-            network: read_network_places(),
-        });
+    let table = TABLE.get(|| RwLock::new(None));
+    {
+        let read = table.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = read.as_ref()
+            && now.saturating_duration_since(t.read_at) < REFRESH
+        {
+            return under(&t.network, path);
+        }
     }
-    let Some(table) = table.as_ref() else {
-        return false;
-    };
-    if table.network.is_empty() {
+    // Read without holding the lock (a long mount table takes a moment);
+    // two threads may both read it, and either result is right.
+    let network = read_network_places();
+    let answer = under(&network, path);
+    *table.write().unwrap_or_else(|p| p.into_inner()) = Some(Table {
+        read_at: now,
+        network,
+    });
+    answer
+}
+
+/// Whether `path` is at or under one of `places`.
+fn under(places: &[PathBuf], path: &Path) -> bool {
+    if places.is_empty() {
         return false;
     }
     let absolute;
@@ -77,7 +83,7 @@ pub(crate) fn may_hang(path: &Path) -> bool {
             Err(_) => return true,
         }
     };
-    table.network.iter().any(|m| path.starts_with(m))
+    places.iter().any(|m| path.starts_with(m))
 }
 
 fn read_network_places() -> Vec<PathBuf> {

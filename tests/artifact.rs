@@ -513,7 +513,7 @@ fn a_release_error_after_commit_then_does_not_hide_the_committed_step() {
         expect_commit_stands(&data);
         return;
     }
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o1777)).unwrap();
     support::run_as_nobody(
         dir.path(),
         "release_error_child",

@@ -315,7 +315,15 @@ fn law4_timed_out_waits_leave_at_most_the_bound_in_flock_until_the_holder_goes()
     let bound = async_filelock::max_wait_threads();
     let os = support::os_metrics(&locks);
     assert!(os.kernel_waits_now as usize <= bound, "{os:?}");
-    assert_eq!(os.event_waits_now, 0, "{os:?}");
+    // A dropped event wait is forgotten by the event thread, which may
+    // not have run since the last task returned.
+    assert!(
+        support::eventually(Duration::from_secs(60), || {
+            support::os_metrics(&locks).event_waits_now == 0
+        }),
+        "{:?}",
+        support::os_metrics(&locks)
+    );
     assert!(threads_in_flock_wait() <= bound);
     // The runtime shuts down while the locks are still held.
     assert!(support::finishes_while_held(move || {

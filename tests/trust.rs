@@ -134,6 +134,25 @@ async fn law10_another_users_lock_file_is_refused() {
     let err = refusal(&locks, &target).await;
     assert_untrusted(&err, "lock file", &lock_path);
     assert!(err.to_string().contains("remove it"), "{err}");
+    // Refused while its owner holds it too, not only once it is free.
+    let holder = std::process::Command::new("flock")
+        .args(["--no-fork", "-x"])
+        .arg(&lock_path)
+        .args(["sleep", "600"])
+        .spawn()
+        .unwrap();
+    let holder = KillOnDrop(holder);
+    assert!(
+        support::eventually(Duration::from_secs(60), || {
+            std::fs::read_to_string("/proc/locks")
+                .unwrap()
+                .contains(&format!(" {} ", holder.0.id()))
+        }),
+        "flock(1) never took the lock"
+    );
+    let err = refusal(&locks, &target).await;
+    assert_untrusted(&err, "lock file", &lock_path);
+    drop(holder);
     // Removing it, as the error says, is the fix.
     std::fs::remove_file(&lock_path).unwrap();
     let _held = locks.lock(Category::Manifest, &target).await.unwrap();
@@ -158,6 +177,22 @@ async fn law10_a_shared_group_may_own_and_write_the_lock_dir_and_files() {
             .build()
             .unwrap()
     };
+    // Made for a group, a lock dir and lock file get the modes asked for,
+    // whatever the umask.
+    let made = dir.path().join("made");
+    let guard = Locks::builder()
+        .lock_dir(&made)
+        .shared_group(group)
+        .dir_mode(0o2770)
+        .file_mode(0o660)
+        .build()
+        .unwrap()
+        .lock(Category::Manifest, &target)
+        .await
+        .unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!((mode(&made), mode(guard.lock_path())), (0o2770, 0o660));
+    drop(guard);
     let err = refusal(&shared(group.wrapping_add(1)), &target).await;
     assert_untrusted(&err, "lock dir", &lock_dir);
     let guard = shared(group)
@@ -254,4 +289,41 @@ async fn law10_a_lock_dir_swapped_after_its_check_is_never_used() {
     assert_untrusted(&err, "lock dir", &lock_dir);
     assert!(lock_files_in(&lock_dir).is_empty(), "used the impostor");
     assert!(!lock_files_in(&moved).is_empty());
+}
+
+/// Kills a holder process when the test ends, passing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whoever may write the lock dir's parent may rename the lock dir away and
+/// make their own in its place, splitting holders between the two: such a
+/// parent is refused unless its sticky bit forbids that (as on `/tmp`) or
+/// the shared group owns it. (Found in review.)
+#[tokio::test]
+async fn law10_a_lock_dir_whose_parent_others_may_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let group = std::fs::metadata(&data).unwrap().gid();
+    let target = data.join("m.jsonl");
+    for mode in [0o777, 0o775] {
+        chmod(&data, mode);
+        let err = refusal(&Locks::builder().build().unwrap(), &target).await;
+        assert_untrusted(&err, "lock dir parent", &data);
+        assert!(err.to_string().contains("chmod +t"), "{err}");
+        assert!(!data.join(".locks").exists(), "made a lock dir it refuses");
+    }
+    // Group-writable, and the group is the shared one: trusted.
+    let shared = Locks::builder().shared_group(group).build().unwrap();
+    drop(shared.lock(Category::Manifest, &target).await.unwrap());
+    // Sticky: nobody may rename what is not theirs.
+    chmod(&data, 0o1777);
+    let locks = Locks::builder().build().unwrap();
+    drop(locks.lock(Category::Manifest, &target).await.unwrap());
 }

@@ -698,7 +698,9 @@ async fn jsonl_out_of_room(args: &[String]) -> Result<(), LockError> {
 pub fn run_as_nobody(dir: &Path, test: &str, envs: &[(&str, &Path)]) {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod dir");
+    // Sticky, as /tmp: `nobody` may create here, and a lock dir here is one
+    // others may not rename away (law 10).
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod dir");
     let exe = dir.join("test-binary");
     let me = std::env::current_exe().expect("exe");
     // A hard link opens no descriptor for writing; a copy does, and a child

@@ -35,10 +35,10 @@ use crate::per_process::PerProcess;
 /// acquisition.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// Checked lock dirs kept open; beyond this, entries past their recheck
-/// are dropped (each holds a descriptor, and targets may live in many
-/// directories).
-const KEPT: usize = 256;
+/// Checked lock dirs kept open at most (each holds a descriptor, and
+/// targets may live in many directories); entries past their recheck are
+/// dropped whenever one is added.
+const KEPT: usize = 64;
 
 /// A checked lock dir, open.
 #[derive(Debug)]
@@ -81,17 +81,19 @@ pub(super) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
     let checked = match open_checked(dir, req.shared_group)? {
         Some(checked) => checked,
         None => {
+            // Nothing is made where it would be refused.
+            check_parent(dir, req.shared_group)?;
             create(dir, req)?;
             open_checked(dir, req.shared_group)?.ok_or_else(|| vanished(dir))?
         }
     };
     let dir_fd = Arc::new(checked);
     let mut known = known();
+    // Entries past their recheck would be checked again anyway: dropped
+    // now, with their descriptors, so that an idle process keeps none.
+    known.retain(|_, k| now.saturating_duration_since(k.checked) < RECHECK);
     if known.len() >= KEPT {
-        known.retain(|_, k| now.saturating_duration_since(k.checked) < RECHECK);
-        if known.len() >= KEPT {
-            known.clear();
-        }
+        known.clear();
     }
     known.insert(
         dir.to_path_buf(),
@@ -125,9 +127,17 @@ fn open_checked(dir: &Path, group: Option<u32>) -> Result<Option<LockDirFd>, Loc
             "another user's symlink could point the lock files anywhere; remove it, or give the real directory as the lock dir",
         ));
     }
+    let is_link = link.file_type().is_symlink();
+    // Not a symlink when looked at: never followed when opened either, so
+    // one planted in between is refused, not used.
+    let nofollow = if is_link {
+        OFlags::empty()
+    } else {
+        OFlags::NOFOLLOW
+    };
     let fd = match rustix::fs::open(
         dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | nofollow,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
@@ -141,7 +151,7 @@ fn open_checked(dir: &Path, group: Option<u32>) -> Result<Option<LockDirFd>, Loc
             });
         }
         Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(rustix::io::Errno::NOTDIR) => {
+        Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
             return Err(LockError::LockDir {
                 path: dir.to_path_buf(),
                 reason: "it is not a directory; choose another lock dir".into(),
@@ -153,8 +163,47 @@ fn open_checked(dir: &Path, group: Option<u32>) -> Result<Option<LockDirFd>, Loc
     let meta = file
         .metadata()
         .map_err(|e| LockError::io("inspect lock dir", dir, e))?;
+    if !is_link && (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
+        return Err(LockError::LockDir {
+            path: dir.to_path_buf(),
+            reason: "it was replaced while it was being checked; try again, and find out who replaces it".into(),
+        });
+    }
     check_dir(dir, &meta, group)?;
+    check_parent(dir, group)?;
     Ok(Some(LockDirFd { fd: file.into() }))
+}
+
+/// Whoever may write the lock dir's parent may rename the lock dir away
+/// and put another in its place (renaming needs no right on the directory
+/// itself), splitting holders between the two: so the parent must be
+/// writable by no one but this user and root, unless its sticky bit stops
+/// others from renaming what is not theirs (as on `/tmp`), or it is the
+/// shared group's.
+fn check_parent(dir: &Path, group: Option<u32>) -> Result<(), LockError> {
+    let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let meta = match std::fs::metadata(parent) {
+        Ok(meta) => meta,
+        // Not there yet: creating the lock dir makes it (checked then) or
+        // says the target's directory is missing.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LockError::io("inspect lock dir parent", parent, e)),
+    };
+    let mode = meta.mode();
+    let sticky = mode & 0o1000 != 0;
+    let others_write = mode & 0o002 != 0;
+    let group_write = mode & 0o020 != 0 && group != Some(meta.gid());
+    if sticky || !(others_write || group_write) {
+        return Ok(());
+    }
+    Err(untrusted(
+        "lock dir parent",
+        parent,
+        &meta,
+        "others may write this directory, so they could rename the lock dir away and put their own in its place: use a lock dir in a place only this user can write (LocksBuilder::lock_dir, ASYNC_FILELOCK_DIR), set LocksBuilder::shared_group if a group shares it, or `chmod +t` it",
+    ))
 }
 
 /// Whether a symlink owned by `uid` may lead to our lock dir: ours, or
@@ -231,7 +280,17 @@ fn create(dir: &Path, req: &LockRequest) -> Result<(), LockError> {
         .mode(req.dir_mode)
         .create(dir)
     {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            // Shared with a group: the mode asked for, not what the umask
+            // left of it (0o2770 under umask 022 would lock the group out).
+            if req.shared_group.is_some() {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::Permissions::from_mode(req.dir_mode);
+                std::fs::set_permissions(dir, mode)
+                    .map_err(|e| LockError::io("set the mode of lock dir", dir, e))?;
+            }
+            Ok(())
+        }
         // Made meanwhile by someone else: checked like any found one.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LockError::invalid_target(

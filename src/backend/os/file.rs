@@ -24,6 +24,19 @@ use crate::backend::{HeldLock, LockRequest};
 use crate::error::LockError;
 use crate::mode::LockMode;
 
+/// For a lock file found busy: refused if it is not ours (or the shared
+/// group's), as [`confirm`] refuses it once locked.
+pub(super) fn check_busy_lock_file(
+    lock_file: &LockFile,
+    req: &LockRequest,
+) -> Result<(), LockError> {
+    let path = &*req.lock_path;
+    let meta = lock_file
+        .metadata()
+        .map_err(|e| LockError::io("inspect lock file", path, e))?;
+    dirs::check_lock_file(path, &meta, req.shared_group)
+}
+
 /// An open lock file, with the checked lock dir it was opened in (through
 /// which it is removed on release).
 #[derive(Debug)]
@@ -122,6 +135,12 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
     }
     dirs::check_lock_file(path, &mine, req.shared_group)?;
     if mine.len() == 0 {
+        // A new lock file shared with a group gets the mode asked for, not
+        // what the umask left of it. Best effort, as the record.
+        if req.shared_group.is_some() && mine.uid() == rustix::process::geteuid().as_raw() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(req.file_mode));
+        }
         let mut record = req.target.as_os_str().as_bytes().to_vec();
         record.push(b'\n');
         // Shared holders may both write: the bytes are the same. The record

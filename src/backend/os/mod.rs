@@ -57,7 +57,13 @@ impl Backend for OsBackend {
             let lock_file = file::open_lock_file(req)?;
             match flock::try_flock(&lock_file, req.mode) {
                 Ok(()) => {}
-                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::WouldBlock) => {
+                    // Before waiting: another user's lock file is refused
+                    // while they hold it too (they could hold it forever),
+                    // not only once it is free.
+                    file::check_busy_lock_file(&lock_file, req)?;
+                    return Ok(None);
+                }
                 Err(TryLockError::Error(e)) => {
                     return Err(LockError::io("lock", &*req.lock_path, e));
                 }
