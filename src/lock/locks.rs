@@ -258,13 +258,16 @@ impl Locks {
         I: IntoIterator<Item = (Category, P)>,
         P: AsRef<Path>,
     {
-        let mut wanted = Vec::new();
-        for (category, target) in items {
-            let lock_path = self
-                .engine
-                .lock_path_where_safe(category, target.as_ref())
-                .await?;
-            wanted.push((category, lock_path, target.as_ref().to_path_buf()));
+        // Taken out of the caller's iterator before the first await, so the
+        // future holds no borrow of it (and stays `Send` for any iterator).
+        let asked: Vec<(Category, PathBuf)> = items
+            .into_iter()
+            .map(|(category, target)| (category, target.as_ref().to_path_buf()))
+            .collect();
+        let mut wanted = Vec::with_capacity(asked.len());
+        for (category, target) in asked {
+            let lock_path = self.engine.lock_path_where_safe(category, &target).await?;
+            wanted.push((category, lock_path, target));
         }
         wanted.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         wanted.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
