@@ -20,7 +20,7 @@
 //! first resolution runs where the caller is.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::per_process::PerProcess;
@@ -34,41 +34,60 @@ pub(crate) const NETWORK_FS_VAR: &str = "ASYNC_FILELOCK_NETWORK_FS";
 #[derive(Debug)]
 struct Table {
     read_at: Instant,
-    network: Vec<PathBuf>,
+    network: Arc<[PathBuf]>,
 }
 
 static TABLE: PerProcess<RwLock<Option<Table>>> = PerProcess::new();
 
-/// Whether file calls on `path` may hang on the network: it is at or under
-/// a network mount point (or a place named in [`NETWORK_FS_VAR`]). A
-/// relative path is taken from the current directory.
-pub(crate) fn may_hang(path: &Path) -> bool {
-    let now = Instant::now();
+/// The network places known at `now` (the mount table read at most
+/// [`REFRESH`] before): taken once per acquisition, then asked of each of
+/// its paths. Without any (the usual case) it costs one uncontended read
+/// lock and holds nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Places(Option<Arc<[PathBuf]>>);
+
+impl Places {
+    /// Whether file calls on `path` may hang on the network: it is at or
+    /// under a network mount point (or a place named in
+    /// [`NETWORK_FS_VAR`]). A relative path is taken from the current
+    /// directory.
+    pub(crate) fn may_hang(&self, path: &Path) -> bool {
+        match &self.0 {
+            None => false,
+            Some(places) => under(places, path),
+        }
+    }
+}
+
+/// The network places known now; see [`Places`].
+pub(crate) fn places(now: Instant) -> Places {
     let table = TABLE.get(|| RwLock::new(None));
     {
         let read = table.read().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = read.as_ref()
             && now.saturating_duration_since(t.read_at) < REFRESH
         {
-            return under(&t.network, path);
+            return Places((!t.network.is_empty()).then(|| Arc::clone(&t.network)));
         }
     }
     // Read without holding the lock (a long mount table takes a moment);
     // two threads may both read it, and either result is right.
-    let network = read_network_places();
-    let answer = under(&network, path);
+    let network: Arc<[PathBuf]> = read_network_places().into();
+    let places = Places((!network.is_empty()).then(|| Arc::clone(&network)));
     *table.write().unwrap_or_else(|p| p.into_inner()) = Some(Table {
         read_at: now,
         network,
     });
-    answer
+    places
+}
+
+/// [`Places::may_hang`] with the places known now.
+pub(crate) fn may_hang(path: &Path) -> bool {
+    places(Instant::now()).may_hang(path)
 }
 
 /// Whether `path` is at or under one of `places`.
 fn under(places: &[PathBuf], path: &Path) -> bool {
-    if places.is_empty() {
-        return false;
-    }
     let absolute;
     let path = if path.is_absolute() {
         path

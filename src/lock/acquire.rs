@@ -281,7 +281,7 @@ impl Engine {
     /// ended elsewhere (a JSONL append whose commit did not come in time):
     /// counted, traced and naming the holder like any other.
     pub(crate) async fn timed_out(&self, ask: Ask<'_>, started: Instant) -> LockError {
-        if self.may_hang(ask.target) {
+        if self.may_hang(&mounts::places(Instant::now()), ask.target) {
             // Naming it must not wait on the network filesystem that
             // probably made it late.
             return self.unresolved_timeout(ask, started);
@@ -329,13 +329,14 @@ impl Engine {
         self.timeout_error(ask.category, &req, started.elapsed(), None)
     }
 
-    /// Whether file work for `target` (or in the lock dir) may hang.
-    fn may_hang(&self, target: &Path) -> bool {
+    /// Whether file work for `target` (or in the lock dir) may hang, by
+    /// the network `places` known.
+    fn may_hang(&self, places: &mounts::Places, target: &Path) -> bool {
         let lock_dir_remote = match &self.policy.lock_dir {
-            LockDir::Fixed(dir) => mounts::may_hang(dir),
+            LockDir::Fixed(dir) => places.may_hang(dir),
             LockDir::BesideTarget => false,
         };
-        lock_dir_remote || mounts::may_hang(target)
+        lock_dir_remote || places.may_hang(target)
     }
 
     /// The lock path of `target` in `category`, resolved where that is safe
@@ -375,10 +376,11 @@ impl Engine {
         now: Instant,
         bound: Patience<'p>,
     ) -> Result<Result<(LockRequest, Option<Patience<'p>>), Missed>, LockError> {
-        if !self.may_hang(ask.target) {
+        let places = mounts::places(now);
+        if !self.may_hang(&places, ask.target) {
             let req = self.request(ask, now)?;
             // Resolved through a symlink into a network mount?
-            if mounts::may_hang(&req.target) || mounts::may_hang(&req.lock_path) {
+            if places.may_hang(&req.target) || places.may_hang(&req.lock_path) {
                 self.recorder.off_runtime(ask.category);
                 return Ok(Ok((req, Some(bound))));
             }

@@ -13,7 +13,6 @@
 //! another user could hold our locks forever, swap a lock file under us (a
 //! second holder on a new inode), or redirect where lock files go.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -22,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use rustix::fs::{Mode, OFlags};
 
 use crate::backend::LockRequest;
@@ -44,11 +44,34 @@ const KEPT: usize = 64;
 #[derive(Debug)]
 pub(super) struct LockDirFd {
     fd: OwnedFd,
+    /// This process's effective user when the directory was checked: lock
+    /// files in it are checked against it without a system call each.
+    euid: u32,
 }
 
 impl LockDirFd {
     pub(super) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// A lock file found in this lock dir must be ours, or the shared
+    /// group's: another user's lock file is one they can hold forever.
+    pub(super) fn check_lock_file(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        group: Option<u32>,
+    ) -> Result<(), LockError> {
+        if meta.uid() == self.euid || group.is_some_and(|gid| meta.gid() == gid) {
+            return Ok(());
+        }
+        let fix = match group {
+            None => "another user's lock file can be held by them forever; remove it (lock files hold no data)".to_string(),
+            Some(gid) => format!(
+                "it belongs neither to this user nor to group {gid}; remove it (lock files hold no data)"
+            ),
+        };
+        Err(untrusted("lock file", path, meta, &fix))
     }
 }
 
@@ -59,11 +82,13 @@ struct Known {
     checked: Instant,
 }
 
-static KNOWN: PerProcess<Mutex<HashMap<PathBuf, Known>>> = PerProcess::new();
+// Fx: keys are local paths, where hash flooding is no threat, and SipHash
+// of a path is a visible share of an uncontended acquisition.
+static KNOWN: PerProcess<Mutex<FxHashMap<PathBuf, Known>>> = PerProcess::new();
 
-fn known() -> MutexGuard<'static, HashMap<PathBuf, Known>> {
+fn known() -> MutexGuard<'static, FxHashMap<PathBuf, Known>> {
     KNOWN
-        .get(|| Mutex::new(HashMap::new()))
+        .get(|| Mutex::new(FxHashMap::default()))
         .lock()
         .unwrap_or_else(|p| p.into_inner())
 }
@@ -171,7 +196,10 @@ fn open_checked(dir: &Path, group: Option<u32>) -> Result<Option<LockDirFd>, Loc
     }
     check_dir(dir, &meta, group)?;
     check_parent(dir, group)?;
-    Ok(Some(LockDirFd { fd: file.into() }))
+    Ok(Some(LockDirFd {
+        fd: file.into(),
+        euid: euid(),
+    }))
 }
 
 /// Whoever may write the lock dir's parent may rename the lock dir away
@@ -240,25 +268,6 @@ fn check_dir(dir: &Path, meta: &std::fs::Metadata, group: Option<u32>) -> Result
     } else {
         Err(untrusted("lock dir", dir, meta, &fix))
     }
-}
-
-/// A lock file found in a trusted lock dir must be ours, or the shared
-/// group's: another user's lock file is one they can hold forever.
-pub(super) fn check_lock_file(
-    path: &Path,
-    meta: &std::fs::Metadata,
-    group: Option<u32>,
-) -> Result<(), LockError> {
-    if meta.uid() == euid() || group.is_some_and(|gid| meta.gid() == gid) {
-        return Ok(());
-    }
-    let fix = match group {
-        None => "another user's lock file can be held by them forever; remove it (lock files hold no data)".to_string(),
-        Some(gid) => format!(
-            "it belongs neither to this user nor to group {gid}; remove it (lock files hold no data)"
-        ),
-    };
-    Err(untrusted("lock file", path, meta, &fix))
 }
 
 fn untrusted(what: &'static str, path: &Path, meta: &std::fs::Metadata, fix: &str) -> LockError {

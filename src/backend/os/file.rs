@@ -34,7 +34,7 @@ pub(super) fn check_busy_lock_file(
     let meta = lock_file
         .metadata()
         .map_err(|e| LockError::io("inspect lock file", path, e))?;
-    dirs::check_lock_file(path, &meta, req.shared_group)
+    lock_file.dir.check_lock_file(path, &meta, req.shared_group)
 }
 
 /// An open lock file, with the checked lock dir it was opened in (through
@@ -133,11 +133,11 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
     if mine.nlink() == 0 {
         return Ok(None);
     }
-    dirs::check_lock_file(path, &mine, req.shared_group)?;
+    dir.check_lock_file(path, &mine, req.shared_group)?;
     if mine.len() == 0 {
         // A new lock file shared with a group gets the mode asked for, not
         // what the umask left of it. Best effort, as the record.
-        if req.shared_group.is_some() && mine.uid() == rustix::process::geteuid().as_raw() {
+        if req.shared_group.is_some() && dir.check_lock_file(path, &mine, None).is_ok() {
             use std::os::unix::fs::PermissionsExt;
             let _ = file.set_permissions(std::fs::Permissions::from_mode(req.file_mode));
         }
