@@ -595,15 +595,12 @@ async fn a_real_file_named_like_a_part_is_never_taken_for_a_leftover() {
         assert_eq!(std::fs::read(&real).unwrap(), b"a real file");
     }
     // The artifact literally named `notes.txt.part` is written as any other.
-    let Artifact::Write(mut w) = ArtifactWriter::builder(&real)
-        .locks(locks_in(dir.path()))
-        .replace_existing()
-        .open()
-        .await
-        .unwrap()
-    else {
-        panic!("expected to write");
-    };
+    let mut w = writer(
+        ArtifactWriter::builder(&real)
+            .locks(locks_in(dir.path()))
+            .replace_existing(),
+    )
+    .await;
     w.write_all(b"new").await.unwrap();
     w.commit().await.unwrap();
     assert_eq!(std::fs::read(&real).unwrap(), b"new");
@@ -623,15 +620,12 @@ async fn a_marked_leftover_is_resumed_and_its_marker_goes_with_the_commit() {
             .count()
     };
     assert_eq!(markers(), 1);
-    let Artifact::Write(mut w) = ArtifactWriter::builder(&target)
-        .locks(locks_in(dir.path()))
-        .leftover(Leftover::Resume)
-        .open()
-        .await
-        .unwrap()
-    else {
-        panic!("expected to write");
-    };
+    let mut w = writer(
+        ArtifactWriter::builder(&target)
+            .locks(locks_in(dir.path()))
+            .leftover(Leftover::Resume),
+    )
+    .await;
     assert_eq!(w.resume_from(), 100);
     w.write_all(&[6u8; 10]).await.unwrap();
     w.commit().await.unwrap();
@@ -650,14 +644,7 @@ async fn a_stale_marker_never_claims_a_new_file_of_its_parts_name() {
     support::leave_part_of(dir.path(), &target, 10);
     std::fs::remove_file(&part).unwrap();
     // The artifact literally named `x.part`, written through the crate.
-    let Artifact::Write(mut w) = ArtifactWriter::builder(&part)
-        .locks(locks_in(dir.path()))
-        .open()
-        .await
-        .unwrap()
-    else {
-        panic!("expected to write");
-    };
+    let mut w = writer(ArtifactWriter::builder(&part).locks(locks_in(dir.path()))).await;
     w.write_all(b"real").await.unwrap();
     w.commit().await.unwrap();
     let err = ArtifactWriter::builder(&target)
@@ -676,4 +663,13 @@ async fn a_stale_marker_never_claims_a_new_file_of_its_parts_name() {
         .unwrap();
     assert!(matches!(opened, Artifact::AlreadyPresent(_)));
     assert_eq!(std::fs::read(&part).unwrap(), b"real");
+}
+
+/// The writer `builder` opens, which must be to write (not present, not
+/// busy).
+async fn writer(builder: async_filelock::ArtifactWriterBuilder) -> ArtifactWriter {
+    match builder.open().await.unwrap() {
+        Artifact::Write(w) => w,
+        other => panic!("expected to write, got {other:?}"),
+    }
 }
