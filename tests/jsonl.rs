@@ -1096,3 +1096,20 @@ fn file_work_on_a_stalled_network_filesystem_ends_at_the_callers_timeout() {
     child.finish();
     assert_eq!(said, "timeout");
 }
+
+/// On a network filesystem the sink reopens its file per commit and keeps
+/// its record count across: but only for the same file, grown. One cut and
+/// refilled in place (same inode, other bytes) is counted again, so the
+/// record limit holds. (Found in review.)
+#[test]
+fn a_file_refilled_in_place_between_commits_is_counted_again() {
+    let remote = tempfile::tempdir().unwrap();
+    let mut child = support::spawn_with_env(
+        "jsonl_refilled",
+        &[arg(remote.path())],
+        &[("ASYNC_FILELOCK_NETWORK_FS", remote.path().to_str().unwrap())],
+    );
+    let rotations = child.read();
+    child.finish();
+    assert_eq!(rotations, "1");
+}

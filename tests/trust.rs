@@ -301,29 +301,60 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Whoever may write the lock dir's parent may rename the lock dir away and
-/// make their own in its place, splitting holders between the two: such a
-/// parent is refused unless its sticky bit forbids that (as on `/tmp`) or
-/// the shared group owns it. (Found in review.)
+/// Whoever may write a configured lock dir's parent may rename the lock dir
+/// away and make their own in its place, splitting holders between the two:
+/// such a parent is refused unless its sticky bit forbids that (as on
+/// `/tmp`) or the shared group owns it. (Found in review.)
 #[tokio::test]
 async fn law10_a_lock_dir_whose_parent_others_may_write_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let group = std::fs::metadata(&data).unwrap().gid();
-    let target = data.join("m.jsonl");
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let group = std::fs::metadata(&run).unwrap().gid();
+    let lock_dir = run.join("locks");
+    let target = dir.path().join("m.jsonl");
     for mode in [0o777, 0o775] {
-        chmod(&data, mode);
-        let err = refusal(&Locks::builder().build().unwrap(), &target).await;
-        assert_untrusted(&err, "lock dir parent", &data);
+        chmod(&run, mode);
+        let err = refusal(&locks_at(&lock_dir), &target).await;
+        assert_untrusted(&err, "lock dir parent", &run);
         assert!(err.to_string().contains("chmod +t"), "{err}");
-        assert!(!data.join(".locks").exists(), "made a lock dir it refuses");
+        assert!(!lock_dir.exists(), "made a lock dir it refuses");
     }
     // Group-writable, and the group is the shared one: trusted.
-    let shared = Locks::builder().shared_group(group).build().unwrap();
+    let shared = Locks::builder()
+        .lock_dir(&lock_dir)
+        .shared_group(group)
+        .build()
+        .unwrap();
     drop(shared.lock(Category::Manifest, &target).await.unwrap());
     // Sticky: nobody may rename what is not theirs.
-    chmod(&data, 0o1777);
-    let locks = Locks::builder().build().unwrap();
-    drop(locks.lock(Category::Manifest, &target).await.unwrap());
+    chmod(&run, 0o1777);
+    drop(
+        locks_at(&lock_dir)
+            .lock(Category::Manifest, &target)
+            .await
+            .unwrap(),
+    );
+}
+
+/// The default lock dir, `.locks` beside the targets, is held to no more
+/// than the targets' own directory: a data dir others may write (umask 002,
+/// a Kubernetes `emptyDir`) works, since whoever may write it may replace
+/// the targets anyway. (Found in review: refusing it broke the default for
+/// many users.)
+#[tokio::test]
+async fn law10_a_lock_dir_beside_targets_in_a_shared_data_dir_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for mode in [0o775, 0o777] {
+        chmod(&data, mode);
+        let guard = Locks::builder()
+            .build()
+            .unwrap()
+            .lock(Category::Manifest, data.join("m.jsonl"))
+            .await
+            .unwrap();
+        assert!(guard.lock_path().starts_with(data.join(".locks")));
+    }
 }

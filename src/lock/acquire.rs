@@ -114,9 +114,9 @@ impl Engine {
     pub(crate) async fn try_acquire(&self, ask: Ask<'_>) -> Result<Option<LockGuard>, LockError> {
         let started = Instant::now();
         // A try has no deadline of its own; file work on a hung network
-        // mount must still end: within the category's default timeout.
+        // mount must still end (see `remote_try_bound`).
         let bound = Patience::Until {
-            deadline: started.checked_add(ask.category.default_timeout()),
+            deadline: started.checked_add(self.remote_try_bound(ask.category)),
             token: None,
         };
         let (req, remote) = match self.request_where_safe(ask, started, bound).await? {
@@ -172,11 +172,11 @@ impl Engine {
         // Past what `Instant` can hold is forever.
         let deadline = timeout.and_then(|t| started.checked_add(t));
         // File work on a network mount runs within the caller's deadline
-        // and token; a single attempt (zero timeout) gets the category's
-        // default timeout, so that a hung server ends it too.
+        // and token; a single attempt (zero timeout) gets
+        // `remote_try_bound`, so that a hung server ends it too.
         let bound = Patience::Until {
             deadline: match timeout {
-                Some(Duration::ZERO) => started.checked_add(ask.category.default_timeout()),
+                Some(Duration::ZERO) => started.checked_add(self.remote_try_bound(ask.category)),
                 _ => deadline,
             },
             token: call_off.token(),
@@ -329,6 +329,17 @@ impl Engine {
         self.timeout_error(ask.category, &req, started.elapsed(), None)
     }
 
+    /// How long file work on a network filesystem may take for a caller
+    /// without a deadline of its own (a try, a single attempt, `lock_many`'s
+    /// resolution): the category's timeout, or its default where that is
+    /// none or zero, so that a hung server ends it too.
+    fn remote_try_bound(&self, category: Category) -> Duration {
+        match self.policy.timeout(category) {
+            Some(t) if !t.is_zero() => t,
+            _ => category.default_timeout(),
+        }
+    }
+
     /// Whether file work for `target` (or in the lock dir) may hang, by
     /// the network `places` known.
     fn may_hang(&self, places: &mounts::Places, target: &Path) -> bool {
@@ -355,7 +366,7 @@ impl Engine {
             owner: None,
         };
         let bound = Patience::Until {
-            deadline: started.checked_add(category.default_timeout()),
+            deadline: started.checked_add(self.remote_try_bound(category)),
             token: None,
         };
         match self.request_where_safe(ask, started, bound).await? {

@@ -199,6 +199,7 @@ pub fn child_entry() {
             "leave_part" => leave_part(&args).await,
             "on_network_fs" => on_network_fs(&args).await,
             "network_fs_stalled" => network_fs_stalled(&args),
+            "jsonl_refilled" => jsonl_refilled(&args).await,
             "nofile" => exhaustion::nofile(&args).await,
             "nofile_waits" => exhaustion::nofile_waits(&args).await,
             "hold_numbered" => exhaustion::hold_numbered(&args).await,
@@ -614,6 +615,40 @@ pub fn network_fs_stalled(args: &[String]) -> Result<(), LockError> {
     .join()
     .expect("thread")?;
     say(&said);
+    Ok(())
+}
+
+/// `jsonl_refilled DIR` (DIR named a network filesystem): three appends to
+/// a sink rotating every ten records, then the file is cut and refilled in
+/// place with ten lines (as logrotate's copytruncate and another writer
+/// would), then one more append; says how many rotations the sink made.
+pub async fn jsonl_refilled(args: &[String]) -> Result<(), LockError> {
+    let dir = Path::new(&args[0]);
+    let log = dir.join("log.jsonl");
+    let sink = async_filelock::JsonlSink::builder(&log)
+        .locks(locks_in(dir))
+        .rotate_records(10)
+        .open()
+        .await?;
+    let pad = "x".repeat(100);
+    for i in 0..3 {
+        sink.append(&serde_json::json!({ "i": i, "pad": pad }))
+            .await?;
+    }
+    // Nine short lines, then a long one: ten records, most of their
+    // newlines before the size the sink last saw.
+    let mut lines: String = (0..9).map(|i| format!("{{\"o\":{i}}}\n")).collect();
+    lines.push_str(&format!("{{\"o\":9,\"pad\":\"{}\"}}\n", "y".repeat(400)));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .expect("open log");
+    file.set_len(0).expect("truncate");
+    std::os::unix::fs::FileExt::write_all_at(&file, lines.as_bytes(), 0).expect("refill");
+    drop(file);
+    sink.append(&serde_json::json!({ "i": 3 })).await?;
+    sink.close().await?;
+    say(&sink.stats().rotations.to_string());
     Ok(())
 }
 

@@ -65,6 +65,11 @@ impl LockDirFd {
         if meta.uid() == self.euid || group.is_some_and(|gid| meta.gid() == gid) {
             return Ok(());
         }
+        // The process may have changed its effective user since the check
+        // (`seteuid`): its own new lock file is not another user's.
+        if meta.uid() == euid() {
+            return Ok(());
+        }
         let fix = match group {
             None => "another user's lock file can be held by them forever; remove it (lock files hold no data)".to_string(),
             Some(gid) => format!(
@@ -103,13 +108,19 @@ pub(super) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
     {
         return Ok(Arc::clone(&k.dir));
     }
-    let checked = match open_checked(dir, req.shared_group)? {
+    // A lock dir beside its targets shares their directory: whoever may
+    // write that may replace the targets themselves, so its parent is not
+    // held to more than they are. A configured one is checked up to there.
+    let configured = req.create_dir_parents;
+    let checked = match open_checked(dir, req.shared_group, configured)? {
         Some(checked) => checked,
         None => {
             // Nothing is made where it would be refused.
-            check_parent(dir, req.shared_group)?;
+            if configured {
+                check_parent(dir, req.shared_group)?;
+            }
             create(dir, req)?;
-            open_checked(dir, req.shared_group)?.ok_or_else(|| vanished(dir))?
+            open_checked(dir, req.shared_group, configured)?.ok_or_else(|| vanished(dir))?
         }
     };
     let dir_fd = Arc::new(checked);
@@ -138,7 +149,11 @@ pub(super) fn forget(dir: &Path) {
 }
 
 /// Opens `dir` and checks it; `None` if it does not exist.
-fn open_checked(dir: &Path, group: Option<u32>) -> Result<Option<LockDirFd>, LockError> {
+fn open_checked(
+    dir: &Path,
+    group: Option<u32>,
+    check_its_parent: bool,
+) -> Result<Option<LockDirFd>, LockError> {
     let link = match std::fs::symlink_metadata(dir) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -195,19 +210,22 @@ fn open_checked(dir: &Path, group: Option<u32>) -> Result<Option<LockDirFd>, Loc
         });
     }
     check_dir(dir, &meta, group)?;
-    check_parent(dir, group)?;
+    if check_its_parent {
+        check_parent(dir, group)?;
+    }
     Ok(Some(LockDirFd {
         fd: file.into(),
         euid: euid(),
     }))
 }
 
-/// Whoever may write the lock dir's parent may rename the lock dir away
-/// and put another in its place (renaming needs no right on the directory
-/// itself), splitting holders between the two: so the parent must be
-/// writable by no one but this user and root, unless its sticky bit stops
-/// others from renaming what is not theirs (as on `/tmp`), or it is the
-/// shared group's.
+/// Whoever may write a configured lock dir's parent may rename the lock
+/// dir away and put another in its place (renaming needs no right on the
+/// directory itself), splitting holders between the two: so the parent
+/// must be writable by no one else, unless its sticky bit stops others from
+/// renaming what is not theirs (as on `/tmp`), or it is the shared group's.
+/// (The parent's owner can always rename: not checked, see ARCHITECTURE.md,
+/// "Known limits".)
 fn check_parent(dir: &Path, group: Option<u32>) -> Result<(), LockError> {
     let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) else {
         return Ok(());

@@ -4,16 +4,18 @@
 //! artifact whose own name ends in `.part`). So before a writer creates a
 //! `.part` it records a marker in the lock dir, `<lock dir>/artifact.<hash>.part`
 //! (the artifact's lock file name with `.part` for `.lock`), then creates
-//! the `.part` exclusively and records its device and inode in the marker;
+//! the `.part` exclusively and records its inode (and birth time, where the
+//! filesystem keeps one) in the marker;
 //! the marker goes once the `.part` is gone (renamed over the target, or
 //! removed). A `.part` is resumed or removed only while the target's lock
 //! is held and its marker names it. The lock dir is this user's (or the
 //! shared group's, law 10), so nobody outside them can forge a marker. A
 //! crash between the marker and the `.part`'s creation leaves a `pending`
-//! marker, which takes the next `.part` found for its own; a stale marker
-//! is cleared whenever the lock finds no `.part` or one it does not name.
+//! marker, which takes the next `.part` found for its own; a marker is
+//! cleared whenever the lock finds no `.part`, and kept (as evidence) when
+//! the `.part` found is not the one it names.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -38,9 +40,13 @@ impl PartPaths {
     }
 
     /// Whether `found`, the `.part` found now, is this crate's: its marker
-    /// is there and names it (device and inode). A marker written before a
-    /// crash that came before the `.part`'s identity was recorded names
-    /// none, and takes what it finds for its own.
+    /// is there and names it by inode. The device is not compared: it is
+    /// numbered afresh by a remount, and differs between NFS clients. On a
+    /// network filesystem, where inodes may be made up per mount (SMB,
+    /// FUSE), a marker names its `.part` by path alone. A marker left
+    /// `pending` (a crash before the `.part`'s identity was recorded) takes
+    /// what it finds for its own; one that says anything else names no
+    /// file.
     pub(super) fn is_ours(&self, found: &std::fs::Metadata) -> io::Result<bool> {
         use std::os::unix::fs::MetadataExt;
         let text = match std::fs::read(&self.marker) {
@@ -48,15 +54,32 @@ impl PartPaths {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
-        let Some((dev, ino)) = std::str::from_utf8(first)
-            .ok()
-            .and_then(|line| line.split_once(' '))
-            .and_then(|(dev, ino)| Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?)))
-        else {
+        if crate::mounts::may_hang(&self.part) {
             return Ok(true);
+        }
+        let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
+        if first == b"pending" {
+            return Ok(true);
+        }
+        let Some(line) = std::str::from_utf8(first).ok() else {
+            return Ok(false);
         };
-        Ok(dev == found.dev() && ino == found.ino())
+        let mut fields = line.split(' ');
+        let (_dev, ino, born) = (fields.next(), fields.next(), fields.next());
+        if ino.and_then(|i| i.parse::<u64>().ok()) != Some(found.ino()) {
+            return Ok(false);
+        }
+        // An inode number is reused once its file is gone: where the
+        // filesystem keeps a birth time, it tells the new file apart.
+        Ok(
+            match (
+                born.and_then(|b| b.parse::<u128>().ok()),
+                birth_nanos(found),
+            ) {
+                (Some(recorded), Some(now)) => recorded == now,
+                _ => true,
+            },
+        )
     }
 
     /// Whether a marker is there (whatever it names).
@@ -65,8 +88,7 @@ impl PartPaths {
     }
 
     /// Records the marker, before the `.part` is created: `pending`, then
-    /// the `.part`'s path, for people and tools (best effort: a full disk
-    /// may refuse the bytes, not the empty file).
+    /// the `.part`'s path, for people and tools.
     pub(super) fn mark(&self) -> io::Result<()> {
         self.write_marker(b"pending")
     }
@@ -77,18 +99,23 @@ impl PartPaths {
     pub(super) fn record(&self, part: &std::fs::File) {
         use std::os::unix::fs::MetadataExt;
         let recorded = part.metadata().and_then(|meta| {
-            self.write_marker(format!("{} {}", meta.dev(), meta.ino()).as_bytes())
+            let born = birth_nanos(&meta).map_or_else(|| "-".to_owned(), |n| n.to_string());
+            self.write_marker(format!("{} {} {born}", meta.dev(), meta.ino()).as_bytes())
         });
         if let Err(e) = recorded {
             tracing::debug!(marker = %self.marker.display(), error = %e, "marker left pending");
         }
     }
 
+    /// Writes the marker in place, then cuts it to length: a write that
+    /// fails (a full disk) leaves the previous content whole, never an empty
+    /// or half-written marker.
     fn write_marker(&self, first_line: &[u8]) -> io::Result<()> {
-        let mut marker = std::fs::OpenOptions::new()
+        use std::os::unix::fs::FileExt;
+        let marker = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&self.marker)?;
@@ -96,10 +123,8 @@ impl PartPaths {
         record.push(b'\n');
         record.extend_from_slice(self.part.as_os_str().as_encoded_bytes());
         record.push(b'\n');
-        if let Err(e) = marker.write_all(&record) {
-            tracing::debug!(marker = %self.marker.display(), error = %e, "marker left without its record");
-        }
-        Ok(())
+        marker.write_all_at(&record, 0)?;
+        marker.set_len(record.len() as u64)
     }
 
     /// Removes the `.part` (if there), then its marker: never a marker
@@ -118,6 +143,15 @@ impl PartPaths {
             tracing::warn!(marker = %self.marker.display(), error = %e, "could not remove a .part marker");
         }
     }
+}
+
+/// A file's birth time in nanoseconds since the epoch, where the
+/// filesystem records one (`statx`).
+fn birth_nanos(meta: &std::fs::Metadata) -> Option<u128> {
+    let born = meta.created().ok()?;
+    born.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_nanos())
 }
 
 pub(super) fn remove_if_exists(path: &Path) -> io::Result<()> {
@@ -139,5 +173,36 @@ mod tests {
         );
         assert_eq!(paths.part, Path::new("/a/b.pdf.part"));
         assert_eq!(paths.marker, Path::new("/a/.locks/artifact.0123.part"));
+    }
+
+    /// The marker names its `.part` by inode, not device (a remount, or
+    /// another NFS client, numbers the device afresh); `pending` claims
+    /// what it finds; anything else names no file.
+    #[test]
+    fn a_marker_names_its_part_by_inode_and_nothing_else_claims() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = PartPaths::new(&dir.path().join("t.bin"), &dir.path().join("t.lock"));
+        std::fs::write(&paths.part, b"x").unwrap();
+        let found = std::fs::symlink_metadata(&paths.part).unwrap();
+        assert!(!paths.is_ours(&found).unwrap(), "no marker");
+        for (marker, ours) in [
+            (format!("{} {}", found.dev() + 1, found.ino()), true),
+            (format!("{} {}", found.dev(), found.ino() + 1), false),
+            ("pending".to_owned(), true),
+            (String::new(), false),
+            ("garbage".to_owned(), false),
+        ] {
+            std::fs::write(&paths.marker, format!("{marker}\n")).unwrap();
+            assert_eq!(paths.is_ours(&found).unwrap(), ours, "{marker:?}");
+        }
+        // A reused inode number with another birth time is another file.
+        if birth_nanos(&found).is_some() {
+            std::fs::write(&paths.marker, format!("0 {} 1\n", found.ino())).unwrap();
+            assert!(!paths.is_ours(&found).unwrap());
+        }
+        let file = std::fs::File::open(&paths.part).unwrap();
+        paths.record(&file);
+        assert!(paths.is_ours(&found).unwrap());
     }
 }

@@ -101,8 +101,6 @@ pub(super) fn prepare_part(
             .is_ours(meta)
             .map_err(|e| LockError::io("inspect", &paths.marker, e))?
     {
-        // A marker naming another file is stale: its `.part` is gone.
-        paths.unmark();
         return Err(LockError::invalid_target(
             part,
             "it exists and is not a leftover of this crate (no marker in the lock dir names it), so it is left alone; move it, or write the target under another name (if it is a leftover of a writer whose lock dir was since removed, remove it)",
@@ -250,8 +248,7 @@ pub(super) fn remove_leftover_part(paths: &PartPaths) {
                 tracing::warn!(part = %part.display(), error = %e, "could not remove a leftover .part")
             }
         },
-        // Not ours: left alone, and a marker naming another file is stale.
-        Ok(false) if paths.is_marked() => paths.unmark(),
+        // Not ours: left alone, and so is the marker (evidence).
         _ => {}
     }
 }

@@ -38,13 +38,28 @@ pub(super) struct Shared {
     pub closed: Mutex<Option<Seen>>,
 }
 
-/// A file's identity, size and record count when it was closed.
-#[derive(Debug, Clone, Copy)]
+/// A file's identity, size, record count and last bytes when it was
+/// closed. The last bytes tell a file grown since from another that got
+/// the same inode number (a rotated file removed, a new one made) or was
+/// cut and refilled in place.
+#[derive(Debug, Clone)]
 pub(super) struct Seen {
     dev: u64,
     ino: u64,
     size: u64,
     records: u64,
+    tail: Vec<u8>,
+}
+
+/// How many bytes before its end a closed file is recognised by.
+const SEEN_TAIL: u64 = 64;
+
+/// The `len` bytes of `file` that end at `end`.
+fn bytes_before(file: &File, end: u64, len: u64) -> io::Result<Vec<u8>> {
+    let start = end.saturating_sub(len);
+    let mut buf = vec![0; (end - start) as usize];
+    file.read_exact_at(&mut buf, start)?;
+    Ok(buf)
 }
 
 /// The open current file and what this process knows of it.
@@ -154,12 +169,16 @@ impl Shared {
         if self.reopen_each_commit
             && let Some(open) = lock(&self.file).take()
         {
-            *lock(&self.closed) = Some(Seen {
-                dev: open.dev,
-                ino: open.ino,
-                size: open.size,
-                records: open.records,
-            });
+            // Unreadable: no hint, and the reopen counts from the start.
+            *lock(&self.closed) = bytes_before(&open.file, open.size, SEEN_TAIL)
+                .ok()
+                .map(|tail| Seen {
+                    dev: open.dev,
+                    ino: open.ino,
+                    size: open.size,
+                    records: open.records,
+                    tail,
+                });
         }
     }
 
@@ -399,7 +418,10 @@ fn open_current(
     let records = match seen {
         _ if !count_records => 0,
         Some(seen)
-            if seen.dev == meta.dev() && seen.ino == meta.ino() && meta.len() >= seen.size =>
+            if seen.dev == meta.dev()
+                && seen.ino == meta.ino()
+                && meta.len() >= seen.size
+                && bytes_before(&file, seen.size, SEEN_TAIL).is_ok_and(|t| t == seen.tail) =>
         {
             seen.records
                 + count_lines(&file, seen.size, meta.len())
