@@ -93,7 +93,7 @@
 //! (resolving the target's directory, creating the lock dir and lock file,
 //! `flock`) run on the calling runtime thread: they cannot hang there, and
 //! a thread hop would double an uncontended lock's cost. When the target or
-//! the lock dir is on a network filesystem (NFS, SMB, Ceph, FUSE, …; Linux
+//! the lock dir is on a network filesystem (NFS, SMB, Ceph, network FUSE such as sshfs, …; Linux
 //! reads the mount table, and `ASYNC_FILELOCK_NETWORK_FS` names more places,
 //! separated by `:`), they run on tokio's blocking pool, so a hung server
 //! stalls only the acquisitions that need it

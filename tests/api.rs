@@ -54,9 +54,8 @@ async fn under_same_task_refuse_asking_again_for_a_held_lock_is_an_immediate_err
         .unwrap();
     let target = dir.path().join("m.jsonl");
     let g = locks.lock(Category::Manifest, &target).await.unwrap();
-    let started = std::time::Instant::now();
+    // Refused, not timed out: a wait would have ended in `Timeout`.
     let err = locks.lock(Category::Manifest, &target).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(1), "not a timeout");
     assert!(matches!(err, LockError::WouldDeadlock { .. }), "{err}");
     assert!(
         err.to_string()

@@ -488,14 +488,9 @@ async fn a_symlink_planted_at_the_part_path_is_refused_and_its_file_untouched() 
         .leftover(Leftover::Resume)
         .open()
         .await;
-    match result {
-        Err(err) => assert!(err.to_string().contains("model.bin.part"), "{err}"),
-        Ok(Artifact::Write(mut w)) => {
-            w.write_all(b"attacker's bytes").await.unwrap();
-            w.commit().await.unwrap();
-        }
-        Ok(_) => {}
-    }
+    let err = result.unwrap_err();
+    assert!(matches!(err, LockError::InvalidTarget { .. }), "{err}");
+    assert!(err.to_string().contains("model.bin.part"), "{err}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 }
 
@@ -559,6 +554,12 @@ fn expect_commit_stands(data: &Path) {
     std::fs::set_permissions(&lock_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let (_, row) = outcome.expect("the commit and its step succeeded");
     assert_eq!(row, "manifest row");
+    // The release did fail: the lock file it was to remove is still there.
+    let left = std::fs::read_dir(&lock_dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("lock".as_ref()))
+        .count();
+    assert_eq!(left, 1, "the release was to fail removing the lock file");
     assert_eq!(std::fs::read(&target).unwrap(), b"weights");
 }
 

@@ -760,7 +760,7 @@ fn expect(ep: Ep, fx: &Fixture) -> Expect {
             Kind::ArtifactOpen => Expect::Ok(Want::Present(fx.normal.clone())),
             Kind::Jsonl => err("InvalidTarget", "work/link"),
             Kind::Update | Kind::Load | Kind::Save => err("Json", "work/link"),
-            Kind::LockDir => err("LockDir", "victim"),
+            Kind::LockDir => err("LockDir", "work/link"),
             _ => usable(kind, global, fx),
         },
         // As a symlink; there is nothing to read through it, and a lock dir
@@ -834,13 +834,6 @@ fn usable(kind: Kind, global: bool, fx: &Fixture) -> Expect {
         Kind::Save => Want::Saved(normal),
         Kind::LockDir => Want::LockDirUsed(fx.lock_dir_normal.clone()),
     })
-}
-
-/// Cases known to fail for a reason reported and not fixed here: they are
-/// printed and excluded from the hard assertion. Empty: every defect this
-/// table found was fixed.
-fn known_defect(_ep: Ep, _input: In) -> Option<&'static str> {
-    None
 }
 
 // ---------------------------------------------------------------------------
@@ -1289,31 +1282,19 @@ fn law9_every_entry_point_meets_every_bad_path_with_a_typed_error() {
     }
     rows.sort_by_key(|r| (r.input, r.ep));
 
-    let failing: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.failure.is_some() && known_defect(r.ep, r.input).is_none())
-        .collect();
-    let defects = rows
-        .iter()
-        .filter(|r| known_defect(r.ep, r.input).is_some())
-        .count();
+    let failing: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     println!(
-        "{} bad-input cases ({} entry points x {} inputs), {} failing, {} known defects, in {:.1?}:",
+        "{} bad-input cases ({} entry points x {} inputs), {} failing, in {:.1?}:",
         rows.len(),
         Ep::ALL.len(),
         rows.len() / Ep::ALL.len(),
         failing.len(),
-        defects,
         started.elapsed()
     );
     for r in &rows {
-        let verdict = match (&r.failure, known_defect(r.ep, r.input)) {
-            (_, Some(d)) => format!(
-                "  DEFECT ({d}): {}",
-                r.failure.as_deref().unwrap_or("passes now")
-            ),
-            (Some(f), None) => format!("  FAIL: {f}"),
-            (None, None) => String::new(),
+        let verdict = match &r.failure {
+            Some(f) => format!("  FAIL: {f}"),
+            None => String::new(),
         };
         println!(
             "{:<34} {:<24} {}{}",

@@ -3,7 +3,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_filelock::{Category, LockError, Locks, paths_in_use};
 use rand::RngExt;
@@ -128,7 +128,6 @@ async fn shared_holders_in_other_processes_coexist_and_exclude_writers() {
 
     // The reverse: while we write, a reader in another process waits.
     let mut reader = spawn_holder(dir.path(), "shared", "sqlite", &[&target]);
-    let started = Instant::now();
     let ready = tokio::task::spawn_blocking(move || {
         reader.wait_ready();
         reader
@@ -137,7 +136,6 @@ async fn shared_holders_in_other_processes_coexist_and_exclude_writers() {
     assert!(!ready.is_finished(), "reader must wait for the writer");
     drop(guard);
     let reader = ready.await.unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(300));
     reader.finish();
 }
 
@@ -219,14 +217,13 @@ async fn timeouts_zero_short_and_none_name_the_lock_and_holder() {
     let holder_pid = holder.pid();
     holder.wait_ready();
 
-    // Zero: one try.
-    let started = Instant::now();
+    // Zero: one try (it returns while the holder, which never lets go on
+    // its own, still holds).
     let err = locks
         .acquire(Category::Summary, &target)
         .timeout(Duration::ZERO)
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2));
     // Short.
     let err2 = locks
         .acquire(Category::Summary, &target)
@@ -442,15 +439,11 @@ async fn law4_runtime_shutdown_with_waiters_releases_everything() {
             rt.spawn(async move { locks.lock(Category::Summary, &target).wait_forever().await });
         }
         std::thread::sleep(Duration::from_millis(200));
-        let started = Instant::now();
         // Shutdown drops the waiting futures and then waits for blocking
-        // tasks: it must not wait for the other process.
-        rt.shutdown_timeout(Duration::from_secs(3));
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "shutdown waited {:?}",
-            started.elapsed()
-        );
+        // tasks: it must not wait for the other process, which holds on.
+        assert!(support::finishes_while_held(move || {
+            rt.shutdown_timeout(Duration::from_secs(600))
+        }));
         holder.finish();
         drop(dir);
     })

@@ -358,3 +358,24 @@ async fn law10_a_lock_dir_beside_targets_in_a_shared_data_dir_works() {
         assert!(guard.lock_path().starts_with(data.join(".locks")));
     }
 }
+
+/// A configured lock dir that is another user's symlink is judged as one,
+/// not resolved first and seen only as the directory it leads to. (Found
+/// in review.)
+#[tokio::test]
+async fn law10_a_configured_lock_dir_that_is_another_users_symlink_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: only root can give a symlink to another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    chmod(&real, 0o700);
+    let link = dir.path().join("locks");
+    symlink(&real, &link).unwrap();
+    lchown(&link, Some(NOBODY), Some(NOBODY)).unwrap();
+    let err = refusal(&locks_at(&link), &dir.path().join("m.jsonl")).await;
+    assert_untrusted(&err, "lock dir symlink", &link);
+    assert!(lock_files_in(&real).is_empty());
+}

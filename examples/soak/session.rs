@@ -97,8 +97,19 @@ fn plant(layout: &Layout) -> std::io::Result<Vec<Kind>> {
     planted.extend(plant_counter_fault(layout)?);
     planted.extend(plant_torn_summary(layout)?);
     plant_torn_tail(layout)?;
+    // A short soak that left too little to plant in (no acknowledged
+    // records, no counter or summary yet) would test less: say so.
+    if planted.len() < PLANTED_KINDS {
+        return Err(std::io::Error::other(format!(
+            "only {} of {PLANTED_KINDS} fault kinds could be planted: {planted:?}; run the soak longer",
+            planted.len()
+        )));
+    }
     Ok(planted)
 }
+
+/// Fault kinds the self-test plants (besides a lock held during the check).
+const PLANTED_KINDS: usize = 11;
 
 /// Half of an artifact's content at its target.
 fn plant_partial_artifact(layout: &Layout) -> std::io::Result<Kind> {
@@ -123,6 +134,7 @@ fn plant_stray_temp(layout: &Layout) -> std::io::Result<Kind> {
 fn plant_worker_violation(layout: &Layout) -> std::io::Result<Kind> {
     journal_event(
         layout,
+        (0, 0),
         &Event::Violation {
             what: "planted".into(),
         },
@@ -131,12 +143,13 @@ fn plant_worker_violation(layout: &Layout) -> std::io::Result<Kind> {
 }
 
 /// Appends an event to the journal of worker 0's first incarnation.
-fn journal_event(layout: &Layout, event: &Event) -> std::io::Result<()> {
+/// Appends `event` to the journal of incarnation `inc` of worker `slot`.
+fn journal_event(layout: &Layout, (slot, inc): (u32, u32), event: &Event) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(event)?;
     line.push(b'\n');
     std::fs::OpenOptions::new()
         .append(true)
-        .open(layout.journal(0, 0))?
+        .open(layout.journal(slot, inc))?
         .write_all(&line)
 }
 
@@ -149,8 +162,10 @@ fn plant_log_faults(layout: &Layout) -> std::io::Result<Vec<Kind>> {
         return Ok(Vec::new());
     };
     // The journal says this one's append timed out, yet it is in the log.
+    // In the journal of the incarnation whose record it is.
     journal_event(
         layout,
+        (timed_out.slot, timed_out.inc),
         &Event::Timeout {
             op: crate::model::Op::Append,
             seq: timed_out.seq,
@@ -214,15 +229,30 @@ fn log_paths(layout: &Layout) -> std::io::Result<Vec<std::path::PathBuf>> {
 
 /// The first `n` acknowledged records of worker 0's first incarnation.
 fn first_acked_records(layout: &Layout, n: usize) -> Vec<OpId> {
-    let text = std::fs::read_to_string(layout.journal(0, 0)).unwrap_or_default();
+    // Any incarnation's journal (`<slot>-<inc>.jsonl`): a short soak may
+    // have killed a given one before it appended anything.
+    let mut journals: Vec<(u32, u32)> = std::fs::read_dir(layout.acks_dir())
+        .map(|entries| {
+            entries
+                .filter_map(|e| {
+                    let name = e.ok()?.file_name().into_string().ok()?;
+                    let (slot, inc) = name.strip_suffix(".jsonl")?.split_once('-')?;
+                    Some((slot.parse().ok()?, inc.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    journals.sort_unstable();
     let mut ids = Vec::new();
-    for line in text.lines() {
-        if let Ok(Event::Appended { seq, n: count }) = serde_json::from_str(line) {
-            ids.extend((seq..seq + count).map(|seq| OpId {
-                slot: 0,
-                inc: 0,
-                seq,
-            }));
+    for (slot, inc) in journals {
+        let text = std::fs::read_to_string(layout.journal(slot, inc)).unwrap_or_default();
+        for line in text.lines() {
+            if let Ok(Event::Appended { seq, n: count }) = serde_json::from_str(line) {
+                ids.extend((seq..seq + count).map(|seq| OpId { slot, inc, seq }));
+            }
+        }
+        if ids.len() >= n {
+            break;
         }
     }
     ids.truncate(n);

@@ -290,9 +290,13 @@ impl Engine {
             Ok(req) => req,
             Err(e) => return e,
         };
+        // Resolved through a symlink into a network mount: the holder
+        // lookup (a stat of the lock file) must not wait on it either.
+        let places = mounts::places(Instant::now());
+        let remote = places.may_hang(&req.target) || places.may_hang(&req.lock_path);
         let owner = ask.owner.unwrap_or_else(Owner::current);
         let entry = table::enter(&req.lock_path);
-        self.timed_out_on(ask.category, &req, &entry, owner, started, false)
+        self.timed_out_on(ask.category, &req, &entry, owner, started, remote)
             .await
     }
 

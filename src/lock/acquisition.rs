@@ -110,11 +110,16 @@ impl Acquire {
         self
     }
 
-    /// One attempt that never waits; `Ok(None)` when the lock is busy.
+    /// One attempt that never waits for a holder; `Ok(None)` when the lock
+    /// is busy.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Locks::try_lock`].
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe; it completes without waiting.
+    /// Cancel safe; it completes without waiting for a holder.
     pub async fn try_now(self) -> Result<Option<LockGuard>, LockError> {
         let ask = Ask {
             category: self.category,

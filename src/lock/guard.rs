@@ -127,6 +127,11 @@ impl LockGuard {
     /// Releases the lock now and reports any error (for example, failing to
     /// remove the lock file). The lock is released even when this errs.
     ///
+    /// # Errors
+    ///
+    /// [`LockError::Io`] naming the lock file if it was to be removed and
+    /// could not be (the lock is released all the same).
+    ///
     /// # Cancel safety
     ///
     /// If this future is dropped before it completes, the release still

@@ -149,9 +149,10 @@ impl Locks {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe. Dropping the future at any point leaves no lock held, takes
-    /// the task out of the queue, and stops any blocking wait within
-    /// milliseconds.
+    /// Cancel safe. Dropping the future at any point leaves no lock held and
+    /// takes the task out of the queue; a wait in `flock` it started lets go
+    /// of the lock the moment it is granted (or is adopted by the next wait
+    /// on the same lock), within the bound of such waits.
     pub fn lock(&self, category: Category, target: impl AsRef<Path>) -> Acquire {
         self.acquire(category, target)
     }
@@ -168,12 +169,20 @@ impl Locks {
         self.acquire(category, target).shared()
     }
 
-    /// One attempt at an exclusive lock that never waits: `Ok(None)` when
-    /// someone else holds it (or is ahead in this process's queue).
+    /// One attempt at an exclusive lock that never waits for a holder:
+    /// `Ok(None)` when someone else holds it (or is ahead in this process's
+    /// queue).
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::lock`] for bad paths and untrusted lock dirs;
+    /// [`LockError::Timeout`] only where the lock dir or target is on a
+    /// network filesystem that does not answer within the category's
+    /// timeout (the attempt's file work runs off the runtime there).
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe; it completes without waiting.
+    /// Cancel safe; it completes without waiting for a holder.
     pub async fn try_lock(
         &self,
         category: Category,
@@ -183,6 +192,14 @@ impl Locks {
     }
 
     /// As [`Locks::try_lock`], for a shared lock.
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::try_lock`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Locks::try_lock`].
     pub async fn try_lock_shared(
         &self,
         category: Category,

@@ -99,11 +99,18 @@ impl Policy {
                 .map_err(|e| LockError::io("read current directory for lock dir", dir, e))?
                 .join(dir)
         };
-        // Resolved like a target's directory (law 2): `run/../run/locks` and
-        // a symlink to it name one lock dir, so one lock path per target.
-        // One that cannot be resolved (a path through a file) is kept as
-        // spelled: locking in it fails then, naming it.
-        let absolute = naming::resolve_dir(&absolute).unwrap_or(absolute);
+        // Its parent resolved like a target's directory (law 2):
+        // `run/../run/locks` and `run-link/locks` name one lock dir, so one
+        // lock path per target. The last component is kept as spelled: if
+        // it is a symlink, the backend judges who owns it (law 10) instead
+        // of never seeing it. One that cannot be resolved (a path through a
+        // file) is kept as spelled: locking in it fails then, naming it.
+        let absolute = match (absolute.parent(), absolute.file_name()) {
+            (Some(parent), Some(name)) => naming::resolve_dir(parent)
+                .map(|p| p.join(name))
+                .unwrap_or(absolute),
+            _ => naming::resolve_dir(&absolute).unwrap_or(absolute),
+        };
         if let Ok(meta) = std::fs::metadata(&absolute)
             && !meta.is_dir()
         {

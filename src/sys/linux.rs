@@ -21,8 +21,8 @@ use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 const READS: usize = 3;
 
 /// Mount points of filesystems where a file call may hang on the network
-/// (NFS, SMB/CIFS, Ceph, 9p, AFS, Lustre, cluster filesystems, and every
-/// FUSE filesystem), from `/proc/self/mountinfo`: reading procfs never
+/// (NFS, SMB/CIFS, Ceph, 9p, AFS, Lustre, cluster filesystems, and FUSE
+/// filesystems that reach over the network: sshfs, s3fs, rclone, …), from `/proc/self/mountinfo`: reading procfs never
 /// waits on such a mount, unlike `statfs` of a path on it. `None` if the
 /// table cannot be read.
 pub(crate) fn network_mounts() -> Option<Vec<std::path::PathBuf>> {
@@ -49,7 +49,29 @@ pub(crate) fn parse_network_mounts(text: &str) -> Vec<std::path::PathBuf> {
         "ocfs2",
         "glusterfs",
         "davfs",
-        "fuse",
+        "gpfs",
+        "beegfs",
+    ];
+    // FUSE filesystems that reach over the network. Not every FUSE
+    // filesystem: rootless containers put `/` on `fuse-overlayfs`, which is
+    // local; `ASYNC_FILELOCK_NETWORK_FS` names others.
+    const NETWORK_FUSE: &[&str] = &[
+        "sshfs",
+        "s3fs",
+        "gcsfuse",
+        "rclone",
+        "juicefs",
+        "glusterfs",
+        "ceph-fuse",
+        "cephfs",
+        "lizardfs",
+        "moosefs",
+        "mfs",
+        "goofys",
+        "davfs",
+        "blobfuse",
+        "blobfuse2",
+        "seaweedfs",
     ];
     let mut out = Vec::new();
     for line in text.lines() {
@@ -60,8 +82,11 @@ pub(crate) fn parse_network_mounts(text: &str) -> Vec<std::path::PathBuf> {
         let (Some(mount_point), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
             continue;
         };
-        let base = fstype.split('.').next().unwrap_or(fstype);
-        if NETWORK.contains(&base) {
+        let network = match fstype.split_once('.') {
+            Some(("fuse" | "fuseblk", subtype)) => NETWORK_FUSE.contains(&subtype),
+            _ => NETWORK.contains(fstype),
+        };
+        if network {
             out.push(std::path::PathBuf::from(unescape_octal(mount_point)));
         }
     }
@@ -276,6 +301,7 @@ mod tests {
                      41 22 0:46 / /mnt/my\\040share rw - cifs //srv/share rw\n\
                      42 22 0:47 / /home/u/remote rw,nosuid - fuse.sshfs u@h: rw\n\
                      43 22 0:48 / /tmp rw - tmpfs tmpfs rw\n\
+                     44 22 0:49 / /home/u/.local/share/containers rw - fuse.fuse-overlayfs x rw\n\
                      garbage\n";
         let mounts = parse_network_mounts(table);
         assert_eq!(

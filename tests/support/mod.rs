@@ -713,9 +713,12 @@ async fn jsonl_out_of_room(args: &[String]) -> Result<(), LockError> {
             // Held while both appends queue, so they go out in one commit.
             let held = locks.lock(Category::Manifest, &args[1]).await?;
             let (small, big) = (sink.clone(), sink.clone());
+            // Small first: queued behind it, the big record fails after
+            // the small one is written (the other order writes neither).
             let small = tokio::spawn(async move { small.append(&record("small", 50)).await });
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
             let big = tokio::spawn(async move { big.append(&record("big", 1200)).await });
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
             held.release().await?;
             answer("small", small.await.expect("task"));
             answer("big", big.await.expect("task"));

@@ -21,9 +21,6 @@ use super::pending::Pending;
 use crate::backend::LockRequest;
 use crate::error::LockError;
 
-/// Opens, stands aside if the lock came free since the caller's attempt,
-/// blocks in `flock`, and checks the file is still the lock file, until
-/// granted; `Ok(None)` if the wait was abandoned before its next `flock`.
 /// Kernel waits that stood aside for a woken waiter, since the process
 /// started (see [`yield_if_freed_meanwhile`]).
 static STOOD_ASIDE: AtomicU64 = AtomicU64::new(0);
@@ -32,26 +29,32 @@ pub(super) fn stood_aside() -> u64 {
     STOOD_ASIDE.load(Ordering::SeqCst)
 }
 
+/// Opens, stands aside if the lock came free since the caller's attempt,
+/// blocks in `flock`, and checks the file is still the lock file, until
+/// granted; `Ok(None)` if the wait was abandoned before its next `flock`.
 pub(super) fn wait_in_kernel(pending: &Pending) -> Result<Option<OsHeld>, LockError> {
-    let mut first = true;
-    loop {
-        if !pending.wanted() {
-            return Ok(None);
-        }
-        if let Some(held) = attempt(&pending.req, std::mem::take(&mut first))? {
-            return Ok(Some(held));
-        }
-        // The lock file was removed while we waited: wait on the new one.
-    }
+    lock_while(&pending.req, || pending.wanted())
 }
 
 /// A kernel wait on the calling thread for a caller that waits until it
 /// is granted, however long (see `Waits::wait_here`).
 pub(super) fn lock_in_kernel(req: &LockRequest) -> Result<OsHeld, LockError> {
+    match lock_while(req, || true)? {
+        Some(held) => Ok(held),
+        None => unreachable!("a wait that is always wanted ends only granted or failed"),
+    }
+}
+
+/// Attempts until granted, while `wanted` says so before each one; a lock
+/// file removed while we waited is waited on anew.
+fn lock_while(req: &LockRequest, wanted: impl Fn() -> bool) -> Result<Option<OsHeld>, LockError> {
     let mut first = true;
     loop {
+        if !wanted() {
+            return Ok(None);
+        }
         if let Some(held) = attempt(req, std::mem::take(&mut first))? {
-            return Ok(held);
+            return Ok(Some(held));
         }
     }
 }
@@ -83,8 +86,7 @@ const COURTESY: Duration = Duration::from_micros(50);
 /// Keeps the kernel's queue fair across the hand-off to this thread.
 ///
 /// A blocking wait starts after the caller's non-blocking attempt failed
-/// and a thread of the blocking pool picked it up, tens of microseconds
-/// later. If the lock was released in between, a `flock` now would take it
+/// and a kernel-wait thread picked it up, tens of microseconds later. If the lock was released in between, a `flock` now would take it
 /// ahead of the waiter the release woke, which queued long before this one
 /// and has not yet been scheduled. Plain blocking `flock` callers have no
 /// such gap; with it, two processes whose think time matches their hold

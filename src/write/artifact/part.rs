@@ -82,11 +82,6 @@ impl PartPaths {
         )
     }
 
-    /// Whether a marker is there (whatever it names).
-    pub(super) fn is_marked(&self) -> bool {
-        std::fs::symlink_metadata(&self.marker).is_ok_and(|m| m.is_file())
-    }
-
     /// Records the marker, before the `.part` is created: `pending`, then
     /// the `.part`'s path, for people and tools.
     pub(super) fn mark(&self) -> io::Result<()> {

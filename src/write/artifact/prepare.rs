@@ -119,11 +119,11 @@ pub(super) fn prepare_part(
     {
         resumed = meta.len();
     }
-    if resumed == 0 {
+    if resumed == 0 && found.is_some() {
         paths
             .remove()
             .map_err(|e| LockError::io("remove leftover", part, e))?;
-    } else {
+    } else if resumed > 0 {
         tracing::info!(part = %part.display(), bytes = resumed, "resuming a leftover .part");
     }
     if let Some(len) = expect.len {
@@ -233,9 +233,7 @@ pub(super) fn remove_leftover_part(paths: &PartPaths) {
         Ok(meta) => meta,
         // No `.part`: a marker left is stale.
         Err(_) => {
-            if paths.is_marked() {
-                paths.unmark();
-            }
+            paths.unmark();
             return;
         }
     };

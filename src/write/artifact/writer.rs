@@ -332,8 +332,10 @@ impl ArtifactWriter {
             crate::blocking::run("commit", &target, move || {
                 match std::fs::rename(&paths.part, &to) {
                     Ok(()) => {
-                        paths.unmark();
+                        // The marker goes once the rename is durable: a power
+                        // cut before must not leave a `.part` it no longer names.
                         sync_dir_after_commit(to.parent().unwrap_or(Path::new("/")), &to);
+                        paths.unmark();
                         Ok(guard)
                     }
                     Err(e) => {

@@ -168,6 +168,7 @@ impl Shared {
     pub(super) fn done_with_commit(&self) {
         if self.reopen_each_commit
             && let Some(open) = lock(&self.file).take()
+            && self.rotation.max_records.is_some()
         {
             // Unreadable: no hint, and the reopen counts from the start.
             *lock(&self.closed) = bytes_before(&open.file, open.size, SEEN_TAIL)
@@ -549,7 +550,13 @@ fn keep_torn_line(path: &Path, offset: u64, bytes: &[u8]) -> io::Result<PathBuf>
             numbered.push(format!("-{n}"));
             path.with_file_name(numbered)
         };
-        match OpenOptions::new().write(true).create_new(true).open(&side) {
+        // Private: it holds bytes of a log whose readers we do not know.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&side)
+        {
             Ok(mut f) => {
                 f.write_all(bytes)?;
                 f.sync_all()?;

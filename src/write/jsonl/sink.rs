@@ -245,18 +245,40 @@ impl JsonlSink {
         self.submit(lines, records.len() as u64).await
     }
 
+    /// What an append of this task waits for: the sink's lock.
+    fn ask(&self) -> Ask<'_> {
+        Ask {
+            category: self.inner.category,
+            target: &self.inner.path,
+            mode: LockMode::Exclusive,
+            owner: Some(Owner::current()),
+        }
+    }
+
     async fn submit(&self, lines: Vec<u8>, records: u64) -> Result<(), LockError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::SeqCst) {
             return Err(closed_error(&inner.path));
         }
-        let wanted = u32::try_from(records.min(inner.max_pending as u64)).unwrap_or(u32::MAX);
-        let permit = inner
-            .permits
-            .acquire_many(wanted)
-            .await
-            .map_err(|e| LockError::io("queue record for", &inner.path, io::Error::other(e)))?;
+        // The category's deadline counts from here: a wait for room in a
+        // full queue (behind a commit that cannot get the lock) is part of
+        // the wait for the lock.
         let started = Instant::now();
+        let deadline = inner
+            .locks
+            .timeout(inner.category)
+            .and_then(|t| started.checked_add(t));
+        let wanted = u32::try_from(records.min(inner.max_pending as u64)).unwrap_or(u32::MAX);
+        let room = inner.permits.acquire_many(wanted);
+        let room = match deadline {
+            None => room.await,
+            Some(at) => match tokio::time::timeout_at(at.into(), room).await {
+                Ok(room) => room,
+                Err(_) => return Err(inner.locks.engine().timed_out(self.ask(), started).await),
+            },
+        };
+        let permit =
+            room.map_err(|e| LockError::io("queue record for", &inner.path, io::Error::other(e)))?;
         let (done, mut result) = oneshot::channel();
         let (id, start_committer) = {
             let mut pending = lock(&inner.pending);
@@ -294,22 +316,12 @@ impl JsonlSink {
         // The category's deadline holds here too: a commit that waits for
         // the lock on a thread of its own cannot be interrupted, so an
         // append whose record it has not taken yet gives up by itself.
-        let deadline = inner
-            .locks
-            .timeout(inner.category)
-            .and_then(|t| started.checked_add(t));
         let replied = match deadline {
             None => (&mut result).await,
             Some(at) => match with_holders_read_ahead(inner, at, &mut result).await {
                 Ok(replied) => replied,
                 Err(_) if withdraw.now() => {
-                    let ask = Ask {
-                        category: inner.category,
-                        target: &inner.path,
-                        mode: LockMode::Exclusive,
-                        owner: Some(Owner::current()),
-                    };
-                    return Err(inner.locks.engine().timed_out(ask, started).await);
+                    return Err(inner.locks.engine().timed_out(self.ask(), started).await);
                 }
                 // Taken into a commit already: it is being written.
                 Err(_) => (&mut result).await,
@@ -331,7 +343,8 @@ impl JsonlSink {
     ///
     /// # Errors
     ///
-    /// The error of the final commit, if it failed.
+    /// The error of the final commit, if it failed; [`LockError::Io`] if the
+    /// fsync of what `FsyncPolicy::AtMostEvery` left unsynced fails.
     ///
     /// # Cancel safety
     ///
@@ -438,18 +451,8 @@ impl Withdraw<'_> {
 
 impl Drop for Withdraw<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.id {
-            let mut pending = lock(&self.inner.pending);
-            pending.queue.retain(|e| e.id != id);
-            let empty = pending.queue.is_empty();
-            if empty && let Some(token) = &pending.waiting {
-                token.cancel();
-            }
-            drop(pending);
-            if empty {
-                // A `close` may be waiting for the queue to empty.
-                self.inner.idle.notify_waiters();
-            }
-        }
+        // Taken into a commit already: the committer answers (and wakes a
+        // `close`) when it is written.
+        self.now();
     }
 }
