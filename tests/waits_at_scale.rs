@@ -61,7 +61,12 @@ fn law11_two_thousand_held_locks_cost_bounded_threads_and_leave_tokio_fs_free() 
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Every wait has started (in the kernel or as an event wait).
+        let started = support::eventually(Duration::from_secs(60), || {
+            let os = support::os_metrics(&locks);
+            os.kernel_waits_now + os.event_waits_now >= 2000
+        });
+        assert!(started, "{:?}", support::os_metrics(&locks));
         peak.fetch_max(thread_count(), Ordering::SeqCst);
         // The blocking pool is free: unrelated file calls complete while
         // every lock is still waited for (with each wait on that pool, they

@@ -226,8 +226,7 @@ impl Events {
             finish(&pending, Err(e));
             return;
         }
-        if entry.watch.is_some()
-            && was_watched.is_none()
+        if was_watched.is_none()
             && let Some(w) = entry.watch
         {
             by_watch.entry(w).or_default().push(id);
