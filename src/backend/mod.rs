@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::LockError;
 use crate::mode::LockMode;
 
+pub(crate) mod dirs;
 pub(crate) mod os;
 
 /// How long before a timed wait's deadline a backend is told to read who

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-use super::dirs::{self, LockDirFd};
+use crate::backend::dirs::{self, LockDirFd};
 use super::flock::try_flock;
 use crate::backend::{HeldLock, LockRequest};
 use crate::error::LockError;

@@ -9,9 +9,8 @@
 //! naming the lock file.
 //!
 //! * [`flock`]: the only calls of the OS lock functions.
-//! * [`dirs`]: the lock dirs this process trusts, checked once and used
-//!   through their descriptors.
-//! * [`file`](mod@file): opening the lock file and its identity checks.
+//! * [`file`](mod@file): opening the lock file (in a lock dir checked by
+//!   [`crate::backend::dirs`]) and its identity checks.
 //! * [`waits`]: the process's pending waits and where each is served:
 //!   [`kernel`] threads blocked in `flock` (bounded), or the [`events`]
 //!   thread (file events and a backoff poll, no thread per wait).
@@ -33,7 +32,6 @@ use tokio_util::sync::CancellationToken;
 use super::{Backend, BackendMetrics, HOLDER_READ_AHEAD, HeldLock, LockRequest};
 use crate::error::LockError;
 
-mod dirs;
 mod events;
 mod file;
 mod flock;

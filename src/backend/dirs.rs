@@ -42,7 +42,7 @@ const KEPT: usize = 64;
 
 /// A checked lock dir, open.
 #[derive(Debug)]
-pub(super) struct LockDirFd {
+pub(crate) struct LockDirFd {
     fd: OwnedFd,
     /// This process's effective user when the directory was checked: lock
     /// files in it are checked against it without a system call each.
@@ -50,13 +50,13 @@ pub(super) struct LockDirFd {
 }
 
 impl LockDirFd {
-    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// A lock file found in this lock dir must be ours, or the shared
     /// group's: another user's lock file is one they can hold forever.
-    pub(super) fn check_lock_file(
+    pub(crate) fn check_lock_file(
         &self,
         path: &Path,
         meta: &std::fs::Metadata,
@@ -100,7 +100,7 @@ fn known() -> MutexGuard<'static, FxHashMap<PathBuf, Known>> {
 
 /// The checked lock dir `dir` for `req`, creating it (with the request's
 /// mode) if it is missing.
-pub(super) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, LockError> {
+pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, LockError> {
     let now = Instant::now();
     if let Some(k) = known().get(dir)
         && k.group == req.shared_group
@@ -144,7 +144,7 @@ pub(super) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
 
 /// Forgets `dir` (it was removed since it was checked): the next use checks
 /// the directory now at its path.
-pub(super) fn forget(dir: &Path) {
+pub(crate) fn forget(dir: &Path) {
     known().remove(dir);
 }
 
@@ -337,7 +337,7 @@ fn vanished(dir: &Path) -> LockError {
     )
 }
 
-pub(super) fn dir_error(dir: &Path, e: io::Error) -> LockError {
+pub(crate) fn dir_error(dir: &Path, e: io::Error) -> LockError {
     match e.raw_os_error() {
         Some(libc::EEXIST) | Some(libc::ENOTDIR) => LockError::LockDir {
             path: dir.to_path_buf(),
