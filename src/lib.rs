@@ -113,6 +113,7 @@ compile_error!("async-filelock supports Unix platforms only for now");
 // Vocabulary shared by every layer.
 mod category;
 mod error;
+mod fencing;
 mod mode;
 // Platform code (the only `unsafe`), blocking-pool glue, per-process state.
 mod blocking;
@@ -128,13 +129,14 @@ mod write;
 
 use std::path::Path;
 
-pub use backend::{BackendMetrics, OsMetrics};
+pub use backend::{BackendChoice, BackendMetrics, NetworkFsPolicy, OsMetrics, SoftMetrics};
 pub use category::{Category, ParseCategoryError};
 pub use error::{Holder, LockError};
+pub use fencing::FencingToken;
 pub use lock::{
-    Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX,
-    ENV_WAIT_THREADS, LockGuard, LockSet, Locks, LocksBuilder, Metrics, OrderCheck, Percentiles,
-    SameTask,
+    Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_DIR, ENV_NETWORK_FS_POLICY,
+    ENV_SOFT_LEASE, ENV_TIMEOUT_PREFIX, ENV_WAIT_THREADS, LockGuard, LockSet, Locks, LocksBuilder,
+    Metrics, OrderCheck, Percentiles, SameTask,
 };
 pub use mode::LockMode;
 pub use write::{

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use rustix::fs::{Mode, OFlags};
 
-use crate::backend::LockRequest;
+use crate::backend::{LockRequest, NetworkFsPolicy};
 use crate::error::LockError;
 use crate::per_process::PerProcess;
 
@@ -112,7 +112,7 @@ pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
     // write that may replace the targets themselves, so its parent is not
     // held to more than they are. A configured one is checked up to there.
     let configured = req.create_dir_parents;
-    let checked = match open_checked(dir, req.shared_group, configured)? {
+    let checked = match open_checked(dir, req.shared_group, configured, req.network_fs)? {
         Some(checked) => checked,
         None => {
             // Nothing is made where it would be refused.
@@ -120,7 +120,8 @@ pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
                 check_parent(dir, req.shared_group)?;
             }
             create(dir, req)?;
-            open_checked(dir, req.shared_group, configured)?.ok_or_else(|| vanished(dir))?
+            open_checked(dir, req.shared_group, configured, req.network_fs)?
+                .ok_or_else(|| vanished(dir))?
         }
     };
     let dir_fd = Arc::new(checked);
@@ -153,6 +154,7 @@ fn open_checked(
     dir: &Path,
     group: Option<u32>,
     check_its_parent: bool,
+    network_fs: NetworkFsPolicy,
 ) -> Result<Option<LockDirFd>, LockError> {
     let link = match std::fs::symlink_metadata(dir) {
         Ok(meta) => meta,
@@ -213,10 +215,58 @@ fn open_checked(
     if check_its_parent {
         check_parent(dir, group)?;
     }
+    let fs = rustix::fs::fstatfs(&file)
+        .ok()
+        .and_then(|st| crate::sys::network_fs_name(st.f_type as u64));
+    check_filesystem(dir, fs, network_fs)?;
     Ok(Some(LockDirFd {
         fd: file.into(),
         euid: euid(),
     }))
+}
+
+/// The variable that sets the policy (read by the lock layer's `env`).
+const NETWORK_FS_POLICY_VAR: &str = "ASYNC_FILELOCK_NETWORK_FS_POLICY";
+
+/// A lock dir on a network or FUSE filesystem (`fs`, by `statfs` magic) is
+/// warned about once, refused, or allowed, as `policy` says: `flock` there
+/// may be refused, emulated with byte-range locks, or local to one client.
+fn check_filesystem(
+    dir: &Path,
+    fs: Option<&'static str>,
+    policy: NetworkFsPolicy,
+) -> Result<(), LockError> {
+    let Some(fs) = fs else {
+        return Ok(());
+    };
+    const REMEDIES: &str = "flock there may be refused, emulated, or local to one client; use soft locks where flock is refused or local only (ASYNC_FILELOCK_BACKEND=soft, or auto to fall back when refused), and the PostgreSQL backend when several hosts share the files; `lock-doctor probe` tests what locking does there";
+    match policy {
+        NetworkFsPolicy::Allow => Ok(()),
+        NetworkFsPolicy::Refuse => Err(LockError::LockDir {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "it is on a {fs} filesystem and the network-filesystem policy is refuse ({}); {REMEDIES}",
+                NETWORK_FS_POLICY_VAR
+            ),
+        }),
+        NetworkFsPolicy::Warn => {
+            static WARNED: PerProcess<Mutex<rustc_hash::FxHashSet<PathBuf>>> = PerProcess::new();
+            let first = WARNED
+                .get(Mutex::default)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(dir.to_path_buf());
+            if first {
+                tracing::warn!(
+                    lock_dir = %dir.display(),
+                    filesystem = fs,
+                    "lock dir on a {fs} filesystem: {REMEDIES}; set {}=refuse to fail closed, or allow to silence this",
+                    NETWORK_FS_POLICY_VAR
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Whoever may write a configured lock dir's parent may rename the lock
@@ -344,5 +394,24 @@ pub(crate) fn dir_error(dir: &Path, e: io::Error) -> LockError {
             reason: "a path component is a file, not a directory; choose another lock dir".into(),
         },
         _ => LockError::io("create lock dir", dir, e),
+    }
+}
+
+#[cfg(test)]
+mod filesystem_tests {
+    use super::*;
+
+    #[test]
+    fn a_network_lock_dir_is_refused_warned_or_allowed_as_the_policy_says() {
+        let dir = Path::new("/mnt/share/locks");
+        let refused = check_filesystem(dir, Some("nfs"), NetworkFsPolicy::Refuse).unwrap_err();
+        let text = refused.to_string();
+        assert!(
+            text.contains("/mnt/share/locks") && text.contains("nfs") && text.contains("soft"),
+            "{text}"
+        );
+        assert!(check_filesystem(dir, Some("nfs"), NetworkFsPolicy::Warn).is_ok());
+        assert!(check_filesystem(dir, Some("nfs"), NetworkFsPolicy::Allow).is_ok());
+        assert!(check_filesystem(dir, None, NetworkFsPolicy::Refuse).is_ok());
     }
 }

@@ -24,11 +24,18 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::LockError;
+use crate::error::{Holder, LockError};
+use crate::fencing::FencingToken;
 use crate::mode::LockMode;
 
+pub(crate) mod auto;
 pub(crate) mod dirs;
+mod lost;
 pub(crate) mod os;
+pub(crate) mod soft;
+pub(crate) mod tokens;
+
+pub(crate) use lost::LostSignal;
 
 /// How long before a timed wait's deadline a backend is told to read who
 /// holds the lock ([`Backend::prefetch_holders`]), so the timeout names the
@@ -54,6 +61,77 @@ pub(crate) struct LockRequest {
     /// A group that shares the lock dir and its lock files (besides this
     /// user); `None`: they must be this user's alone.
     pub shared_group: Option<u32>,
+    /// What to do when the lock dir is on a network filesystem.
+    pub network_fs: NetworkFsPolicy,
+}
+
+/// Which backend holds the locks of a [`crate::Locks`] handle
+/// ([`crate::LocksBuilder::backend`], or `ASYNC_FILELOCK_BACKEND` =
+/// `os` | `soft` | `auto`).
+///
+/// ```
+/// use async_filelock::{BackendChoice, Locks};
+/// use std::time::Duration;
+/// let locks = Locks::builder()
+///     .backend(BackendChoice::Soft)
+///     .soft_lease(Duration::from_secs(10))
+///     .build()?;
+/// assert_eq!(locks.backend(), BackendChoice::Soft);
+/// # Ok::<(), async_filelock::LockError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BackendChoice {
+    /// `flock(2)` on a lock file (the default): released by the kernel when
+    /// the holder dies, no lease to renew.
+    #[default]
+    Os,
+    /// Soft locks: a lock file created with `O_EXCL` holding an owner
+    /// record, kept by a lease, broken when its owner is gone or its lease
+    /// ran out. For filesystems where `flock` is refused or only local.
+    /// Every soft lock is exclusive (a shared request takes it alone).
+    Soft,
+    /// The OS backend, falling back to soft locks (with a warning, once per
+    /// lock dir) where the filesystem refuses `flock`.
+    Auto,
+}
+
+impl BackendChoice {
+    /// Its name, as `ASYNC_FILELOCK_BACKEND` spells it.
+    ///
+    /// ```
+    /// assert_eq!(async_filelock::BackendChoice::Auto.name(), "auto");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Os => "os",
+            BackendChoice::Soft => "soft",
+            BackendChoice::Auto => "auto",
+        }
+    }
+}
+
+/// What to do when a lock dir is on a network or FUSE filesystem (NFS,
+/// SMB/CIFS, Lustre, GPFS, CephFS, FUSE, …; on Linux by `statfs` magic),
+/// where `flock` may be refused, emulated, or local to one client.
+///
+/// ```
+/// use async_filelock::{Locks, NetworkFsPolicy};
+/// let locks = Locks::builder().network_fs(NetworkFsPolicy::Refuse).build()?;
+/// # Ok::<(), async_filelock::LockError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NetworkFsPolicy {
+    /// Warn once per lock dir, naming the filesystem and the remedies (the
+    /// default).
+    #[default]
+    Warn,
+    /// Refuse to lock there ([`LockError::LockDir`] naming the filesystem):
+    /// for operators who want to fail closed.
+    Refuse,
+    /// Say nothing (the operator knows, and chose the backend for it).
+    Allow,
 }
 
 /// A lock backend. Object safe; held as `Arc<dyn Backend>` by the lock layer.
@@ -87,12 +165,19 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// thread granted the lock does the work with no hand-off in between.
     fn wait_here(&self, req: &LockRequest) -> Option<Result<Box<dyn HeldLock>, LockError>>;
 
-    /// Best effort: the pid of a process holding `lock_path`, for a timeout
-    /// error. Quick: it must not hold the timeout back noticeably.
+    /// Best effort: who holds `lock_path`, for a timeout error. Quick: it
+    /// must not hold the timeout back noticeably.
     ///
     /// `since`: when the caller's wait began; what the backend learnt of
     /// the lock before then may concern another file (an inode reused).
-    async fn holder(&self, lock_path: &Path, since: Instant) -> Option<u32>;
+    async fn holder(&self, lock_path: &Path, since: Instant) -> Option<Holder>;
+
+    /// Whether releasing a lock of `req` removes its lock file whatever the
+    /// category's setting (a soft lock is its file), so that the lock layer
+    /// releases it where blocking is allowed.
+    fn releases_by_removal(&self, _req: &LockRequest) -> bool {
+        false
+    }
 
     /// A hint that a timeout may soon ask [`Backend::holder`]: a backend
     /// that answers from a snapshot reads one ahead.
@@ -108,7 +193,21 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
 pub(crate) trait HeldLock: Send + Sync + fmt::Debug {
     /// Releases the lock, first removing the lock file if `remove_file` and
     /// that is safe (nobody else holds it, it is still the file at the path).
+    /// A lock lost while held is released as far as it is still ours and
+    /// reported as [`LockError::Lost`].
     fn release(self: Box<Self>, remove_file: bool) -> Result<(), LockError>;
+
+    /// The fencing token of this holding: issued now (once; the lock layer
+    /// keeps it) for an exclusive lock, the last one issued for a shared
+    /// one. May do file I/O on the lock's files.
+    fn token(&self) -> Result<FencingToken, LockError>;
+
+    /// How this lock tells its loss, for a lock that can be lost while
+    /// held; `None` for one that cannot (an OS lock is held until its
+    /// descriptor closes).
+    fn lost(&self) -> Option<&LostSignal> {
+        None
+    }
 }
 
 /// Counters that belong to the backend a [`crate::Locks`] handle uses, in
@@ -128,15 +227,52 @@ pub(crate) trait HeldLock: Send + Sync + fmt::Debug {
 pub enum BackendMetrics {
     /// The OS backend (`flock`).
     Os(OsMetrics),
+    /// Soft locks (lock files with an owner record and a lease).
+    Soft(SoftMetrics),
+    /// The OS backend, falling back to soft locks in lock dirs whose
+    /// filesystem refuses `flock` ([`crate::BackendChoice::Auto`]).
+    Auto {
+        /// The OS backend's counters.
+        os: OsMetrics,
+        /// The soft backend's counters.
+        soft: SoftMetrics,
+    },
 }
 
 impl BackendMetrics {
-    /// The OS backend's counters, if this is the OS backend.
+    /// The OS backend's counters, if an OS backend is in use.
     pub fn os(&self) -> Option<&OsMetrics> {
         match self {
-            BackendMetrics::Os(os) => Some(os),
+            BackendMetrics::Os(os) | BackendMetrics::Auto { os, .. } => Some(os),
+            BackendMetrics::Soft(_) => None,
         }
     }
+
+    /// The soft backend's counters, if soft locks may be in use.
+    pub fn soft(&self) -> Option<&SoftMetrics> {
+        match self {
+            BackendMetrics::Soft(soft) | BackendMetrics::Auto { soft, .. } => Some(soft),
+            BackendMetrics::Os(_) => None,
+        }
+    }
+}
+
+/// Counters of soft locks, process-wide (all handles share them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SoftMetrics {
+    /// Soft locks this process holds now.
+    pub held_now: u64,
+    /// Stale soft locks this process broke (owner gone, or lease run out).
+    pub stale_broken: u64,
+    /// Soft locks of this process lost while held (lease run out, or the
+    /// file taken by another process).
+    pub lost: u64,
+    /// Lease renewals done.
+    pub renewals: u64,
+    /// Lock dirs where the OS backend met a filesystem refusing `flock`
+    /// and fell back to soft locks.
+    pub fallbacks: u64,
 }
 
 /// Counters of the OS backend, process-wide (all handles share them).

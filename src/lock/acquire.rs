@@ -20,7 +20,7 @@
 
 use std::convert::Infallible;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -126,7 +126,8 @@ impl Engine {
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
-            let remove = self.policy.remove_on_release(ask.category);
+            let remove = self.policy.remove_on_release(ask.category)
+                || self.backend.releases_by_removal(&req);
             let taken = self
                 .take(&entry, &req, remote.as_ref(), remove, &Patience::Now)
                 .await?;
@@ -190,7 +191,8 @@ impl Engine {
         async {
             let entry = table::enter(&req.lock_path);
             let owner = ask.owner.unwrap_or_else(Owner::current);
-            let remove = self.policy.remove_on_release(ask.category);
+            let remove = self.policy.remove_on_release(ask.category)
+                || self.backend.releases_by_removal(&req);
             let patience = match timeout {
                 Some(Duration::ZERO) => Patience::Now,
                 _ => {
@@ -317,10 +319,7 @@ impl Engine {
         } else if remote {
             None
         } else {
-            self.backend
-                .holder(&req.lock_path, started)
-                .await
-                .map(Holder::process)
+            self.backend.holder(&req.lock_path, started).await
         };
         self.timeout_error(category, req, started.elapsed(), holder)
     }
@@ -428,6 +427,7 @@ impl Engine {
             dir_mode: self.policy.dir_mode,
             create_dir_parents: self.policy.lock_dir_is_fixed(),
             shared_group: self.policy.shared_group,
+            network_fs: self.policy.network_fs,
         }
     }
 
@@ -593,6 +593,8 @@ impl Engine {
         hold: Hold,
         started: Instant,
     ) -> LockGuard {
+        let remove_on_release =
+            self.policy.remove_on_release(category) || self.backend.releases_by_removal(&req);
         let acquired = Instant::now();
         let waited = acquired - started;
         self.recorder.acquired(category, waited);
@@ -606,10 +608,12 @@ impl Engine {
             target: req.target,
             lock_path: req.lock_path,
             waited,
-            remove_on_release: self.policy.remove_on_release(category),
+            remove_on_release,
             track_order: self.policy.order_check != OrderCheck::Off,
             budget: self.policy.budget(category),
             recorder: Arc::clone(&self.recorder),
+            token: OnceLock::new(),
+            lost: None,
         })
     }
 

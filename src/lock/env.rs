@@ -6,6 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::time::Duration;
 
 use super::policy::{LockDir, Policy};
+use crate::backend::{BackendChoice, NetworkFsPolicy};
 use crate::category::Category;
 use crate::error::LockError;
 
@@ -15,6 +16,12 @@ pub const ENV_DIR: &str = "ASYNC_FILELOCK_DIR";
 pub const ENV_TIMEOUT_PREFIX: &str = "ASYNC_FILELOCK_TIMEOUT_";
 /// The backend variable.
 pub const ENV_BACKEND: &str = "ASYNC_FILELOCK_BACKEND";
+/// The lease of soft locks, in seconds (see
+/// [`crate::LocksBuilder::soft_lease`]).
+pub const ENV_SOFT_LEASE: &str = "ASYNC_FILELOCK_SOFT_LEASE";
+/// What to do with a lock dir on a network filesystem: `warn`, `refuse`
+/// or `allow` (see [`crate::NetworkFsPolicy`]).
+pub const ENV_NETWORK_FS_POLICY: &str = "ASYNC_FILELOCK_NETWORK_FS_POLICY";
 /// How many threads of the process may block in the kernel waiting for OS
 /// locks (see [`crate::set_max_wait_threads`]); process-wide.
 pub const ENV_WAIT_THREADS: &str = "ASYNC_FILELOCK_WAIT_THREADS";
@@ -53,21 +60,47 @@ pub(crate) fn apply(
         crate::backend::os::waits::set_max_kernel_waits(n);
     }
     if let Some(backend) = lookup(ENV_BACKEND) {
-        match backend.to_str().map(str::trim) {
-            Some("os") | Some("") => {}
-            Some(other @ ("soft" | "auto" | "postgres")) => {
+        policy.backend = match backend.to_str().map(str::trim) {
+            Some("os") | Some("") => BackendChoice::Os,
+            Some("soft") => BackendChoice::Soft,
+            Some("auto") => BackendChoice::Auto,
+            Some("postgres") => {
                 return Err(config(
                     ENV_BACKEND,
-                    &format!("the {other} backend is not part of this version; use os"),
+                    "the postgres backend is not part of this version; use os, soft or auto",
                 ));
             }
             _ => {
                 return Err(config(
                     ENV_BACKEND,
-                    &format!("{backend:?} is not one of os, soft, auto, postgres"),
+                    &format!("{backend:?} is not one of os, soft, auto"),
+                ));
+            }
+        };
+    }
+    if let Some(value) = lookup(ENV_SOFT_LEASE) {
+        match parse_timeout(ENV_SOFT_LEASE, &value)? {
+            Some(lease) if lease >= Duration::from_millis(50) => policy.soft.lease = lease,
+            _ => {
+                return Err(config(
+                    ENV_SOFT_LEASE,
+                    &format!("{value:?} is not a lease in seconds of at least 0.05"),
                 ));
             }
         }
+    }
+    if let Some(value) = lookup(ENV_NETWORK_FS_POLICY) {
+        policy.network_fs = match value.to_str().map(str::trim) {
+            Some("warn") => NetworkFsPolicy::Warn,
+            Some("refuse") => NetworkFsPolicy::Refuse,
+            Some("allow") => NetworkFsPolicy::Allow,
+            _ => {
+                return Err(config(
+                    ENV_NETWORK_FS_POLICY,
+                    &format!("{value:?} is not one of warn, refuse, allow"),
+                ));
+            }
+        };
     }
     Ok(())
 }

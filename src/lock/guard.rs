@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
@@ -12,9 +12,10 @@ use super::order;
 use super::owner::Owner;
 use super::shared::SharedHeld;
 use super::table::EntryRef;
-use crate::backend::HeldLock;
+use crate::backend::{HeldLock, LostSignal};
 use crate::category::Category;
 use crate::error::LockError;
+use crate::fencing::FencingToken;
 use crate::mode::LockMode;
 
 /// A held lock. Dropping it releases the lock; so does [`LockGuard::release`],
@@ -71,10 +72,18 @@ pub(crate) struct GuardParts {
     pub track_order: bool,
     pub budget: Option<Duration>,
     pub recorder: Arc<Recorder>,
+    /// The fencing token, once issued.
+    pub token: OnceLock<FencingToken>,
+    /// How the backend tells the lock's loss, for a lock that can be lost.
+    pub lost: Option<LostSignal>,
 }
 
 impl LockGuard {
-    pub(crate) fn new(parts: GuardParts) -> Self {
+    pub(crate) fn new(mut parts: GuardParts) -> Self {
+        parts.lost = match &parts.hold {
+            Hold::Exclusive { os, .. } => os.lost().cloned(),
+            Hold::Shared { os, .. } => os.lost(),
+        };
         parts.entry.add_owner(parts.owner);
         if parts.track_order {
             order::record(parts.owner, parts.category, &parts.lock_path);
@@ -124,13 +133,124 @@ impl LockGuard {
             .map_or(Duration::ZERO, |parts| parts.acquired.elapsed())
     }
 
+    /// The fencing token of this holding: strictly greater than every token
+    /// issued for this lock before it, across holders, processes and
+    /// restarts (ARCHITECTURE.md, "Fencing tokens", says exactly how far for
+    /// each backend). Give it with every write to a store that can keep the
+    /// largest token seen and refuse smaller ones: a holder that lost its
+    /// lock while stalled then cannot overwrite its successor's work.
+    ///
+    /// Issued on the first call and the same after. A shared guard gets the
+    /// token of the last exclusive holder (shared holders issue none). For
+    /// an OS lock the first call reads and rewrites one line of the lock
+    /// file on this thread, a few microseconds on a local disk; on a network
+    /// mount call it where blocking is allowed. A soft lock's token was
+    /// issued with the lock.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// use async_filelock::{Category, Locks};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// let target = dir.path().join("state.db");
+    /// let first = locks.lock(Category::Sqlite, &target).await?;
+    /// let t1 = first.token()?;
+    /// assert_eq!(first.token()?, t1, "one token per holding");
+    /// first.release().await?;
+    /// let second = locks.lock(Category::Sqlite, &target).await?;
+    /// assert!(second.token()? > t1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Lost`] if the lock was lost before a token was issued.
+    /// Storing the token is best effort and never an error: a token whose
+    /// store failed is still larger than every earlier one, by the clock.
+    pub fn token(&self) -> Result<FencingToken, LockError> {
+        let parts = self.parts();
+        if let Some(token) = parts.token.get() {
+            return Ok(*token);
+        }
+        if self.is_lost() {
+            return Err(parts.lost_error());
+        }
+        let token = match &parts.hold {
+            Hold::Exclusive { os, .. } => os.token(),
+            Hold::Shared { os, .. } => os.token(),
+        }
+        .map_err(|e| parts.named(e))?;
+        Ok(*parts.token.get_or_init(|| token))
+    }
+
+    /// Whether the lock was lost while held: a soft lock whose lease ran
+    /// out before it was renewed (the process was stopped, say) or whose
+    /// file another process took after judging it stale. An OS lock is
+    /// never lost while its guard lives. Writers check this before they
+    /// commit and refuse with [`LockError::Lost`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let guard = async_filelock::artifact_lock(dir.path().join("a.bin")).await?;
+    /// assert!(!guard.is_lost());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        self.inner
+            .as_ref()
+            .and_then(|p| p.lost.as_ref())
+            .is_some_and(LostSignal::is_lost)
+    }
+
+    /// A future that resolves when the lock is lost (never, for a lock that
+    /// cannot be: an OS lock), for `tokio::select!` against the work done
+    /// under it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let guard = async_filelock::artifact_lock(dir.path().join("a.bin")).await?;
+    /// tokio::select! {
+    ///     () = guard.lost() => unreachable!("an OS lock is not lost while held"),
+    ///     () = tokio::time::sleep(Duration::from_millis(10)) => {}
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it changes nothing.
+    pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let signal = self.inner.as_ref().and_then(|p| p.lost.clone());
+        async move {
+            match signal {
+                Some(signal) => signal.wait().await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// [`LockError::Lost`] for this guard if its lock was lost: what
+    /// writers return instead of committing.
+    pub(crate) fn check_not_lost(&self) -> Result<(), LockError> {
+        if self.is_lost() {
+            return Err(self.parts().lost_error());
+        }
+        Ok(())
+    }
+
     /// Releases the lock now and reports any error (for example, failing to
     /// remove the lock file). The lock is released even when this errs.
     ///
     /// # Errors
     ///
     /// [`LockError::Io`] naming the lock file if it was to be removed and
-    /// could not be (the lock is released all the same).
+    /// could not be (the lock is released all the same);
+    /// [`LockError::Lost`] if the lock was lost while held (what was
+    /// committed under it before the loss stands; see
+    /// [`LockGuard::is_lost`]).
     ///
     /// # Cancel safety
     ///
@@ -174,6 +294,34 @@ impl LockGuard {
 }
 
 impl GuardParts {
+    /// [`LockError::Lost`] naming this lock.
+    fn lost_error(&self) -> LockError {
+        LockError::Lost {
+            category: self.category,
+            target: self.target.to_path_buf(),
+            lock_path: self.lock_path.to_path_buf(),
+            why: self
+                .lost
+                .as_ref()
+                .and_then(LostSignal::why)
+                .unwrap_or_else(|| "it was released".into()),
+        }
+    }
+
+    /// A backend's error, with this lock's category and target where the
+    /// backend could not know them.
+    fn named(&self, e: LockError) -> LockError {
+        match e {
+            LockError::Lost { why, .. } => LockError::Lost {
+                category: self.category,
+                target: self.target.to_path_buf(),
+                lock_path: self.lock_path.to_path_buf(),
+                why,
+            },
+            other => other,
+        }
+    }
+
     /// The holder has let go, even if the release itself finishes later on
     /// the blocking pool: it may ask for the lock again at once and queue
     /// behind that release, which is no deadlock.
@@ -205,6 +353,8 @@ impl GuardParts {
                 "lock held longer than its budget"
             );
         }
+        let lost = self.lost.as_ref().is_some_and(LostSignal::is_lost);
+        let lost_error = lost.then(|| self.lost_error());
         let result = match self.hold {
             Hold::Exclusive { os, queue } => {
                 let r = os.release(self.remove_on_release);
@@ -216,6 +366,19 @@ impl GuardParts {
                 drop(queue);
                 Ok(())
             }
+        };
+        let result = match (result, lost_error) {
+            (Err(e), _) => Err(match e {
+                LockError::Lost { why, .. } => LockError::Lost {
+                    category: self.category,
+                    target: self.target.to_path_buf(),
+                    lock_path: self.lock_path.to_path_buf(),
+                    why,
+                },
+                other => other,
+            }),
+            (Ok(()), Some(lost)) => Err(lost),
+            (Ok(()), None) => Ok(()),
         };
         drop(self.entry);
         self.recorder.released(self.category, held, over);

@@ -17,7 +17,10 @@ use super::order::OrderCheck;
 use super::owner::SameTask;
 use super::policy::{LockDir, Policy};
 use super::set::LockSet;
+use crate::backend::auto::AutoBackend;
 use crate::backend::os::OsBackend;
+use crate::backend::soft::SoftBackend;
+use crate::backend::{Backend, BackendChoice, NetworkFsPolicy};
 use crate::category::Category;
 use crate::error::LockError;
 
@@ -237,6 +240,22 @@ impl Locks {
         self.engine.policy.timeout(category)
     }
 
+    /// The backend this handle locks with.
+    pub fn backend(&self) -> BackendChoice {
+        self.engine.policy.backend
+    }
+
+    /// The lease of this handle's soft locks (see
+    /// [`LocksBuilder::soft_lease`]).
+    pub fn soft_lease(&self) -> Duration {
+        self.engine.policy.soft.lease
+    }
+
+    /// What this handle does with a lock dir on a network filesystem.
+    pub fn network_fs(&self) -> NetworkFsPolicy {
+        self.engine.policy.network_fs
+    }
+
     /// Counters and wait/hold percentiles per category for this handle, and
     /// its backend's counters.
     pub fn metrics(&self) -> Metrics {
@@ -295,6 +314,10 @@ impl Locks {
         Ok(LockSet::new(guards))
     }
 }
+
+/// The shortest soft lock lease accepted: renewals every third of it must
+/// be possible on a loaded machine.
+const MIN_LEASE: Duration = Duration::from_millis(50);
 
 /// Builds a [`Locks`]. Every setting starts at its default.
 ///
@@ -382,6 +405,35 @@ impl LocksBuilder {
         self
     }
 
+    /// Which backend holds the locks (default [`BackendChoice::Os`]).
+    pub fn backend(mut self, backend: BackendChoice) -> Self {
+        self.policy.backend = backend;
+        self
+    }
+
+    /// How long a soft lock stays its holder's without a renewal (default
+    /// 30 s; at least 50 ms). The holder renews it every third of that; a
+    /// holder stalled longer loses it to the next waiter, and its guard
+    /// reports the loss ([`LockGuard::is_lost`]).
+    pub fn soft_lease(mut self, lease: Duration) -> Self {
+        self.policy.soft.lease = lease.max(MIN_LEASE);
+        self
+    }
+
+    /// The longest pause between two attempts of a waiting soft lock
+    /// (default 100 ms; waits start at 1 ms and double up to it).
+    pub fn soft_poll(mut self, poll: Duration) -> Self {
+        self.policy.soft.poll = poll.max(Duration::from_millis(1));
+        self
+    }
+
+    /// What to do when a lock dir is on a network or FUSE filesystem
+    /// (default [`NetworkFsPolicy::Warn`], once per lock dir).
+    pub fn network_fs(mut self, policy: NetworkFsPolicy) -> Self {
+        self.policy.network_fs = policy;
+        self
+    }
+
     /// Lets the processes of several users of group `gid` share lock dirs
     /// (default: none). Without it a lock dir must be owned by this user and
     /// writable by no one else, and lock files must be this user's; with
@@ -452,10 +504,18 @@ impl LocksBuilder {
     /// current directory is needed to make it absolute and is gone.
     pub fn build(mut self) -> Result<Locks, LockError> {
         self.policy.resolve_lock_dir()?;
+        let soft = SoftBackend {
+            settings: self.policy.soft,
+        };
+        let backend: Arc<dyn Backend> = match self.policy.backend {
+            BackendChoice::Os => Arc::new(OsBackend),
+            BackendChoice::Soft => Arc::new(soft),
+            BackendChoice::Auto => Arc::new(AutoBackend::new(soft)),
+        };
         Ok(Locks {
             engine: Arc::new(Engine {
                 policy: self.policy,
-                backend: Arc::new(OsBackend),
+                backend,
                 recorder: Arc::new(Recorder::new()),
             }),
         })

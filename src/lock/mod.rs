@@ -36,7 +36,10 @@ pub(crate) mod shared;
 pub(crate) mod table;
 
 pub use acquisition::Acquire;
-pub use env::{ENV_BACKEND, ENV_DIR, ENV_TIMEOUT_PREFIX, ENV_WAIT_THREADS};
+pub use env::{
+    ENV_BACKEND, ENV_DIR, ENV_NETWORK_FS_POLICY, ENV_SOFT_LEASE, ENV_TIMEOUT_PREFIX,
+    ENV_WAIT_THREADS,
+};
 pub use guard::LockGuard;
 pub use locks::{Locks, LocksBuilder};
 pub use metrics::{CategoryMetrics, Metrics, Percentiles};

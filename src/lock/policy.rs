@@ -8,6 +8,8 @@ use std::time::Duration;
 use super::naming::{self, NormalTarget};
 use super::order::OrderCheck;
 use super::owner::SameTask;
+use crate::backend::soft::SoftSettings;
+use crate::backend::{BackendChoice, NetworkFsPolicy};
 use crate::category::Category;
 
 /// Name of the lock directory placed beside targets by default.
@@ -34,6 +36,9 @@ pub(crate) struct Policy {
     pub shared_group: Option<u32>,
     pub order_check: OrderCheck,
     pub same_task: SameTask,
+    pub backend: BackendChoice,
+    pub soft: SoftSettings,
+    pub network_fs: NetworkFsPolicy,
 }
 
 impl Default for Policy {
@@ -50,6 +55,9 @@ impl Default for Policy {
             shared_group: None,
             order_check: OrderCheck::default(),
             same_task: SameTask::default(),
+            backend: BackendChoice::default(),
+            soft: SoftSettings::default(),
+            network_fs: NetworkFsPolicy::default(),
         }
     }
 }

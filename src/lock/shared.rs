@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::backend::HeldLock;
+use crate::backend::{HeldLock, LostSignal};
+use crate::error::LockError;
+use crate::fencing::FencingToken;
 
 #[derive(Debug)]
 pub(crate) struct SharedHeld {
@@ -20,6 +22,30 @@ impl SharedHeld {
             remove_on_release,
             lock_path,
         }
+    }
+}
+
+impl SharedHeld {
+    /// The fencing token of the one backend lock all shared holders use.
+    pub fn token(&self) -> Result<FencingToken, LockError> {
+        match self.os.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(os) => os.token(),
+            None => Err(LockError::Lost {
+                category: crate::category::Category::Artifact,
+                target: Default::default(),
+                lock_path: self.lock_path.to_path_buf(),
+                why: "it was released".into(),
+            }),
+        }
+    }
+
+    /// How the backend lock tells its loss, if it can be lost.
+    pub fn lost(&self) -> Option<LostSignal> {
+        self.os
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|os| os.lost().cloned())
     }
 }
 

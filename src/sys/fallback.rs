@@ -104,3 +104,45 @@ mod tests {
         assert!(!source.wait(Some(Duration::from_millis(1)), &mut ready));
     }
 }
+
+/// No portable way to read another process's command name.
+pub(crate) fn command_name(_pid: u32) -> Option<String> {
+    None
+}
+
+/// What this host says of a process; see the Linux version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcessState {
+    /// Running.
+    Alive,
+    /// Gone.
+    Gone,
+    /// Cannot tell.
+    Unknown,
+}
+
+/// Without a start time a reused pid cannot be told from the old process:
+/// never "gone" by pid here, so soft locks go stale by lease only.
+pub(crate) fn process_state(_pid: u32, _start_time: u64) -> ProcessState {
+    ProcessState::Unknown
+}
+
+/// Unknown without procfs.
+pub(crate) fn process_start_time(_pid: u32) -> Option<u64> {
+    None
+}
+
+/// Unknown without procfs: soft locks go stale by lease only.
+pub(crate) fn boot_id() -> Option<String> {
+    None
+}
+
+/// Unknown without procfs.
+pub(crate) fn pid_namespace() -> Option<u64> {
+    None
+}
+
+/// `statfs` magic numbers are Linux's.
+pub(crate) fn network_fs_name(_magic: u64) -> Option<&'static str> {
+    None
+}

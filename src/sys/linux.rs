@@ -348,3 +348,118 @@ mod tests {
         source.unwatch(id);
     }
 }
+
+/// The command name of process `pid` (`/proc/<pid>/comm`), if it exists
+/// and this process may read it.
+pub(crate) fn command_name(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let comm = comm.trim_end_matches('\n');
+    (!comm.is_empty()).then(|| comm.to_owned())
+}
+
+/// What this host says of process `pid` with start time `start_time`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcessState {
+    /// Running (or stopped): the same process, by pid and start time.
+    Alive,
+    /// Gone: no such pid, a zombie, or another process reusing the pid.
+    Gone,
+    /// Cannot tell (procfs unreadable).
+    Unknown,
+}
+
+/// Whether process `pid`, started at `start_time` (clock ticks after boot,
+/// as [`process_start_time`] gives), still runs.
+pub(crate) fn process_state(pid: u32, start_time: u64) -> ProcessState {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => match parse_stat(&stat) {
+            Some((state, started)) if state != 'Z' && state != 'X' && started == start_time => {
+                ProcessState::Alive
+            }
+            Some(_) => ProcessState::Gone,
+            None => ProcessState::Unknown,
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => ProcessState::Gone,
+        Err(_) => ProcessState::Unknown,
+    }
+}
+
+/// When process `pid` started, in clock ticks after boot (field 22 of
+/// `/proc/<pid>/stat`): with the pid, it names one process for the life
+/// of a boot, so a reused pid is not taken for the old process.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(_, started)| started)
+}
+
+/// The state letter and start time from a `/proc/<pid>/stat` line. The
+/// command name (field 2) may hold spaces and parentheses: fields are
+/// counted after its last `)`.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Field 3 is the state; the start time is field 22.
+    let started = fields.nth(22 - 4)?.parse().ok()?;
+    Some((state, started))
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): pids and start times
+/// mean something only within one boot.
+pub(crate) fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// The pid namespace of this process (the inode of `/proc/self/ns/pid`):
+/// two containers on one host and boot see different processes under one
+/// pid.
+pub(crate) fn pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// The name of the filesystem type of `magic` (`statfs`'s `f_type`), for
+/// the ones where `flock` is emulated, local to one client, refused or
+/// shared across hosts: `None` for a local disk filesystem.
+pub(crate) fn network_fs_name(magic: u64) -> Option<&'static str> {
+    Some(match magic {
+        0x6969 => "nfs",
+        0x517b => "smb",
+        0xff53_4d42 => "cifs",
+        0xfe53_4d42 => "smb2",
+        0x0bd0_0bd0 => "lustre",
+        0x4750_4653 => "gpfs",
+        0x00c3_6400 => "ceph",
+        0x6573_5546 => "fuse",
+        0x5346_414f => "afs",
+        0x0102_1997 => "9p",
+        0x7461_636f => "ocfs2",
+        0x0116_1970 => "gfs2",
+        0x1373 => "devfs",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        let line = "4121 (we ird) (x)) S 1 4121 4121 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(('S', 987654)));
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_wrong_start_time_is_gone() {
+        let me = std::process::id();
+        let started = process_start_time(me).unwrap();
+        assert_eq!(process_state(me, started), ProcessState::Alive);
+        assert_eq!(process_state(me, started + 1), ProcessState::Gone);
+        assert_eq!(process_state(u32::MAX - 1, 0), ProcessState::Gone);
+        assert!(command_name(me).is_some());
+        assert!(boot_id().is_some());
+    }
+}

@@ -8,7 +8,11 @@
 //!   tells.
 //! * [`reserve`]: reserve disk space for a file without changing its size.
 //! * [`rename_noreplace`]: a rename that never replaces an existing file.
-//! * [`network_mounts`]: where file calls may hang on the network.
+//! * [`network_mounts`]: where file calls may hang on the network;
+//!   [`network_fs_name`]: which `statfs` types are network or FUSE ones.
+//! * [`process_state`], [`process_start_time`], [`boot_id`],
+//!   [`pid_namespace`], [`command_name`]: whether a process still runs
+//!   (pid and start time), and its name, for soft locks and timeouts.
 //! * [`EventSource`]: events on lock files (closed, removed), so a wait can
 //!   be woken without a thread of its own blocking in `flock`.
 //! * [`fork_generation`]: tells a `fork()`ed child from its parent
@@ -21,14 +25,15 @@
 //! compiled and unit-tested on Linux too, so it cannot rot unseen.
 
 mod unix;
-pub(crate) use unix::{fork_generation, raise_fd_limit};
+pub(crate) use unix::{fork_generation, host_name, raise_fd_limit};
 
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    EventSource, LockHolders, WatchId, holder_key, lock_holders, network_mounts, rename_noreplace,
-    reserve,
+    EventSource, LockHolders, ProcessState, WatchId, boot_id, command_name, holder_key,
+    lock_holders, network_fs_name, network_mounts, pid_namespace, process_start_time,
+    process_state, rename_noreplace, reserve,
 };
 
 #[cfg(any(not(target_os = "linux"), test))]
@@ -36,6 +41,7 @@ pub(crate) use linux::{
 mod fallback;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use fallback::{
-    EventSource, LockHolders, WatchId, holder_key, lock_holders, network_mounts, rename_noreplace,
-    reserve,
+    EventSource, LockHolders, ProcessState, WatchId, boot_id, command_name, holder_key,
+    lock_holders, network_fs_name, network_mounts, pid_namespace, process_start_time,
+    process_state, rename_noreplace, reserve,
 };

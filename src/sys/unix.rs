@@ -64,3 +64,13 @@ pub(crate) fn rename_by_link(from: &std::path::Path, to: &std::path::Path) -> st
     std::fs::hard_link(from, to)?;
     std::fs::remove_file(from)
 }
+
+/// This host's name (`uname`'s node name), or `None` if it is not UTF-8.
+pub(crate) fn host_name() -> Option<String> {
+    rustix::system::uname()
+        .nodename()
+        .to_str()
+        .ok()
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+}

@@ -16,7 +16,7 @@ use std::path::Path;
 use super::commit::{sync_dir_after_commit, with_guard};
 use crate::category::Category;
 use crate::error::LockError;
-use crate::lock::Locks;
+use crate::lock::{LockGuard, Locks};
 
 /// Suffix of temp files; with the `.{name}.` prefix it marks a file as this
 /// crate's temp for that target.
@@ -78,11 +78,13 @@ pub async fn write_atomic_with(
 ) -> Result<(), LockError> {
     let bytes = bytes.into();
     let guard = locks.lock(Category::Summary, path).await?;
-    with_guard(guard, move |guard| replace_file(guard.target(), &bytes)).await
+    with_guard(guard, move |guard| replace_file(guard, &bytes)).await
 }
 
-/// The blocking replace; the caller holds the target's summary lock.
-pub(crate) fn replace_file(target: &Path, bytes: &[u8]) -> Result<(), LockError> {
+/// The blocking replace of `guard`'s target, which must not be lost when
+/// the temp file is renamed over it.
+pub(crate) fn replace_file(guard: &LockGuard, bytes: &[u8]) -> Result<(), LockError> {
+    let target = guard.target();
     let dir = target.parent().unwrap_or(Path::new("/"));
     let name = target
         .file_name()
@@ -123,6 +125,9 @@ pub(crate) fn replace_file(target: &Path, bytes: &[u8]) -> Result<(), LockError>
     temp.as_file()
         .sync_all()
         .map_err(|e| LockError::io("fsync temp file", &temp_path, e))?;
+    // A lock lost meanwhile (a soft lock's lease) commits nothing; the
+    // temp file goes with `temp`.
+    guard.check_not_lost()?;
     // On failure `persist` hands the temp file back, and dropping it removes it.
     temp.persist(target)
         .map_err(|e| LockError::io("rename temp file over", target, e.error))?;

@@ -17,7 +17,7 @@ use super::atomic::replace_file;
 use super::commit::with_guard;
 use crate::category::Category;
 use crate::error::LockError;
-use crate::lock::Locks;
+use crate::lock::{LockGuard, Locks};
 
 /// A state and the revision it was read at (0: the file does not exist yet).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,7 +150,7 @@ where
         let mut state: Versioned<T> = read_state(target)?;
         let out = change(&mut state.data);
         state.revision += 1;
-        write_state(target, &state)?;
+        write_state(guard, &state)?;
         Ok((out, state.revision))
     })
     .await
@@ -232,7 +232,7 @@ where
             revision: found + 1,
             data,
         };
-        write_state(target, &state)?;
+        write_state(guard, &state)?;
         Ok(state.revision)
     })
     .await
@@ -258,9 +258,9 @@ fn read_state<T: DeserializeOwned + Default>(target: &Path) -> Result<Versioned<
     })
 }
 
-fn write_state<T: Serialize>(target: &Path, state: &Versioned<T>) -> Result<(), LockError> {
+fn write_state<T: Serialize>(guard: &LockGuard, state: &Versioned<T>) -> Result<(), LockError> {
     let mut bytes = serde_json::to_vec_pretty(state)
-        .map_err(|source| LockError::json("serialize state for", target, source))?;
+        .map_err(|source| LockError::json("serialize state for", guard.target(), source))?;
     bytes.push(b'\n');
-    replace_file(target, &bytes)
+    replace_file(guard, &bytes)
 }

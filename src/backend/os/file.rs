@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-use crate::backend::dirs::{self, LockDirFd};
 use super::flock::try_flock;
-use crate::backend::{HeldLock, LockRequest};
+use crate::backend::dirs::{self, LockDirFd};
+use crate::backend::{HeldLock, LockRequest, tokens};
 use crate::error::LockError;
+use crate::fencing::FencingToken;
 use crate::mode::LockMode;
 
 /// For a lock file found busy: refused if it is not ours (or the shared
@@ -155,6 +156,7 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         file,
         dir,
         lock_path: Arc::clone(&req.lock_path),
+        target: Arc::clone(&req.target),
         mode: req.mode,
     }))
 }
@@ -166,10 +168,24 @@ pub(super) struct OsHeld {
     /// The lock dir it was opened in: removal goes through it.
     dir: Arc<LockDirFd>,
     lock_path: Arc<Path>,
+    /// Rewritten before the token line when a token is issued.
+    target: Arc<Path>,
     mode: LockMode,
 }
 
 impl HeldLock for OsHeld {
+    fn token(&self) -> Result<FencingToken, LockError> {
+        Ok(match self.mode {
+            // No exclusive holder can issue one while we hold it shared.
+            LockMode::Shared => tokens::last(&self.file),
+            LockMode::Exclusive => {
+                let mut head = self.target.as_os_str().as_bytes().to_vec();
+                head.push(b'\n');
+                tokens::issue(&self.file, &head, &self.lock_path)
+            }
+        })
+    }
+
     fn release(self: Box<Self>, remove_file: bool) -> Result<(), LockError> {
         if !remove_file {
             return Ok(());

@@ -30,7 +30,7 @@ use fs4::TryLockError;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendMetrics, HOLDER_READ_AHEAD, HeldLock, LockRequest};
-use crate::error::LockError;
+use crate::error::{Holder, LockError};
 
 mod events;
 mod file;
@@ -114,8 +114,8 @@ impl Backend for OsBackend {
         Some(held.map(|held| Box::new(held) as Box<dyn HeldLock>))
     }
 
-    async fn holder(&self, lock_path: &Path, since: Instant) -> Option<u32> {
-        holders::holder(lock_path, since).await
+    async fn holder(&self, lock_path: &Path, since: Instant) -> Option<Holder> {
+        holders::holder(lock_path, since).await.map(Holder::process)
     }
 
     fn prefetch_holders(&self) {

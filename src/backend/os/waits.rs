@@ -445,6 +445,7 @@ mod tests {
             dir_mode: 0o700,
             create_dir_parents: false,
             shared_group: None,
+            network_fs: Default::default(),
         }
     }
 

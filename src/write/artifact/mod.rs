@@ -21,6 +21,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::fencing::FencingToken;
+
 mod builder;
 mod part;
 mod prepare;
@@ -81,6 +83,10 @@ pub struct CommitReport {
     pub waited: Duration,
     /// Time from getting the lock to the end of the commit.
     pub writing: Duration,
+    /// The fencing token of the artifact lock the commit was made under
+    /// (see [`crate::LockGuard::token`]): record it with the artifact where
+    /// a store should refuse a superseded holder's writes.
+    pub token: FencingToken,
 }
 
 /// The target was already there when the lock was granted.

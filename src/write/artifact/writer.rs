@@ -330,13 +330,17 @@ impl ArtifactWriter {
         let renamed = {
             let (paths, to) = (self.state.paths.clone(), target.clone());
             crate::blocking::run("commit", &target, move || {
+                // Under a lost lock nothing is renamed, and the `.part` is
+                // left alone: its name is the new holder's now.
+                guard.check_not_lost()?;
+                let token = guard.token()?;
                 match std::fs::rename(&paths.part, &to) {
                     Ok(()) => {
                         // The marker goes once the rename is durable: a power
                         // cut before must not leave a `.part` it no longer names.
                         sync_dir_after_commit(to.parent().unwrap_or(Path::new("/")), &to);
                         paths.unmark();
-                        Ok(guard)
+                        Ok((guard, token))
                     }
                     Err(e) => {
                         let _ = paths.remove();
@@ -346,7 +350,9 @@ impl ArtifactWriter {
             })
             .await?
         };
+        let (renamed, token) = renamed;
         let report = CommitReport {
+            token,
             path: target,
             bytes: self.state.written,
             sha256,

@@ -222,11 +222,15 @@ fn commit_round(inner: &Inner, guard: Result<LockGuard, LockError>) {
     let outcome = match guard {
         Ok(guard) => {
             // Moved, not copied: each entry keeps only its reply channel.
-            let chunks: Vec<(Vec<u8>, u64)> = batch
+            let mut chunks: Vec<(Vec<u8>, u64)> = batch
                 .iter_mut()
                 .map(|e| (std::mem::take(&mut e.lines), e.records))
                 .collect();
-            let outcome = inner.shared.write_batch(&chunks);
+            let outcome = match fence(inner, &guard, &mut chunks) {
+                Ok(()) => inner.shared.write_batch(&chunks),
+                // A lost lock (a soft lock's lease) writes nothing.
+                Err(e) => BatchOutcome::failed(0, e),
+            };
             inner.shared.done_with_commit();
             // Let go before replying: another process may go at once.
             guard.release_blocking_or_warn();
@@ -235,6 +239,21 @@ fn commit_round(inner: &Inner, guard: Result<LockGuard, LockError>) {
         Err(e) => BatchOutcome::failed(0, e),
     };
     reply(inner, batch, outcome);
+}
+
+/// Before a commit: refuses under a lost lock, and stamps the records with
+/// the commit's fencing token if the sink asks for it.
+fn fence(inner: &Inner, guard: &LockGuard, chunks: &mut [(Vec<u8>, u64)]) -> Result<(), LockError> {
+    guard.check_not_lost()?;
+    let Some(field) = &inner.shared.token_field else {
+        return Ok(());
+    };
+    let token = guard.token()?;
+    for (lines, _) in chunks.iter_mut() {
+        *lines = super::stamp::stamp(lines, field, token.get());
+    }
+    lock(&inner.shared.stats).last_token = Some(token);
+    Ok(())
 }
 
 /// Answers every queued record with `error` (one that kept the lock from

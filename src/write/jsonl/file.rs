@@ -36,6 +36,9 @@ pub(super) struct Shared {
     /// `reopen_each_commit`): a record count carried over, so that the
     /// reopen counts only the lines added since, not the whole log.
     pub closed: Mutex<Option<Seen>>,
+    /// The member name (JSON-encoded) that records carry the commit's
+    /// fencing token in, if the sink stamps them.
+    pub token_field: Option<String>,
 }
 
 /// A file's identity, size, record count and last bytes when it was

@@ -23,11 +23,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::fencing::FencingToken;
+
 mod committer;
 mod file;
 mod queue;
 mod reader;
 mod sink;
+mod stamp;
 
 pub use reader::JsonlReader;
 pub use sink::{JsonlSink, JsonlSinkBuilder};
@@ -91,4 +94,7 @@ pub struct SinkStats {
     /// The side file the last torn line was kept in: `<log>.torn-<offset>`
     /// beside the log.
     pub last_torn_file: Option<PathBuf>,
+    /// The fencing token of the last commit, when the sink stamps records
+    /// with it ([`crate::JsonlSinkBuilder::record_token`]).
+    pub last_token: Option<FencingToken>,
 }

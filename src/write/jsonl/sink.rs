@@ -33,9 +33,34 @@ pub struct JsonlSinkBuilder {
     rotation: Rotation,
     locks: Option<Locks>,
     max_pending: usize,
+    token_field: Option<String>,
 }
 
 impl JsonlSinkBuilder {
+    /// Stamps every record with the fencing token of the commit that writes
+    /// it, as the first member `field` of its object (records must then be
+    /// JSON objects), and keeps the last in [`SinkStats::last_token`]. A
+    /// reader of the log can then drop records of a holder that had lost
+    /// its lock (a smaller token after a larger one).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// use async_filelock::{JsonlSink, Locks};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// let path = dir.path().join("manifest.jsonl");
+    /// let sink = JsonlSink::builder(&path).locks(locks).record_token("lock_token").open().await?;
+    /// sink.append(&serde_json::json!({"file": "a.pdf"})).await?;
+    /// let line = std::fs::read_to_string(&path).unwrap();
+    /// let row: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    /// assert_eq!(row["lock_token"], sink.stats().last_token.unwrap().get());
+    /// # Ok(()) }
+    /// ```
+    pub fn record_token(mut self, field: impl Into<String>) -> Self {
+        self.token_field = Some(field.into());
+        self
+    }
+
     /// The lock category: [`Category::Manifest`] (default) or
     /// [`Category::Telemetry`].
     pub fn category(mut self, category: Category) -> Self {
@@ -118,6 +143,10 @@ impl JsonlSinkBuilder {
             // position shared between hosts (see `file`).
             reopen_each_commit: crate::mounts::may_hang(&path),
             closed: Mutex::new(None),
+            // JSON-encoding a string cannot fail.
+            token_field: self
+                .token_field
+                .map(|f| serde_json::to_string(&f).unwrap_or_default()),
         });
         let opening = Arc::clone(&shared);
         with_guard(guard, move |_| {
@@ -173,6 +202,7 @@ impl JsonlSink {
             rotation: Rotation::default(),
             locks: None,
             max_pending: 65_536,
+            token_field: None,
         }
     }
 
@@ -218,7 +248,22 @@ impl JsonlSink {
             LockError::json("serialize record for", self.inner.path.clone(), source)
         })?;
         lines.push(b'\n');
+        self.check_stampable(&lines)?;
         self.submit(lines, 1).await
+    }
+
+    /// With [`JsonlSinkBuilder::record_token`], records must be objects.
+    fn check_stampable(&self, lines: &[u8]) -> Result<(), LockError> {
+        if self.inner.shared.token_field.is_some() && !super::stamp::all_objects(lines) {
+            return Err(LockError::Config {
+                key: "JsonlSinkBuilder::record_token".into(),
+                reason: format!(
+                    "records of {} must be JSON objects to carry the token; nothing was written",
+                    self.inner.path.display()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Appends records as consecutive lines in one commit. If any record
@@ -242,6 +287,7 @@ impl JsonlSink {
         if records.is_empty() {
             return Ok(());
         }
+        self.check_stampable(&lines)?;
         self.submit(lines, records.len() as u64).await
     }
 

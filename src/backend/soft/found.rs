@@ -1,0 +1,100 @@
+//! A soft lock file found at a lock path: its identity, its record, and how
+//! long since its owner last renewed it.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rustix::fs::{Mode, OFlags};
+
+use super::record::{MAX_RECORD, OwnerRecord};
+use crate::backend::dirs::LockDirFd;
+use crate::error::LockError;
+
+/// A lock file as read once.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_ns: i128,
+    pub record: Option<OwnerRecord>,
+    /// Since the last renewal (the mtime), by this host's clock; zero if
+    /// the mtime is ahead of it.
+    pub age: Duration,
+}
+
+impl Found {
+    /// Names this holding among every other of the same lock file: the
+    /// record's nonce, or for a file without a readable record its inode
+    /// and change time (an inode number alone is reused at once).
+    pub(crate) fn key(&self) -> String {
+        match &self.record {
+            Some(r) => format!("n{}", sanitize(&r.nonce)),
+            None => format!("i{}-{}", self.ino, self.ctime_ns),
+        }
+    }
+
+    /// Whether `other` is the same holding as this.
+    pub(crate) fn same_holding(&self, other: &Found) -> bool {
+        self.dev == other.dev && self.ino == other.ino && self.key() == other.key()
+    }
+}
+
+/// Keeps a nonce read from a file to characters safe in a file name.
+fn sanitize(nonce: &str) -> String {
+    nonce
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(64)
+        .collect()
+}
+
+/// Reads the lock file `name` in `dir`: `None` if there is none. Refused
+/// (as the OS backend refuses) if it is not a regular file or not ours.
+pub(crate) fn inspect(
+    dir: &LockDirFd,
+    name: &OsStr,
+    lock_path: &Path,
+    shared_group: Option<u32>,
+) -> Result<Option<Found>, LockError> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let mut file = match rustix::fs::openat(dir.fd(), name, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(LockError::UnsafeLockFile {
+                path: lock_path.to_path_buf(),
+                reason:
+                    "it is a symlink, and lock files are never followed through symlinks; remove it"
+                        .into(),
+            });
+        }
+        Err(e) => return Err(LockError::io("open soft lock file", lock_path, e.into())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| LockError::io("inspect soft lock file", lock_path, e))?;
+    if !meta.is_file() {
+        return Err(LockError::UnsafeLockFile {
+            path: lock_path.to_path_buf(),
+            reason: "it is not a regular file; remove it or choose another lock dir".into(),
+        });
+    }
+    dir.check_lock_file(lock_path, &meta, shared_group)?;
+    let mut bytes = Vec::with_capacity(512);
+    // A read error leaves the record unreadable: judged by age.
+    let _ = (&mut file).take(MAX_RECORD as u64).read_to_end(&mut bytes);
+    let modified = meta.modified().unwrap_or_else(|_| SystemTime::now());
+    Ok(Some(Found {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        record: OwnerRecord::parse(&bytes),
+        age: SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or(Duration::ZERO),
+    }))
+}

@@ -1,0 +1,440 @@
+//! Soft locks: a lock file created with `O_CREAT|O_EXCL` holding an owner
+//! record, kept by a lease, for filesystems where `flock` is refused,
+//! emulated or local to one client (ARCHITECTURE.md, "Soft locks").
+//!
+//! * [`record`]: the owner record and the judgement of staleness (owner
+//!   gone on this host, or lease run out).
+//! * [`found`]: a lock file as read: identity, record, age.
+//! * [`breaking`]: removing a stale lock so that exactly one breaker wins.
+//! * [`lease`]: the thread that renews held locks and tells their loss.
+//!
+//! A soft lock is exclusive in every mode: a shared request takes it alone
+//! (shared holders of one process still share it, as the lock layer does
+//! for every backend). Waits poll with backoff from 1 ms up to the
+//! configured interval, on the calling task; no thread waits.
+//!
+//! May use: the backend contract (`super`), `dirs`, `tokens`, `sys`,
+//! `per_process`, `mounts`, `blocking`, the vocabulary.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use sha2::Digest as _;
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, BackendMetrics, HeldLock, LockRequest, LostSignal};
+use crate::backend::dirs::{self, LockDirFd};
+use crate::error::{Holder, LockError};
+use crate::fencing::FencingToken;
+
+pub(crate) mod breaking;
+pub(crate) mod found;
+mod lease;
+pub(crate) mod record;
+
+use breaking::Door;
+use lease::Lease;
+use record::{OwnerRecord, Verdict};
+
+/// The default lease: a holder that stops renewing for this long loses
+/// the lock to the next waiter.
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The default longest pause between two attempts of a waiting soft lock.
+pub(crate) const DEFAULT_POLL: Duration = Duration::from_millis(100);
+
+/// How many times one attempt creates, judges and breaks before it calls
+/// the lock busy.
+const ATTEMPTS: usize = 8;
+
+/// How many times a release tries the door a breaker is in, 1 ms apart.
+const DOOR_TRIES: usize = 20;
+
+/// The suffix of the file that keeps a soft lock's fencing tokens.
+pub(crate) const TOKEN_SUFFIX: &str = ".token";
+
+/// Settings of the soft backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SoftSettings {
+    /// How long a held lock stays its holder's without a renewal.
+    pub lease: Duration,
+    /// The longest pause between two attempts of a wait.
+    pub poll: Duration,
+}
+
+impl Default for SoftSettings {
+    fn default() -> Self {
+        SoftSettings {
+            lease: DEFAULT_LEASE,
+            poll: DEFAULT_POLL,
+        }
+    }
+}
+
+/// The soft lock backend.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SoftBackend {
+    pub settings: SoftSettings,
+}
+
+fn split(path: &Path) -> Result<(&Path, &OsStr), LockError> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => Ok((dir, name)),
+        _ => Err(LockError::UnsafeLockFile {
+            path: path.to_path_buf(),
+            reason: "it names no file in a directory".into(),
+        }),
+    }
+}
+
+impl SoftBackend {
+    /// One attempt: create the lock file, or judge the one found and break
+    /// it if stale, then try again.
+    pub(crate) fn attempt(&self, req: &LockRequest) -> Result<Option<SoftHeld>, LockError> {
+        let path = &*req.lock_path;
+        let (dir_path, name) = split(path)?;
+        let mut dir = dirs::lock_dir(dir_path, req)?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(req.file_mode);
+        let mut retried_dir = false;
+        for _ in 0..ATTEMPTS {
+            match rustix::fs::openat(dir.fd(), name, flags, mode) {
+                Ok(fd) => return self.took(File::from(fd), dir, name, req).map(Some),
+                Err(rustix::io::Errno::EXIST) => {
+                    let Some(found) = found::inspect(&dir, name, path, req.shared_group)? else {
+                        continue;
+                    };
+                    match record::judge(found.record.as_ref(), found.age, self.settings.lease) {
+                        Verdict::Live => return Ok(None),
+                        Verdict::Stale(_) => {
+                            if breaking::break_stale(
+                                &dir,
+                                name,
+                                path,
+                                req.shared_group,
+                                &found,
+                                self.settings.lease,
+                            )? {
+                                metrics::broke();
+                            }
+                        }
+                    }
+                }
+                // The lock dir was removed since it was checked.
+                Err(rustix::io::Errno::NOENT) if !retried_dir => {
+                    dirs::forget(dir_path);
+                    dir = dirs::lock_dir(dir_path, req)?;
+                    retried_dir = true;
+                }
+                Err(rustix::io::Errno::LOOP) => {
+                    return Err(LockError::UnsafeLockFile {
+                        path: path.to_path_buf(),
+                        reason: "it is a symlink, and lock files are never followed through symlinks; remove it".into(),
+                    });
+                }
+                Err(e) => return Err(LockError::io("create soft lock file", path, e.into())),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The lock file `name` was just created by us: issue the token, write
+    /// the record, start the lease.
+    fn took(
+        &self,
+        file: File,
+        dir: Arc<LockDirFd>,
+        name: &OsStr,
+        req: &LockRequest,
+    ) -> Result<SoftHeld, LockError> {
+        let path = &*req.lock_path;
+        let token = issue_token(&dir, name, req);
+        let record = OwnerRecord::mine(&req.target, self.settings.lease, token.get(), nonce());
+        // Best effort, as the OS backend's target record: a lock file
+        // without its record is still ours, renewed, and judged by age.
+        if let Err(e) = file.write_all_at(&record.to_line(), 0) {
+            tracing::debug!(lock_path = %path.display(), error = %e, "soft lock file left without its owner record");
+        }
+        let lease = Lease::new(
+            Arc::clone(&dir),
+            name.to_os_string(),
+            file,
+            self.settings.lease,
+            Arc::clone(&req.lock_path),
+        );
+        let lease = match lease.and_then(|l| {
+            let l = Arc::new(l);
+            lease::keep(Arc::clone(&l)).map(|()| l)
+        }) {
+            Ok(lease) => lease,
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty());
+                return Err(LockError::io("start the soft lock's lease", path, e));
+            }
+        };
+        metrics::held(1);
+        Ok(SoftHeld {
+            lease: Some(lease),
+            token,
+            nonce_key: format!("n{}", record.nonce),
+        })
+    }
+}
+
+/// Issues the next token through the lock's `.token` file (see
+/// [`crate::backend::tokens`]); by the clock alone if that file cannot be
+/// opened.
+fn issue_token(dir: &LockDirFd, name: &OsStr, req: &LockRequest) -> FencingToken {
+    let mut token_name = name.to_os_string();
+    token_name.push(TOKEN_SUFFIX);
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(
+        dir.fd(),
+        &token_name,
+        flags,
+        Mode::from_raw_mode(req.file_mode),
+    ) {
+        Ok(fd) => crate::backend::tokens::issue(&File::from(fd), b"", &req.lock_path),
+        Err(e) => {
+            tracing::warn!(lock_path = %req.lock_path.display(), error = %e, "could not open the soft lock's token file; the token is kept larger by the clock alone");
+            FencingToken::after(0)
+        }
+    }
+}
+
+/// A nonce naming one holding: unique per host by pid, start, time and a
+/// counter, and across hosts by the host name, hashed to 16 hex digits.
+fn nonce() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let me = record::me();
+    let mut hash = sha2::Sha256::new();
+    hash.update(me.host.as_bytes());
+    hash.update(std::process::id().to_le_bytes());
+    hash.update(me.start_time.unwrap_or(0).to_le_bytes());
+    hash.update(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+            .to_le_bytes(),
+    );
+    hash.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    hex::encode(&hash.finalize()[..8])
+}
+
+#[async_trait]
+impl Backend for SoftBackend {
+    fn try_lock(&self, req: &LockRequest) -> Result<Option<Box<dyn HeldLock>>, LockError> {
+        Ok(self
+            .attempt(req)?
+            .map(|held| Box::new(held) as Box<dyn HeldLock>))
+    }
+
+    async fn wait(
+        &self,
+        req: &LockRequest,
+        deadline: Option<Instant>,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
+        let remote = crate::mounts::may_hang(&req.lock_path);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let attempt = if remote {
+                // On a network mount an attempt may hang: off the runtime.
+                // Dropped, its result (a lock it got) is released.
+                let (backend, owned) = (self.clone(), req.clone());
+                crate::blocking::run("lock", &req.lock_path, move || backend.attempt(&owned))
+                    .await?
+            } else {
+                self.attempt(req)?
+            };
+            if let Some(held) = attempt {
+                return Ok(Some(Box::new(held)));
+            }
+            let mut until = Instant::now() + pause;
+            if let Some(deadline) = deadline {
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                until = until.min(deadline);
+            }
+            let cancelled = async {
+                match cancel {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(until.into()) => {}
+                () = cancelled => return Ok(None),
+            }
+            pause = (pause * 2).min(self.settings.poll.max(Duration::from_millis(1)));
+        }
+    }
+
+    fn wait_here(&self, _req: &LockRequest) -> Option<Result<Box<dyn HeldLock>, LockError>> {
+        None
+    }
+
+    async fn holder(&self, lock_path: &Path, _since: Instant) -> Option<Holder> {
+        let bytes = std::fs::read(lock_path).ok()?;
+        let record = OwnerRecord::parse(&bytes)?;
+        Some(holder_of(&record))
+    }
+
+    fn releases_by_removal(&self, _req: &LockRequest) -> bool {
+        true
+    }
+
+    fn metrics(&self) -> BackendMetrics {
+        BackendMetrics::Soft(metrics::snapshot())
+    }
+}
+
+/// The holder a record names, as a timeout error says it.
+pub(crate) fn holder_of(record: &OwnerRecord) -> Holder {
+    Holder::Process {
+        pid: record.pid,
+        command: record.command.clone(),
+        held_for: Some(record.held_for(SystemTime::now())),
+        host: (record.host != record::me().host).then(|| record.host.clone()),
+    }
+}
+
+/// A held soft lock.
+#[derive(Debug)]
+pub(crate) struct SoftHeld {
+    /// `None` once released.
+    lease: Option<Arc<Lease>>,
+    token: FencingToken,
+    nonce_key: String,
+}
+
+impl SoftHeld {
+    /// Removes the lock file if it is still this holding, through the
+    /// breakers' door (see [`breaking`]): a breaker at work means the lock
+    /// is being taken from us.
+    fn let_go(&mut self) -> Result<(), LockError> {
+        let Some(lease) = self.lease.take() else {
+            return Ok(());
+        };
+        lease.end();
+        metrics::held(-1);
+        let lost = |why: String| LockError::Lost {
+            category: crate::category::Category::Artifact,
+            target: Default::default(),
+            lock_path: lease.lock_path.to_path_buf(),
+            why,
+        };
+        let was_lost = lease.signal.why();
+        // A breaker in the door holds it for a few system calls: it finds
+        // this holding live and leaves it, or stale and removes it.
+        let mut door = Door::Busy;
+        for _ in 0..DOOR_TRIES {
+            door = breaking::open_door(
+                &lease.dir,
+                &lease.name,
+                &self.nonce_key,
+                lease.lease,
+                &lease.lock_path,
+            )?;
+            if door != Door::Busy {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let Door::Opened(door) = door else {
+            lease
+                .signal
+                .mark("another process was breaking it as stale when it was released");
+            return Err(lost(lease.signal.why().unwrap_or_default()));
+        };
+        let removed = if lease.still_mine() {
+            match rustix::fs::unlinkat(lease.dir.fd(), &lease.name, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(LockError::io(
+                    "remove soft lock file",
+                    &*lease.lock_path,
+                    e.into(),
+                )),
+            }
+        } else {
+            lease.signal.mark("its lock file was removed or replaced: another process judged it stale and took the lock");
+            Ok(())
+        };
+        breaking::close_door(&lease.dir, &door);
+        removed?;
+        match was_lost.or_else(|| lease.signal.is_lost().then(|| lease.signal.why()).flatten()) {
+            Some(why) => Err(lost(why)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl HeldLock for SoftHeld {
+    fn release(mut self: Box<Self>, _remove_file: bool) -> Result<(), LockError> {
+        self.let_go()
+    }
+
+    fn token(&self) -> Result<FencingToken, LockError> {
+        Ok(self.token)
+    }
+
+    fn lost(&self) -> Option<&LostSignal> {
+        self.lease.as_ref().map(|l| &l.signal)
+    }
+}
+
+impl Drop for SoftHeld {
+    fn drop(&mut self) {
+        if let Err(e) = self.let_go() {
+            tracing::warn!(error = %e, "releasing soft lock");
+        }
+    }
+}
+
+/// The process-wide counters of soft locks.
+pub(crate) mod metrics {
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+    use crate::backend::SoftMetrics;
+
+    static HELD: AtomicI64 = AtomicI64::new(0);
+    static BROKEN: AtomicU64 = AtomicU64::new(0);
+    static LOST: AtomicU64 = AtomicU64::new(0);
+    static RENEWALS: AtomicU64 = AtomicU64::new(0);
+    static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+    pub(crate) fn held(delta: i64) {
+        HELD.fetch_add(delta, Ordering::Relaxed);
+    }
+    pub(crate) fn broke() {
+        BROKEN.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn lost() {
+        LOST.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn renewed() {
+        RENEWALS.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn fell_back() {
+        FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot() -> SoftMetrics {
+        SoftMetrics {
+            held_now: u64::try_from(HELD.load(Ordering::Relaxed)).unwrap_or(0),
+            stale_broken: BROKEN.load(Ordering::Relaxed),
+            lost: LOST.load(Ordering::Relaxed),
+            renewals: RENEWALS.load(Ordering::Relaxed),
+            fallbacks: FALLBACKS.load(Ordering::Relaxed),
+        }
+    }
+}
