@@ -269,6 +269,9 @@ fn io_hint(source: &io::Error) -> &'static str {
             "; this process is out of file descriptors: raise its limit (RLIMIT_NOFILE, `ulimit -n`) or hold fewer files open"
         }
         Some(libc::ENFILE) => "; the system is out of file descriptors (fs.file-max)",
+        Some(libc::ENOLCK) | Some(libc::EOPNOTSUPP) => {
+            "; this filesystem refuses flock: use soft locks there (ASYNC_FILELOCK_BACKEND=soft, or auto to fall back where refused)"
+        }
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
             "; the filesystem is full (or the quota reached): free space there"
         }

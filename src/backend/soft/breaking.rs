@@ -126,7 +126,7 @@ pub(crate) fn break_stale(
             return Ok(false);
         };
         // Judged again: its owner may have renewed since the first look.
-        let Verdict::Stale(why) = record::judge(now.record.as_ref(), now.age, default_lease) else {
+        let Verdict::Stale(why) = now.verdict(default_lease) else {
             return Ok(false);
         };
         if !now.same_holding(judged) {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::{Mode, OFlags};
 
-use super::record::{MAX_RECORD, OwnerRecord};
+use super::record::{self, MAX_RECORD, OwnerRecord, Verdict};
 use crate::backend::dirs::LockDirFd;
 use crate::error::LockError;
 
@@ -21,6 +21,10 @@ pub(crate) struct Found {
     pub ino: u64,
     pub ctime_ns: i128,
     pub record: Option<OwnerRecord>,
+    /// Empty, or not even the start of a JSON object: no soft lock of this
+    /// crate (whose files appear whole, by a hard link) but an OS lock
+    /// file (the target's path) or a leftover.
+    pub not_soft: bool,
     /// Since the last renewal (the mtime), by this host's clock; zero if
     /// the mtime is ahead of it.
     pub age: Duration,
@@ -35,6 +39,17 @@ impl Found {
             Some(r) => format!("n{}", sanitize(&r.nonce)),
             None => format!("i{}-{}", self.ino, self.ctime_ns),
         }
+    }
+
+    /// What a waiter concludes (see [`record::judge`]); a file that is no
+    /// soft lock at all holds nothing.
+    pub(crate) fn verdict(&self, default_lease: Duration) -> Verdict {
+        if self.not_soft {
+            return Verdict::Stale(
+                "it is not a soft lock (empty, or an OS lock file naming its target)".into(),
+            );
+        }
+        record::judge(self.record.as_ref(), self.age, default_lease)
     }
 
     /// Whether `other` is the same holding as this.
@@ -93,6 +108,7 @@ pub(crate) fn inspect(
         ino: meta.ino(),
         ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
         record: OwnerRecord::parse(&bytes),
+        not_soft: !bytes.trim_ascii_start().starts_with(b"{"),
         age: SystemTime::now()
             .duration_since(modified)
             .unwrap_or(Duration::ZERO),

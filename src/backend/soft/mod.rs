@@ -18,7 +18,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,18 +101,15 @@ impl SoftBackend {
         let path = &*req.lock_path;
         let (dir_path, name) = split(path)?;
         let mut dir = dirs::lock_dir(dir_path, req)?;
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mode = Mode::from_raw_mode(req.file_mode);
         let mut retried_dir = false;
         for _ in 0..ATTEMPTS {
-            match rustix::fs::openat(dir.fd(), name, flags, mode) {
-                Ok(fd) => return self.took(File::from(fd), dir, name, req).map(Some),
-                Err(rustix::io::Errno::EXIST) => {
+            match self.create(&dir, name, req) {
+                Ok(Some(held)) => return Ok(Some(held)),
+                Ok(None) => {
                     let Some(found) = found::inspect(&dir, name, path, req.shared_group)? else {
                         continue;
                     };
-                    match record::judge(found.record.as_ref(), found.age, self.settings.lease) {
+                    match found.verdict(self.settings.lease) {
                         Verdict::Live => return Ok(None),
                         Verdict::Stale(_) => {
                             if breaking::break_stale(
@@ -129,39 +126,167 @@ impl SoftBackend {
                     }
                 }
                 // The lock dir was removed since it was checked.
-                Err(rustix::io::Errno::NOENT) if !retried_dir => {
+                Err(Create::DirGone) if !retried_dir => {
                     dirs::forget(dir_path);
                     dir = dirs::lock_dir(dir_path, req)?;
                     retried_dir = true;
                 }
-                Err(rustix::io::Errno::LOOP) => {
-                    return Err(LockError::UnsafeLockFile {
-                        path: path.to_path_buf(),
-                        reason: "it is a symlink, and lock files are never followed through symlinks; remove it".into(),
-                    });
+                Err(Create::DirGone) => {
+                    return Err(LockError::io(
+                        "create soft lock file",
+                        path,
+                        std::io::Error::from(std::io::ErrorKind::NotFound),
+                    ));
                 }
-                Err(e) => return Err(LockError::io("create soft lock file", path, e.into())),
+                Err(Create::Failed(e)) => return Err(e),
             }
         }
         Ok(None)
     }
 
-    /// The lock file `name` was just created by us: issue the token, write
-    /// the record, start the lease.
+    /// Creates the lock file whole: the owner record is written to a new
+    /// file of its own, which is then hard-linked to the lock path (`link`
+    /// fails if the path exists), so that nobody ever reads a soft lock
+    /// without its record. `Ok(None)` if the path exists.
+    ///
+    /// Where hard links are refused (some FUSE and SMB mounts) it falls back
+    /// to `O_EXCL` and writes the record after; the lock is claimed only if
+    /// the file at the path is still ours once written.
+    fn create(
+        &self,
+        dir: &Arc<LockDirFd>,
+        name: &OsStr,
+        req: &LockRequest,
+    ) -> Result<Option<SoftHeld>, Create> {
+        let path = &*req.lock_path;
+        let nonce = nonce();
+        let mut temp = name.to_os_string();
+        temp.push(".new.");
+        temp.push(&nonce);
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(req.file_mode);
+        let file = match rustix::fs::openat(dir.fd(), &temp, flags, mode) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Err(Create::DirGone),
+            Err(e) => {
+                return Err(Create::Failed(LockError::io(
+                    "create soft lock file",
+                    path,
+                    e.into(),
+                )));
+            }
+        };
+        // The token is issued before the lock is ours, under no lock: it
+        // is only given out, and the `.token` file only advanced, once the
+        // link below made us the holder.
+        let record = OwnerRecord::mine(&req.target, self.settings.lease, 0, nonce.clone());
+        let unlink_temp = || {
+            let _ = rustix::fs::unlinkat(dir.fd(), &temp, AtFlags::empty());
+        };
+        if let Err(e) = file.write_all_at(&record.to_line(), 0) {
+            unlink_temp();
+            return Err(Create::Failed(LockError::io(
+                "write soft lock record",
+                path,
+                e,
+            )));
+        }
+        match rustix::fs::linkat(dir.fd(), &temp, dir.fd(), name, AtFlags::empty()) {
+            Ok(()) => {
+                unlink_temp();
+                self.took(file, Arc::clone(dir), name, req, record)
+                    .map(Some)
+                    .map_err(Create::Failed)
+            }
+            Err(rustix::io::Errno::EXIST) => {
+                unlink_temp();
+                Ok(None)
+            }
+            Err(
+                rustix::io::Errno::PERM | rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS,
+            ) => {
+                unlink_temp();
+                self.create_in_place(dir, name, req, record)
+            }
+            Err(e) => {
+                unlink_temp();
+                Err(Create::Failed(LockError::io(
+                    "link soft lock file",
+                    path,
+                    e.into(),
+                )))
+            }
+        }
+    }
+
+    /// [`Self::create`] where hard links are refused: `O_EXCL`, the record,
+    /// then a check that the path is still our file (a breaker that saw it
+    /// empty may have removed it).
+    fn create_in_place(
+        &self,
+        dir: &Arc<LockDirFd>,
+        name: &OsStr,
+        req: &LockRequest,
+        record: OwnerRecord,
+    ) -> Result<Option<SoftHeld>, Create> {
+        let path = &*req.lock_path;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let file =
+            match rustix::fs::openat(dir.fd(), name, flags, Mode::from_raw_mode(req.file_mode)) {
+                Ok(fd) => File::from(fd),
+                Err(rustix::io::Errno::EXIST) => return Ok(None),
+                Err(rustix::io::Errno::NOENT) => return Err(Create::DirGone),
+                Err(e) => {
+                    return Err(Create::Failed(LockError::io(
+                        "create soft lock file",
+                        path,
+                        e.into(),
+                    )));
+                }
+            };
+        let written = file.write_all_at(&record.to_line(), 0);
+        let still_ours = file.metadata().ok().is_some_and(|m| {
+            matches!(
+                rustix::fs::statat(dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW),
+                Ok(st) if st.st_dev == m.dev() && st.st_ino == m.ino()
+            )
+        });
+        if !still_ours {
+            return Ok(None);
+        }
+        if let Err(e) = written {
+            let _ = rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty());
+            return Err(Create::Failed(LockError::io(
+                "write soft lock record",
+                path,
+                e,
+            )));
+        }
+        self.took(file, Arc::clone(dir), name, req, record)
+            .map(Some)
+            .map_err(Create::Failed)
+    }
+
+    /// The lock file `name` is ours now: issue the token (and record it),
+    /// start the lease.
     fn took(
         &self,
         file: File,
         dir: Arc<LockDirFd>,
         name: &OsStr,
         req: &LockRequest,
+        mut record: OwnerRecord,
     ) -> Result<SoftHeld, LockError> {
         let path = &*req.lock_path;
         let token = issue_token(&dir, name, req);
-        let record = OwnerRecord::mine(&req.target, self.settings.lease, token.get(), nonce());
-        // Best effort, as the OS backend's target record: a lock file
-        // without its record is still ours, renewed, and judged by age.
+        record.token = token.get();
+        // Best effort: the record names the token for tools; the token's
+        // store is the `.token` file. Rewritten in place at the same
+        // length or longer, so a reader sees the old record or the new.
         if let Err(e) = file.write_all_at(&record.to_line(), 0) {
-            tracing::debug!(lock_path = %path.display(), error = %e, "soft lock file left without its owner record");
+            tracing::debug!(lock_path = %path.display(), error = %e, "soft lock record left without its token");
         }
         let lease = Lease::new(
             Arc::clone(&dir),
@@ -187,6 +312,14 @@ impl SoftBackend {
             nonce_key: format!("n{}", record.nonce),
         })
     }
+}
+
+/// Why creating a soft lock file failed.
+#[derive(Debug)]
+enum Create {
+    /// The lock dir is gone (removed since it was checked).
+    DirGone,
+    Failed(LockError),
 }
 
 /// Issues the next token through the lock's `.token` file (see

@@ -18,6 +18,7 @@ use super::part::PartPaths;
 use super::prepare::{Expect, PartFile, hex};
 use super::{CommitReport, Progress};
 use crate::error::LockError;
+use crate::fencing::FencingToken;
 use crate::lock::LockGuard;
 use crate::write::commit::sync_dir_after_commit;
 
@@ -95,14 +96,21 @@ impl State {
 }
 
 /// The cleanup of an uncommitted write: removes the `.part`, then lets go
-/// of the lock, so nobody sees a `.part` whose lock is free.
+/// of the lock, so nobody sees a `.part` whose lock is free. Under a lock
+/// lost while held (a soft lock's lease) the `.part` is left alone: its
+/// name belongs to the new holder, who may be resuming it.
 pub(super) fn remove_part_then_release(
     paths: &PartPaths,
     guard: Option<LockGuard>,
 ) -> Result<(), LockError> {
-    let removed = paths
-        .remove()
-        .map_err(|e| LockError::io("remove", &paths.part, e));
+    let lost = guard.as_ref().is_some_and(LockGuard::is_lost);
+    let removed = if lost {
+        Ok(())
+    } else {
+        paths
+            .remove()
+            .map_err(|e| LockError::io("remove", &paths.part, e))
+    };
     let released = guard.map_or(Ok(()), LockGuard::release_blocking);
     removed.and(released)
 }
@@ -228,6 +236,38 @@ impl ArtifactWriter {
         tokio::io::copy(reader, self)
             .await
             .map_err(|e| LockError::io("copy into", self.state.paths.part.clone(), e))
+    }
+
+    /// The fencing token of the artifact lock this writer holds (see
+    /// [`LockGuard::token`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let w = async_filelock::ArtifactWriter::create(dir.path().join("a.bin")).await?;
+    /// let token = w.token()?;
+    /// assert_eq!(w.commit().await?.token, token);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Lost`] if the lock was lost before a token was issued.
+    pub fn token(&self) -> Result<FencingToken, LockError> {
+        match &self.state.guard {
+            Some(guard) => guard.token(),
+            None => Err(LockError::io(
+                "token of",
+                self.state.target.clone(),
+                io::Error::other("lock already released"),
+            )),
+        }
+    }
+
+    /// Whether the artifact lock was lost while writing (see
+    /// [`LockGuard::is_lost`]): a commit now is refused.
+    pub fn is_lost(&self) -> bool {
+        self.state.guard.as_ref().is_some_and(LockGuard::is_lost)
     }
 
     /// Writes `stream` and commits; on any error, aborts (removes the

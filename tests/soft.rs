@@ -1,0 +1,544 @@
+//! Soft locks, fencing tokens, loss, the fallback to soft locks, and holders
+//! named in timeouts, across real processes.
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_filelock::{
+    Artifact, ArtifactWriter, BackendChoice, Category, FencingToken, LockError, Locks,
+};
+use support::{PythonHolder, Worker, path_arg as arg, say, spawn};
+use tokio::io::AsyncWriteExt as _;
+
+/// Entry point of the child processes these tests spawn: the roles of this
+/// file first, then the shared ones.
+#[test]
+fn child_entry() {
+    if let Ok(role) = std::env::var("ASYNC_FILELOCK_TEST_ROLE") {
+        let raw = std::env::var("ASYNC_FILELOCK_TEST_ARGS").unwrap_or_default();
+        let args: Vec<String> = raw.split('\u{1f}').map(str::to_owned).collect();
+        if role == "flock_refused" {
+            // Before any thread exists, so every thread inherits it.
+            refuse_flock();
+        }
+        let run = match role.as_str() {
+            "soft_churn" | "soft_hold" | "soft_try_once" | "tokens" | "soft_writer"
+            | "flock_refused" => true,
+            _ => false,
+        };
+        if run {
+            let rt = support::runtime();
+            let result = rt.block_on(async {
+                match role.as_str() {
+                    "soft_churn" => soft_churn(&args).await,
+                    "soft_hold" => soft_hold(&args).await,
+                    "soft_try_once" => soft_try_once(&args).await,
+                    "tokens" => tokens(&args).await,
+                    "soft_writer" => soft_writer(&args).await,
+                    "flock_refused" => flock_refused(&args).await,
+                    _ => unreachable!(),
+                }
+            });
+            if let Err(e) = result {
+                eprintln!("child {role} failed: {e}");
+                std::process::exit(1);
+            }
+            drop(rt);
+            std::process::exit(0);
+        }
+    }
+    support::child_entry();
+}
+
+fn soft_locks(dir: &Path, lease_ms: u64) -> Locks {
+    Locks::builder()
+        .lock_dir(dir.join("locks"))
+        .backend(BackendChoice::Soft)
+        .soft_lease(Duration::from_millis(lease_ms))
+        .soft_poll(Duration::from_millis(5))
+        .wait_forever(Category::Artifact)
+        .build()
+        .expect("locks")
+}
+
+/// `soft_churn DIR TARGET COUNT`: COUNT times take the soft artifact lock,
+/// prove nobody else is inside with an `O_EXCL` marker, bump a counter.
+async fn soft_churn(args: &[String]) -> Result<(), LockError> {
+    let dir = PathBuf::from(&args[0]);
+    let count: usize = args[2].parse().expect("count");
+    let locks = soft_locks(&dir, 5_000);
+    let (marker, counter) = (dir.join("inside"), dir.join("counter"));
+    say("ready");
+    for _ in 0..count {
+        let guard = locks.lock(Category::Artifact, &args[1]).await?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .expect("marker already present: two holders at once");
+        let n: u64 = std::fs::read_to_string(&counter)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        std::fs::write(&counter, format!("{}\n", n + 1)).expect("write counter");
+        std::fs::remove_file(&marker).expect("remove marker");
+        guard.release().await?;
+    }
+    Ok(())
+}
+
+/// `soft_hold DIR TARGET LEASE_MS`: holds the soft artifact lock, says
+/// `ready TOKEN`, and lets go when told (or killed).
+async fn soft_hold(args: &[String]) -> Result<(), LockError> {
+    let locks = soft_locks(Path::new(&args[0]), args[2].parse().expect("lease"));
+    let guard = locks.lock(Category::Artifact, &args[1]).await?;
+    say(&format!("ready {}", guard.token()?.get()));
+    let _ = tokio::task::spawn_blocking(support::hear).await;
+    guard.release().await
+}
+
+/// `soft_try_once DIR TARGET`: on `go`, one attempt at the soft lock; says
+/// `won` or `busy` with the number of stale locks this process broke, and
+/// holds what it won until told.
+async fn soft_try_once(args: &[String]) -> Result<(), LockError> {
+    let locks = soft_locks(Path::new(&args[0]), 60_000);
+    say("ready");
+    let _ = tokio::task::spawn_blocking(support::hear).await;
+    let guard = locks.try_lock(Category::Artifact, &args[1]).await?;
+    let broke = locks
+        .metrics()
+        .backend()
+        .soft()
+        .map_or(0, |s| s.stale_broken);
+    say(&format!(
+        "{} {broke}",
+        if guard.is_some() { "won" } else { "busy" }
+    ));
+    let _ = tokio::task::spawn_blocking(support::hear).await;
+    drop(guard);
+    Ok(())
+}
+
+/// `tokens DIR BACKEND CATEGORY TARGET COUNT`: COUNT times take the lock
+/// and append its token to `DIR/tokens` under it.
+async fn tokens(args: &[String]) -> Result<(), LockError> {
+    let dir = PathBuf::from(&args[0]);
+    let backend = match args[1].as_str() {
+        "soft" => BackendChoice::Soft,
+        _ => BackendChoice::Os,
+    };
+    let category: Category = args[2].parse().expect("category");
+    let locks = Locks::builder()
+        .lock_dir(dir.join("locks"))
+        .backend(backend)
+        .soft_poll(Duration::from_millis(2))
+        .wait_forever(category)
+        .build()?;
+    let count: usize = args[4].parse().expect("count");
+    say("ready");
+    for _ in 0..count {
+        let guard = locks.lock(category, &args[3]).await?;
+        let token = guard.token()?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.join("tokens"))
+            .expect("tokens file");
+        writeln!(f, "{}", token.get()).expect("append token");
+        drop(f);
+        guard.release().await?;
+    }
+    Ok(())
+}
+
+/// `soft_writer DIR TARGET LEASE_MS`: opens an artifact writer under a soft
+/// lock, writes a little, says `ready TOKEN`; on `commit`, says whether the
+/// lock is lost and what the commit did.
+async fn soft_writer(args: &[String]) -> Result<(), LockError> {
+    let locks = soft_locks(Path::new(&args[0]), args[2].parse().expect("lease"));
+    let Artifact::Write(mut writer) = ArtifactWriter::builder(&args[1])
+        .locks(locks)
+        .open()
+        .await?
+    else {
+        panic!("the target should be absent and the lock free");
+    };
+    writer
+        .write_all(b"written by a holder that will stall")
+        .await
+        .expect("write");
+    say(&format!("ready {}", writer.token()?.get()));
+    let _ = tokio::task::spawn_blocking(support::hear).await;
+    let lost = writer.is_lost();
+    let outcome = match writer.commit().await {
+        Ok(_) => "committed".to_owned(),
+        Err(e) if e.is_lost() => "refused-lost".to_owned(),
+        Err(e) => format!("error {e}"),
+    };
+    say(&format!("lost={lost} {outcome}"));
+    Ok(())
+}
+
+/// `flock_refused DIR BACKEND TARGET`: with `flock` refused by the kernel
+/// (a seccomp filter, installed before any thread started), takes a lock
+/// with BACKEND and says what happened.
+async fn flock_refused(args: &[String]) -> Result<(), LockError> {
+    let backend = if args[1] == "auto" {
+        BackendChoice::Auto
+    } else {
+        BackendChoice::Os
+    };
+    let locks = Locks::builder()
+        .lock_dir(Path::new(&args[0]).join("locks"))
+        .backend(backend)
+        .build()?;
+    match locks.lock(Category::Manifest, &args[2]).await {
+        Ok(guard) => {
+            let record = std::fs::read_to_string(guard.lock_path()).unwrap_or_default();
+            let fallbacks = locks.metrics().backend().soft().map_or(0, |s| s.fallbacks);
+            let soft = record.contains("\"async_filelock_soft\":1");
+            say(&format!("locked soft={soft} fallbacks={fallbacks}"));
+            let again = locks.lock(Category::Manifest, &args[2]);
+            drop(guard);
+            again.await?.release().await?;
+        }
+        Err(e) => say(&format!("error {e}")),
+    }
+    Ok(())
+}
+
+/// Makes every `flock(2)` of this process fail with `ENOLCK`, as on a
+/// filesystem without locking: a seccomp filter (x86_64 and aarch64).
+#[allow(unsafe_code)]
+fn refuse_flock() {
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JEQ_K: u16 = 0x15;
+    const BPF_RET_K: u16 = 0x06;
+    let stmt = |code, k| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |k, jt, jf| libc::sock_filter {
+        code: BPF_JEQ_K,
+        jt,
+        jf,
+        k,
+    };
+    let mut filter = [
+        stmt(BPF_LD_W_ABS, 4), // seccomp_data.arch
+        jump(ARCH, 1, 0),
+        stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
+        stmt(BPF_LD_W_ABS, 0), // seccomp_data.nr
+        jump(libc::SYS_flock as u32, 0, 1),
+        stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOLCK as u32),
+        stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl calls with a filter program that outlives them.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ),
+            0,
+            "seccomp filter: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn counter(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("counter"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn finish_all(workers: Vec<Worker>) {
+    for w in workers {
+        w.finish();
+    }
+}
+
+#[test]
+fn soft_locks_exclude_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("model.bin");
+    let mut workers: Vec<Worker> = (0..4)
+        .map(|_| spawn("soft_churn", &[arg(dir.path()), arg(&target), "100".into()]))
+        .collect();
+    for w in &mut workers {
+        w.wait_ready();
+    }
+    finish_all(workers);
+    assert_eq!(counter(dir.path()), 400);
+    // Released soft locks leave no lock file behind (the token file stays).
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("locks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_killed_holders_soft_lock_is_broken_by_the_next_waiter_without_waiting_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("a.bin");
+    // A lease far longer than the waiter's timeout: only the owner's death
+    // (pid and start time on this host) can free the lock in time.
+    let mut holder = spawn(
+        "soft_hold",
+        &[arg(dir.path()), arg(&target), "600000".into()],
+    );
+    let said = holder.read();
+    assert!(said.starts_with("ready "), "{said}");
+    holder.child.kill().unwrap();
+    holder.child.wait().unwrap();
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .backend(BackendChoice::Soft)
+        .timeout(Category::Artifact, Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let guard = locks.lock(Category::Artifact, &target).await.unwrap();
+    let old: u64 = said["ready ".len()..].parse().unwrap();
+    assert!(guard.token().unwrap() > FencingToken::new(old));
+    let soft = *locks.metrics().backend().soft().unwrap();
+    assert!(soft.stale_broken >= 1, "{soft:?}");
+}
+
+#[tokio::test]
+async fn a_live_holders_soft_lock_is_never_broken_and_the_timeout_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("a.bin");
+    // A short lease, renewed by the live holder: waiting several leases
+    // long never finds it stale.
+    let mut holder = spawn("soft_hold", &[arg(dir.path()), arg(&target), "300".into()]);
+    assert!(holder.read().starts_with("ready "));
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .backend(BackendChoice::Soft)
+        .soft_lease(Duration::from_millis(300))
+        .timeout(Category::Artifact, Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let err = locks.lock(Category::Artifact, &target).await.unwrap_err();
+    let LockError::Timeout {
+        holder: Some(h), ..
+    } = &err
+    else {
+        panic!("expected a timeout naming the holder, got {err}");
+    };
+    assert_eq!(h.pid(), Some(holder.pid()));
+    assert!(
+        h.held_for().is_some(),
+        "a soft lock records when it was taken"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("held by pid {}", holder.pid())) && text.contains(" for "),
+        "{text}"
+    );
+    holder.tell("release");
+    holder.finish();
+    assert!(locks.lock(Category::Artifact, &target).await.is_ok());
+}
+
+/// Two and eight processes find one stale lock (its owner killed) and try
+/// at once: exactly one wins, and at most one breaks it.
+#[test]
+fn breakers_racing_on_one_stale_lock_let_exactly_one_win() {
+    for racers in [2, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.bin");
+        let mut owner = spawn(
+            "soft_hold",
+            &[arg(dir.path()), arg(&target), "600000".into()],
+        );
+        assert!(owner.read().starts_with("ready "));
+        owner.child.kill().unwrap();
+        owner.child.wait().unwrap();
+        let mut workers: Vec<Worker> = (0..racers)
+            .map(|_| spawn("soft_try_once", &[arg(dir.path()), arg(&target)]))
+            .collect();
+        for w in &mut workers {
+            w.wait_ready();
+        }
+        for w in &mut workers {
+            w.tell("go");
+        }
+        let said: Vec<String> = workers.iter_mut().map(Worker::read).collect();
+        let winners = said.iter().filter(|s| s.starts_with("won")).count();
+        let broke: u64 = said
+            .iter()
+            .map(|s| s.split(' ').nth(1).unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(winners, 1, "{racers} racers said {said:?}");
+        assert!(broke <= 1, "{racers} racers said {said:?}");
+        for w in &mut workers {
+            w.tell("release");
+        }
+        finish_all(workers);
+    }
+}
+
+/// A holder stopped past its lease loses the lock to a waiter; once it runs
+/// again its guard says so, its writer refuses to commit, and its token is
+/// smaller than the new holder's.
+#[tokio::test]
+async fn a_stalled_holder_loses_its_lease_and_its_writer_refuses_to_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("paper.pdf");
+    let mut holder = spawn(
+        "soft_writer",
+        &[arg(dir.path()), arg(&target), "400".into()],
+    );
+    let said = holder.read();
+    let old: u64 = said.strip_prefix("ready ").expect(&said).parse().unwrap();
+    let pid = rustix::process::Pid::from_raw(holder.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .backend(BackendChoice::Soft)
+        .timeout(Category::Artifact, Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let guard = locks.lock(Category::Artifact, &target).await.unwrap();
+    let new = guard.token().unwrap();
+    assert!(new > FencingToken::new(old), "{new} after {old}");
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    holder.tell("commit");
+    assert_eq!(holder.read(), "lost=true refused-lost");
+    holder.finish();
+    assert!(!target.exists(), "the stalled holder committed nothing");
+    assert!(!guard.is_lost());
+    guard.release().await.unwrap();
+}
+
+fn tokens_strictly_increase(backend: &str, category: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("state.db");
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|_| {
+            spawn(
+                "tokens",
+                &[
+                    arg(dir.path()),
+                    backend.into(),
+                    category.into(),
+                    arg(&target),
+                    "40".into(),
+                ],
+            )
+        })
+        .collect();
+    for w in &mut workers {
+        w.wait_ready();
+    }
+    finish_all(workers);
+    let text = std::fs::read_to_string(dir.path().join("tokens")).unwrap();
+    let tokens: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(tokens.len(), 120);
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "{backend}/{category}: tokens not strictly increasing: {tokens:?}"
+    );
+}
+
+#[test]
+fn tokens_strictly_increase_across_holders_and_processes_for_each_backend() {
+    // Manifest lock files stay; artifact lock files are removed on every
+    // release, so their tokens rest on the clock floor.
+    tokens_strictly_increase("os", "manifest");
+    tokens_strictly_increase("os", "artifact");
+    tokens_strictly_increase("soft", "manifest");
+}
+
+#[test]
+fn where_flock_is_refused_auto_falls_back_to_soft_locks_and_os_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("manifest.jsonl");
+    let mut auto = spawn(
+        "flock_refused",
+        &[arg(dir.path()), "auto".into(), arg(&target)],
+    );
+    assert_eq!(auto.read(), "locked soft=true fallbacks=1");
+    auto.finish();
+    let mut os = spawn(
+        "flock_refused",
+        &[arg(dir.path()), "os".into(), arg(&target)],
+    );
+    let said = os.read();
+    assert!(
+        said.starts_with("error ") && said.contains("soft locks") && said.contains("lock"),
+        "{said}"
+    );
+    os.finish();
+}
+
+#[tokio::test]
+async fn a_timeout_names_a_foreign_holder_by_pid_and_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = support::locks_in(dir.path());
+    let target = dir.path().join("m.jsonl");
+    let lock_path = locks.lock_path(Category::Manifest, &target).unwrap();
+    let holder = PythonHolder::hold(dir.path(), &[lock_path], "exclusive");
+    let err = locks
+        .acquire(Category::Manifest, &target)
+        .timeout(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("held by pid {} (python3)", holder.pid())),
+        "{text}"
+    );
+    assert!(text.contains("for how long the OS does not say"), "{text}");
+}
+
+#[tokio::test]
+async fn jsonl_records_carry_the_token_of_their_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let sink = async_filelock::JsonlSink::builder(&path)
+        .locks(support::locks_in(dir.path()))
+        .record_token("lock_token")
+        .open()
+        .await
+        .unwrap();
+    for i in 0..5 {
+        sink.append(&serde_json::json!({ "i": i })).await.unwrap();
+    }
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tokens: Vec<u64> = rows
+        .iter()
+        .map(|r| r["lock_token"].as_u64().unwrap())
+        .collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    assert_eq!(
+        sink.stats().last_token.map(FencingToken::get),
+        tokens.last().copied()
+    );
+    let err = sink.append(&[1, 2]).await.unwrap_err();
+    assert!(err.to_string().contains("JSON objects"), "{err}");
+}
