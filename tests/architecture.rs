@@ -13,14 +13,23 @@ use std::path::{Path, PathBuf};
 const MAY_USE: &[(&str, &[&str])] = &[
     ("category", &[]),
     ("mode", &[]),
-    ("error", &["category"]),
+    ("fencing", &[]),
+    ("error", &["category", "sys"]),
     ("sys", &[]),
     ("per_process", &["sys"]),
     ("mounts", &["per_process", "sys"]),
     ("blocking", &["error"]),
     (
         "backend",
-        &["blocking", "per_process", "sys", "error", "mode"],
+        &[
+            "blocking",
+            "mounts",
+            "per_process",
+            "sys",
+            "error",
+            "mode",
+            "fencing",
+        ],
     ),
     (
         "lock",
@@ -33,12 +42,13 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "error",
             "category",
             "mode",
+            "fencing",
         ],
     ),
     (
         "write",
         &[
-            "lock", "blocking", "mounts", "sys", "error", "category", "mode",
+            "lock", "blocking", "mounts", "sys", "error", "category", "mode", "fencing",
         ],
     ),
 ];

@@ -402,7 +402,7 @@ fn breakers_racing_on_one_stale_lock_let_exactly_one_win() {
 /// again its guard says so, its writer refuses to commit, and its token is
 /// smaller than the new holder's.
 #[tokio::test]
-async fn a_stalled_holder_loses_its_lease_and_its_writer_refuses_to_commit() {
+async fn law12_a_stalled_holder_loses_its_lease_and_its_writer_refuses_to_commit() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("paper.pdf");
     let mut holder = spawn(

@@ -353,8 +353,13 @@ impl GuardParts {
                 "lock held longer than its budget"
             );
         }
-        let lost = self.lost.as_ref().is_some_and(LostSignal::is_lost);
-        let lost_error = lost.then(|| self.lost_error());
+        let lost = self.lost.clone();
+        let lost_error = |why: String| LockError::Lost {
+            category: self.category,
+            target: self.target.to_path_buf(),
+            lock_path: self.lock_path.to_path_buf(),
+            why,
+        };
         let result = match self.hold {
             Hold::Exclusive { os, queue } => {
                 let r = os.release(self.remove_on_release);
@@ -367,17 +372,16 @@ impl GuardParts {
                 Ok(())
             }
         };
-        let result = match (result, lost_error) {
-            (Err(e), _) => Err(match e {
-                LockError::Lost { why, .. } => LockError::Lost {
-                    category: self.category,
-                    target: self.target.to_path_buf(),
-                    lock_path: self.lock_path.to_path_buf(),
-                    why,
-                },
-                other => other,
-            }),
-            (Ok(()), Some(lost)) => Err(lost),
+        // Read after the backend let go: the release itself may find the
+        // lock taken (a soft lock's file replaced).
+        let why = lost
+            .as_ref()
+            .filter(|l| l.is_lost())
+            .and_then(LostSignal::why);
+        let result = match (result, why) {
+            (Err(LockError::Lost { why, .. }), _) => Err(lost_error(why)),
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(why)) => Err(lost_error(why)),
             (Ok(()), None) => Ok(()),
         };
         drop(self.entry);

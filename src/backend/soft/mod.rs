@@ -37,6 +37,7 @@ use crate::fencing::FencingToken;
 pub(crate) mod breaking;
 pub(crate) mod found;
 mod lease;
+pub(crate) mod metrics;
 pub(crate) mod record;
 
 use breaking::Door;
@@ -460,13 +461,6 @@ impl SoftHeld {
         };
         lease.end();
         metrics::held(-1);
-        let lost = |why: String| LockError::Lost {
-            category: crate::category::Category::Artifact,
-            target: Default::default(),
-            lock_path: lease.lock_path.to_path_buf(),
-            why,
-        };
-        let was_lost = lease.signal.why();
         // A breaker in the door holds it for a few system calls: it finds
         // this holding live and leaves it, or stale and removes it.
         let mut door = Door::Busy;
@@ -483,11 +477,13 @@ impl SoftHeld {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+        // A loss is told through the signal, which the guard reads (and
+        // names its lock in the error): nothing of ours is left to remove.
         let Door::Opened(door) = door else {
             lease
                 .signal
                 .mark("another process was breaking it as stale when it was released");
-            return Err(lost(lease.signal.why().unwrap_or_default()));
+            return Ok(());
         };
         let removed = if lease.still_mine() {
             match rustix::fs::unlinkat(lease.dir.fd(), &lease.name, AtFlags::empty()) {
@@ -503,11 +499,7 @@ impl SoftHeld {
             Ok(())
         };
         breaking::close_door(&lease.dir, &door);
-        removed?;
-        match was_lost.or_else(|| lease.signal.is_lost().then(|| lease.signal.why()).flatten()) {
-            Some(why) => Err(lost(why)),
-            None => Ok(()),
-        }
+        removed
     }
 }
 
@@ -529,45 +521,6 @@ impl Drop for SoftHeld {
     fn drop(&mut self) {
         if let Err(e) = self.let_go() {
             tracing::warn!(error = %e, "releasing soft lock");
-        }
-    }
-}
-
-/// The process-wide counters of soft locks.
-pub(crate) mod metrics {
-    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-
-    use crate::backend::SoftMetrics;
-
-    static HELD: AtomicI64 = AtomicI64::new(0);
-    static BROKEN: AtomicU64 = AtomicU64::new(0);
-    static LOST: AtomicU64 = AtomicU64::new(0);
-    static RENEWALS: AtomicU64 = AtomicU64::new(0);
-    static FALLBACKS: AtomicU64 = AtomicU64::new(0);
-
-    pub(crate) fn held(delta: i64) {
-        HELD.fetch_add(delta, Ordering::Relaxed);
-    }
-    pub(crate) fn broke() {
-        BROKEN.fetch_add(1, Ordering::Relaxed);
-    }
-    pub(crate) fn lost() {
-        LOST.fetch_add(1, Ordering::Relaxed);
-    }
-    pub(crate) fn renewed() {
-        RENEWALS.fetch_add(1, Ordering::Relaxed);
-    }
-    pub(crate) fn fell_back() {
-        FALLBACKS.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn snapshot() -> SoftMetrics {
-        SoftMetrics {
-            held_now: u64::try_from(HELD.load(Ordering::Relaxed)).unwrap_or(0),
-            stale_broken: BROKEN.load(Ordering::Relaxed),
-            lost: LOST.load(Ordering::Relaxed),
-            renewals: RENEWALS.load(Ordering::Relaxed),
-            fallbacks: FALLBACKS.load(Ordering::Relaxed),
         }
     }
 }
