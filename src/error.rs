@@ -22,7 +22,7 @@ use crate::category::Category;
 ///     target: "/run/manifest.jsonl".into(),
 ///     lock_path: "/run/.locks/manifest.0123.lock".into(),
 ///     waited: Duration::from_millis(1500),
-///     holder: Some(Holder::ThisTask),
+///     holder: Some(Box::new(Holder::ThisTask)),
 /// };
 /// assert!(err.is_timeout());
 /// let line = err.to_string();
@@ -36,7 +36,7 @@ pub enum LockError {
         "timed out after {waited:.3?} waiting for the {category} lock on {} (lock file {}){}",
         .target.display(),
         .lock_path.display(),
-        holder_suffix(.holder.as_ref())
+        holder_suffix(.holder.as_deref())
     )]
     Timeout {
         /// The category of the lock.
@@ -49,7 +49,9 @@ pub enum LockError {
         waited: Duration,
         /// Who held the lock when the wait ended, where that is known: this
         /// same task, or a process the OS names (Linux: `/proc/locks`).
-        holder: Option<Holder>,
+        /// Boxed: it carries names, and every `Result` of the crate would
+        /// otherwise be as large.
+        holder: Option<Box<Holder>>,
     },
 
     /// The lock was lost while held: a soft lock whose lease ran out before
@@ -308,13 +310,13 @@ pub enum Holder {
         /// Its process id (on `host`, where that is given).
         pid: u32,
         /// Its command name (`/proc/<pid>/comm`), where known.
-        command: Option<String>,
+        command: Option<Box<str>>,
         /// How long it has held the lock, where known: a soft lock records
         /// when it was taken; the OS does not say for `flock`.
         held_for: Option<Duration>,
         /// The host it runs on, for a holder on another host (a soft lock
         /// on a shared filesystem).
-        host: Option<String>,
+        host: Option<Box<str>>,
     },
 }
 
@@ -324,7 +326,7 @@ impl Holder {
     pub(crate) fn process(pid: u32) -> Holder {
         Holder::Process {
             pid,
-            command: crate::sys::command_name(pid),
+            command: crate::sys::command_name(pid).map(String::into_boxed_str),
             held_for: None,
             host: None,
         }

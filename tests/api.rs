@@ -103,7 +103,7 @@ fn a_nested_acquire_in_one_future_warns_and_times_out_naming_this_task() {
             .unwrap_err();
         match &err {
             LockError::Timeout { holder, .. } => {
-                assert_eq!(holder.as_ref(), Some(&Holder::ThisTask), "{err}")
+                assert_eq!(holder.as_deref(), Some(&Holder::ThisTask), "{err}")
             }
             other => panic!("expected a timeout, got {other}"),
         }

@@ -601,7 +601,7 @@ fn an_append_under_the_sinks_own_lock_names_this_task_and_refuse_refuses_at_once
         let err = append_past_deadline(&sink, 1).await;
         match &err {
             LockError::Timeout { holder, .. } => {
-                assert_eq!(holder.as_ref(), Some(&Holder::ThisTask), "{err}")
+                assert_eq!(holder.as_deref(), Some(&Holder::ThisTask), "{err}")
             }
             other => panic!("expected a timeout, got {other}"),
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_filelock::{
     Artifact, ArtifactWriter, BackendChoice, Category, FencingToken, LockError, Locks,
 };
-use support::{PythonHolder, Worker, path_arg as arg, say, spawn};
+use support::{PythonHolder, Worker, path_arg as arg, say, spawn, spawn_with_env};
 use tokio::io::AsyncWriteExt as _;
 
 /// Entry point of the child processes these tests spawn: the roles of this
@@ -24,11 +24,15 @@ fn child_entry() {
             // Before any thread exists, so every thread inherits it.
             refuse_flock();
         }
-        let run = match role.as_str() {
-            "soft_churn" | "soft_hold" | "soft_try_once" | "tokens" | "soft_writer"
-            | "flock_refused" => true,
-            _ => false,
-        };
+        let run = matches!(
+            role.as_str(),
+            "soft_churn"
+                | "soft_hold"
+                | "soft_try_once"
+                | "tokens"
+                | "soft_writer"
+                | "flock_refused"
+        );
         if run {
             let rt = support::runtime();
             let result = rt.block_on(async {
@@ -541,4 +545,82 @@ async fn jsonl_records_carry_the_token_of_their_commit() {
     );
     let err = sink.append(&[1, 2]).await.unwrap_err();
     assert!(err.to_string().contains("JSON objects"), "{err}");
+}
+
+const SOFT: &[(&str, &str)] = &[("ASYNC_FILELOCK_BACKEND", "soft")];
+
+/// The writers work unchanged on soft locks: lines never tear, increments
+/// never get lost, JSONL records are each written once.
+#[test]
+fn writers_work_unchanged_on_soft_locks_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, state, log) = (
+        dir.path().join("lines.txt"),
+        dir.path().join("state.json"),
+        dir.path().join("manifest.jsonl"),
+    );
+    let mut workers: Vec<Worker> = Vec::new();
+    for i in 0..3 {
+        let id = format!("w{i}");
+        workers.push(spawn_with_env(
+            "append",
+            &[arg(dir.path()), arg(&file), "60".into(), id.clone()],
+            SOFT,
+        ));
+        workers.push(spawn_with_env(
+            "increment",
+            &[arg(dir.path()), arg(&state), "30".into()],
+            SOFT,
+        ));
+        workers.push(spawn_with_env(
+            "jsonl_append",
+            &[
+                arg(dir.path()),
+                arg(&log),
+                "80".into(),
+                id,
+                (1u64 << 30).to_string(),
+                "4".into(),
+            ],
+            SOFT,
+        ));
+    }
+    for w in &mut workers {
+        w.wait_ready();
+    }
+    finish_all(workers);
+    let lines = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(lines.lines().count(), 180);
+    for line in lines.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("torn line {line:?}: {e}"));
+    }
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(state["data"], 90, "{state}");
+    let records: std::collections::HashSet<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(records.len(), 240);
+    // Nothing of the soft locks is left held.
+    let held: Vec<_> = std::fs::read_dir(dir.path().join("locks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".lock"))
+        .collect();
+    assert!(held.is_empty(), "{held:?}");
+    // And soft locks they were: each lock keeps its tokens beside it.
+    let token_files = std::fs::read_dir(dir.path().join("locks"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".lock.token")
+        })
+        .count();
+    assert_eq!(token_files, 3, "the append, state and JSONL locks");
 }

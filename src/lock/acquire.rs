@@ -635,7 +635,7 @@ impl Engine {
             target: req.target.to_path_buf(),
             lock_path: req.lock_path.to_path_buf(),
             waited,
-            holder,
+            holder: holder.map(Box::new),
         }
     }
 }

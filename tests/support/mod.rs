@@ -145,9 +145,13 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// A `Locks` with its lock files in `dir/locks`.
+/// A `Locks` with its lock files in `dir/locks`, and the rest of its
+/// settings from the environment (so that a child can be told to use
+/// another backend with `ASYNC_FILELOCK_BACKEND`).
 pub fn locks_in(dir: &Path) -> Locks {
     Locks::builder()
+        .env()
+        .expect("environment")
         .lock_dir(dir.join("locks"))
         .build()
         .expect("locks")

@@ -139,7 +139,7 @@ impl SoftBackend {
                         std::io::Error::from(std::io::ErrorKind::NotFound),
                     ));
                 }
-                Err(Create::Failed(e)) => return Err(e),
+                Err(Create::Failed(e)) => return Err(*e),
             }
         }
         Ok(None)
@@ -171,7 +171,7 @@ impl SoftBackend {
             Ok(fd) => File::from(fd),
             Err(rustix::io::Errno::NOENT) => return Err(Create::DirGone),
             Err(e) => {
-                return Err(Create::Failed(LockError::io(
+                return Err(Create::from(LockError::io(
                     "create soft lock file",
                     path,
                     e.into(),
@@ -187,7 +187,7 @@ impl SoftBackend {
         };
         if let Err(e) = file.write_all_at(&record.to_line(), 0) {
             unlink_temp();
-            return Err(Create::Failed(LockError::io(
+            return Err(Create::from(LockError::io(
                 "write soft lock record",
                 path,
                 e,
@@ -198,7 +198,7 @@ impl SoftBackend {
                 unlink_temp();
                 self.took(file, Arc::clone(dir), name, req, record)
                     .map(Some)
-                    .map_err(Create::Failed)
+                    .map_err(|e| Create::Failed(Box::new(e)))
             }
             Err(rustix::io::Errno::EXIST) => {
                 unlink_temp();
@@ -212,7 +212,7 @@ impl SoftBackend {
             }
             Err(e) => {
                 unlink_temp();
-                Err(Create::Failed(LockError::io(
+                Err(Create::from(LockError::io(
                     "link soft lock file",
                     path,
                     e.into(),
@@ -240,7 +240,7 @@ impl SoftBackend {
                 Err(rustix::io::Errno::EXIST) => return Ok(None),
                 Err(rustix::io::Errno::NOENT) => return Err(Create::DirGone),
                 Err(e) => {
-                    return Err(Create::Failed(LockError::io(
+                    return Err(Create::from(LockError::io(
                         "create soft lock file",
                         path,
                         e.into(),
@@ -259,7 +259,7 @@ impl SoftBackend {
         }
         if let Err(e) = written {
             let _ = rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty());
-            return Err(Create::Failed(LockError::io(
+            return Err(Create::from(LockError::io(
                 "write soft lock record",
                 path,
                 e,
@@ -267,7 +267,7 @@ impl SoftBackend {
         }
         self.took(file, Arc::clone(dir), name, req, record)
             .map(Some)
-            .map_err(Create::Failed)
+            .map_err(|e| Create::Failed(Box::new(e)))
     }
 
     /// The lock file `name` is ours now: issue the token (and record it),
@@ -320,7 +320,13 @@ impl SoftBackend {
 enum Create {
     /// The lock dir is gone (removed since it was checked).
     DirGone,
-    Failed(LockError),
+    Failed(Box<LockError>),
+}
+
+impl From<LockError> for Create {
+    fn from(e: LockError) -> Self {
+        Create::Failed(Box::new(e))
+    }
 }
 
 /// Issues the next token through the lock's `.token` file (see
@@ -436,9 +442,9 @@ impl Backend for SoftBackend {
 pub(crate) fn holder_of(record: &OwnerRecord) -> Holder {
     Holder::Process {
         pid: record.pid,
-        command: record.command.clone(),
+        command: record.command.as_deref().map(Box::from),
         held_for: Some(record.held_for(SystemTime::now())),
-        host: (record.host != record::me().host).then(|| record.host.clone()),
+        host: (record.host != record::me().host).then(|| Box::from(record.host.as_str())),
     }
 }
 
