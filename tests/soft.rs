@@ -32,6 +32,7 @@ fn child_entry() {
                 | "tokens"
                 | "soft_writer"
                 | "flock_refused"
+                | "soft_wait_woken"
         );
         if run {
             let rt = support::runtime();
@@ -43,6 +44,7 @@ fn child_entry() {
                     "tokens" => tokens(&args).await,
                     "soft_writer" => soft_writer(&args).await,
                     "flock_refused" => flock_refused(&args).await,
+                    "soft_wait_woken" => soft_wait_woken(&args).await,
                     _ => unreachable!(),
                 }
             });
@@ -623,4 +625,52 @@ fn writers_work_unchanged_on_soft_locks_across_processes() {
         })
         .count();
     assert_eq!(token_files, 3, "the append, state and JSONL locks");
+}
+
+/// A soft wait is woken by the holder's release (a file event), not only
+/// by its backoff poll: with a poll of a minute, the release still ends it,
+/// and the waiter (a process of its own, so that no other test's waits
+/// count) says an event woke it.
+#[test]
+fn a_soft_wait_is_woken_by_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("a.bin");
+    let mut holder = spawn(
+        "soft_hold",
+        &[arg(dir.path()), arg(&target), "60000".into()],
+    );
+    assert!(holder.read().starts_with("ready "));
+    let mut waiter = spawn("soft_wait_woken", &[arg(dir.path()), arg(&target)]);
+    assert_eq!(waiter.read(), "waiting");
+    holder.tell("release");
+    holder.finish();
+    assert_eq!(waiter.read(), "granted woken=true");
+    waiter.finish();
+}
+
+/// `soft_wait_woken DIR TARGET`: waits for the soft lock with a poll of a
+/// minute; says `waiting` once its backoff is past a second, then
+/// `granted woken=<whether a file event woke a wait>`.
+async fn soft_wait_woken(args: &[String]) -> Result<(), LockError> {
+    let locks = Locks::builder()
+        .lock_dir(Path::new(&args[0]).join("locks"))
+        .backend(BackendChoice::Soft)
+        .soft_poll(Duration::from_secs(60))
+        .wait_forever(Category::Artifact)
+        .build()?;
+    let waiter = {
+        let (locks, target) = (locks.clone(), args[1].clone());
+        tokio::spawn(async move { locks.lock(Category::Artifact, &target).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiter.is_finished(), "granted while the holder held it");
+    say("waiting");
+    let guard = waiter.await.expect("wait task")?;
+    let woken = locks
+        .metrics()
+        .backend()
+        .soft()
+        .map_or(0, |s| s.woken_by_events);
+    say(&format!("granted woken={}", woken > 0));
+    guard.release().await
 }

@@ -273,6 +273,9 @@ pub struct SoftMetrics {
     /// Lock dirs where the OS backend met a filesystem refusing `flock`
     /// and fell back to soft locks.
     pub fallbacks: u64,
+    /// Soft waits woken by a file event (the busy lock file released)
+    /// rather than by their backoff poll.
+    pub woken_by_events: u64,
 }
 
 /// Counters of the OS backend, process-wide (all handles share them).

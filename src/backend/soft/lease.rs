@@ -73,7 +73,10 @@ impl Lease {
 
     fn due(&self) -> Instant {
         let renewed = *self.renewed.lock().unwrap_or_else(|p| p.into_inner());
-        renewed + self.lease / 3
+        // A lease too long for the clock is renewed once a day.
+        renewed
+            .checked_add(self.lease / 3)
+            .unwrap_or_else(|| renewed + Duration::from_secs(86_400))
     }
 
     /// One renewal: lost if the lease ran out already, or the file is not

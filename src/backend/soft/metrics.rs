@@ -9,6 +9,7 @@ static BROKEN: AtomicU64 = AtomicU64::new(0);
 static LOST: AtomicU64 = AtomicU64::new(0);
 static RENEWALS: AtomicU64 = AtomicU64::new(0);
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+static WOKEN: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) fn held(delta: i64) {
     HELD.fetch_add(delta, Ordering::Relaxed);
@@ -22,6 +23,9 @@ pub(crate) fn lost() {
 pub(crate) fn renewed() {
     RENEWALS.fetch_add(1, Ordering::Relaxed);
 }
+pub(crate) fn woken() {
+    WOKEN.fetch_add(1, Ordering::Relaxed);
+}
 pub(crate) fn fell_back() {
     FALLBACKS.fetch_add(1, Ordering::Relaxed);
 }
@@ -33,5 +37,6 @@ pub(crate) fn snapshot() -> SoftMetrics {
         lost: LOST.load(Ordering::Relaxed),
         renewals: RENEWALS.load(Ordering::Relaxed),
         fallbacks: FALLBACKS.load(Ordering::Relaxed),
+        woken_by_events: WOKEN.load(Ordering::Relaxed),
     }
 }

@@ -7,11 +7,14 @@
 //! * [`found`]: a lock file as read: identity, record, age.
 //! * [`breaking`]: removing a stale lock so that exactly one breaker wins.
 //! * [`lease`]: the thread that renews held locks and tells their loss.
+//! * [`wake`]: the thread that wakes waits when a busy file is released.
 //!
 //! A soft lock is exclusive in every mode: a shared request takes it alone
 //! (shared holders of one process still share it, as the lock layer does
 //! for every backend). Waits poll with backoff from 1 ms up to the
-//! configured interval, on the calling task; no thread waits.
+//! configured interval, on the calling task, and are woken early when the
+//! busy file is released where the filesystem reports it; no thread per
+//! wait.
 //!
 //! May use: the backend contract (`super`), `dirs`, `tokens`, `sys`,
 //! `per_process`, `mounts`, `blocking`, the vocabulary.
@@ -39,6 +42,7 @@ pub(crate) mod found;
 mod lease;
 pub(crate) mod metrics;
 pub(crate) mod record;
+mod wake;
 
 use breaking::Door;
 use lease::Lease;
@@ -386,6 +390,21 @@ impl Backend for SoftBackend {
         let remote = crate::mounts::may_hang(&req.lock_path);
         let mut pause = Duration::from_millis(1);
         loop {
+            // Watched before the attempt, so that a release between a busy
+            // attempt and the wait still wakes it; where the filesystem
+            // tells (not on a network mount: its events are this host's
+            // only, and the watch itself may hang). A file not there yet
+            // is not watched: the attempt will likely take it.
+            let watch = if remote {
+                None
+            } else {
+                wake::watch(&req.lock_path)
+            };
+            let released = watch.as_ref().map(|w| w.notify.notified());
+            tokio::pin!(released);
+            if let Some(released) = released.as_mut().as_pin_mut() {
+                released.enable();
+            }
             let attempt = if remote {
                 // On a network mount an attempt may hang: off the runtime.
                 // Dropped, its result (a lock it got) is released.
@@ -398,7 +417,9 @@ impl Backend for SoftBackend {
             if let Some(held) = attempt {
                 return Ok(Some(Box::new(held)));
             }
-            let mut until = Instant::now() + pause;
+            let mut until = Instant::now()
+                .checked_add(pause)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
             if let Some(deadline) = deadline {
                 if Instant::now() >= deadline {
                     return Ok(None);
@@ -411,11 +432,20 @@ impl Backend for SoftBackend {
                     None => std::future::pending().await,
                 }
             };
+            let released = async {
+                match released.as_mut().as_pin_mut() {
+                    Some(released) => released.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep_until(until.into()) => {}
+                () = released => metrics::woken(),
                 () = cancelled => return Ok(None),
             }
-            pause = (pause * 2).min(self.settings.poll.max(Duration::from_millis(1)));
+            pause = pause
+                .saturating_mul(2)
+                .min(self.settings.poll.max(Duration::from_millis(1)));
         }
     }
 
