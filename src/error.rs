@@ -346,6 +346,10 @@ impl Holder {
     }
 
     /// The holder's command name, where known.
+    ///
+    /// ```
+    /// assert_eq!(async_filelock::Holder::ThisTask.command(), None);
+    /// ```
     pub fn command(&self) -> Option<&str> {
         match self {
             Holder::Process { command, .. } => command.as_deref(),
@@ -354,6 +358,10 @@ impl Holder {
     }
 
     /// How long the holder has held the lock, where known.
+    ///
+    /// ```
+    /// assert_eq!(async_filelock::Holder::ThisTask.held_for(), None);
+    /// ```
     pub fn held_for(&self) -> Option<Duration> {
         match self {
             Holder::Process { held_for, .. } => *held_for,
@@ -362,6 +370,10 @@ impl Holder {
     }
 
     /// The holder's host, for one on another host.
+    ///
+    /// ```
+    /// assert_eq!(async_filelock::Holder::ThisTask.host(), None);
+    /// ```
     pub fn host(&self) -> Option<&str> {
         match self {
             Holder::Process { host, .. } => host.as_deref(),
@@ -413,6 +425,17 @@ impl LockError {
     }
 
     /// True for [`LockError::Lost`].
+    ///
+    /// ```
+    /// use async_filelock::{Category, LockError};
+    /// let err = LockError::Lost {
+    ///     category: Category::Artifact,
+    ///     target: "/data/model.bin".into(),
+    ///     lock_path: "/data/.locks/artifact.0123.lock".into(),
+    ///     why: "its lease ran out".into(),
+    /// };
+    /// assert!(err.is_lost() && err.to_string().contains("/data/model.bin"));
+    /// ```
     pub fn is_lost(&self) -> bool {
         matches!(self, LockError::Lost { .. })
     }

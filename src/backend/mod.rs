@@ -249,6 +249,13 @@ impl BackendMetrics {
     }
 
     /// The soft backend's counters, if soft locks may be in use.
+    ///
+    /// ```
+    /// use async_filelock::Locks;
+    /// let locks = Locks::builder().build()?;
+    /// assert!(locks.metrics().backend().soft().is_none(), "the OS backend has none");
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn soft(&self) -> Option<&SoftMetrics> {
         match self {
             BackendMetrics::Soft(soft) | BackendMetrics::Auto { soft, .. } => Some(soft),
@@ -258,6 +265,14 @@ impl BackendMetrics {
 }
 
 /// Counters of soft locks, process-wide (all handles share them).
+///
+/// ```
+/// use async_filelock::{BackendChoice, Locks};
+/// let locks = Locks::builder().backend(BackendChoice::Soft).build()?;
+/// let soft = *locks.metrics().backend().soft().expect("a soft handle");
+/// assert_eq!(soft.held_now, 0, "nothing held yet");
+/// # Ok::<(), async_filelock::LockError>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SoftMetrics {

@@ -241,17 +241,39 @@ impl Locks {
     }
 
     /// The backend this handle locks with.
+    ///
+    /// ```
+    /// use async_filelock::{BackendChoice, Locks};
+    /// let locks = Locks::builder().backend(BackendChoice::Auto).build()?;
+    /// assert_eq!(locks.backend(), BackendChoice::Auto);
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn backend(&self) -> BackendChoice {
         self.engine.policy.backend
     }
 
     /// The lease of this handle's soft locks (see
     /// [`LocksBuilder::soft_lease`]).
+    ///
+    /// ```
+    /// use async_filelock::Locks;
+    /// use std::time::Duration;
+    /// let locks = Locks::builder().soft_lease(Duration::from_millis(1)).build()?;
+    /// assert_eq!(locks.soft_lease(), Duration::from_millis(50), "raised to the shortest accepted");
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn soft_lease(&self) -> Duration {
         self.engine.policy.soft.lease
     }
 
     /// What this handle does with a lock dir on a network filesystem.
+    ///
+    /// ```
+    /// use async_filelock::{Locks, NetworkFsPolicy};
+    /// let locks = Locks::builder().build()?;
+    /// assert_eq!(locks.network_fs(), NetworkFsPolicy::Warn);
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn network_fs(&self) -> NetworkFsPolicy {
         self.engine.policy.network_fs
     }
@@ -421,7 +443,18 @@ impl LocksBuilder {
     }
 
     /// The longest pause between two attempts of a waiting soft lock
-    /// (default 100 ms; waits start at 1 ms and double up to it).
+    /// (default 100 ms; waits start at 1 ms and double up to it, and are
+    /// woken early by the release where the filesystem reports it).
+    ///
+    /// ```
+    /// use async_filelock::{BackendChoice, Locks};
+    /// use std::time::Duration;
+    /// let locks = Locks::builder()
+    ///     .backend(BackendChoice::Soft)
+    ///     .soft_poll(Duration::from_millis(20))
+    ///     .build()?;
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn soft_poll(mut self, poll: Duration) -> Self {
         self.policy.soft.poll = poll.max(Duration::from_millis(1));
         self

@@ -266,6 +266,14 @@ impl ArtifactWriter {
 
     /// Whether the artifact lock was lost while writing (see
     /// [`LockGuard::is_lost`]): a commit now is refused.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let w = async_filelock::ArtifactWriter::create(dir.path().join("a.bin")).await?;
+    /// assert!(!w.is_lost(), "an OS lock is not lost while held");
+    /// # Ok(()) }
+    /// ```
     pub fn is_lost(&self) -> bool {
         self.state.guard.as_ref().is_some_and(LockGuard::is_lost)
     }
