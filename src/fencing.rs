@@ -44,11 +44,13 @@ impl FencingToken {
     /// was lost (its lock file removed, a host crash before the write
     /// reached the disk) still issues a larger one, unless the clock was
     /// set back past the last token.
-    pub(crate) fn after(stored: u64) -> Self {
+    /// `None` once `stored` is the largest token there is: a token may
+    /// never repeat.
+    pub(crate) fn after(stored: u64) -> Option<Self> {
         let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        FencingToken(stored.saturating_add(1).max(clock))
+        Some(FencingToken(stored.checked_add(1)?.max(clock)))
     }
 }
 
@@ -63,11 +65,12 @@ mod tests {
     use super::FencingToken;
 
     #[test]
-    fn after_is_strictly_greater_even_ahead_of_the_clock() {
-        let now = FencingToken::after(0);
-        assert!(FencingToken::after(now.get()) > now);
+    fn after_is_strictly_greater_even_ahead_of_the_clock_and_never_repeats() {
+        let now = FencingToken::after(0).unwrap();
+        assert!(FencingToken::after(now.get()).unwrap() > now);
         let far = u64::MAX - 1;
-        assert_eq!(FencingToken::after(far).get(), u64::MAX);
-        assert!(FencingToken::after(5).get() > 1_600_000_000_000_000);
+        assert_eq!(FencingToken::after(far).unwrap().get(), u64::MAX);
+        assert_eq!(FencingToken::after(u64::MAX), None);
+        assert!(FencingToken::after(5).unwrap().get() > 1_600_000_000_000_000);
     }
 }

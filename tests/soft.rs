@@ -674,3 +674,53 @@ async fn soft_wait_woken(args: &[String]) -> Result<(), LockError> {
     say(&format!("granted woken={}", woken > 0));
     guard.release().await
 }
+
+/// A soft lock and a `flock` on one lock file exclude each other (a mixed
+/// configuration, or a fallback in one process only): a soft waiter never
+/// takes a file someone holds with `flock` for stale, and an OS waiter finds
+/// a soft lock busy.
+#[tokio::test]
+async fn os_and_soft_holders_of_one_lock_file_exclude_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("a.bin");
+    let soft = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .backend(BackendChoice::Soft)
+        .build()
+        .unwrap();
+    let os = support::locks_in(dir.path());
+    let lock_path = os.lock_path(Category::Artifact, &target).unwrap();
+    {
+        // A foreign flock holder (not this crate) on an OS-style lock file.
+        let mut holder =
+            PythonHolder::hold(dir.path(), std::slice::from_ref(&lock_path), "exclusive");
+        assert!(
+            soft.try_lock(Category::Artifact, &target)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        holder.release();
+        let taken = soft.try_lock(Category::Artifact, &target).await.unwrap();
+        assert!(taken.is_some(), "free once the flock holder let go");
+    }
+    let mut holder = spawn(
+        "soft_hold",
+        &[arg(dir.path()), arg(&target), "60000".into()],
+    );
+    assert!(holder.read().starts_with("ready "));
+    assert!(
+        os.try_lock(Category::Artifact, &target)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    holder.tell("release");
+    holder.finish();
+    assert!(
+        os.try_lock(Category::Artifact, &target)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -2,30 +2,43 @@
 //! dir whose filesystem refuses `flock` (`ENOLCK`, `EOPNOTSUPP`, `ENOSYS`),
 //! saying so once per lock dir in a warning.
 //!
-//! The fallback is per lock dir and for the life of the process: once a
-//! filesystem refused `flock`, every lock in that dir is a soft lock, so
-//! processes agree by the filesystem they meet, not by luck of timing.
+//! The choice is made per lock dir, once per process, before its first
+//! lock: a `flock` on a probe file in the lock dir ([`PROBE`]) says whether
+//! the filesystem does `flock`. So no OS lock file is made (and left empty)
+//! where soft locks will be used, and processes agree by the filesystem
+//! they meet. A lock that still meets a refusal later (a transient
+//! `ENOLCK` where the probe passed) falls back for that one attempt only;
+//! soft and OS holders of one lock file exclude each other anyway (a soft
+//! lock file carries a `flock` where it works, and a soft waiter never
+//! takes a file someone holds with `flock`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 
+use rustix::fs::{Mode, OFlags};
+
 use super::os::OsBackend;
+use super::os::flock::try_flock;
 use super::soft::{self, SoftBackend};
 use super::{Backend, BackendMetrics, HeldLock, LockRequest};
 use crate::error::{Holder, LockError};
+use crate::mode::LockMode;
+
+/// The name of the probe file in a lock dir.
+pub(crate) const PROBE: &str = ".flock-probe";
 
 /// The OS backend with a fallback to soft locks.
 #[derive(Debug, Default)]
 pub(crate) struct AutoBackend {
     os: OsBackend,
     soft: SoftBackend,
-    /// Lock dirs whose filesystem refused `flock`.
-    soft_dirs: Mutex<FxHashSet<PathBuf>>,
+    /// Lock dirs probed, and whether soft locks are used there.
+    probed: Mutex<FxHashMap<PathBuf, bool>>,
 }
 
 /// Whether `e` says the filesystem does not do `flock` at all.
@@ -44,49 +57,88 @@ impl AutoBackend {
         AutoBackend {
             os: OsBackend,
             soft,
-            soft_dirs: Mutex::default(),
+            probed: Mutex::default(),
         }
     }
 
+    /// Whether `lock_path`'s lock dir uses soft locks, as far as probed.
     fn is_soft(&self, lock_path: &Path) -> bool {
         let Some(dir) = lock_path.parent() else {
             return false;
         };
-        let dirs = self.soft_dirs.lock().unwrap_or_else(|p| p.into_inner());
-        !dirs.is_empty() && dirs.contains(dir)
-    }
-
-    /// Records that `req`'s lock dir refused `flock` with `e`, warning the
-    /// first time.
-    fn fall_back(&self, req: &LockRequest, e: &LockError) {
-        let Some(dir) = req.lock_path.parent() else {
-            return;
-        };
-        let first = self
-            .soft_dirs
+        self.probed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(dir.to_path_buf());
-        if first {
+            .get(dir)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Whether `req`'s lock dir uses soft locks: probed the first time (a
+    /// `flock` on [`PROBE`] there), and warned about once if so.
+    fn soft_here(&self, req: &LockRequest) -> Result<bool, LockError> {
+        let Some(dir) = req.lock_path.parent() else {
+            return Ok(false);
+        };
+        if let Some(soft) = self
+            .probed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(dir)
+        {
+            return Ok(*soft);
+        }
+        let dir_fd = crate::backend::dirs::lock_dir(dir, req)?;
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let refused = match rustix::fs::openat(
+            dir_fd.fd(),
+            PROBE,
+            flags,
+            Mode::from_raw_mode(req.file_mode),
+        ) {
+            Ok(fd) => match try_flock(&std::fs::File::from(fd), LockMode::Exclusive) {
+                Err(fs4::TryLockError::Error(e)) => Some(LockError::io("probe flock in", dir, e)),
+                _ => None,
+            },
+            // Not even a probe file: let the OS backend say what is wrong.
+            Err(_) => None,
+        };
+        let soft = refused.as_ref().is_some_and(is_unsupported);
+        self.probed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir.to_path_buf(), soft);
+        if let (true, Some(e)) = (soft, refused) {
             soft::metrics::fell_back();
             tracing::warn!(
                 lock_dir = %dir.display(),
                 error = %e,
-                "this filesystem refuses flock: using soft locks (lock files with an owner record and a lease) in this lock dir from now on"
+                "this filesystem refuses flock: using soft locks (lock files with an owner record and a lease) in this lock dir"
             );
         }
+        Ok(soft)
+    }
+
+    /// A refusal met after the probe passed (a transient `ENOLCK`): this
+    /// attempt falls back, and says so.
+    fn fall_back_once(&self, req: &LockRequest, e: &LockError) {
+        tracing::warn!(
+            lock_path = %req.lock_path.display(),
+            error = %e,
+            "flock refused where it worked before: taking a soft lock this time"
+        );
     }
 }
 
 #[async_trait]
 impl Backend for AutoBackend {
     fn try_lock(&self, req: &LockRequest) -> Result<Option<Box<dyn HeldLock>>, LockError> {
-        if self.is_soft(&req.lock_path) {
+        if self.soft_here(req)? {
             return self.soft.try_lock(req);
         }
         match self.os.try_lock(req) {
             Err(e) if is_unsupported(&e) => {
-                self.fall_back(req, &e);
+                self.fall_back_once(req, &e);
                 self.soft.try_lock(req)
             }
             other => other,
@@ -99,9 +151,9 @@ impl Backend for AutoBackend {
         deadline: Option<Instant>,
         cancel: Option<&CancellationToken>,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
-        if !self.is_soft(&req.lock_path) {
+        if !self.soft_here(req)? {
             match self.os.wait(req, deadline, cancel).await {
-                Err(e) if is_unsupported(&e) => self.fall_back(req, &e),
+                Err(e) if is_unsupported(&e) => self.fall_back_once(req, &e),
                 other => return other,
             }
         }
@@ -114,7 +166,7 @@ impl Backend for AutoBackend {
         }
         match self.os.wait_here(req) {
             Some(Err(e)) if is_unsupported(&e) => {
-                self.fall_back(req, &e);
+                self.fall_back_once(req, &e);
                 None
             }
             other => other,
@@ -127,6 +179,11 @@ impl Backend for AutoBackend {
         } else {
             self.os.holder(lock_path, since).await
         }
+    }
+
+    fn names_holders_off_runtime(&self) -> bool {
+        // Per lock dir; the OS backend's lookup is not, so neither is this.
+        false
     }
 
     fn prefetch_holders(&self) {

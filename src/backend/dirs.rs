@@ -217,7 +217,7 @@ fn open_checked(
     }
     let fs = rustix::fs::fstatfs(&file)
         .ok()
-        .and_then(|st| crate::sys::network_fs_name(st.f_type as u64));
+        .and_then(|st| crate::sys::network_fs_name((st.f_type as u64) & 0xffff_ffff));
     check_filesystem(dir, fs, network_fs)?;
     Ok(Some(LockDirFd {
         fd: file.into(),

@@ -46,8 +46,12 @@ impl LostSignal {
         self.inner.lost.cancel();
     }
 
-    /// Moves the lease's end to `expires`, unless the lock is lost already.
+    /// Moves the lease's end to `expires`, unless the lock is lost already
+    /// (a lease that ran out is never revived).
     pub(crate) fn renewed(&self, expires: Instant) {
+        if self.is_lost() {
+            return;
+        }
         *self.inner.expires.lock().unwrap_or_else(|p| p.into_inner()) = Some(expires);
     }
 

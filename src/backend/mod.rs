@@ -179,6 +179,14 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether [`Backend::holder`] keeps its own file work off the runtime
+    /// and within a bound, so that it may be asked on a network mount too
+    /// (the OS backend's lookup stats the lock file on the calling thread:
+    /// not asked there).
+    fn names_holders_off_runtime(&self) -> bool {
+        false
+    }
+
     /// A hint that a timeout may soon ask [`Backend::holder`]: a backend
     /// that answers from a snapshot reads one ahead.
     fn prefetch_holders(&self) {}

@@ -1,7 +1,8 @@
-//! Where a lock's fencing tokens are kept between holders: a line
-//! `token <n>` in a small file read and rewritten while the lock is held
-//! (the OS backend's lock file, after its target record; a soft lock's
-//! `.token` file beside it, which outlives each holding).
+//! Where a lock's fencing tokens are kept between holders: a trailer
+//! `\0token <n>\n` in a small file read and rewritten while the lock is
+//! held (the OS backend's lock file, after its target record; a soft
+//! lock's `.token` file beside it, which outlives each holding). The NUL
+//! cannot occur in a path, so a target record can never pass for a token.
 //!
 //! Writes are best effort and not fsynced: the next token is also at least
 //! the wall clock in microseconds ([`FencingToken::after`]), which covers
@@ -17,14 +18,27 @@ use crate::fencing::FencingToken;
 /// The most of a token file read.
 const MAX_READ: usize = 64 * 1024;
 
-/// The token last stored in `bytes` (0 if none).
+/// The token stored in `bytes`, after their last NUL (0 if none).
 pub(crate) fn stored(bytes: &[u8]) -> u64 {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter_map(|line| line.strip_prefix(b"token "))
-        .filter_map(|n| std::str::from_utf8(n).ok()?.trim().parse::<u64>().ok())
-        .next_back()
+    let Some(nul) = bytes.iter().rposition(|b| *b == 0) else {
+        return 0;
+    };
+    bytes[nul + 1..]
+        .strip_prefix(b"token ")
+        .and_then(|n| std::str::from_utf8(n).ok()?.trim().parse::<u64>().ok())
         .unwrap_or(0)
+}
+
+/// The error of a lock whose token store says every token was given out
+/// (written by hand: no clock reaches it).
+pub(crate) fn exhausted(path: &Path) -> crate::error::LockError {
+    crate::error::LockError::io(
+        "issue a fencing token for",
+        path,
+        std::io::Error::other(
+            "its token store holds the largest token there is; remove the lock's token store (the lock file, or its .token file) to start again",
+        ),
+    )
 }
 
 /// Reads `file` (its first [`MAX_READ`] bytes; a read error reads as
@@ -54,21 +68,22 @@ pub(crate) fn last(file: &File) -> FencingToken {
 }
 
 /// Issues the next token through `file`, which the caller holds the lock
-/// of: reads the last, stores `head` followed by the new token line, and
-/// returns it. A failed store is logged: the token is still greater than
-/// every one issued before it (see the module docs).
-pub(crate) fn issue(file: &File, head: &[u8], path: &Path) -> FencingToken {
-    let token = FencingToken::after(stored(&contents(file)));
+/// of: reads the last, stores `head` followed by the new token's trailer,
+/// and returns it; `None` if the store holds the largest token there is.
+/// A failed store is logged: the token is still greater than every one
+/// issued before it (see the module docs).
+pub(crate) fn issue(file: &File, head: &[u8], path: &Path) -> Option<FencingToken> {
+    let token = FencingToken::after(stored(&contents(file)))?;
     let mut bytes = Vec::with_capacity(head.len() + 32);
     bytes.extend_from_slice(head);
-    bytes.extend_from_slice(format!("token {token}\n").as_bytes());
+    bytes.extend_from_slice(format!("\0token {token}\n").as_bytes());
     let written = file
         .write_all_at(&bytes, 0)
         .and_then(|()| file.set_len(bytes.len() as u64));
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, %token, "could not store the fencing token; the next is kept larger by the clock alone");
     }
-    token
+    Some(token)
 }
 
 #[cfg(test)]
@@ -76,21 +91,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_last_token_line_counts_and_garbage_reads_as_none() {
-        assert_eq!(stored(b"/x/target\ntoken 12\n"), 12);
-        assert_eq!(stored(b"token 3\ntoken 9\n"), 9);
+    fn only_the_trailer_counts_and_a_target_cannot_pass_for_a_token() {
+        assert_eq!(stored(b"/x/target\n\0token 12\n"), 12);
+        assert_eq!(stored(b"/x/a\ntoken 18446744073709551614\n\0token 9\n"), 9);
+        assert_eq!(stored(b"/x/a\ntoken 18446744073709551614\n"), 0);
         assert_eq!(stored(b"/x/target\n"), 0);
-        assert_eq!(stored(b"token nine\n"), 0);
+        assert_eq!(stored(b"\0token nine\n"), 0);
     }
 
     #[test]
     fn issue_grows_and_keeps_the_head() {
         let file = tempfile::tempfile().unwrap();
-        let a = issue(&file, b"/t\n", Path::new("x"));
-        let b = issue(&file, b"/t\n", Path::new("x"));
+        let a = issue(&file, b"/t\n", Path::new("x")).unwrap();
+        let b = issue(&file, b"/t\n", Path::new("x")).unwrap();
         assert!(b > a);
         assert_eq!(last(&file), b);
         let text = contents(&file);
-        assert!(text.starts_with(b"/t\ntoken "));
+        assert!(text.starts_with(b"/t\n\0token "));
+        file.write_all_at(b"/t\n\0token 18446744073709551615\n", 0)
+            .unwrap();
+        assert_eq!(
+            issue(&file, b"/t\n", Path::new("x")),
+            None,
+            "never repeats the largest"
+        );
     }
 }

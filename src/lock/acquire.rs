@@ -316,7 +316,7 @@ impl Engine {
     ) -> LockError {
         let holder = if entry.is_held_by(owner) {
             Some(Holder::ThisTask)
-        } else if remote {
+        } else if remote && !self.backend.names_holders_off_runtime() {
             None
         } else {
             self.backend.holder(&req.lock_path, started).await

@@ -437,7 +437,6 @@ pub(crate) fn network_fs_name(magic: u64) -> Option<&'static str> {
         0x0102_1997 => "9p",
         0x7461_636f => "ocfs2",
         0x0116_1970 => "gfs2",
-        0x1373 => "devfs",
         _ => return None,
     })
 }

@@ -182,6 +182,7 @@ impl HeldLock for OsHeld {
                 let mut head = self.target.as_os_str().as_bytes().to_vec();
                 head.push(b'\n');
                 tokens::issue(&self.file, &head, &self.lock_path)
+                    .ok_or_else(|| tokens::exhausted(&self.lock_path))?
             }
         })
     }

@@ -1,4 +1,6 @@
-//! The only module that calls the OS lock functions (`clippy.toml`
+//! The only module that calls the OS lock functions (the soft backend
+//! uses it too: soft lock files carry a `flock` where it works, so OS and
+//! soft holders of one lock file exclude each other) (`clippy.toml`
 //! disallows them everywhere else): one place to audit for `EINTR`
 //! handling and modes.
 #![allow(clippy::disallowed_methods)]
@@ -11,7 +13,7 @@ use fs4::TryLockError;
 use crate::mode::LockMode;
 
 /// One non-blocking `flock`.
-pub(super) fn try_flock(file: &File, mode: LockMode) -> Result<(), TryLockError> {
+pub(crate) fn try_flock(file: &File, mode: LockMode) -> Result<(), TryLockError> {
     match mode {
         LockMode::Exclusive => fs4::FileExt::try_lock(file),
         LockMode::Shared => fs4::FileExt::try_lock_shared(file),
@@ -27,6 +29,6 @@ pub(super) fn flock_blocking(file: &File, mode: LockMode) -> io::Result<()> {
 }
 
 /// Lets go of a lock held through `file` without closing it.
-pub(super) fn unlock(file: &File) -> io::Result<()> {
+pub(crate) fn unlock(file: &File) -> io::Result<()> {
     fs4::FileExt::unlock(file)
 }

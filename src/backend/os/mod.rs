@@ -34,7 +34,7 @@ use crate::error::{Holder, LockError};
 
 mod events;
 mod file;
-mod flock;
+pub(crate) mod flock;
 mod holders;
 mod kernel;
 mod pending;

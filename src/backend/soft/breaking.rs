@@ -71,7 +71,9 @@ pub(crate) fn open_door(
             Ok(Door::Opened(door))
         }
         Err(rustix::io::Errno::EXIST) => {
-            let stale_after = DOOR_STALE.max(lease);
+            // Never longer than five minutes: a huge lease must not make a
+            // dead breaker's door stop every later break.
+            let stale_after = DOOR_STALE.max(lease).min(Duration::from_secs(300));
             if let Ok(st) = rustix::fs::statat(dir.fd(), &door, AtFlags::SYMLINK_NOFOLLOW) {
                 let modified = SystemTime::UNIX_EPOCH
                     + Duration::new(

@@ -12,7 +12,9 @@ use rustix::fs::{Mode, OFlags};
 
 use super::record::{self, MAX_RECORD, OwnerRecord, Verdict};
 use crate::backend::dirs::LockDirFd;
+use crate::backend::os::flock::try_flock;
 use crate::error::LockError;
+use crate::mode::LockMode;
 
 /// A lock file as read once.
 #[derive(Debug, Clone)]
@@ -23,12 +25,32 @@ pub(crate) struct Found {
     pub record: Option<OwnerRecord>,
     /// Empty, or not even the start of a JSON object: no soft lock of this
     /// crate (whose files appear whole, by a hard link) but an OS lock
-    /// file (the target's path) or a leftover.
+    /// file (the target's path), a soft lock being created where hard
+    /// links are refused, or a leftover.
     pub not_soft: bool,
+    /// For a file that is no soft lock: whether someone holds a `flock` on
+    /// it (an OS-backend holder, or a soft holder still writing its record).
+    pub flock: FlockState,
     /// Since the last renewal (the mtime), by this host's clock; zero if
     /// the mtime is ahead of it.
     pub age: Duration,
 }
+
+/// What a non-blocking `flock` on a found file said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlockState {
+    /// Busy: a holder has it.
+    Held,
+    /// Granted (and let go at once): nobody holds it.
+    Free,
+    /// Not asked (a soft record), or `flock` does not work here.
+    Unknown,
+}
+
+/// How long a file that is no soft lock, on a filesystem without `flock`,
+/// is taken for one being created (`O_EXCL`, then its record) before it is
+/// judged a leftover.
+pub(crate) const NOT_SOFT_GRACE: Duration = Duration::from_secs(5);
 
 impl Found {
     /// Names this holding among every other of the same lock file: the
@@ -45,9 +67,17 @@ impl Found {
     /// soft lock at all holds nothing.
     pub(crate) fn verdict(&self, default_lease: Duration) -> Verdict {
         if self.not_soft {
-            return Verdict::Stale(
-                "it is not a soft lock (empty, or an OS lock file naming its target)".into(),
-            );
+            return match self.flock {
+                FlockState::Held => Verdict::Live,
+                FlockState::Free => Verdict::Stale(
+                    "it is no soft lock (empty, or an OS lock file naming its target) and nobody holds its flock".into(),
+                ),
+                FlockState::Unknown if self.age > NOT_SOFT_GRACE => Verdict::Stale(format!(
+                    "it is no soft lock (empty, or an OS lock file) and unchanged for {:.1} s",
+                    self.age.as_secs_f64()
+                )),
+                FlockState::Unknown => Verdict::Live,
+            };
         }
         record::judge(self.record.as_ref(), self.age, default_lease)
     }
@@ -75,8 +105,16 @@ pub(crate) fn inspect(
     lock_path: &Path,
     shared_group: Option<u32>,
 ) -> Result<Option<Found>, LockError> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let mut file = match rustix::fs::openat(dir.fd(), name, flags, Mode::empty()) {
+    // Read-write where allowed: an exclusive `flock` emulated with POSIX
+    // locks (NFS) needs a descriptor open for writing.
+    let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let opened = match rustix::fs::openat(dir.fd(), name, flags | OFlags::RDWR, Mode::empty()) {
+        Err(rustix::io::Errno::ACCESS | rustix::io::Errno::ROFS) => {
+            rustix::fs::openat(dir.fd(), name, flags | OFlags::RDONLY, Mode::empty())
+        }
+        other => other,
+    };
+    let mut file = match opened {
         Ok(fd) => File::from(fd),
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(rustix::io::Errno::LOOP) => {
@@ -100,15 +138,28 @@ pub(crate) fn inspect(
     }
     dir.check_lock_file(lock_path, &meta, shared_group)?;
     let mut bytes = Vec::with_capacity(512);
-    // A read error leaves the record unreadable: judged by age.
-    let _ = (&mut file).take(MAX_RECORD as u64).read_to_end(&mut bytes);
+    // A read error leaves the record unreadable (judged by age), never
+    // "no soft lock": a flaky read must not break a live lock.
+    let read = (&mut file).take(MAX_RECORD as u64).read_to_end(&mut bytes);
+    let not_soft = read.is_ok() && !bytes.trim_ascii_start().starts_with(b"{");
+    let flock = if not_soft {
+        match try_flock(&file, LockMode::Exclusive) {
+            // Let go by closing `file`, at the end of this function.
+            Ok(()) => FlockState::Free,
+            Err(fs4::TryLockError::WouldBlock) => FlockState::Held,
+            Err(fs4::TryLockError::Error(_)) => FlockState::Unknown,
+        }
+    } else {
+        FlockState::Unknown
+    };
     let modified = meta.modified().unwrap_or_else(|_| SystemTime::now());
     Ok(Some(Found {
         dev: meta.dev(),
         ino: meta.ino(),
         ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
         record: OwnerRecord::parse(&bytes),
-        not_soft: !bytes.trim_ascii_start().starts_with(b"{"),
+        not_soft,
+        flock,
         age: SystemTime::now()
             .duration_since(modified)
             .unwrap_or(Duration::ZERO),

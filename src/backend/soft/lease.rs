@@ -36,6 +36,9 @@ pub(crate) struct Lease {
     pub signal: LostSignal,
     pub lock_path: Arc<Path>,
     renewed: Mutex<Instant>,
+    /// After a failed renewal: when to try again (not at once, which would
+    /// spin until the lease runs out).
+    retry_at: Mutex<Option<Instant>>,
     released: AtomicBool,
 }
 
@@ -59,6 +62,7 @@ impl Lease {
             signal: LostSignal::with_lease(now.checked_add(lease)),
             lock_path,
             renewed: Mutex::new(now),
+            retry_at: Mutex::new(None),
             released: AtomicBool::new(false),
         })
     }
@@ -72,6 +76,9 @@ impl Lease {
     }
 
     fn due(&self) -> Instant {
+        if let Some(at) = *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) {
+            return at;
+        }
         let renewed = *self.renewed.lock().unwrap_or_else(|p| p.into_inner());
         // A lease too long for the clock is renewed once a day.
         renewed
@@ -102,24 +109,46 @@ impl Lease {
             last_modification: now,
         };
         let at = Instant::now();
-        match rustix::fs::futimens(&self.file, &times) {
+        let expired_by = {
+            let renewed = *self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+            renewed.checked_add(self.lease)
+        };
+        let renewed = rustix::fs::futimens(&self.file, &times);
+        // A renewal that returns after the lease ran out (a hung mount, a
+        // descheduled thread) may come after a breaker took the lock: it
+        // renews nothing, and the lock is lost. So is one whose file was
+        // replaced while it ran.
+        if expired_by.is_some_and(|end| Instant::now() >= end) || !self.still_mine() {
+            metrics::lost();
+            self.signal
+                .mark("its lease ran out before it was renewed (the process or its lease thread was stalled)");
+            self.released.store(true, Ordering::SeqCst);
+            return;
+        }
+        match renewed {
             Ok(()) => {
                 *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) = at;
+                *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 if let Some(expires) = at.checked_add(self.lease) {
                     self.signal.renewed(expires);
                 }
                 metrics::renewed();
             }
             Err(e) => {
-                tracing::warn!(lock_path = %self.lock_path.display(), error = %e, "could not renew a soft lock's lease");
-                // Tried again at the next turn; lost if the lease runs out.
+                tracing::warn!(lock_path = %self.lock_path.display(), error = %e, "could not renew a soft lock's lease; trying again shortly");
+                // Tried again after a tenth of the lease (at most a
+                // second); lost if the lease runs out first.
+                let retry = (self.lease / 10).min(Duration::from_secs(1));
+                *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(at.checked_add(retry).unwrap_or(at));
             }
         }
     }
 
-    /// The guard let go: the thread forgets it.
+    /// The guard let go: the thread forgets it (and its descriptor) now.
     pub(crate) fn end(&self) {
         self.released.store(true, Ordering::SeqCst);
+        keeper().wake.notify_one();
     }
 }
 
@@ -144,13 +173,15 @@ fn keeper() -> &'static Keeper {
 pub(crate) fn keep(lease: Arc<Lease>) -> std::io::Result<()> {
     let keeper = keeper();
     let mut state = keeper.held.lock().unwrap_or_else(|p| p.into_inner());
-    state.leases.push(lease);
+    // Started before the lease is kept: one that failed to start keeps
+    // nothing (the caller releases the lock and reports it).
     if !state.running {
         std::thread::Builder::new()
             .name("async-filelock-lease".into())
             .spawn(move || run(keeper))?;
         state.running = true;
     }
+    state.leases.push(lease);
     drop(state);
     keeper.wake.notify_one();
     Ok(())

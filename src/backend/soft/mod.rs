@@ -34,8 +34,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendMetrics, HeldLock, LockRequest, LostSignal};
 use crate::backend::dirs::{self, LockDirFd};
+use crate::backend::os::flock::{try_flock, unlock};
+use crate::backend::tokens;
 use crate::error::{Holder, LockError};
 use crate::fencing::FencingToken;
+use crate::mode::LockMode;
 
 pub(crate) mod breaking;
 pub(crate) mod found;
@@ -182,6 +185,11 @@ impl SoftBackend {
                 )));
             }
         };
+        // A `flock` too, where it works: an OS-backend process meeting this
+        // file (a mixed configuration, a transient fallback) then finds it
+        // busy, and a soft waiter finds a file still without its record
+        // busy rather than stale. Kept with the file until released.
+        let _ = try_flock(&file, LockMode::Exclusive);
         // The token is issued before the lock is ours, under no lock: it
         // is only given out, and the `.token` file only advanced, once the
         // link below made us the holder.
@@ -251,6 +259,7 @@ impl SoftBackend {
                     )));
                 }
             };
+        let _ = try_flock(&file, LockMode::Exclusive);
         let written = file.write_all_at(&record.to_line(), 0);
         let still_ours = file.metadata().ok().is_some_and(|m| {
             matches!(
@@ -285,7 +294,10 @@ impl SoftBackend {
         mut record: OwnerRecord,
     ) -> Result<SoftHeld, LockError> {
         let path = &*req.lock_path;
-        let token = issue_token(&dir, name, req);
+        let Some(token) = issue_token(&dir, name, req) else {
+            let _ = rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty());
+            return Err(tokens::exhausted(path));
+        };
         record.token = token.get();
         // Best effort: the record names the token for tools; the token's
         // store is the `.token` file. Rewritten in place at the same
@@ -315,6 +327,7 @@ impl SoftBackend {
             lease: Some(lease),
             token,
             nonce_key: format!("n{}", record.nonce),
+            pid: std::process::id(),
         })
     }
 }
@@ -335,8 +348,8 @@ impl From<LockError> for Create {
 
 /// Issues the next token through the lock's `.token` file (see
 /// [`crate::backend::tokens`]); by the clock alone if that file cannot be
-/// opened.
-fn issue_token(dir: &LockDirFd, name: &OsStr, req: &LockRequest) -> FencingToken {
+/// opened. `None` when the store says every token was given out.
+fn issue_token(dir: &LockDirFd, name: &OsStr, req: &LockRequest) -> Option<FencingToken> {
     let mut token_name = name.to_os_string();
     token_name.push(TOKEN_SUFFIX);
     let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -346,10 +359,19 @@ fn issue_token(dir: &LockDirFd, name: &OsStr, req: &LockRequest) -> FencingToken
         flags,
         Mode::from_raw_mode(req.file_mode),
     ) {
-        Ok(fd) => crate::backend::tokens::issue(&File::from(fd), b"", &req.lock_path),
+        Ok(fd) => {
+            let file = File::from(fd);
+            // Shared with a group: the mode asked for, whatever the umask
+            // (as the OS backend does for its lock files). Best effort.
+            if req.shared_group.is_some() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = file.set_permissions(std::fs::Permissions::from_mode(req.file_mode));
+            }
+            crate::backend::tokens::issue(&file, b"", &req.lock_path)
+        }
         Err(e) => {
             tracing::warn!(lock_path = %req.lock_path.display(), error = %e, "could not open the soft lock's token file; the token is kept larger by the clock alone");
-            FencingToken::after(0)
+            Some(FencingToken::after(0).unwrap_or(FencingToken::new(u64::MAX)))
         }
     }
 }
@@ -406,11 +428,29 @@ impl Backend for SoftBackend {
                 released.enable();
             }
             let attempt = if remote {
-                // On a network mount an attempt may hang: off the runtime.
-                // Dropped, its result (a lock it got) is released.
+                // On a network mount an attempt may hang: off the runtime,
+                // and given up at the deadline or on cancellation. Dropped,
+                // its result (a lock it got) is released.
                 let (backend, owned) = (self.clone(), req.clone());
-                crate::blocking::run("lock", &req.lock_path, move || backend.attempt(&owned))
-                    .await?
+                let attempt =
+                    crate::blocking::run("lock", &req.lock_path, move || backend.attempt(&owned));
+                let expired = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let cancelled = async {
+                    match cancel {
+                        Some(token) => token.cancelled().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    attempt = attempt => attempt?,
+                    () = expired => return Ok(None),
+                    () = cancelled => return Ok(None),
+                }
             } else {
                 self.attempt(req)?
             };
@@ -454,9 +494,23 @@ impl Backend for SoftBackend {
     }
 
     async fn holder(&self, lock_path: &Path, _since: Instant) -> Option<Holder> {
-        let bytes = std::fs::read(lock_path).ok()?;
-        let record = OwnerRecord::parse(&bytes)?;
-        Some(holder_of(&record))
+        if !crate::mounts::may_hang(lock_path) {
+            return read_holder(lock_path);
+        }
+        // On a network mount the read may hang: off the runtime, and not
+        // waited for beyond a moment (the timeout it decorates is due).
+        let path = lock_path.to_path_buf();
+        let read = crate::blocking::run("read soft lock record", lock_path, move || {
+            Ok(read_holder(&path))
+        });
+        tokio::time::timeout(Duration::from_millis(100), read)
+            .await
+            .ok()?
+            .ok()?
+    }
+
+    fn names_holders_off_runtime(&self) -> bool {
+        true
     }
 
     fn releases_by_removal(&self, _req: &LockRequest) -> bool {
@@ -466,6 +520,22 @@ impl Backend for SoftBackend {
     fn metrics(&self) -> BackendMetrics {
         BackendMetrics::Soft(metrics::snapshot())
     }
+}
+
+/// The holder the soft lock file at `lock_path` names: never through a
+/// symlink, never blocking on a FIFO, at most [`record::MAX_RECORD`] read.
+fn read_holder(lock_path: &Path) -> Option<Holder> {
+    use std::io::Read as _;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = File::from(rustix::fs::open(lock_path, flags, Mode::empty()).ok()?);
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(512);
+    file.take(record::MAX_RECORD as u64)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(holder_of(&OwnerRecord::parse(&bytes)?))
 }
 
 /// The holder a record names, as a timeout error says it.
@@ -485,6 +555,8 @@ pub(crate) struct SoftHeld {
     lease: Option<Arc<Lease>>,
     token: FencingToken,
     nonce_key: String,
+    /// The process that took it (a `fork()`ed child is another).
+    pid: u32,
 }
 
 impl SoftHeld {
@@ -495,11 +567,16 @@ impl SoftHeld {
         let Some(lease) = self.lease.take() else {
             return Ok(());
         };
+        // A `fork()`ed child that drops what it inherited lets go of
+        // nothing: the lock is its parent's.
+        if std::process::id() != self.pid {
+            return Ok(());
+        }
         lease.end();
         metrics::held(-1);
         // A breaker in the door holds it for a few system calls: it finds
         // this holding live and leaves it, or stale and removes it.
-        let mut door = Door::Busy;
+        let mut door = Ok(Door::Busy);
         for _ in 0..DOOR_TRIES {
             door = breaking::open_door(
                 &lease.dir,
@@ -507,19 +584,30 @@ impl SoftHeld {
                 &self.nonce_key,
                 lease.lease,
                 &lease.lock_path,
-            )?;
-            if door != Door::Busy {
+            );
+            if !matches!(door, Ok(Door::Busy)) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        // A loss is told through the signal, which the guard reads (and
-        // names its lock in the error): nothing of ours is left to remove.
-        let Door::Opened(door) = door else {
-            lease
-                .signal
-                .mark("another process was breaking it as stale when it was released");
-            return Ok(());
+        let door = match door {
+            Ok(Door::Opened(door)) => Some(door),
+            // A loss is told through the signal, which the guard reads
+            // (and names its lock in the error): the breaker removes it.
+            Ok(Door::Busy) => {
+                lease
+                    .signal
+                    .mark("another process was breaking it as stale when it was released");
+                let _ = unlock(&lease.file);
+                return Ok(());
+            }
+            // No door can be made (a full disk, say): no breaker can make
+            // one either, so the file is removed by its identity alone
+            // rather than left to stall every waiter for a lease.
+            Err(e) => {
+                tracing::warn!(lock_path = %lease.lock_path.display(), error = %e, "releasing a soft lock without its door");
+                None
+            }
         };
         let removed = if lease.still_mine() {
             match rustix::fs::unlinkat(lease.dir.fd(), &lease.name, AtFlags::empty()) {
@@ -534,7 +622,11 @@ impl SoftHeld {
             lease.signal.mark("its lock file was removed or replaced: another process judged it stale and took the lock");
             Ok(())
         };
-        breaking::close_door(&lease.dir, &door);
+        // Unlinked first: an OS waiter on this inode then finds it gone.
+        let _ = unlock(&lease.file);
+        if let Some(door) = door {
+            breaking::close_door(&lease.dir, &door);
+        }
         removed
     }
 }

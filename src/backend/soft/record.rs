@@ -18,8 +18,14 @@ use crate::sys::{self, ProcessState};
 /// The format version, in the record's `async_filelock_soft` field.
 pub(crate) const FORMAT: u32 = 1;
 
-/// The most of a lock file read for its record.
-pub(crate) const MAX_RECORD: usize = 16 * 1024;
+/// The most of a lock file read for its record: far more than a record
+/// with its target cut to [`MAX_TARGET_CHARS`] (each escaped as up to six
+/// bytes) can take.
+pub(crate) const MAX_RECORD: usize = 64 * 1024;
+
+/// The most of the target's path a record keeps (for people and tools; the
+/// lock's name is the hash of the whole path).
+pub(crate) const MAX_TARGET_CHARS: usize = 1024;
 
 /// Who holds a soft lock, as written in its lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +71,11 @@ impl OwnerRecord {
             lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
             token,
             nonce,
-            target: target.to_string_lossy().into_owned(),
+            target: target
+                .to_string_lossy()
+                .chars()
+                .take(MAX_TARGET_CHARS)
+                .collect(),
         }
     }
 
@@ -208,6 +218,18 @@ mod tests {
         assert_eq!(OwnerRecord::parse(&line), Some(r));
         assert_eq!(OwnerRecord::parse(&line[..line.len() / 2]), None);
         assert_eq!(OwnerRecord::parse(b"/some/target\n"), None);
+    }
+
+    #[test]
+    fn a_record_of_any_target_fits_in_what_readers_read() {
+        let target: String = "/x/"
+            .chars()
+            .chain(std::iter::repeat_n('\u{1}', 10_000))
+            .collect();
+        let r = OwnerRecord::mine(Path::new(&target), Duration::from_secs(30), 7, "n".into());
+        let line = r.to_line();
+        assert!(line.len() < MAX_RECORD, "{}", line.len());
+        assert!(OwnerRecord::parse(&line).is_some());
     }
 
     #[test]

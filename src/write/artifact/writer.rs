@@ -475,6 +475,13 @@ impl AsyncWrite for ArtifactWriter {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
+        // A writer whose lock was lost (a soft lock's lease) stops at once:
+        // its `.part` may be the new holder's now, resumed by it.
+        if this.state.guard.as_ref().is_some_and(LockGuard::is_lost) {
+            return Poll::Ready(Err(io::Error::other(
+                "the artifact lock was lost while writing; nothing more is written",
+            )));
+        }
         let n = std::task::ready!(this.file.poll_write(cx, buf))?;
         let state = this.state;
         if let Some(h) = state.hasher.as_mut() {

@@ -254,16 +254,16 @@ impl JsonlSink {
 
     /// With [`JsonlSinkBuilder::record_token`], records must be objects.
     fn check_stampable(&self, lines: &[u8]) -> Result<(), LockError> {
-        if self.inner.shared.token_field.is_some() && !super::stamp::all_objects(lines) {
-            return Err(LockError::Config {
-                key: "JsonlSinkBuilder::record_token".into(),
-                reason: format!(
-                    "records of {} must be JSON objects to carry the token; nothing was written",
-                    self.inner.path.display()
-                ),
-            });
-        }
-        Ok(())
+        let Some(field) = &self.inner.shared.token_field else {
+            return Ok(());
+        };
+        super::stamp::stampable(lines, field).map_err(|why| LockError::Config {
+            key: "JsonlSinkBuilder::record_token".into(),
+            reason: format!(
+                "records of {} {why}; nothing was written",
+                self.inner.path.display()
+            ),
+        })
     }
 
     /// Appends records as consecutive lines in one commit. If any record

@@ -25,11 +25,23 @@ pub(super) fn stamp(lines: &[u8], field: &str, token: u64) -> Vec<u8> {
     out
 }
 
-/// Whether each line of `lines` is an object (what [`stamp`] needs).
-pub(super) fn all_objects(lines: &[u8]) -> bool {
-    lines
-        .split_inclusive(|b| *b == b'\n')
-        .all(|line| line.starts_with(b"{"))
+/// Whether each line of `lines` is an object without a member `field`
+/// (JSON-encoded, as [`stamp`] takes it): what stamping needs. A record
+/// that had the member already would carry two, and readers keep the last,
+/// so a stale holder's own value could pass for the token.
+pub(super) fn stampable(lines: &[u8], field: &str) -> Result<(), &'static str> {
+    let name: String = serde_json::from_str(field).unwrap_or_default();
+    for line in lines.split_inclusive(|b| *b == b'\n') {
+        if !line.starts_with(b"{") {
+            return Err("must be JSON objects to carry the token");
+        }
+        let members: std::collections::HashMap<String, serde::de::IgnoredAny> =
+            serde_json::from_slice(line).map_err(|_| "must be JSON objects to carry the token")?;
+        if members.contains_key(&name) {
+            return Err("already have a member named as the token field; rename one of them");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -51,7 +63,9 @@ mod tests {
         }
         assert_eq!(values[0]["a"], 1);
         assert_eq!(values[2]["b"], "x\ny");
-        assert!(all_objects(lines));
-        assert!(!all_objects(b"{}\n[1]\n"));
+        assert!(stampable(lines, "\"lock_token\"").is_ok());
+        assert!(stampable(b"{}\n[1]\n", "\"lock_token\"").is_err());
+        assert!(stampable(b"{\"lock_token\":1}\n", "\"lock_token\"").is_err());
+        assert!(stampable(b"{\"x\":\"lock_token\"}\n", "\"lock_token\"").is_ok());
     }
 }
