@@ -126,6 +126,8 @@ mod backend;
 mod lock;
 // Layer 3: writers that commit only under a guard.
 mod write;
+// Layer 4: tools for operators (`lock-doctor`), over every layer below.
+pub mod doctor;
 
 use std::path::Path;
 

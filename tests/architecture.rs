@@ -51,6 +51,23 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "lock", "blocking", "mounts", "sys", "error", "category", "mode", "fencing",
         ],
     ),
+    // Tools (`lock-doctor`): every layer below.
+    (
+        "doctor",
+        &[
+            "write",
+            "lock",
+            "backend",
+            "blocking",
+            "mounts",
+            "per_process",
+            "sys",
+            "error",
+            "category",
+            "mode",
+            "fencing",
+        ],
+    ),
 ];
 
 fn root() -> PathBuf {

@@ -100,6 +100,13 @@ impl Locks {
         Ok(GLOBAL.get_or_init(|| locks).clone())
     }
 
+    /// What the handle decides (lock dir, modes, timeouts, backend
+    /// settings), for tools that report the effective configuration
+    /// (`lock-doctor policy`) or lock as it would.
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.engine.policy
+    }
+
     /// The engine behind the handle, for the writers' own acquisitions.
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine

@@ -23,6 +23,32 @@ pub(crate) fn lock_holders() -> Option<LockHolders> {
     None
 }
 
+/// How a lock in the OS's table is held (the Linux names; never met here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum TableMode {
+    /// Shared.
+    Read,
+    /// Exclusive.
+    Write,
+}
+
+/// What the OS's lock table says of one file (never known here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FileLocks {
+    /// Holders, by pid then mode.
+    pub holders: Vec<(u32, TableMode)>,
+    /// Pids of blocked waiters.
+    pub waiters: Vec<u32>,
+}
+
+/// [`FileLocks`] by (major, minor, inode).
+pub(crate) type LockTable = FxHashMap<(u32, u32, u64), FileLocks>;
+
+/// No portable lock table: unknown.
+pub(crate) fn lock_table() -> Option<LockTable> {
+    None
+}
+
 /// The key of a file in [`LockHolders`].
 pub(crate) fn holder_key(dev: u64, ino: u64) -> (u32, u32, u64) {
     ((dev >> 32) as u32, dev as u32, ino)
@@ -94,6 +120,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = File::create(dir.path().join("f")).expect("create");
         assert!(lock_holders().is_none());
+        assert!(lock_table().is_none());
+        assert_eq!(local_fs_name(0xef53), None);
         reserve(&file, 1 << 20);
         assert_eq!(file.metadata().expect("stat").len(), 0);
         let source = EventSource::new().expect("source");
@@ -144,5 +172,10 @@ pub(crate) fn pid_namespace() -> Option<u64> {
 
 /// `statfs` magic numbers are Linux's.
 pub(crate) fn network_fs_name(_magic: u64) -> Option<&'static str> {
+    None
+}
+
+/// `statfs` magic numbers are Linux's.
+pub(crate) fn local_fs_name(_magic: u64) -> Option<&'static str> {
     None
 }

@@ -142,23 +142,128 @@ pub(crate) fn holder_key(dev: u64, ino: u64) -> (u32, u32, u64) {
 /// Parses lines such as `1: FLOCK  ADVISORY  WRITE 1785 fe:00:10010649 0 EOF`;
 /// lines with `->` are blocked waiters, not holders.
 fn parse_holders(table: &str, into: &mut LockHolders) {
-    for line in table.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1) == Some(&"->") || fields.len() < 6 {
-            continue;
-        }
-        let parsed = (|| {
-            let pid: u32 = fields[4].parse().ok()?;
-            let mut id = fields[5].split(':');
-            let maj = u32::from_str_radix(id.next()?, 16).ok()?;
-            let min = u32::from_str_radix(id.next()?, 16).ok()?;
-            let inode: u64 = id.next()?.parse().ok()?;
-            Some(((maj, min, inode), pid))
-        })();
-        if let Some((key, pid)) = parsed {
-            into.entry(key).or_insert(pid);
+    for line in table.lines().filter_map(parse_lock_line) {
+        if !line.waiter {
+            into.entry(line.key).or_insert(line.pid);
         }
     }
+}
+
+/// One line of `/proc/locks`, as the parsers above and below read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LockLine {
+    key: (u32, u32, u64),
+    pid: u32,
+    /// `None` for a mode that is neither `READ` nor `WRITE` (a lease
+    /// being broken, say).
+    mode: Option<TableMode>,
+    /// A blocked waiter (`->`), not a holder.
+    waiter: bool,
+}
+
+/// `1: FLOCK  ADVISORY  WRITE 1785 fe:00:10010649 0 EOF`, or with `->`
+/// after the number for a waiter; `None` for anything else.
+fn parse_lock_line(line: &str) -> Option<LockLine> {
+    let mut fields: Vec<&str> = line.split_whitespace().collect();
+    let waiter = fields.get(1) == Some(&"->");
+    if waiter {
+        fields.remove(1);
+    }
+    if fields.len() < 6 {
+        return None;
+    }
+    let pid: u32 = fields[4].parse().ok()?;
+    let mut id = fields[5].split(':');
+    let maj = u32::from_str_radix(id.next()?, 16).ok()?;
+    let min = u32::from_str_radix(id.next()?, 16).ok()?;
+    let inode: u64 = id.next()?.parse().ok()?;
+    let mode = match fields[3] {
+        "READ" => Some(TableMode::Read),
+        "WRITE" => Some(TableMode::Write),
+        _ => None,
+    };
+    Some(LockLine {
+        key: (maj, min, inode),
+        pid,
+        mode,
+        waiter,
+    })
+}
+
+/// How a lock in the OS's table is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum TableMode {
+    /// Shared (`READ`).
+    Read,
+    /// Exclusive (`WRITE`).
+    Write,
+}
+
+/// What the OS's lock table says of one file: who holds a lock on it, how,
+/// and which processes wait for one. For tools that show a lock dir
+/// (`lock-doctor list`), where a timeout's lookup needs only a pid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FileLocks {
+    /// Holders, by pid then mode, each once.
+    pub holders: Vec<(u32, TableMode)>,
+    /// Pids of the processes blocked waiting, each once.
+    pub waiters: Vec<u32>,
+}
+
+/// [`FileLocks`] by (major, minor, inode); see [`holder_key`].
+pub(crate) type LockTable = FxHashMap<(u32, u32, u64), FileLocks>;
+
+/// The whole lock table, from `/proc/locks`: every holder with its mode and
+/// every waiter. Read [`READS`] times and merged, as [`lock_holders`] is,
+/// because one read can skip a line. `None` if it cannot be read.
+pub(crate) fn lock_table() -> Option<LockTable> {
+    let mut table = LockTable::default();
+    let mut read_any = false;
+    for _ in 0..READS {
+        if let Ok(text) = std::fs::read_to_string("/proc/locks") {
+            read_any = true;
+            parse_table(&text, &mut table);
+        }
+    }
+    read_any.then_some(table)
+}
+
+/// Merges the lines of one read of `/proc/locks` into `into`.
+fn parse_table(text: &str, into: &mut LockTable) {
+    for line in text.lines().filter_map(parse_lock_line) {
+        let entry = into.entry(line.key).or_default();
+        if line.waiter {
+            if let Err(at) = entry.waiters.binary_search(&line.pid) {
+                entry.waiters.insert(at, line.pid);
+            }
+        } else if let Some(mode) = line.mode
+            && let Err(at) = entry.holders.binary_search(&(line.pid, mode))
+        {
+            entry.holders.insert(at, (line.pid, mode));
+        }
+    }
+}
+
+/// The name of a common local filesystem type by its `statfs` magic, for
+/// people reading a report: `None` for one not named here (network ones
+/// are [`network_fs_name`]'s).
+pub(crate) fn local_fs_name(magic: u64) -> Option<&'static str> {
+    Some(match magic {
+        0xef53 => "ext4",
+        0x0102_1994 => "tmpfs",
+        0x5846_5342 => "xfs",
+        0x9123_683e => "btrfs",
+        0x794c_7630 => "overlayfs",
+        0x2fc1_2fc1 => "zfs",
+        0xf2f5_2010 => "f2fs",
+        0x8584_58f6 => "ramfs",
+        0x3434 => "nilfs2",
+        0x4d44 => "vfat",
+        0x5346_544e => "ntfs",
+        0x2011_bab0 => "exfat",
+        0x7366_7173 => "squashfs",
+        _ => return None,
+    })
 }
 
 /// Reserves `len` bytes of disk for `file` without changing its size, so a
@@ -292,6 +397,29 @@ mod tests {
         assert_eq!(holders.get(&(0xfe, 0, 77)), Some(&1785));
         assert_eq!(holders.get(&(8, 1, 77)), Some(&12));
         assert_eq!(holders.len(), 2);
+    }
+
+    #[test]
+    fn the_table_keeps_each_holders_mode_and_counts_waiters_once() {
+        let text = "1: -> FLOCK  ADVISORY  WRITE 9 fe:00:77 0 EOF\n\
+                    1: -> FLOCK  ADVISORY  READ 10 fe:00:77 0 EOF\n\
+                    1: FLOCK  ADVISORY  WRITE 1785 fe:00:77 0 EOF\n\
+                    2: FLOCK  ADVISORY  READ 12 08:01:78 0 EOF\n\
+                    3: FLOCK  ADVISORY  READ 11 08:01:78 0 EOF\n\
+                    garbage\n\n";
+        let mut table = LockTable::default();
+        // Twice, as three reads of a busy table merge.
+        parse_table(text, &mut table);
+        parse_table(text, &mut table);
+        let write = &table[&(0xfe, 0, 77)];
+        assert_eq!(write.holders, [(1785, TableMode::Write)]);
+        assert_eq!(write.waiters, [9, 10]);
+        let read = &table[&(8, 1, 78)];
+        assert_eq!(read.holders, [(11, TableMode::Read), (12, TableMode::Read)]);
+        assert!(read.waiters.is_empty());
+        assert_eq!(table.len(), 2);
+        assert_eq!(local_fs_name(0xef53), Some("ext4"));
+        assert_eq!(local_fs_name(0x6969), None);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! modules above read the same on every target:
 //!
 //! * [`lock_holders`], [`holder_key`]: who holds which `flock`, if the OS
-//!   tells.
+//!   tells; [`lock_table`]: each lock's holders with their modes and its
+//!   waiters, for tools that show a lock dir.
 //! * [`reserve`]: reserve disk space for a file without changing its size.
 //! * [`rename_noreplace`]: a rename that never replaces an existing file.
 //! * [`network_mounts`]: where file calls may hang on the network;
-//!   [`network_fs_name`]: which `statfs` types are network or FUSE ones.
+//!   [`network_fs_name`]: which `statfs` types are network or FUSE ones;
+//!   [`local_fs_name`]: the names of common local ones, for reports.
 //! * [`process_state`], [`process_start_time`], [`boot_id`],
 //!   [`pid_namespace`], [`command_name`]: whether a process still runs
 //!   (pid and start time), and its name, for soft locks and timeouts.
@@ -31,9 +33,9 @@ pub(crate) use unix::{fork_generation, host_name, raise_fd_limit};
 mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    EventSource, LockHolders, ProcessState, WatchId, boot_id, command_name, holder_key,
-    lock_holders, network_fs_name, network_mounts, pid_namespace, process_start_time,
-    process_state, rename_noreplace, reserve,
+    EventSource, FileLocks, LockHolders, ProcessState, TableMode, WatchId, boot_id, command_name,
+    holder_key, local_fs_name, lock_holders, lock_table, network_fs_name, network_mounts,
+    pid_namespace, process_start_time, process_state, rename_noreplace, reserve,
 };
 
 #[cfg(any(not(target_os = "linux"), test))]
@@ -41,7 +43,7 @@ pub(crate) use linux::{
 mod fallback;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use fallback::{
-    EventSource, LockHolders, ProcessState, WatchId, boot_id, command_name, holder_key,
-    lock_holders, network_fs_name, network_mounts, pid_namespace, process_start_time,
-    process_state, rename_noreplace, reserve,
+    EventSource, FileLocks, LockHolders, ProcessState, TableMode, WatchId, boot_id, command_name,
+    holder_key, local_fs_name, lock_holders, lock_table, network_fs_name, network_mounts,
+    pid_namespace, process_start_time, process_state, rename_noreplace, reserve,
 };

@@ -22,6 +22,27 @@ use crate::lock::{LockGuard, Locks};
 /// crate's temp for that target.
 const TEMP_SUFFIX: &str = ".tmp";
 
+/// Random characters in a temp file's name, between `.{name}.` and
+/// [`TEMP_SUFFIX`].
+const TEMP_RANDOM: usize = 12;
+
+/// The name of the target whose temp file `name` is (`.{name}.{random}.tmp`,
+/// with [`TEMP_RANDOM`] letters and digits), or `None` if `name` is not
+/// one: for tools that find temps left by crashed writers
+/// (`lock-doctor clean`), which remove one only under its target's summary
+/// lock, as [`replace_file`] does.
+pub(crate) fn temp_target(name: &std::ffi::OsStr) -> Option<&std::ffi::OsStr> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_bytes();
+    let rest = bytes.strip_prefix(b".")?;
+    let rest = rest.strip_suffix(TEMP_SUFFIX.as_bytes())?;
+    let split = rest.len().checked_sub(TEMP_RANDOM + 1)?;
+    let (target, random) = rest.split_at(split);
+    let random = random.strip_prefix(b".")?;
+    (!target.is_empty() && random.iter().all(u8::is_ascii_alphanumeric))
+        .then(|| std::ffi::OsStr::from_bytes(target))
+}
+
 /// Replaces `path` with `bytes` atomically under the summary lock of the
 /// default [`Locks`]: readers see the old file or the new one, never a mix,
 /// and a crash leaves the old file intact.
@@ -104,7 +125,7 @@ pub(crate) fn replace_file(guard: &LockGuard, bytes: &[u8]) -> Result<(), LockEr
     let mut temp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(TEMP_SUFFIX)
-        .rand_bytes(12)
+        .rand_bytes(TEMP_RANDOM)
         // As `File::create` would, before the umask.
         .permissions(Permissions::from_mode(0o666))
         .tempfile_in(dir)
@@ -150,7 +171,7 @@ fn remove_orphaned_temps(dir: &Path, prefix: &std::ffi::OsStr) -> Result<(), Loc
         let name = entry.file_name();
         let bytes = name.as_bytes();
         // `.{name}.` + 12 random characters + `.tmp`: exactly our temps.
-        if bytes.len() == prefix.len() + 12 + TEMP_SUFFIX.len()
+        if bytes.len() == prefix.len() + TEMP_RANDOM + TEMP_SUFFIX.len()
             && bytes.starts_with(prefix)
             && bytes.ends_with(TEMP_SUFFIX.as_bytes())
         {
@@ -165,4 +186,29 @@ fn remove_orphaned_temps(dir: &Path, prefix: &std::ffi::OsStr) -> Result<(), Loc
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn a_temp_name_gives_its_target_and_nothing_else_does() {
+        let t = |s: &str| temp_target(OsStr::new(s)).map(|t| t.to_str().unwrap().to_owned());
+        assert_eq!(
+            t(".summary.json.AbC123xyz789.tmp").as_deref(),
+            Some("summary.json")
+        );
+        assert_eq!(t("..x.AbC123xyz789.tmp").as_deref(), Some(".x"));
+        assert_eq!(t(".summary.json.AbC123xyz78.tmp"), None, "11 random");
+        assert_eq!(
+            t(".summary.json.AbC123xyz7-9.tmp"),
+            None,
+            "not alphanumeric"
+        );
+        assert_eq!(t("summary.json.AbC123xyz789.tmp"), None, "no dot");
+        assert_eq!(t("..AbC123xyz789.tmp"), None, "no target");
+        assert_eq!(t(".summary.json.AbC123xyz789.tmp.bak"), None);
+    }
 }

@@ -15,6 +15,8 @@
 //!   [`kernel`] threads blocked in `flock` (bounded), or the [`events`]
 //!   thread (file events and a backoff poll, no thread per wait).
 //! * [`holders`]: who holds a lock, for timeout errors.
+//! * [`scratch`]: the bare `flock` on a caller's file, for tools that test
+//!   a filesystem.
 //!
 //! An uncontended lock is one non-blocking `flock` on the calling thread
 //! ([`Backend::try_lock`]); only a busy one becomes a wait.
@@ -38,6 +40,7 @@ pub(crate) mod flock;
 mod holders;
 mod kernel;
 mod pending;
+pub(crate) mod scratch;
 pub(crate) mod waits;
 
 /// How many times one attempt follows a lock file that was replaced under it

@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::fencing::FencingToken;
 
 mod builder;
-mod part;
+pub(crate) mod part;
 mod prepare;
 mod writer;
 

@@ -19,9 +19,12 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Where a target's `.part` and its marker are.
+/// Where a target's `.part` and its marker are. Crate-visible for tools
+/// that clean a lock dir (`lock-doctor clean`), which remove a `.part` only
+/// under its artifact lock and only if [`PartPaths::is_ours`], as a writer
+/// does.
 #[derive(Debug, Clone)]
-pub(super) struct PartPaths {
+pub(crate) struct PartPaths {
     /// `<target>.part`, beside the target.
     pub part: PathBuf,
     /// The marker in the lock dir.
@@ -30,7 +33,7 @@ pub(super) struct PartPaths {
 
 impl PartPaths {
     /// The `.part` of `target`, whose artifact lock file is `lock_path`.
-    pub(super) fn new(target: &Path, lock_path: &Path) -> Self {
+    pub(crate) fn new(target: &Path, lock_path: &Path) -> Self {
         let mut name = target.file_name().unwrap_or_default().to_os_string();
         name.push(".part");
         PartPaths {
@@ -47,7 +50,7 @@ impl PartPaths {
     /// `pending` (a crash before the `.part`'s identity was recorded) takes
     /// what it finds for its own; one that says anything else names no
     /// file.
-    pub(super) fn is_ours(&self, found: &std::fs::Metadata) -> io::Result<bool> {
+    pub(crate) fn is_ours(&self, found: &std::fs::Metadata) -> io::Result<bool> {
         use std::os::unix::fs::MetadataExt;
         let text = match std::fs::read(&self.marker) {
             Ok(text) => text,
@@ -125,7 +128,7 @@ impl PartPaths {
     /// Removes the `.part` (if there), then its marker: never a marker
     /// without removing its `.part` first, so a `.part` is never left
     /// unmarked.
-    pub(super) fn remove(&self) -> io::Result<()> {
+    pub(crate) fn remove(&self) -> io::Result<()> {
         remove_if_exists(&self.part)?;
         self.unmark();
         Ok(())
@@ -133,11 +136,33 @@ impl PartPaths {
 
     /// Removes the marker once the `.part` is gone (renamed or removed).
     /// Best effort: a marker without a `.part` is harmless.
-    pub(super) fn unmark(&self) {
+    pub(crate) fn unmark(&self) {
         if let Err(e) = remove_if_exists(&self.marker) {
             tracing::warn!(marker = %self.marker.display(), error = %e, "could not remove a .part marker");
         }
     }
+}
+
+/// The `.part` the marker at `marker` names (its second line), for tools
+/// that find markers in a lock dir; `None` if the marker names none (cut
+/// short by a crash). Read without following a symlink: the lock dir holds
+/// none of this crate's.
+pub(crate) fn part_named_by(marker: &Path) -> io::Result<Option<PathBuf>> {
+    use std::io::Read as _;
+    use std::os::unix::ffi::OsStrExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(marker)?;
+    let mut text = Vec::new();
+    // A marker is two short lines; more than this is not one.
+    (&mut file).take(64 * 1024).read_to_end(&mut text)?;
+    let mut lines = text.split(|b| *b == b'\n');
+    let _identity = lines.next();
+    Ok(lines
+        .next()
+        .filter(|line| line.starts_with(b"/"))
+        .map(|line| PathBuf::from(std::ffi::OsStr::from_bytes(line))))
 }
 
 /// A file's birth time in nanoseconds since the epoch, where the
@@ -199,5 +224,11 @@ mod tests {
         let file = std::fs::File::open(&paths.part).unwrap();
         paths.record(&file);
         assert!(paths.is_ours(&found).unwrap());
+        assert_eq!(
+            part_named_by(&paths.marker).unwrap(),
+            Some(paths.part.clone())
+        );
+        std::fs::write(&paths.marker, "pending\n").unwrap();
+        assert_eq!(part_named_by(&paths.marker).unwrap(), None);
     }
 }
