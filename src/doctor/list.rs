@@ -104,7 +104,7 @@ pub enum LockState {
 
 impl fmt::Display for LockState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             LockState::Write => "WRITE",
             LockState::Read => "READ",
             LockState::Free => "-",

@@ -104,7 +104,7 @@ pub enum Outcome {
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Outcome::Pass => "pass",
             Outcome::Fail => "FAIL",
             Outcome::Note => "note",
