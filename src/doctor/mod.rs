@@ -1,7 +1,7 @@
 //! The logic of `lock-doctor`, the operator's tool for lock dirs: what is
-//! held and by whom ([`list`]), removing what crashed processes left
-//! ([`clean`]), the configuration this environment gives ([`policy`]), and
-//! whether locking works on a filesystem ([`probe`]). The program
+//! held and by whom ([`list()`]), removing what crashed processes left
+//! ([`clean()`]), the configuration this environment gives ([`policy`]), and
+//! whether locking works on a filesystem ([`probe()`]). The program
 //! (`src/bin/lock-doctor.rs`, cargo feature `cli`) only parses arguments,
 //! prints and picks the exit code; this module builds without the feature.
 //!
@@ -13,15 +13,16 @@
 //! door, and nothing is removed that its name and content do not prove to
 //! be this crate's.
 //!
-//! * [`scan`]: a lock dir read once: lock files classified, `.part` markers.
-//! * [`list`](mod@list): one row per lock file, as `lslocks` shows locks;
-//!   [`output`]: rows as an aligned table, raw, or JSON.
-//! * [`clean`](mod@clean): stale soft locks, free old OS lock files,
-//!   orphaned `.part`s and atomic-write temps.
-//! * [`config`]: the effective configuration; [`fs`](mod@fs): a
+//! * `scan.rs`: a lock dir read once: lock files classified, `.part`
+//!   markers.
+//! * `list.rs`: one row per lock file ([`list()`]), as `lslocks` shows
+//!   locks; `output.rs`: rows as an aligned [`table`], raw, or [`json`].
+//! * `clean.rs`: stale soft locks, free old OS lock files, orphaned
+//!   `.part`s and atomic-write temps ([`clean()`]).
+//! * `config.rs`: the effective configuration ([`policy`]); `fs.rs`: a
 //!   filesystem's type and whether `flock` works there.
-//! * [`probe`](mod@probe): exclusion tried with child processes, which run
-//!   [`probe_child`].
+//! * `probe.rs`: exclusion tried with child processes ([`probe()`]), which
+//!   run `probe_child.rs` ([`serve_probe_child`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {

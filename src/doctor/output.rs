@@ -1,4 +1,4 @@
-//! How [`super::list`]'s rows are printed, in the conventions of util-linux
+//! How [`super::list()`]'s rows are printed, in the conventions of util-linux
 //! `lslocks`: named columns chosen with `-o` (case-insensitive, `+NAME`
 //! adds to the defaults), a table aligned in columns or `--raw` (one space
 //! between values, blanks escaped as `\x20`), headings unless

@@ -1,4 +1,4 @@
-//! The other side of [`super::probe`]: a process that takes and lets go of
+//! The other side of [`super::probe()`]: a process that takes and lets go of
 //! locks when told, so that the probe sees what the filesystem does between
 //! processes (locks of one process do not exclude each other the same way).
 //!

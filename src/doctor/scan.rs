@@ -1,7 +1,7 @@
 //! A lock dir read once: its lock files, each classified by what it holds
 //! (an OS lock file's target record, a soft lock's owner record), and the
-//! markers of `.part` files. Nothing here locks or removes; [`super::list`]
-//! and [`super::clean`] decide from what it found.
+//! markers of `.part` files. Nothing here locks or removes; [`super::list()`]
+//! and [`super::clean()`] decide from what it found.
 //!
 //! A file counts as this crate's only by its name *and* its content: a lock
 //! file is `<category>.<hash>.lock` (`lock::naming`), and an OS lock file
