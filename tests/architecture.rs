@@ -96,6 +96,9 @@ fn modules() -> BTreeMap<Vec<String>, PathBuf> {
     }
     let mut out = BTreeMap::new();
     walk(&root().join("src"), &[], &mut out);
+    // `src/bin/`: programs, each a crate of its own that sees only the
+    // library's public API (see `programs_keep_their_logic_in_the_library`).
+    out.retain(|module, _| module.first().is_none_or(|m| m != "bin"));
     out
 }
 
@@ -353,6 +356,38 @@ fn layers_import_only_what_architecture_md_allows() {
         "layering:\n{}",
         violations.join("\n")
     );
+}
+
+/// A program in `src/bin/` parses arguments and prints; what it decides is
+/// the library's (`lock-doctor`: the `doctor` module, layer "tools"), where
+/// it is tested and documented. So each program uses the library's `doctor`
+/// module and declares no modules of its own.
+#[test]
+fn programs_keep_their_logic_in_the_library() {
+    let bin = root().join("src/bin");
+    let programs: Vec<PathBuf> = std::fs::read_dir(&bin)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!programs.is_empty(), "no program in {}", bin.display());
+    for path in programs {
+        assert!(
+            path.extension().is_some_and(|e| e == "rs"),
+            "{}: a program is one file",
+            path.display()
+        );
+        let text = code(&path);
+        assert!(
+            text.contains("async_filelock::doctor"),
+            "{} does not use the library's doctor module",
+            path.display()
+        );
+        assert!(
+            children(&text).is_empty(),
+            "{} declares modules: put the logic in src/doctor/",
+            path.display()
+        );
+    }
 }
 
 #[test]
