@@ -298,17 +298,26 @@ pub fn table(rows: &[LockInfo], columns: &[Column], layout: Layout, headings: bo
 /// # Ok::<(), async_filelock::LockError>(())
 /// ```
 pub fn json(rows: &[LockInfo], columns: &[Column]) -> String {
-    let locks: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|row| {
-            let object: serde_json::Map<String, serde_json::Value> = columns
-                .iter()
-                .map(|c| (c.json_key().to_owned(), c.json(row)))
-                .collect();
-            serde_json::Value::Object(object)
-        })
-        .collect();
-    serde_json::json!({ "locks": locks }).to_string()
+    // Written by hand around serde_json's values so that the keys keep the
+    // columns' order (a `serde_json::Map` sorts them).
+    let mut out = String::from(r#"{"locks":["#);
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        for (j, column) in columns.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::Value::from(column.json_key()).to_string());
+            out.push(':');
+            out.push_str(&column.json(row).to_string());
+        }
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
 }
 
 /// lslocks' raw escaping: blanks, backslashes and control characters as
@@ -391,8 +400,8 @@ mod tests {
         assert_eq!(lock["mode"], "-");
         assert_eq!(lock["lock_file"], "/l/manifest.x.lock");
         assert_eq!(lock["waiters"], 0);
-        let held = json(&[row(Some(1), "/d/c")], &[Column::Held]);
-        assert_eq!(held, r#"{"locks":[{"held":75.0}]}"#);
+        let held = json(&[row(Some(1), "/d/c")], &[Column::Held, Column::Backend]);
+        assert_eq!(held, r#"{"locks":[{"held":75.0,"backend":"os"}]}"#);
     }
 
     #[test]
