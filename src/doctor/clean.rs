@@ -183,9 +183,11 @@ impl fmt::Display for CleanReport {
 /// Cleans the lock dir `lock_dir` as the module docs say, with the
 /// environment's configuration (`ASYNC_FILELOCK_*`, as
 /// [`crate::LocksBuilder::env`] reads it) for backends, modes and the
-/// soft lease. The file work runs on the calling task: call it where a few
-/// blocking file calls are fine (the `lock-doctor` program), or from
-/// `spawn_blocking`'s neighbourhood.
+/// soft lease. Work under a target's lock runs on tokio's blocking pool;
+/// reading the lock dir, breaking stale soft locks and removing free lock
+/// files run on the calling task, a few local file calls each: call it
+/// where that is fine (the `lock-doctor` program runs it on a runtime of
+/// its own).
 ///
 /// # Errors
 ///
