@@ -578,3 +578,63 @@ fn usage_errors_exit_2_and_a_missing_lock_dir_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(missing.to_str().unwrap()));
 }
+
+/// A probe child that answers every command with `answer` (`nlink` with
+/// `ok 1`): a filesystem that refuses every lock, or grants every one.
+fn fake_child(answer: &str) -> async_filelock::doctor::ProbeCommand {
+    let script = format!(
+        "while read -r verb rest; do case $verb in quit) exit 0;; nlink) echo 'ok 1';; *) echo '{answer}';; esac; done"
+    );
+    async_filelock::doctor::ProbeCommand::new("sh")
+        .arg("-c")
+        .arg(script)
+}
+
+#[test]
+fn probe_fails_where_locks_are_refused_or_do_not_exclude_and_names_remedies() {
+    use async_filelock::doctor::{Outcome, probe};
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = |report: &async_filelock::doctor::ProbeReport, name: &str| {
+        report
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no check {name}: {report}"))
+            .outcome
+    };
+
+    let refused = probe(
+        dir.path(),
+        &fake_child("err Operation not supported (os error 95)"),
+    )
+    .unwrap();
+    assert!(!refused.passed(), "{refused}");
+    assert_eq!(outcome(&refused, "flock is granted"), Outcome::Fail);
+    assert_eq!(
+        outcome(&refused, "exclusive excludes exclusive"),
+        Outcome::Skipped
+    );
+    let text = refused.to_string();
+    assert!(
+        text.contains("soft locks") && text.contains("PostgreSQL"),
+        "{text}"
+    );
+
+    let lying = probe(dir.path(), &fake_child("ok")).unwrap();
+    assert!(!lying.passed(), "{lying}");
+    assert_eq!(outcome(&lying, "flock is granted"), Outcome::Pass);
+    assert_eq!(
+        outcome(&lying, "exclusive excludes exclusive"),
+        Outcome::Fail
+    );
+    assert_eq!(
+        outcome(&lying, "removal is seen by a process with the file open"),
+        Outcome::Fail
+    );
+    assert_eq!(outcome(&lying, "O_EXCL creation excludes"), Outcome::Fail);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "probe files left"
+    );
+}
