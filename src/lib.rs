@@ -28,6 +28,10 @@
 //!   explicit [`Locks`] handle.
 //! * Observability: [`Metrics`] per handle, with the backend's own counters
 //!   in [`Metrics::backend`]; tracing spans and events.
+//! * Tools: [`doctor`], the logic of the `lock-doctor` program (feature
+//!   `cli`): list who holds what in a lock dir, clean what crashed
+//!   processes left, report the effective configuration, probe whether
+//!   locking works on a filesystem.
 //!
 //! # How it works
 //!
