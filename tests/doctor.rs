@@ -393,13 +393,15 @@ async fn clean_removes_exactly_the_orphans() {
     let old = locks
         .lock_path(Category::Telemetry, d.join("t.jsonl"))
         .unwrap();
-    locks
+    // With a fencing token stored in it, as an exclusive holder that asked
+    // for one leaves it.
+    let guard = locks
         .lock(Category::Telemetry, d.join("t.jsonl"))
         .await
-        .unwrap()
-        .release()
-        .await
         .unwrap();
+    guard.token().unwrap();
+    guard.release().await.unwrap();
+    assert!(std::fs::read(&old).unwrap().contains(&0), "a token trailer");
     age(&old);
     support::leave_part_of(d, &d.join("orphan.bin"), 100);
     let orphan_part = d.join("orphan.bin.part");

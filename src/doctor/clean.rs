@@ -632,9 +632,10 @@ impl Cleaner {
             Ok(None) => return,
             Err(e) => return self.left(&file.path, e.to_string()),
         };
-        // Held now: no process of the crate can remove or replace it. A
-        // soft lock of a process that takes OS lock files for free ones may
-        // have replaced it since the scan; that one is not ours to remove.
+        // Held now: no process of the crate can remove or replace it (a
+        // soft waiter takes a file that is no soft lock only if its flock
+        // is free). Checked all the same: a soft lock found here is never
+        // an OS lock file to remove.
         let soft_now = scan::read_head(&file.path)
             .is_ok_and(|bytes| bytes.trim_ascii_start().starts_with(b"{"));
         let why = format!("free; last written {} ago", human_duration(age));

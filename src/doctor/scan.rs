@@ -49,7 +49,8 @@ pub(crate) enum Kind {
     /// An OS (`flock`) lock file. `target`: the first line (`None` when
     /// the file is empty: created, its record not written yet, or a full
     /// disk). `ours`: empty, or a target whose hash is the name's followed
-    /// by nothing but token lines: provably this crate's.
+    /// by nothing but a fencing-token trailer (`backend::tokens`):
+    /// provably this crate's.
     Os { target: Option<PathBuf>, ours: bool },
     /// A soft lock file whose owner record parses.
     Soft(Box<OwnerRecord>),
@@ -206,10 +207,13 @@ pub(crate) fn classify(bytes: &[u8], hash: &str) -> Kind {
     }
     let target = PathBuf::from(OsStr::from_bytes(first));
     let hash_matches = target.is_absolute() && &*NormalTarget::new(target.clone()).hash == hash;
+    // After the target: the fencing-token trailer (`\0token <n>`; a
+    // `token <n>` line in files of earlier versions), nothing else.
     let rest_tokens = lines.all(|line| {
         line.is_empty()
             || line
-                .strip_prefix(b"token ")
+                .strip_prefix(b"\0token ")
+                .or_else(|| line.strip_prefix(b"token "))
                 .and_then(|n| std::str::from_utf8(n).ok())
                 .is_some_and(|n| n.trim().parse::<u64>().is_ok())
     });
@@ -254,7 +258,11 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(ours(b"/data/x.json\n", &hash));
-        assert!(ours(b"/data/x.json\ntoken 17\n", &hash));
+        assert!(ours(b"/data/x.json\n\0token 17\n", &hash));
+        assert!(
+            ours(b"/data/x.json\ntoken 17\n", &hash),
+            "an earlier version's"
+        );
         assert!(ours(b"", &hash));
         assert!(!ours(b"/data/y.json\n", &hash), "another target");
         assert!(!ours(b"/data/x.json\nrm -rf\n", &hash), "not a token line");
