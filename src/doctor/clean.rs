@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::output::human_duration;
-use super::scan::{self, Kind, LockFile, Marker};
+use super::scan::{self, Kind, LockFile, Marker, SoftLeftover};
 use crate::backend::dirs::{self, LockDirFd};
 use crate::backend::os::OsBackend;
 use crate::backend::soft::breaking;
@@ -100,6 +100,11 @@ pub enum Orphan {
     PartMarker,
     /// An atomic-write temp of a writer that stopped.
     Temp,
+    /// A soft lock's record that its creator never linked (it died between
+    /// the write and the link).
+    SoftLockTemp,
+    /// A soft lock's break door left by a breaker that died in it.
+    BreakDoor,
 }
 
 impl fmt::Display for Orphan {
@@ -110,6 +115,8 @@ impl fmt::Display for Orphan {
             Orphan::Part => ".part",
             Orphan::PartMarker => ".part marker",
             Orphan::Temp => "temp file",
+            Orphan::SoftLockTemp => "unlinked soft lock record",
+            Orphan::BreakDoor => "break door",
         })
     }
 }
@@ -254,6 +261,9 @@ pub async fn clean(lock_dir: &Path, options: &CleanOptions) -> Result<CleanRepor
     let now = SystemTime::now();
     for file in &scan.lock_files {
         cleaner.free_lock_file(file, options.older_than, now);
+    }
+    for leftover in &scan.soft_leftovers {
+        cleaner.soft_leftover(&dir_fd, leftover, now);
     }
     Ok(cleaner.report)
 }
@@ -607,6 +617,59 @@ impl Cleaner {
                 "it changed meanwhile (renewed, or taken afresh), or another process is breaking it",
             ),
             Err(e) => self.left(&file.path, e.to_string()),
+        }
+    }
+
+    /// A soft lock's leftover: a record never linked (a single link, not
+    /// written for [`breaking::DOOR_STALE`]: its creator takes
+    /// microseconds), or a door as old as the breakers themselves take for
+    /// a dead breaker's. Both name one holding only, so removing them
+    /// stops nothing.
+    fn soft_leftover(&mut self, dir_fd: &LockDirFd, leftover: &SoftLeftover, now: SystemTime) {
+        let Some(name) = leftover.path.file_name() else {
+            return;
+        };
+        let Ok(st) = rustix::fs::statat(dir_fd.fd(), name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        else {
+            return;
+        };
+        if !rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() {
+            return self.left(&leftover.path, "not a regular file; left alone");
+        }
+        let modified = SystemTime::UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(st.st_mtime).unwrap_or(0),
+                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            );
+        let age = now.duration_since(modified).unwrap_or(Duration::ZERO);
+        let stale_after = if leftover.door {
+            breaking::DOOR_STALE
+                .max(self.policy.soft.lease)
+                .min(Duration::from_secs(300))
+        } else {
+            breaking::DOOR_STALE
+        };
+        if age < stale_after || (!leftover.door && st.st_nlink > 1) {
+            return;
+        }
+        let (what, why) = if leftover.door {
+            (
+                Orphan::BreakDoor,
+                format!("left by a breaker that stopped {} ago", human_duration(age)),
+            )
+        } else {
+            (
+                Orphan::SoftLockTemp,
+                format!("never linked; written {} ago", human_duration(age)),
+            )
+        };
+        if self.dry_run {
+            return self.removed(what, &leftover.path, why);
+        }
+        match rustix::fs::unlinkat(dir_fd.fd(), name, rustix::fs::AtFlags::empty()) {
+            Ok(()) => self.removed(what, &leftover.path, why),
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => self.left(&leftover.path, std::io::Error::from(e).to_string()),
         }
     }
 

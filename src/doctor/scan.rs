@@ -30,6 +30,35 @@ const HASH_HEX_LEN: usize = 32;
 pub(crate) struct Scan {
     pub lock_files: Vec<LockFile>,
     pub markers: Vec<Marker>,
+    /// What soft locks leave behind when a process dies mid-step: records
+    /// written but never linked (`<lock>.new.<nonce>`) and break doors
+    /// (`<lock>.break.<key>`).
+    pub soft_leftovers: Vec<SoftLeftover>,
+}
+
+/// A file a soft lock's creation or break left behind.
+#[derive(Debug)]
+pub(crate) struct SoftLeftover {
+    pub path: PathBuf,
+    /// A door (`.break.`) rather than a record never linked (`.new.`).
+    pub door: bool,
+}
+
+/// Whether `name` is `<lock file name>.new.<hex>` or
+/// `<lock file name>.break.<key>` (a door), and which.
+pub(crate) fn soft_leftover_name(name: &OsStr) -> Option<bool> {
+    let name = std::str::from_utf8(name.as_bytes()).ok()?;
+    let (lock, rest, door) = match (
+        name.split_once(".lock.new."),
+        name.split_once(".lock.break."),
+    ) {
+        (Some((lock, rest)), None) => (lock, rest, false),
+        (None, Some((lock, rest))) => (lock, rest, true),
+        _ => return None,
+    };
+    let lock = format!("{lock}.lock");
+    let key_ok = !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    (lock_name(OsStr::new(&lock)).is_some() && key_ok).then_some(door)
 }
 
 /// A file named like one of this crate's lock files.
@@ -117,6 +146,7 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, LockError> {
     let mut scan = Scan {
         lock_files: Vec::new(),
         markers: Vec::new(),
+        soft_leftovers: Vec::new(),
     };
     for entry in entries {
         let entry = entry.map_err(|e| LockError::io("list lock dir", dir, e))?;
@@ -131,10 +161,13 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, LockError> {
                 lock_path: path.with_extension("lock"),
                 path,
             });
+        } else if let Some(door) = soft_leftover_name(&name) {
+            scan.soft_leftovers.push(SoftLeftover { path, door });
         }
     }
     scan.lock_files.sort_by(|a, b| a.path.cmp(&b.path));
     scan.markers.sort_by(|a, b| a.path.cmp(&b.path));
+    scan.soft_leftovers.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(scan)
 }
 
