@@ -19,7 +19,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,8 @@ pub(crate) mod auto;
 pub(crate) mod dirs;
 mod lost;
 pub(crate) mod os;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod soft;
 pub(crate) mod tokens;
 
@@ -86,6 +88,10 @@ pub enum BackendChoice {
     /// the holder dies, no lease to renew.
     #[default]
     Os,
+    /// PostgreSQL advisory locks (cargo feature `postgres`), for hosts that
+    /// share files but not a kernel: set the server with
+    /// [`crate::LocksBuilder::postgres`] or `ASYNC_FILELOCK_PG_URL`.
+    Postgres,
     /// Soft locks: a lock file created with `O_EXCL` holding an owner
     /// record, kept by a lease, broken when its owner is gone or its lease
     /// ran out. For filesystems where `flock` is refused or only local.
@@ -107,6 +113,33 @@ impl BackendChoice {
             BackendChoice::Os => "os",
             BackendChoice::Soft => "soft",
             BackendChoice::Auto => "auto",
+            BackendChoice::Postgres => "postgres",
+        }
+    }
+}
+
+/// Settings of the PostgreSQL backend (plain data, present without the
+/// feature so that configuration parses the same everywhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PostgresSettings {
+    /// A libpq-style connection string or URL.
+    pub url: String,
+    /// Keeps applications sharing a server apart.
+    pub namespace: i32,
+    /// Sessions a handle opens at most.
+    pub connections: usize,
+    /// How often each session is checked, and how long a check may take.
+    pub heartbeat: Duration,
+}
+
+impl PostgresSettings {
+    /// The defaults, for `url`.
+    pub(crate) fn new(url: String) -> Self {
+        PostgresSettings {
+            url,
+            namespace: 0x6166,
+            connections: 4,
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -144,6 +177,23 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// One non-blocking attempt, cheap enough to run on a runtime thread.
     /// `Ok(None)` when another holder has it.
     fn try_lock(&self, req: &LockRequest) -> Result<Option<Box<dyn HeldLock>>, LockError>;
+
+    /// Whether an attempt is a round trip to a server: then the lock layer
+    /// awaits [`Backend::try_lock_async`] instead of calling
+    /// [`Backend::try_lock`], and never asks [`Backend::wait_here`].
+    fn attempts_are_async(&self) -> bool {
+        false
+    }
+
+    /// One attempt that never waits for a holder, awaited (for a backend
+    /// whose attempts are round trips). Cancel safety: dropping the future
+    /// leaves nothing held.
+    async fn try_lock_async(
+        &self,
+        req: &LockRequest,
+    ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
+        self.try_lock(req)
+    }
 
     /// Waits until the lock is granted, `deadline` passes or `cancel` is
     /// cancelled, without blocking a runtime thread.
@@ -237,6 +287,10 @@ pub enum BackendMetrics {
     Os(OsMetrics),
     /// Soft locks (lock files with an owner record and a lease).
     Soft(SoftMetrics),
+    /// PostgreSQL advisory locks (cargo feature `postgres`).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    Postgres(PostgresMetrics),
     /// The OS backend, falling back to soft locks in lock dirs whose
     /// filesystem refuses `flock` ([`crate::BackendChoice::Auto`]).
     Auto {
@@ -252,7 +306,7 @@ impl BackendMetrics {
     pub fn os(&self) -> Option<&OsMetrics> {
         match self {
             BackendMetrics::Os(os) | BackendMetrics::Auto { os, .. } => Some(os),
-            BackendMetrics::Soft(_) => None,
+            _ => None,
         }
     }
 
@@ -267,9 +321,26 @@ impl BackendMetrics {
     pub fn soft(&self) -> Option<&SoftMetrics> {
         match self {
             BackendMetrics::Soft(soft) | BackendMetrics::Auto { soft, .. } => Some(soft),
-            BackendMetrics::Os(_) => None,
+            _ => None,
         }
     }
+}
+
+/// Counters of a PostgreSQL backend (one per handle).
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostgresMetrics {
+    /// Database sessions open now (at most the configured number).
+    pub connections_now: u64,
+    /// Sessions opened since the handle was made.
+    pub connects: u64,
+    /// Sessions found lost (ended, or missed a heartbeat): every lock on
+    /// one was lost with it.
+    pub sessions_lost: u64,
+    /// Advisory locks held through this handle now.
+    pub held_now: u64,
 }
 
 /// Counters of soft locks, process-wide (all handles share them).

@@ -242,7 +242,10 @@ impl Engine {
         let _span = span(ask, &req).entered();
         let entry = table::enter(&req.lock_path);
         let owner = ask.owner.unwrap_or_else(Owner::current);
-        if ask.mode != LockMode::Exclusive || entry.is_held_by(owner) {
+        if ask.mode != LockMode::Exclusive
+            || entry.is_held_by(owner)
+            || self.backend.attempts_are_async()
+        {
             return Ok(None);
         }
         self.check_before_waiting(ask.category, &req, &entry, owner)?;
@@ -571,6 +574,11 @@ impl Engine {
         req: &LockRequest,
         remote: Option<&Patience<'_>>,
     ) -> Result<Result<Option<Box<dyn HeldLock>>, Missed>, LockError> {
+        if self.backend.attempts_are_async() {
+            // A round trip to a server: no file work, so `remote` does not
+            // apply; the backend keeps it cancel safe.
+            return self.backend.try_lock_async(req).await.map(Ok);
+        }
         let Some(bound) = remote else {
             return self.backend.try_lock(req).map(Ok);
         };

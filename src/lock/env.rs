@@ -6,7 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::time::Duration;
 
 use super::policy::{LockDir, Policy};
-use crate::backend::{BackendChoice, NetworkFsPolicy};
+use crate::backend::{BackendChoice, NetworkFsPolicy, PostgresSettings};
 use crate::category::Category;
 use crate::error::LockError;
 
@@ -16,6 +16,13 @@ pub const ENV_DIR: &str = "ASYNC_FILELOCK_DIR";
 pub const ENV_TIMEOUT_PREFIX: &str = "ASYNC_FILELOCK_TIMEOUT_";
 /// The backend variable.
 pub const ENV_BACKEND: &str = "ASYNC_FILELOCK_BACKEND";
+/// The PostgreSQL server of `ASYNC_FILELOCK_BACKEND=postgres` (a libpq
+/// connection string or URL).
+pub const ENV_PG_URL: &str = "ASYNC_FILELOCK_PG_URL";
+/// The advisory-lock namespace of the PostgreSQL backend (a 32-bit integer).
+pub const ENV_PG_NAMESPACE: &str = "ASYNC_FILELOCK_PG_NAMESPACE";
+/// How many sessions a PostgreSQL-backed handle opens at most.
+pub const ENV_PG_CONNECTIONS: &str = "ASYNC_FILELOCK_PG_CONNECTIONS";
 /// The lease of soft locks, in seconds (see
 /// [`crate::LocksBuilder::soft_lease`]).
 pub const ENV_SOFT_LEASE: &str = "ASYNC_FILELOCK_SOFT_LEASE";
@@ -64,19 +71,42 @@ pub(crate) fn apply(
             Some("os") | Some("") => BackendChoice::Os,
             Some("soft") => BackendChoice::Soft,
             Some("auto") => BackendChoice::Auto,
-            Some("postgres") => {
-                return Err(config(
-                    ENV_BACKEND,
-                    "the postgres backend is not part of this version; use os, soft or auto",
-                ));
-            }
+            Some("postgres") => BackendChoice::Postgres,
             _ => {
                 return Err(config(
                     ENV_BACKEND,
-                    &format!("{backend:?} is not one of os, soft, auto"),
+                    &format!("{backend:?} is not one of os, soft, auto, postgres"),
                 ));
             }
         };
+    }
+    if let Some(url) = lookup(ENV_PG_URL) {
+        let url = url
+            .into_string()
+            .map_err(|v| config(ENV_PG_URL, &format!("{v:?} is not UTF-8")))?;
+        match &mut policy.postgres {
+            Some(settings) => settings.url = url,
+            None => policy.postgres = Some(PostgresSettings::new(url)),
+        }
+    }
+    if let Some(value) = lookup(ENV_PG_NAMESPACE) {
+        let namespace = value
+            .to_str()
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .ok_or_else(|| config(ENV_PG_NAMESPACE, &format!("{value:?} is not a 32-bit integer")))?;
+        if let Some(settings) = &mut policy.postgres {
+            settings.namespace = namespace;
+        }
+    }
+    if let Some(value) = lookup(ENV_PG_CONNECTIONS) {
+        let n = value
+            .to_str()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| config(ENV_PG_CONNECTIONS, &format!("{value:?} is not a number of connections, 1 or more")))?;
+        if let Some(settings) = &mut policy.postgres {
+            settings.connections = n;
+        }
     }
     if let Some(value) = lookup(ENV_SOFT_LEASE) {
         match parse_timeout(ENV_SOFT_LEASE, &value)? {

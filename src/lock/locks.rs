@@ -20,7 +20,7 @@ use super::set::LockSet;
 use crate::backend::auto::AutoBackend;
 use crate::backend::os::OsBackend;
 use crate::backend::soft::SoftBackend;
-use crate::backend::{Backend, BackendChoice, NetworkFsPolicy};
+use crate::backend::{Backend, BackendChoice, NetworkFsPolicy, PostgresSettings};
 use crate::category::Category;
 use crate::error::LockError;
 
@@ -344,6 +344,25 @@ impl Locks {
     }
 }
 
+/// The PostgreSQL backend for `settings`, if the crate was built with it.
+#[cfg(feature = "postgres")]
+fn postgres_backend(settings: Option<&PostgresSettings>) -> Result<Arc<dyn Backend>, LockError> {
+    let settings = settings.ok_or_else(|| LockError::Config {
+        key: "ASYNC_FILELOCK_PG_URL".into(),
+        reason: "the postgres backend needs a server: LocksBuilder::postgres(url) or ASYNC_FILELOCK_PG_URL".into(),
+    })?;
+    Ok(Arc::new(crate::backend::postgres::PostgresBackend::new(settings)?))
+}
+
+/// Without the `postgres` feature, choosing it is a configuration error.
+#[cfg(not(feature = "postgres"))]
+fn postgres_backend(_settings: Option<&PostgresSettings>) -> Result<Arc<dyn Backend>, LockError> {
+    Err(LockError::Config {
+        key: "ASYNC_FILELOCK_BACKEND".into(),
+        reason: "the postgres backend needs the crate's `postgres` feature".into(),
+    })
+}
+
 /// The shortest soft lock lease accepted: renewals every third of it must
 /// be possible on a loaded machine.
 const MIN_LEASE: Duration = Duration::from_millis(50);
@@ -467,6 +486,59 @@ impl LocksBuilder {
         self
     }
 
+    /// Locks with PostgreSQL advisory locks on the server at `url` (a
+    /// libpq connection string or `postgres://` URL; cargo feature
+    /// `postgres`), for hosts that share files but not a kernel. Sets the
+    /// backend to [`BackendChoice::Postgres`]. Nothing connects until the
+    /// first lock; [`LocksBuilder::build`] fails if the feature is off.
+    ///
+    /// ```
+    /// use async_filelock::{BackendChoice, Locks};
+    /// let builder = Locks::builder()
+    ///     .postgres("host=/run/postgresql dbname=locks")
+    ///     .postgres_namespace(7)
+    ///     .postgres_connections(2);
+    /// # #[cfg(feature = "postgres")]
+    /// assert_eq!(builder.build()?.backend(), BackendChoice::Postgres);
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        self.policy.backend = BackendChoice::Postgres;
+        match &mut self.policy.postgres {
+            Some(settings) => settings.url = url.into(),
+            None => self.policy.postgres = Some(PostgresSettings::new(url.into())),
+        }
+        self
+    }
+
+    /// The advisory-lock namespace (the first of the two key ints; default
+    /// `0x6166`), so that applications sharing a server do not collide.
+    /// Takes effect with [`LocksBuilder::postgres`].
+    pub fn postgres_namespace(mut self, namespace: i32) -> Self {
+        if let Some(settings) = &mut self.policy.postgres {
+            settings.namespace = namespace;
+        }
+        self
+    }
+
+    /// How many database sessions the handle opens at most (default 4, at
+    /// least 1), whatever the number of locks held and waited for.
+    pub fn postgres_connections(mut self, connections: usize) -> Self {
+        if let Some(settings) = &mut self.policy.postgres {
+            settings.connections = connections.max(1);
+        }
+        self
+    }
+
+    /// How often each session is checked (default 5 s, at least 100 ms):
+    /// guards on a session that died learn it within this.
+    pub fn postgres_heartbeat(mut self, every: Duration) -> Self {
+        if let Some(settings) = &mut self.policy.postgres {
+            settings.heartbeat = every.max(Duration::from_millis(100));
+        }
+        self
+    }
+
     /// What to do when a lock dir is on a network or FUSE filesystem
     /// (default [`NetworkFsPolicy::Warn`], once per lock dir).
     pub fn network_fs(mut self, policy: NetworkFsPolicy) -> Self {
@@ -551,6 +623,7 @@ impl LocksBuilder {
             BackendChoice::Os => Arc::new(OsBackend),
             BackendChoice::Soft => Arc::new(soft),
             BackendChoice::Auto => Arc::new(AutoBackend::new(soft)),
+            BackendChoice::Postgres => postgres_backend(self.policy.postgres.as_ref())?,
         };
         Ok(Locks {
             engine: Arc::new(Engine {

@@ -37,8 +37,8 @@ pub(crate) mod table;
 
 pub use acquisition::Acquire;
 pub use env::{
-    ENV_BACKEND, ENV_DIR, ENV_NETWORK_FS_POLICY, ENV_SOFT_LEASE, ENV_TIMEOUT_PREFIX,
-    ENV_WAIT_THREADS,
+    ENV_BACKEND, ENV_DIR, ENV_NETWORK_FS_POLICY, ENV_PG_CONNECTIONS, ENV_PG_NAMESPACE, ENV_PG_URL,
+    ENV_SOFT_LEASE, ENV_TIMEOUT_PREFIX, ENV_WAIT_THREADS,
 };
 pub use guard::LockGuard;
 pub use locks::{Locks, LocksBuilder};

@@ -9,7 +9,7 @@ use super::naming::{self, NormalTarget};
 use super::order::OrderCheck;
 use super::owner::SameTask;
 use crate::backend::soft::SoftSettings;
-use crate::backend::{BackendChoice, NetworkFsPolicy};
+use crate::backend::{BackendChoice, NetworkFsPolicy, PostgresSettings};
 use crate::category::Category;
 
 /// Name of the lock directory placed beside targets by default.
@@ -38,6 +38,8 @@ pub(crate) struct Policy {
     pub same_task: SameTask,
     pub backend: BackendChoice,
     pub soft: SoftSettings,
+    /// The server of [`BackendChoice::Postgres`], once named.
+    pub postgres: Option<PostgresSettings>,
     pub network_fs: NetworkFsPolicy,
 }
 
@@ -57,6 +59,7 @@ impl Default for Policy {
             same_task: SameTask::default(),
             backend: BackendChoice::default(),
             soft: SoftSettings::default(),
+            postgres: None,
             network_fs: NetworkFsPolicy::default(),
         }
     }

@@ -1,0 +1,214 @@
+//! The sessions of one PostgreSQL backend: at most `connections` of them,
+//! driven by a runtime on a thread of the crate's own (so that they live
+//! whatever runtime the callers use, and a caller's runtime shutting down
+//! ends none of them), with a heartbeat, and the registry of waits woken
+//! by release notifications.
+//!
+//! Every lock maps to one session by its key: a lock is always taken and
+//! let go on the same session, and two holders of one lock in this process
+//! (one letting go as the next takes it) stack on the server instead of
+//! excluding each other.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use tokio::sync::Notify;
+use tokio_postgres::Config;
+
+use super::keys::Key;
+use super::error::ServiceError;
+use super::session::{Attempt, Session};
+use crate::mode::LockMode;
+
+/// Counters of one backend's sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub connects: std::sync::atomic::AtomicU64,
+    pub sessions_lost: std::sync::atomic::AtomicU64,
+}
+
+/// The sessions and their runtime.
+#[derive(Debug)]
+pub(crate) struct Service {
+    runtime: tokio::runtime::Handle,
+    config: Config,
+    pub namespace: i32,
+    slots: Vec<tokio::sync::Mutex<Option<Arc<Session>>>>,
+    waits: Arc<Mutex<FxHashMap<i32, Weak<Notify>>>>,
+    pub counters: Counters,
+}
+
+impl Service {
+    /// Starts the runtime thread. Nothing connects until first used.
+    pub(crate) fn start(
+        config: Config,
+        namespace: i32,
+        connections: usize,
+        heartbeat: Duration,
+    ) -> std::io::Result<Arc<Service>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("async-filelock-postgres".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        let service = Arc::new(Service {
+            runtime: handle,
+            config,
+            namespace,
+            slots: (0..connections.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            waits: Arc::default(),
+            counters: Counters::default(),
+        });
+        let beating = Arc::downgrade(&service);
+        service.runtime.spawn(heartbeats(beating, heartbeat));
+        Ok(service)
+    }
+
+    /// Sessions open now.
+    pub(crate) fn connections(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| {
+                s.try_lock()
+                    .map_or(true, |s| s.as_ref().is_some_and(|s| !s.lost.is_lost()))
+            })
+            .count()
+    }
+
+    /// The session of `key` (connecting if it has none or it was lost).
+    async fn session(self: &Arc<Self>, index: usize) -> Result<Arc<Session>, ServiceError> {
+        let mut slot = self.slots[index].lock().await;
+        if let Some(session) = slot.as_ref()
+            && !session.lost.is_lost()
+        {
+            return Ok(Arc::clone(session));
+        }
+        if slot.take().is_some() {
+            self.counters
+                .sessions_lost
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let waits = Arc::clone(&self.waits);
+        let notified: Arc<dyn Fn(i32) + Send + Sync> = Arc::new(move |hash| {
+            let waits = waits.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(notify) = waits.get(&hash).and_then(Weak::upgrade) {
+                notify.notify_waiters();
+            }
+        });
+        let (config, namespace) = (self.config.clone(), self.namespace);
+        // Connected on the service's runtime, which drives the connection.
+        let connect = self.runtime.spawn(async move {
+            Session::connect(&config, namespace, index == 0, notified).await
+        });
+        let session = connect.await.map_err(|_| ServiceError::Gone)??;
+        self.counters
+            .connects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *slot = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    fn index(&self, key: Key) -> usize {
+        (key.hash as u32 as usize) % self.slots.len()
+    }
+
+    /// One attempt at `key`, never waiting on the server. Run as a task of
+    /// the service: if the caller gives up (drops this future) while the
+    /// statement is under way, a lock it got is let go, never stranded.
+    pub(crate) async fn attempt(
+        self: &Arc<Self>,
+        key: Key,
+        mode: LockMode,
+    ) -> Result<Option<(Arc<Session>, u64)>, ServiceError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let service = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let result = async {
+                let session = service.session(service.index(key)).await?;
+                match session.attempt(key, mode).await? {
+                    Attempt::Granted { token } => Ok(Some((session, token))),
+                    Attempt::Busy => Ok(None),
+                }
+            }
+            .await;
+            if let Err(Ok(Some((session, _)))) = reply.send(result) {
+                // Nobody wants it any more: let go at once.
+                let _ = session.unlock(key, mode).await;
+            }
+        });
+        answer.await.map_err(|_| ServiceError::Gone)?
+    }
+
+    /// Lets go of a holding of `key` on `session` (unless the session is
+    /// gone, which let go of it already), without waiting for the reply.
+    pub(crate) fn unlock(&self, session: Arc<Session>, key: Key, mode: LockMode) {
+        if session.lost.is_lost() {
+            return;
+        }
+        self.runtime.spawn(async move {
+            if let Err(e) = session.unlock(key, mode).await {
+                tracing::warn!(error = %e, "releasing an advisory lock; the session lets go of it when it ends");
+            }
+        });
+    }
+
+    /// The notify a wait on `key` is woken by when a holder lets go.
+    pub(crate) fn watch(&self, key: Key) -> Arc<Notify> {
+        let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = waits.get(&key.hash).and_then(Weak::upgrade) {
+            return notify;
+        }
+        waits.retain(|_, w| w.strong_count() > 0);
+        let notify = Arc::new(Notify::new());
+        waits.insert(key.hash, Arc::downgrade(&notify));
+        notify
+    }
+
+    /// Runs `work` with a session (the first one), on the service runtime.
+    pub(crate) async fn query<R, F, Fut>(self: &Arc<Self>, work: F) -> Result<R, ServiceError>
+    where
+        F: FnOnce(Arc<Session>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<R, ServiceError>> + Send,
+        R: Send + 'static,
+    {
+        let service = Arc::clone(self);
+        self.runtime
+            .spawn(async move {
+                let session = service.session(0).await?;
+                work(session).await
+            })
+            .await
+            .map_err(|_| ServiceError::Gone)?
+    }
+}
+
+/// Every `every`: a round trip on each open session; one that does not come
+/// back within `every` is lost (every lock on it), and the listening
+/// session is kept open so that waits hear releases.
+async fn heartbeats(service: Weak<Service>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        for slot in &service.slots {
+            let session = slot.lock().await.clone();
+            if let Some(session) = session
+                && !session.lost.is_lost()
+                && !session.alive(every).await
+            {
+                session
+                    .lost
+                    .mark("the database session missed its heartbeat");
+            }
+        }
+        if service.waits.lock().map_or(false, |w| !w.is_empty()) {
+            let _ = service.session(0).await;
+        }
+    }
+}
