@@ -135,16 +135,17 @@ pub mod doctor;
 
 use std::path::Path;
 
-pub use backend::{BackendChoice, BackendMetrics, NetworkFsPolicy, OsMetrics, SoftMetrics};
 #[cfg(feature = "postgres")]
 pub use backend::PostgresMetrics;
+pub use backend::{BackendChoice, BackendMetrics, NetworkFsPolicy, OsMetrics, SoftMetrics};
 pub use category::{Category, ParseCategoryError};
 pub use error::{Holder, LockError};
 pub use fencing::FencingToken;
 pub use lock::{
     Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_DIR, ENV_NETWORK_FS_POLICY,
-    ENV_PG_CONNECTIONS, ENV_PG_NAMESPACE, ENV_PG_URL, ENV_SOFT_LEASE, ENV_TIMEOUT_PREFIX, ENV_WAIT_THREADS, LockGuard, LockSet, Locks, LocksBuilder,
-    Metrics, OrderCheck, Percentiles, SameTask,
+    ENV_PG_CONNECTIONS, ENV_PG_NAMESPACE, ENV_PG_URL, ENV_SOFT_LEASE, ENV_TIMEOUT_PREFIX,
+    ENV_WAIT_THREADS, LockGuard, LockSet, Locks, LocksBuilder, Metrics, OrderCheck, Percentiles,
+    SameTask,
 };
 pub use mode::LockMode;
 pub use write::{

@@ -93,7 +93,12 @@ pub(crate) fn apply(
         let namespace = value
             .to_str()
             .and_then(|v| v.trim().parse::<i32>().ok())
-            .ok_or_else(|| config(ENV_PG_NAMESPACE, &format!("{value:?} is not a 32-bit integer")))?;
+            .ok_or_else(|| {
+                config(
+                    ENV_PG_NAMESPACE,
+                    &format!("{value:?} is not a 32-bit integer"),
+                )
+            })?;
         if let Some(settings) = &mut policy.postgres {
             settings.namespace = namespace;
         }
@@ -103,7 +108,12 @@ pub(crate) fn apply(
             .to_str()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|n| *n >= 1)
-            .ok_or_else(|| config(ENV_PG_CONNECTIONS, &format!("{value:?} is not a number of connections, 1 or more")))?;
+            .ok_or_else(|| {
+                config(
+                    ENV_PG_CONNECTIONS,
+                    &format!("{value:?} is not a number of connections, 1 or more"),
+                )
+            })?;
         if let Some(settings) = &mut policy.postgres {
             settings.connections = n;
         }

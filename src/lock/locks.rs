@@ -351,7 +351,9 @@ fn postgres_backend(settings: Option<&PostgresSettings>) -> Result<Arc<dyn Backe
         key: "ASYNC_FILELOCK_PG_URL".into(),
         reason: "the postgres backend needs a server: LocksBuilder::postgres(url) or ASYNC_FILELOCK_PG_URL".into(),
     })?;
-    Ok(Arc::new(crate::backend::postgres::PostgresBackend::new(settings)?))
+    Ok(Arc::new(crate::backend::postgres::PostgresBackend::new(
+        settings,
+    )?))
 }
 
 /// Without the `postgres` feature, choosing it is a configuration error.

@@ -8,6 +8,8 @@
 #![allow(dead_code)]
 
 pub mod exhaustion;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -34,8 +34,8 @@ pub(crate) mod keys;
 mod service;
 mod session;
 
-use keys::Key;
 use error::ServiceError;
+use keys::Key;
 use service::Service;
 use session::Session;
 
@@ -85,6 +85,12 @@ impl PostgresBackend {
     }
 
     async fn attempt(&self, req: &LockRequest) -> Result<Option<Box<dyn HeldLock>>, LockError> {
+        // The lock dir holds no lock here, but writers keep their `.part`
+        // markers in it: it exists and is trusted as with the file
+        // backends (checked once a second, by descriptor).
+        if let Some(dir) = req.lock_path.parent() {
+            crate::backend::dirs::lock_dir(dir, req)?;
+        }
         let key = self.key(req);
         let got = self
             .service

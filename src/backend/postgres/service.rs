@@ -16,8 +16,8 @@ use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 use tokio_postgres::Config;
 
-use super::keys::Key;
 use super::error::ServiceError;
+use super::keys::Key;
 use super::session::{Attempt, Session};
 use crate::mode::LockMode;
 
@@ -102,9 +102,9 @@ impl Service {
         });
         let (config, namespace) = (self.config.clone(), self.namespace);
         // Connected on the service's runtime, which drives the connection.
-        let connect = self.runtime.spawn(async move {
-            Session::connect(&config, namespace, index == 0, notified).await
-        });
+        let connect = self
+            .runtime
+            .spawn(async move { Session::connect(&config, namespace, index == 0, notified).await });
         let session = connect.await.map_err(|_| ServiceError::Gone)??;
         self.counters
             .connects
@@ -207,7 +207,7 @@ async fn heartbeats(service: Weak<Service>, every: Duration) {
                     .mark("the database session missed its heartbeat");
             }
         }
-        if service.waits.lock().map_or(false, |w| !w.is_empty()) {
+        if service.waits.lock().is_ok_and(|w| !w.is_empty()) {
             let _ = service.session(0).await;
         }
     }
