@@ -211,10 +211,51 @@ fn a_timeout_leaves_nothing_waiting_on_the_server_and_names_the_holder() {
         };
         assert_eq!(h.pid(), Some(holder.pid()), "{err}");
         assert!(h.command().is_some(), "{err}");
-        let waiting = server
-            .query("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-            .await;
-        assert_eq!(waiting, vec!["0".to_owned()]);
+        // The wait on the server is cancelled with the acquisition: soon
+        // no session waits for this namespace's locks.
+        let mut waiting = Vec::new();
+        for _ in 0..100 {
+            waiting = server
+                .query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 13::oid AND NOT granted")
+                .await;
+            if waiting == ["0"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(waiting, vec!["0".to_owned()], "a wait left on the server");
+        // A wait with no deadline, dropped: its wait on the server (which
+        // would otherwise last a minute) is cancelled at once.
+        let forever = {
+            let (waiter, target) = (waiter.clone(), target.clone());
+            tokio::spawn(async move {
+                let _ = waiter.acquire(Category::Artifact, &target).wait_forever().await;
+            })
+        };
+        let mut seen_waiting = false;
+        for _ in 0..100 {
+            let n = server
+                .query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 13::oid AND NOT granted")
+                .await;
+            if n != ["0"] {
+                seen_waiting = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(seen_waiting, "the head wait waits on the server");
+        forever.abort();
+        let _ = forever.await;
+        for _ in 0..100 {
+            waiting = server
+                .query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 13::oid AND NOT granted")
+                .await;
+            if waiting == ["0"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(waiting, vec!["0".to_owned()], "a dropped wait left on the server");
     });
     holder.tell("release");
     holder.finish();

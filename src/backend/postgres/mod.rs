@@ -7,12 +7,15 @@
 //! * [`service`]: the bounded set of sessions, their runtime thread, the
 //!   heartbeat, and the waits woken by release notifications.
 //!
-//! No statement ever waits on the server: an attempt is
-//! `pg_try_advisory_lock` on the lock's session, and a wait is attempts
-//! woken by `NOTIFY` (holders notify on release) with a backoff poll as
-//! the backstop. So waits hold no connection, a dropped wait leaves
-//! nothing waiting on the server, and a thousand waits cost no more
-//! connections than one.
+//! An attempt is `pg_try_advisory_lock` on the lock's session, never
+//! waiting on the server. A wait is such attempts woken by `NOTIFY`
+//! (holders notify on release) with a backoff poll as the backstop, so
+//! waits hold no connection and a thousand waits cost no more connections
+//! than one; and, where the connection bound leaves room for it (two or
+//! more), one session is kept for the head wait, which waits on the server
+//! in `pg_advisory_lock` under a `lock_timeout` of its remaining time, so
+//! that it is granted the moment the holder lets go. A dropped wait there
+//! cancels its statement and lets go of a lock granted in the race.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,6 +45,13 @@ use session::Session;
 /// The longest pause between two attempts of a wait (notifications
 /// usually end it sooner).
 const MAX_PAUSE: Duration = Duration::from_millis(250);
+
+/// A wait with less time left than this does not wait on the server.
+const MIN_SERVER_WAIT: Duration = Duration::from_millis(5);
+
+/// The longest one wait on the server lasts (`lock_timeout`); a longer
+/// wait waits again.
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
 
 /// The PostgreSQL backend.
 #[derive(Debug)]
@@ -97,18 +107,28 @@ impl PostgresBackend {
             .attempt(key, req.mode)
             .await
             .map_err(|e| db_error("lock", &req.lock_path, &e))?;
-        Ok(got.map(|(session, token)| {
-            self.held.fetch_add(1, Ordering::Relaxed);
-            Box::new(PgHeld {
-                service: Arc::clone(&self.service),
-                held: Arc::clone(&self.held),
-                lost: session.lost.clone(),
-                session: Some(session),
-                key,
-                mode: req.mode,
-                token: FencingToken::new(token),
-            }) as Box<dyn HeldLock>
-        }))
+        Ok(got.map(|(session, token)| self.holding(session, key, req.mode, token, false)))
+    }
+
+    fn holding(
+        &self,
+        session: Arc<Session>,
+        key: Key,
+        mode: LockMode,
+        token: u64,
+        waiting: bool,
+    ) -> Box<dyn HeldLock> {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        Box::new(PgHeld {
+            service: Arc::clone(&self.service),
+            held: Arc::clone(&self.held),
+            lost: session.lost.clone(),
+            session: Some(session),
+            key,
+            mode,
+            token: FencingToken::new(token),
+            waiting,
+        })
     }
 }
 
@@ -177,6 +197,28 @@ impl Backend for PostgresBackend {
                 }
                 () = &mut expired => return Ok(None),
                 () = &mut cancelled => return Ok(None),
+            }
+            // The head wait waits on the server, on the session kept for
+            // it (granted the moment the holder lets go); the others, and
+            // this one if that session is busy, poll and hear releases.
+            let remaining = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+            if remaining.is_none_or(|r| r >= MIN_SERVER_WAIT) {
+                let limit = remaining.unwrap_or(MAX_SERVER_WAIT).min(MAX_SERVER_WAIT);
+                tokio::select! {
+                    got = self.service.wait_on_server(key, req.mode, limit) => {
+                        match got.map_err(|e| db_error("wait for", &req.lock_path, &e))? {
+                            Some(Some((session, token))) => {
+                                return Ok(Some(self.holding(session, key, req.mode, token, true)));
+                            }
+                            // Timed out or cancelled on the server: the
+                            // deadline above decides what comes next.
+                            Some(None) => continue,
+                            None => {}
+                        }
+                    }
+                    () = &mut expired => return Ok(None),
+                    () = &mut cancelled => return Ok(None),
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
@@ -268,13 +310,17 @@ pub(crate) struct PgHeld {
     key: Key,
     mode: LockMode,
     token: FencingToken,
+    /// Granted on the session kept for waits (freed for the next wait
+    /// when this is let go).
+    waiting: bool,
 }
 
 impl PgHeld {
     fn let_go(&mut self) {
         if let Some(session) = self.session.take() {
             self.held.fetch_sub(1, Ordering::Relaxed);
-            self.service.unlock(session, self.key, self.mode);
+            self.service
+                .unlock(session, self.key, self.mode, self.waiting);
         }
     }
 }

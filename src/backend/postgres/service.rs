@@ -35,6 +35,12 @@ pub(crate) struct Service {
     config: Config,
     pub namespace: i32,
     slots: Vec<tokio::sync::Mutex<Option<Arc<Session>>>>,
+    /// Sessions kept for waits on the server (one, when two or more
+    /// connections are allowed): the head wait of a busy lock waits there,
+    /// so that it is granted the moment the holder lets go, as a bare
+    /// `pg_advisory_lock` is; every other wait costs no connection.
+    waiting: Vec<tokio::sync::Mutex<Option<Arc<Session>>>>,
+    waiting_free: tokio::sync::Semaphore,
     waits: Arc<Mutex<FxHashMap<i32, Weak<Notify>>>>,
     pub counters: Counters,
 }
@@ -51,6 +57,7 @@ impl Service {
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
+        let waiting = usize::from(connections >= 2);
         std::thread::Builder::new()
             .name("async-filelock-postgres".into())
             .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
@@ -58,9 +65,13 @@ impl Service {
             runtime: handle,
             config,
             namespace,
-            slots: (0..connections.max(1))
+            slots: (0..connections.max(1) - waiting)
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
+            waiting: (0..waiting)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            waiting_free: tokio::sync::Semaphore::new(waiting),
             waits: Arc::default(),
             counters: Counters::default(),
         });
@@ -73,6 +84,7 @@ impl Service {
     pub(crate) fn connections(&self) -> usize {
         self.slots
             .iter()
+            .chain(&self.waiting)
             .filter(|s| {
                 s.try_lock()
                     .map_or(true, |s| s.as_ref().is_some_and(|s| !s.lost.is_lost()))
@@ -82,7 +94,16 @@ impl Service {
 
     /// The session of `key` (connecting if it has none or it was lost).
     async fn session(self: &Arc<Self>, index: usize) -> Result<Arc<Session>, ServiceError> {
-        let mut slot = self.slots[index].lock().await;
+        self.session_in(&self.slots[index], index == 0).await
+    }
+
+    /// The session in `slot`, connecting if it has none or it was lost.
+    async fn session_in(
+        self: &Arc<Self>,
+        slot: &tokio::sync::Mutex<Option<Arc<Session>>>,
+        listen: bool,
+    ) -> Result<Arc<Session>, ServiceError> {
+        let mut slot = slot.lock().await;
         if let Some(session) = slot.as_ref()
             && !session.lost.is_lost()
         {
@@ -104,7 +125,7 @@ impl Service {
         // Connected on the service's runtime, which drives the connection.
         let connect = self
             .runtime
-            .spawn(async move { Session::connect(&config, namespace, index == 0, notified).await });
+            .spawn(async move { Session::connect(&config, namespace, listen, notified).await });
         let session = connect.await.map_err(|_| ServiceError::Gone)??;
         self.counters
             .connects
@@ -144,15 +165,99 @@ impl Service {
         answer.await.map_err(|_| ServiceError::Gone)?
     }
 
+    /// Waits on the server for `key` on a waiting session, up to `limit`,
+    /// if one is free now (`Ok(None)` if not: the caller polls). Run as a
+    /// task of the service: if the caller gives up, the statement is
+    /// cancelled on the server, and a lock granted in the race let go.
+    pub(crate) async fn wait_on_server(
+        self: &Arc<Self>,
+        key: Key,
+        mode: LockMode,
+        limit: Duration,
+    ) -> Result<Option<Option<(Arc<Session>, u64)>>, ServiceError> {
+        let Ok(permit) = self.waiting_free.try_acquire() else {
+            return Ok(None);
+        };
+        permit.forget();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let service = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let mut reply = reply;
+            let result = async {
+                let slot = &service.waiting[0];
+                let session = service.session_in(slot, false).await?;
+                let cancel = session.client.cancel_token();
+                let outcome = {
+                    let wait = session.wait(key, mode, limit);
+                    tokio::pin!(wait);
+                    tokio::select! {
+                        outcome = &mut wait => outcome,
+                        () = reply.closed() => {
+                            // Given up: stop the wait on the server; what it
+                            // got in the race is let go below.
+                            let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+                            let outcome = wait.await;
+                            if matches!(outcome, Ok(Attempt::Granted { .. })) {
+                                let _ = session.unlock(key, mode).await;
+                            } else if session.holds(key).await.unwrap_or(false) {
+                                let _ = session.unlock(key, mode).await;
+                            }
+                            return Ok(None);
+                        }
+                    }
+                };
+                match outcome {
+                    Ok(Attempt::Granted { token }) => Ok(Some((session, token))),
+                    Ok(Attempt::Busy) => Ok(None),
+                    // Cancelled by the server or the session ended: busy
+                    // this time, and the session is looked at next use.
+                    Err(e) if e.code().is_some() => Ok(None),
+                    Err(e) => Err(ServiceError::Database(e)),
+                }
+            }
+            .await;
+            // A lock granted here is held on the waiting session, which
+            // must not block in another wait while it does (its unlock
+            // would queue behind that wait): the session is free again
+            // once that holding is let go (`unlock`).
+            let granted = matches!(result, Ok(Some(_)));
+            match reply.send(result) {
+                Ok(()) if granted => {}
+                Ok(()) => service.waiting_free.add_permits(1),
+                Err(Ok(Some((session, _)))) => {
+                    let _ = session.unlock(key, mode).await;
+                    service.waiting_free.add_permits(1);
+                }
+                Err(_) => service.waiting_free.add_permits(1),
+            }
+        });
+        answer.await.map_err(|_| ServiceError::Gone)?.map(Some)
+    }
+
     /// Lets go of a holding of `key` on `session` (unless the session is
     /// gone, which let go of it already), without waiting for the reply.
-    pub(crate) fn unlock(&self, session: Arc<Session>, key: Key, mode: LockMode) {
+    /// `waiting`: the holding was granted on the waiting session, which is
+    /// free for the next wait once it is let go.
+    pub(crate) fn unlock(
+        self: &Arc<Self>,
+        session: Arc<Session>,
+        key: Key,
+        mode: LockMode,
+        waiting: bool,
+    ) {
         if session.lost.is_lost() {
+            if waiting {
+                self.waiting_free.add_permits(1);
+            }
             return;
         }
+        let service = Arc::clone(self);
         self.runtime.spawn(async move {
             if let Err(e) = session.unlock(key, mode).await {
                 tracing::warn!(error = %e, "releasing an advisory lock; the session lets go of it when it ends");
+            }
+            if waiting {
+                service.waiting_free.add_permits(1);
             }
         });
     }

@@ -30,6 +30,8 @@ pub(crate) struct Session {
     lock_shared: Statement,
     unlock_exclusive: Statement,
     unlock_shared: Statement,
+    token_exclusive: Statement,
+    token_shared: Statement,
 }
 
 /// What a lock attempt got.
@@ -109,6 +111,20 @@ impl Session {
                    WHERE namespace = $1 AND key = $2), 0) FROM l"
             ))
             .await?;
+        let token_exclusive = client
+            .prepare(&format!(
+                "INSERT INTO {TOKENS_TABLE} AS t (namespace, key, token) \
+                 VALUES ($1, $2, GREATEST(1, {clock})) \
+                 ON CONFLICT (namespace, key) DO UPDATE SET token = GREATEST(t.token + 1, {clock}) \
+                 RETURNING token"
+            ))
+            .await?;
+        let token_shared = client
+            .prepare(&format!(
+                "SELECT COALESCE((SELECT token FROM {TOKENS_TABLE} \
+                   WHERE namespace = $1 AND key = $2), 0)"
+            ))
+            .await?;
         let unlock_exclusive = client
             .prepare("SELECT pg_advisory_unlock($1, $2), pg_notify($3, $4)")
             .await?;
@@ -122,6 +138,8 @@ impl Session {
             lock_shared,
             unlock_exclusive,
             unlock_shared,
+            token_exclusive,
+            token_shared,
         }))
     }
 
@@ -160,6 +178,70 @@ impl Session {
                 })
             }
         }
+    }
+
+    /// Waits on the server for `key` in `mode`, up to `limit` (the
+    /// session's `lock_timeout`; `statement_timeout` is off), then issues
+    /// the token. A lock-timeout error is checked against `pg_locks`: the
+    /// grant can race the timeout, and a lock granted so is kept, not
+    /// stranded. Only on a session kept for waiting, which it blocks.
+    pub(crate) async fn wait(
+        &self,
+        key: Key,
+        mode: LockMode,
+        limit: Duration,
+    ) -> Result<Attempt, tokio_postgres::Error> {
+        let ms = limit.as_millis().clamp(1, i32::MAX as u128);
+        self.client
+            .batch_execute(&format!("SET lock_timeout TO {ms}"))
+            .await?;
+        let statement = match mode {
+            LockMode::Exclusive => "SELECT pg_advisory_lock($1, $2)",
+            LockMode::Shared => "SELECT pg_advisory_lock_shared($1, $2)",
+        };
+        match self
+            .client
+            .query_one(statement, &[&key.namespace, &key.hash])
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                if !self.holds(key).await? {
+                    return Ok(Attempt::Busy);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.token(key, mode).await
+    }
+
+    /// Whether this session holds `key` (granted), by `pg_locks`.
+    pub(crate) async fn holds(&self, key: Key) -> Result<bool, tokio_postgres::Error> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() \
+                   AND locktype = 'advisory' AND classid = $1::integer::oid \
+                   AND objid = $2::integer::oid AND objsubid = 2 AND granted)",
+                &[&key.namespace, &key.hash],
+            )
+            .await?;
+        row.try_get(0)
+    }
+
+    /// The token of a holding just granted on this session.
+    async fn token(&self, key: Key, mode: LockMode) -> Result<Attempt, tokio_postgres::Error> {
+        let statement = match mode {
+            LockMode::Exclusive => &self.token_exclusive,
+            LockMode::Shared => &self.token_shared,
+        };
+        let row = self
+            .client
+            .query_one(statement, &[&key.namespace, &key.hash])
+            .await?;
+        Ok(Attempt::Granted {
+            token: u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0),
+        })
     }
 
     /// Lets go of one holding of `key` and tells the namespace's waiters.
