@@ -197,9 +197,8 @@ impl Service {
                             // got in the race is let go below.
                             let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
                             let outcome = wait.await;
-                            if matches!(outcome, Ok(Attempt::Granted { .. })) {
-                                let _ = session.unlock(key, mode).await;
-                            } else if session.holds(key).await.unwrap_or(false) {
+                            let granted = matches!(outcome, Ok(Attempt::Granted { .. }));
+                            if granted || session.holds(key).await.unwrap_or(false) {
                                 let _ = session.unlock(key, mode).await;
                             }
                             return Ok(None);
