@@ -22,7 +22,8 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// The tests' throwaway-server harness.
+/// The tests' throwaway-server harness (of which the bench uses a part).
+#[allow(dead_code)]
 #[path = "../tests/support/postgres.rs"]
 mod pg;
 
