@@ -481,3 +481,49 @@ async fn a_thousand_held_and_a_thousand_waiting_stay_within_the_connection_bound
     }
     drop((held, own));
 }
+
+/// `lock-doctor list --backend postgres` names the holder of a lock (a
+/// child process) by pid and command, with the waiter count, in the table
+/// and in JSON.
+#[test]
+fn lock_doctor_lists_the_advisory_locks_of_a_namespace() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("a.bin");
+    let mut holder = spawn_with_env(
+        "pg_hold",
+        &[server.url(), "19".into(), arg(dir.path()), arg(&target)],
+        &[],
+    );
+    assert!(holder.read().starts_with("ready "));
+    let doctor = |extra: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lock-doctor"));
+        c.args([
+            "list",
+            "--backend",
+            "postgres",
+            "--url",
+            &server.url(),
+            "--namespace",
+            "19",
+        ])
+        .args(extra);
+        c.output().expect("run lock-doctor")
+    };
+    let table = doctor(&[]);
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("WRITE") && text.contains(&holder.pid().to_string()),
+        "{text}"
+    );
+    let json = doctor(&["--json"]);
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let locks = parsed["locks"].as_array().expect("locks");
+    assert_eq!(locks.len(), 1, "{parsed}");
+    assert_eq!(locks[0]["pid"], holder.pid());
+    assert_eq!(locks[0]["mode"], "WRITE");
+    assert_eq!(locks[0]["waiters"], 0);
+    holder.tell("release");
+    holder.finish();
+}

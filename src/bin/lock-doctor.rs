@@ -60,6 +60,25 @@ struct ListArgs {
     /// Print no heading line.
     #[arg(short = 'n', long)]
     noheadings: bool,
+    /// Which locks to list: the lock dir's files (`os`, default) or the
+    /// advisory locks of a PostgreSQL namespace (`postgres`; needs the
+    /// `postgres` feature, and the server from --url or
+    /// ASYNC_FILELOCK_PG_URL).
+    #[arg(long, value_enum, default_value = "os")]
+    backend: ListBackend,
+    /// The PostgreSQL server (default: ASYNC_FILELOCK_PG_URL).
+    #[arg(long)]
+    url: Option<String>,
+    /// The advisory-lock namespace (default: ASYNC_FILELOCK_PG_NAMESPACE,
+    /// else 0x6166 = 24934).
+    #[arg(long)]
+    namespace: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ListBackend {
+    Os,
+    Postgres,
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +116,46 @@ fn parse_columns(spec: &str) -> Result<Columns, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `list --backend postgres`.
+#[cfg(feature = "postgres")]
+fn list_postgres(args: ListArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let url = match args
+        .url
+        .or_else(|| std::env::var("ASYNC_FILELOCK_PG_URL").ok())
+    {
+        Some(url) => url,
+        None => {
+            eprintln!("lock-doctor: list --backend postgres needs --url or ASYNC_FILELOCK_PG_URL");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let namespace = match args.namespace {
+        Some(ns) => ns,
+        None => std::env::var("ASYNC_FILELOCK_PG_NAMESPACE")
+            .ok()
+            .map(|v| v.trim().parse::<i32>())
+            .transpose()?
+            .unwrap_or(0x6166),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let locks = runtime.block_on(doctor::list_postgres(&url, namespace))?;
+    if args.json {
+        println!("{}", doctor::postgres_json(&locks));
+    } else {
+        print!("{}", doctor::postgres_table(&locks, !args.noheadings));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Without the `postgres` feature: a usage error that says so.
+#[cfg(not(feature = "postgres"))]
+fn list_postgres(_args: ListArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    eprintln!("lock-doctor: built without the `postgres` feature");
+    Ok(ExitCode::from(2))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -119,6 +178,7 @@ fn healthy(ok: bool) -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
+        Command::List(args) if matches!(args.backend, ListBackend::Postgres) => list_postgres(args),
         Command::List(args) => {
             let dir = match args.lock_dir {
                 Some(dir) => dir,

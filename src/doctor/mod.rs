@@ -21,6 +21,8 @@
 //!   `.part`s and atomic-write temps ([`clean()`]).
 //! * `config.rs`: the effective configuration ([`policy`]); `fs.rs`: a
 //!   filesystem's type and whether `flock` works there.
+//! * `postgres.rs` (feature `postgres`): the advisory locks of a namespace
+//!   on a PostgreSQL server ([`list_postgres`]).
 //! * `probe.rs`: exclusion tried with child processes ([`probe()`]), which
 //!   run `probe_child.rs` ([`serve_probe_child`]).
 //!
@@ -49,6 +51,8 @@ pub(crate) mod config;
 pub(crate) mod fs;
 pub(crate) mod list;
 pub(crate) mod output;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod probe;
 pub(crate) mod probe_child;
 pub(crate) mod scan;
@@ -58,6 +62,8 @@ pub use config::{PolicyReport, policy};
 pub use fs::{Filesystem, FlockCheck};
 pub use list::{LockBackend, LockInfo, LockState, list};
 pub use output::{Column, Layout, UnknownColumn, json, parse_columns, table};
+#[cfg(feature = "postgres")]
+pub use postgres::{AdvisoryLock, list_postgres, postgres_json, postgres_table};
 pub use probe::{Outcome, ProbeCheck, ProbeCommand, ProbeReport, probe};
 pub use probe_child::serve_probe_child;
 

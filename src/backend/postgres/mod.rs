@@ -288,7 +288,7 @@ impl Backend for PostgresBackend {
 }
 
 /// The client pid and command in an application name this crate set.
-fn parse_application_name(name: &str) -> Option<(u32, Option<String>)> {
+pub(crate) fn parse_application_name(name: &str) -> Option<(u32, Option<String>)> {
     let rest = name.strip_prefix("async-filelock pid ")?;
     let (pid, command) = rest.split_once(' ').unwrap_or((rest, ""));
     let command = command
