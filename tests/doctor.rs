@@ -683,3 +683,41 @@ fn clean_removes_old_soft_lock_leftovers_only() {
         stdout(&out)
     );
 }
+
+/// A dry run takes no lock: an empty lock file stays empty (taking it
+/// would write its target record), and nothing new appears in the lock dir.
+#[test]
+fn a_dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().join("locks");
+    std::fs::create_dir(&lock_dir).unwrap();
+    let empty = lock_dir.join("summary.0123456789abcdef0123456789abcdef.lock");
+    std::fs::write(&empty, b"").unwrap();
+    age(&empty);
+    let before: Vec<_> = std::fs::read_dir(&lock_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let out = doctor(
+        &[
+            "clean",
+            "--dry-run",
+            "--older-than",
+            "0",
+            lock_dir.to_str().unwrap(),
+        ],
+        &[("ASYNC_FILELOCK_BACKEND", "auto")],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("free lock file"), "{}", stdout(&out));
+    assert_eq!(
+        std::fs::read(&empty).unwrap(),
+        b"",
+        "the dry run wrote into the lock file"
+    );
+    let after: Vec<_> = std::fs::read_dir(&lock_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after, "the dry run made files");
+}

@@ -724,3 +724,34 @@ async fn os_and_soft_holders_of_one_lock_file_exclude_each_other() {
             .is_some()
     );
 }
+
+/// OS-backend and soft processes taking one lock at once (a mixed
+/// configuration): the manifest lock, whose OS lock file stays after each
+/// release, so soft processes keep meeting it and must take it only when
+/// no OS process holds or waits to hold it. Lines written in two parts
+/// never tear, none is lost.
+#[test]
+fn os_and_soft_processes_contending_for_one_lock_exclude_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lines.txt");
+    let mut workers: Vec<Worker> = (0..5)
+        .map(|i| {
+            let args = [arg(dir.path()), arg(&file), "300".into(), format!("w{i}")];
+            if i < 3 {
+                spawn("append", &args)
+            } else {
+                spawn_with_env("append", &args, SOFT)
+            }
+        })
+        .collect();
+    for w in &mut workers {
+        w.wait_ready();
+    }
+    finish_all(workers);
+    let text = std::fs::read_to_string(&file).unwrap();
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("torn line {line:?}: {e}"));
+    }
+    assert_eq!(text.lines().count(), 1500);
+}

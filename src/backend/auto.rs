@@ -96,10 +96,20 @@ impl AutoBackend {
             flags,
             Mode::from_raw_mode(req.file_mode),
         ) {
-            Ok(fd) => match try_flock(&std::fs::File::from(fd), LockMode::Exclusive) {
-                Err(fs4::TryLockError::Error(e)) => Some(LockError::io("probe flock in", dir, e)),
-                _ => None,
-            },
+            Ok(fd) => {
+                let probe = std::fs::File::from(fd);
+                // Shared with a group: usable by its other members too.
+                if req.shared_group.is_some() {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = probe.set_permissions(std::fs::Permissions::from_mode(req.file_mode));
+                }
+                match try_flock(&probe, LockMode::Exclusive) {
+                    Err(fs4::TryLockError::Error(e)) => {
+                        Some(LockError::io("probe flock in", dir, e))
+                    }
+                    _ => None,
+                }
+            }
             // Not even a probe file: let the OS backend say what is wrong.
             Err(_) => None,
         };

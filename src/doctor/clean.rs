@@ -254,7 +254,9 @@ pub async fn clean(lock_dir: &Path, options: &CleanOptions) -> Result<CleanRepor
         cleaner.temps(&lock_path, &target).await;
     }
     for file in &scan.lock_files {
-        if matches!(file.kind, Kind::Soft(_)) && !cleaner.broken.contains(&file.path) {
+        if matches!(file.kind, Kind::Soft(_) | Kind::UnreadableSoft)
+            && !cleaner.broken.contains(&file.path)
+        {
             cleaner.stale_soft(&dir_fd, file);
         }
     }
@@ -437,8 +439,16 @@ impl Cleaner {
             AtPath::Soft(Some(why)) => (BackendChoice::Soft, true, Some(why)),
             AtPath::Other(why) => return Ok(Taken::No(why)),
         };
-        if self.dry_run && stale.is_some() {
-            return Ok(Taken::Free(None));
+        // A dry run takes nothing (taking writes a record into an empty
+        // lock file, or makes one): free is judged from the OS's table.
+        if self.dry_run {
+            return Ok(match stale {
+                Some(_) => Taken::Free(None),
+                None if os_lock_held(lock_path) => {
+                    Taken::No(format!("its {category} lock is held"))
+                }
+                None => Taken::Free(None),
+            });
         }
         let Some(locks) = self.handle_for(category, target, lock_path, backend, remove)? else {
             return Ok(Taken::No(format!(
@@ -598,11 +608,11 @@ impl Cleaner {
             Ok(None) => return,
             Err(e) => return self.left(&file.path, e.to_string()),
         };
-        if found.record.is_none() {
-            return self.left(
-                &file.path,
-                "its record no longer parses as a soft lock's; left alone",
-            );
+        // A record that does not parse is judged by its age against the
+        // lease, as a waiter judges it (and `list` shows it); a file that
+        // is no soft lock at all is not this step's.
+        if found.not_soft {
+            return;
         }
         let Verdict::Stale(why) = found.verdict(lease) else {
             return;
@@ -610,7 +620,7 @@ impl Cleaner {
         if self.dry_run {
             return self.removed(Orphan::StaleSoftLock, &file.path, why);
         }
-        match breaking::break_stale(dir_fd, name, &file.path, group, &found, lease) {
+        match breaking::break_stale(dir_fd, name, &file.path, group, found, lease) {
             Ok(true) => self.removed(Orphan::StaleSoftLock, &file.path, why),
             Ok(false) => self.left(
                 &file.path,
@@ -689,6 +699,13 @@ impl Cleaner {
         if age < older_than {
             return;
         }
+        let why = format!("free; last written {} ago", human_duration(age));
+        if self.dry_run {
+            if !os_lock_held(&file.path) {
+                self.removed(Orphan::FreeLockFile, &file.path, why);
+            }
+            return;
+        }
         let req = self.request(&file.path, target.as_deref().unwrap_or(&file.path));
         let held = match OsBackend.try_lock(&req) {
             Ok(Some(held)) => held,
@@ -701,14 +718,9 @@ impl Cleaner {
         // an OS lock file to remove.
         let soft_now = scan::read_head(&file.path)
             .is_ok_and(|bytes| bytes.trim_ascii_start().starts_with(b"{"));
-        let why = format!("free; last written {} ago", human_duration(age));
         if soft_now {
             let _ = held.release(false);
             return self.left(&file.path, "it became a soft lock meanwhile");
-        }
-        if self.dry_run {
-            let _ = held.release(false);
-            return self.removed(Orphan::FreeLockFile, &file.path, why);
         }
         match held.release(true) {
             Ok(()) => match std::fs::symlink_metadata(&file.path) {
@@ -720,6 +732,22 @@ impl Cleaner {
             Err(e) => self.left(&file.path, e.to_string()),
         }
     }
+}
+
+/// Whether someone holds an OS lock on the file at `path`, as the OS's
+/// lock table says (a dry run looks, and takes nothing). Without a table
+/// (other Unix systems), held: a dry run then promises nothing it cannot
+/// see.
+fn os_lock_held(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    crate::sys::lock_table().is_none_or(|table| {
+        table
+            .get(&crate::sys::holder_key(meta.dev(), meta.ino()))
+            .is_some_and(|locks| !locks.holders.is_empty())
+    })
 }
 
 /// Under the artifact lock: the `.part` `paths` names and its marker.

@@ -112,9 +112,12 @@ pub(crate) fn break_stale(
     name: &OsStr,
     lock_path: &Path,
     shared_group: Option<u32>,
-    judged: &Found,
+    mut judged: Found,
     default_lease: Duration,
 ) -> Result<bool, LockError> {
+    // Let go of the judged file's flock: the look again below takes it
+    // anew and keeps it until the file is removed.
+    judged.held = None;
     let lease = judged
         .record
         .as_ref()
@@ -131,10 +134,13 @@ pub(crate) fn break_stale(
         let Verdict::Stale(why) = now.verdict(default_lease) else {
             return Ok(false);
         };
-        if !now.same_holding(judged) {
+        if !now.same_holding(&judged) {
             return Ok(false);
         }
-        match rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty()) {
+        // Removed with `now` (and the flock it may hold) still alive.
+        let removed = rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty());
+        drop(now);
+        match removed {
             Ok(()) => {
                 tracing::warn!(lock_path = %lock_path.display(), reason = %why, "broke a stale soft lock");
                 Ok(true)

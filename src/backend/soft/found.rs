@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{Mode, OFlags};
@@ -31,6 +32,11 @@ pub(crate) struct Found {
     /// For a file that is no soft lock: whether someone holds a `flock` on
     /// it (an OS-backend holder, or a soft holder still writing its record).
     pub flock: FlockState,
+    /// The descriptor holding that `flock` when it was granted: kept while
+    /// this is, so that a breaker removes the file with nobody able to take
+    /// it in between (an OS waiter blocked on it would otherwise hold a file
+    /// about to be unlinked).
+    pub held: Option<Arc<File>>,
     /// Since the last renewal (the mtime), by this host's clock; zero if
     /// the mtime is ahead of it.
     pub age: Duration,
@@ -46,11 +52,6 @@ pub(crate) enum FlockState {
     /// Not asked (a soft record), or `flock` does not work here.
     Unknown,
 }
-
-/// How long a file that is no soft lock, on a filesystem without `flock`,
-/// is taken for one being created (`O_EXCL`, then its record) before it is
-/// judged a leftover.
-pub(crate) const NOT_SOFT_GRACE: Duration = Duration::from_secs(5);
 
 impl Found {
     /// Names this holding among every other of the same lock file: the
@@ -72,8 +73,12 @@ impl Found {
                 FlockState::Free => Verdict::Stale(
                     "it is no soft lock (empty, or an OS lock file naming its target) and nobody holds its flock".into(),
                 ),
-                FlockState::Unknown if self.age > NOT_SOFT_GRACE => Verdict::Stale(format!(
-                    "it is no soft lock (empty, or an OS lock file) and unchanged for {:.1} s",
+                // `flock` failed: the file may be an OS holder's all the
+                // same (a transient ENOLCK), or a soft lock being created
+                // where links and `flock` are both refused. Judged as an
+                // unreadable record is: by its age against the lease.
+                FlockState::Unknown if self.age > default_lease => Verdict::Stale(format!(
+                    "it is no soft lock (empty, or an OS lock file), flock does not answer, and it is unchanged for {:.1} s",
                     self.age.as_secs_f64()
                 )),
                 FlockState::Unknown => Verdict::Live,
@@ -144,7 +149,6 @@ pub(crate) fn inspect(
     let not_soft = read.is_ok() && !bytes.trim_ascii_start().starts_with(b"{");
     let flock = if not_soft {
         match try_flock(&file, LockMode::Exclusive) {
-            // Let go by closing `file`, at the end of this function.
             Ok(()) => FlockState::Free,
             Err(fs4::TryLockError::WouldBlock) => FlockState::Held,
             Err(fs4::TryLockError::Error(_)) => FlockState::Unknown,
@@ -152,6 +156,7 @@ pub(crate) fn inspect(
     } else {
         FlockState::Unknown
     };
+    let held = (flock == FlockState::Free).then(|| Arc::new(file));
     let modified = meta.modified().unwrap_or_else(|_| SystemTime::now());
     Ok(Some(Found {
         dev: meta.dev(),
@@ -160,6 +165,7 @@ pub(crate) fn inspect(
         record: OwnerRecord::parse(&bytes),
         not_soft,
         flock,
+        held,
         age: SystemTime::now()
             .duration_since(modified)
             .unwrap_or(Duration::ZERO),

@@ -125,7 +125,7 @@ impl SoftBackend {
                                 name,
                                 path,
                                 req.shared_group,
-                                &found,
+                                found,
                                 self.settings.lease,
                             )? {
                                 metrics::broke();
