@@ -527,3 +527,112 @@ fn lock_doctor_lists_the_advisory_locks_of_a_namespace() {
     holder.tell("release");
     holder.finish();
 }
+
+/// Polls `sql` (a count) until it says 0, for up to two seconds; the last
+/// count.
+async fn settles_to_zero(server: &PgServer, sql: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = server.query(sql).await.remove(0);
+        if last == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    last
+}
+
+/// Acquisitions given up at every moment of their round trip (before it,
+/// during it, with the grant already sent but unread): none strands a lock
+/// on the server, and none leaves a wait there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquisitions_given_up_at_any_moment_strand_nothing() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks(&server.url(), 20, dir.path());
+    for i in 0..200u64 {
+        let target = dir.path().join(format!("t{}", i % 7));
+        let give_up = Duration::from_micros(i * 37 % 3000);
+        let _ = tokio::time::timeout(give_up, locks.try_lock(Category::Artifact, &target)).await;
+    }
+    // Waits on a held lock (on the server, for the head one), dropped.
+    let holder = super_holder(&server.url(), dir.path(), 20).await;
+    for i in 0..30u64 {
+        let (locks, target) = (locks.clone(), dir.path().join("held"));
+        let wait = tokio::spawn(async move {
+            let _ = locks
+                .acquire(Category::Artifact, &target)
+                .wait_forever()
+                .await;
+        });
+        tokio::time::sleep(Duration::from_micros(i * 173 % 4000)).await;
+        wait.abort();
+        let _ = wait.await;
+    }
+    holder.release().await.unwrap();
+    let left = settles_to_zero(
+        server,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 20::oid",
+    )
+    .await;
+    assert_eq!(left, "0", "advisory locks or waits left on the server");
+    // The session kept for waits is free again: a wait that must wait on
+    // the server still gets the lock.
+    let again = locks
+        .acquire(Category::Artifact, dir.path().join("held"))
+        .timeout(Duration::from_secs(10))
+        .await
+        .unwrap();
+    again.release().await.unwrap();
+}
+
+/// Holds `held` in `dir` with a handle of its own.
+async fn super_holder(url: &str, dir: &Path, namespace: i32) -> async_filelock::LockGuard {
+    let holder = locks(url, namespace, dir);
+    holder
+        .lock(Category::Artifact, dir.join("held"))
+        .await
+        .unwrap()
+}
+
+/// A token that cannot be written (here a constraint refuses it) fails the
+/// acquisition, and the advisory lock taken in the same statement is let go,
+/// not stranded.
+#[tokio::test]
+async fn a_failed_token_write_lets_go_of_the_lock() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    // The token table exists once any handle has connected.
+    let first = locks(&server.url(), 22, dir.path());
+    first
+        .lock(Category::Sqlite, dir.path().join("x"))
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    server
+        .query("ALTER TABLE async_filelock_tokens ADD CONSTRAINT refuse_21 CHECK (namespace <> 21)")
+        .await;
+    let locks = locks(&server.url(), 21, dir.path());
+    let err = locks
+        .try_lock(Category::Sqlite, dir.path().join("db"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("refuse_21") || err.to_string().contains("23514"),
+        "{err}"
+    );
+    let left = settles_to_zero(
+        server,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 21::oid",
+    )
+    .await;
+    server
+        .query("ALTER TABLE async_filelock_tokens DROP CONSTRAINT refuse_21")
+        .await;
+    assert_eq!(
+        left, "0",
+        "the lock taken with the failed token stayed held"
+    );
+}

@@ -122,8 +122,8 @@ impl BackendChoice {
 /// feature so that configuration parses the same everywhere).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PostgresSettings {
-    /// A libpq-style connection string or URL.
-    pub url: String,
+    /// A libpq-style connection string or URL, once named.
+    pub url: Option<String>,
     /// Keeps applications sharing a server apart.
     pub namespace: i32,
     /// Sessions a handle opens at most.
@@ -132,16 +132,41 @@ pub(crate) struct PostgresSettings {
     pub heartbeat: Duration,
 }
 
-impl PostgresSettings {
-    /// The defaults, for `url`.
-    pub(crate) fn new(url: String) -> Self {
+impl Default for PostgresSettings {
+    fn default() -> Self {
         PostgresSettings {
-            url,
+            url: None,
             namespace: 0x6166,
             connections: 4,
             heartbeat: Duration::from_secs(5),
         }
     }
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresSettings {
+    /// The server as errors may name it: host, port and database, never a
+    /// password.
+    pub(crate) fn server_name(&self) -> String {
+        redact(self.url.as_deref().unwrap_or(""))
+    }
+}
+
+/// A connection string with any password taken out, for messages.
+#[cfg(feature = "postgres")]
+pub(crate) fn redact(url: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        // `user:password@host…`: keep what follows the `@`.
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        return format!("postgres://{host}");
+    }
+    url.split_whitespace()
+        .filter(|part| !part.starts_with("password="))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What to do when a lock dir is on a network or FUSE filesystem (NFS,

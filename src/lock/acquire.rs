@@ -108,6 +108,10 @@ impl CallOff for &CancellationToken {
     }
 }
 
+/// The longest a single try of a backend whose attempts are round trips
+/// (a server) may take: a try has no deadline of its own.
+const ASYNC_TRY_BOUND: Duration = Duration::from_secs(10);
+
 impl Engine {
     /// One attempt that never waits: `Ok(None)` when the lock is busy, in
     /// this process's queue or at the backend.
@@ -545,7 +549,26 @@ impl Engine {
         remote: Option<&Patience<'_>>,
         patience: &Patience<'_>,
     ) -> Result<Result<Box<dyn HeldLock>, Missed>, LockError> {
-        match self.try_backend(req, remote).await? {
+        let tried = if self.backend.attempts_are_async() {
+            // A round trip to a server: within the caller's deadline and
+            // token (a try, within a bound of its own), however long the
+            // server or the network takes. The backend keeps a dropped
+            // attempt from stranding a lock.
+            let attempt = self.backend.try_lock_async(req);
+            let got = match patience {
+                Patience::Until { .. } => patience.wait(attempt).await,
+                Patience::Now => tokio::time::timeout(ASYNC_TRY_BOUND, attempt)
+                    .await
+                    .map_err(|_| Missed::Deadline),
+            };
+            match got {
+                Ok(got) => Ok(got?),
+                Err(missed) => Err(missed),
+            }
+        } else {
+            self.try_backend(req, remote).await?
+        };
+        match tried {
             Ok(Some(os)) => return Ok(Ok(os)),
             Ok(None) => {}
             Err(missed) => return Ok(Err(missed)),
@@ -574,11 +597,6 @@ impl Engine {
         req: &LockRequest,
         remote: Option<&Patience<'_>>,
     ) -> Result<Result<Option<Box<dyn HeldLock>>, Missed>, LockError> {
-        if self.backend.attempts_are_async() {
-            // A round trip to a server: no file work, so `remote` does not
-            // apply; the backend keeps it cancel safe.
-            return self.backend.try_lock_async(req).await.map(Ok);
-        }
         let Some(bound) = remote else {
             return self.backend.try_lock(req).map(Ok);
         };

@@ -6,7 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::time::Duration;
 
 use super::policy::{LockDir, Policy};
-use crate::backend::{BackendChoice, NetworkFsPolicy, PostgresSettings};
+use crate::backend::{BackendChoice, NetworkFsPolicy};
 use crate::category::Category;
 use crate::error::LockError;
 
@@ -84,10 +84,7 @@ pub(crate) fn apply(
         let url = url
             .into_string()
             .map_err(|v| config(ENV_PG_URL, &format!("{v:?} is not UTF-8")))?;
-        match &mut policy.postgres {
-            Some(settings) => settings.url = url,
-            None => policy.postgres = Some(PostgresSettings::new(url)),
-        }
+        policy.postgres.url = Some(url);
     }
     if let Some(value) = lookup(ENV_PG_NAMESPACE) {
         let namespace = value
@@ -99,9 +96,7 @@ pub(crate) fn apply(
                     &format!("{value:?} is not a 32-bit integer"),
                 )
             })?;
-        if let Some(settings) = &mut policy.postgres {
-            settings.namespace = namespace;
-        }
+        policy.postgres.namespace = namespace;
     }
     if let Some(value) = lookup(ENV_PG_CONNECTIONS) {
         let n = value
@@ -114,9 +109,7 @@ pub(crate) fn apply(
                     &format!("{value:?} is not a number of connections, 1 or more"),
                 )
             })?;
-        if let Some(settings) = &mut policy.postgres {
-            settings.connections = n;
-        }
+        policy.postgres.connections = n;
     }
     if let Some(value) = lookup(ENV_SOFT_LEASE) {
         match parse_timeout(ENV_SOFT_LEASE, &value)? {

@@ -346,11 +346,13 @@ impl Locks {
 
 /// The PostgreSQL backend for `settings`, if the crate was built with it.
 #[cfg(feature = "postgres")]
-fn postgres_backend(settings: Option<&PostgresSettings>) -> Result<Arc<dyn Backend>, LockError> {
-    let settings = settings.ok_or_else(|| LockError::Config {
-        key: "ASYNC_FILELOCK_PG_URL".into(),
-        reason: "the postgres backend needs a server: LocksBuilder::postgres(url) or ASYNC_FILELOCK_PG_URL".into(),
-    })?;
+fn postgres_backend(settings: &PostgresSettings) -> Result<Arc<dyn Backend>, LockError> {
+    if settings.url.is_none() {
+        return Err(LockError::Config {
+            key: "ASYNC_FILELOCK_PG_URL".into(),
+            reason: "the postgres backend needs a server: LocksBuilder::postgres(url) or ASYNC_FILELOCK_PG_URL".into(),
+        });
+    }
     Ok(Arc::new(crate::backend::postgres::PostgresBackend::new(
         settings,
     )?))
@@ -358,7 +360,7 @@ fn postgres_backend(settings: Option<&PostgresSettings>) -> Result<Arc<dyn Backe
 
 /// Without the `postgres` feature, choosing it is a configuration error.
 #[cfg(not(feature = "postgres"))]
-fn postgres_backend(_settings: Option<&PostgresSettings>) -> Result<Arc<dyn Backend>, LockError> {
+fn postgres_backend(_settings: &PostgresSettings) -> Result<Arc<dyn Backend>, LockError> {
     Err(LockError::Config {
         key: "ASYNC_FILELOCK_BACKEND".into(),
         reason: "the postgres backend needs the crate's `postgres` feature".into(),
@@ -506,38 +508,28 @@ impl LocksBuilder {
     /// ```
     pub fn postgres(mut self, url: impl Into<String>) -> Self {
         self.policy.backend = BackendChoice::Postgres;
-        match &mut self.policy.postgres {
-            Some(settings) => settings.url = url.into(),
-            None => self.policy.postgres = Some(PostgresSettings::new(url.into())),
-        }
+        self.policy.postgres.url = Some(url.into());
         self
     }
 
     /// The advisory-lock namespace (the first of the two key ints; default
     /// `0x6166`), so that applications sharing a server do not collide.
-    /// Takes effect with [`LocksBuilder::postgres`].
     pub fn postgres_namespace(mut self, namespace: i32) -> Self {
-        if let Some(settings) = &mut self.policy.postgres {
-            settings.namespace = namespace;
-        }
+        self.policy.postgres.namespace = namespace;
         self
     }
 
     /// How many database sessions the handle opens at most (default 4, at
     /// least 1), whatever the number of locks held and waited for.
     pub fn postgres_connections(mut self, connections: usize) -> Self {
-        if let Some(settings) = &mut self.policy.postgres {
-            settings.connections = connections.max(1);
-        }
+        self.policy.postgres.connections = connections.max(1);
         self
     }
 
     /// How often each session is checked (default 5 s, at least 100 ms):
     /// guards on a session that died learn it within this.
     pub fn postgres_heartbeat(mut self, every: Duration) -> Self {
-        if let Some(settings) = &mut self.policy.postgres {
-            settings.heartbeat = every.max(Duration::from_millis(100));
-        }
+        self.policy.postgres.heartbeat = every.max(Duration::from_millis(100));
         self
     }
 
@@ -625,7 +617,7 @@ impl LocksBuilder {
             BackendChoice::Os => Arc::new(OsBackend),
             BackendChoice::Soft => Arc::new(soft),
             BackendChoice::Auto => Arc::new(AutoBackend::new(soft)),
-            BackendChoice::Postgres => postgres_backend(self.policy.postgres.as_ref())?,
+            BackendChoice::Postgres => postgres_backend(&self.policy.postgres)?,
         };
         Ok(Locks {
             engine: Arc::new(Engine {

@@ -38,8 +38,8 @@ pub(crate) struct Policy {
     pub same_task: SameTask,
     pub backend: BackendChoice,
     pub soft: SoftSettings,
-    /// The server of [`BackendChoice::Postgres`], once named.
-    pub postgres: Option<PostgresSettings>,
+    /// The server and settings of [`BackendChoice::Postgres`].
+    pub postgres: PostgresSettings,
     pub network_fs: NetworkFsPolicy,
 }
 
@@ -59,7 +59,7 @@ impl Default for Policy {
             same_task: SameTask::default(),
             backend: BackendChoice::default(),
             soft: SoftSettings::default(),
-            postgres: None,
+            postgres: PostgresSettings::default(),
             network_fs: NetworkFsPolicy::default(),
         }
     }

@@ -25,14 +25,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    Backend, BackendMetrics, HeldLock, LockRequest, LostSignal, PostgresMetrics, PostgresSettings,
-};
+use super::{Backend, BackendMetrics, HeldLock, LockRequest, PostgresMetrics, PostgresSettings};
 use crate::error::{Holder, LockError};
-use crate::fencing::FencingToken;
-use crate::mode::LockMode;
 
 mod error;
+mod held;
 pub(crate) mod keys;
 mod service;
 mod session;
@@ -57,18 +54,17 @@ const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) struct PostgresBackend {
     service: Arc<Service>,
-    held: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl PostgresBackend {
     /// Parses the connection string and starts the sessions' runtime
     /// thread; nothing connects until the first lock.
     pub(crate) fn new(settings: &PostgresSettings) -> Result<Self, LockError> {
-        let mut config: tokio_postgres::Config =
-            settings.url.parse().map_err(|e| LockError::Config {
-                key: "postgres url".into(),
-                reason: format!("{e}"),
-            })?;
+        let url = settings.url.as_deref().unwrap_or("");
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| LockError::Config {
+            key: "ASYNC_FILELOCK_PG_URL".into(),
+            reason: format!("{} is not a connection string: {e}", settings.server_name()),
+        })?;
         let me = std::process::id();
         let command = crate::sys::command_name(me).unwrap_or_default();
         // Who holds a lock is told by its session's application name.
@@ -76,6 +72,8 @@ impl PostgresBackend {
             .application_name(format!("async-filelock pid {me} ({command})"))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
             .connect_timeout(Duration::from_secs(10));
         let service = Service::start(
             config,
@@ -83,11 +81,14 @@ impl PostgresBackend {
             settings.connections,
             settings.heartbeat,
         )
-        .map_err(|e| LockError::io("start the PostgreSQL backend for", &settings.url, e))?;
-        Ok(PostgresBackend {
-            service,
-            held: Arc::default(),
-        })
+        .map_err(|e| {
+            LockError::io(
+                "start the PostgreSQL backend for",
+                settings.server_name(),
+                e,
+            )
+        })?;
+        Ok(PostgresBackend { service })
     }
 
     fn key(&self, req: &LockRequest) -> Key {
@@ -107,28 +108,7 @@ impl PostgresBackend {
             .attempt(key, req.mode)
             .await
             .map_err(|e| db_error("lock", &req.lock_path, &e))?;
-        Ok(got.map(|(session, token)| self.holding(session, key, req.mode, token, false)))
-    }
-
-    fn holding(
-        &self,
-        session: Arc<Session>,
-        key: Key,
-        mode: LockMode,
-        token: u64,
-        waiting: bool,
-    ) -> Box<dyn HeldLock> {
-        self.held.fetch_add(1, Ordering::Relaxed);
-        Box::new(PgHeld {
-            service: Arc::clone(&self.service),
-            held: Arc::clone(&self.held),
-            lost: session.lost.clone(),
-            session: Some(session),
-            key,
-            mode,
-            token: FencingToken::new(token),
-            waiting,
-        })
+        Ok(got.map(|held| Box::new(held) as Box<dyn HeldLock>))
     }
 }
 
@@ -207,9 +187,7 @@ impl Backend for PostgresBackend {
                 tokio::select! {
                     got = self.service.wait_on_server(key, req.mode, limit) => {
                         match got.map_err(|e| db_error("wait for", &req.lock_path, &e))? {
-                            Some(Some((session, token))) => {
-                                return Ok(Some(self.holding(session, key, req.mode, token, true)));
-                            }
+                            Some(Some(held)) => return Ok(Some(Box::new(held))),
                             // Timed out or cancelled on the server: the
                             // deadline above decides what comes next.
                             Some(None) => continue,
@@ -282,7 +260,8 @@ impl Backend for PostgresBackend {
             connections_now: self.service.connections() as u64,
             connects: self.service.counters.connects.load(Ordering::Relaxed),
             sessions_lost: self.service.counters.sessions_lost.load(Ordering::Relaxed),
-            held_now: u64::try_from(self.held.load(Ordering::Relaxed)).unwrap_or(0),
+            held_now: u64::try_from(self.service.counters.held.load(Ordering::Relaxed))
+                .unwrap_or(0),
         })
     }
 }
@@ -297,53 +276,6 @@ pub(crate) fn parse_application_name(name: &str) -> Option<(u32, Option<String>)
         .filter(|c| !c.is_empty())
         .map(str::to_owned);
     Some((pid.parse().ok()?, command))
-}
-
-/// A held advisory lock.
-#[derive(Debug)]
-pub(crate) struct PgHeld {
-    service: Arc<Service>,
-    held: Arc<std::sync::atomic::AtomicI64>,
-    /// `None` once let go.
-    session: Option<Arc<Session>>,
-    lost: LostSignal,
-    key: Key,
-    mode: LockMode,
-    token: FencingToken,
-    /// Granted on the session kept for waits (freed for the next wait
-    /// when this is let go).
-    waiting: bool,
-}
-
-impl PgHeld {
-    fn let_go(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.held.fetch_sub(1, Ordering::Relaxed);
-            self.service
-                .unlock(session, self.key, self.mode, self.waiting);
-        }
-    }
-}
-
-impl HeldLock for PgHeld {
-    fn release(mut self: Box<Self>, _remove_file: bool) -> Result<(), LockError> {
-        self.let_go();
-        Ok(())
-    }
-
-    fn token(&self) -> Result<FencingToken, LockError> {
-        Ok(self.token)
-    }
-
-    fn lost(&self) -> Option<&LostSignal> {
-        Some(&self.lost)
-    }
-}
-
-impl Drop for PgHeld {
-    fn drop(&mut self) {
-        self.let_go();
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_postgres::Config;
 
 use super::error::ServiceError;
+use super::held::PgHeld;
 use super::keys::Key;
 use super::session::{Attempt, Session};
 use crate::mode::LockMode;
@@ -26,6 +27,8 @@ use crate::mode::LockMode;
 pub(crate) struct Counters {
     pub connects: std::sync::atomic::AtomicU64,
     pub sessions_lost: std::sync::atomic::AtomicU64,
+    /// Locks held through this backend now.
+    pub held: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// The sessions and their runtime.
@@ -40,7 +43,9 @@ pub(crate) struct Service {
     /// so that it is granted the moment the holder lets go, as a bare
     /// `pg_advisory_lock` is; every other wait costs no connection.
     waiting: Vec<tokio::sync::Mutex<Option<Arc<Session>>>>,
-    waiting_free: tokio::sync::Semaphore,
+    waiting_free: Arc<tokio::sync::Semaphore>,
+    /// Dropped with the service: ends its runtime thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
     waits: Arc<Mutex<FxHashMap<i32, Weak<Notify>>>>,
     pub counters: Counters,
 }
@@ -58,9 +63,14 @@ impl Service {
             .build()?;
         let handle = runtime.handle().clone();
         let waiting = usize::from(connections >= 2);
+        // The thread lives as long as the service (the handles that share
+        // it): then its runtime, with every session, is dropped.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("async-filelock-postgres".into())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })?;
         let service = Arc::new(Service {
             runtime: handle,
             config,
@@ -71,7 +81,8 @@ impl Service {
             waiting: (0..waiting)
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
-            waiting_free: tokio::sync::Semaphore::new(waiting),
+            waiting_free: Arc::new(tokio::sync::Semaphore::new(waiting)),
+            _stop: stop,
             waits: Arc::default(),
             counters: Counters::default(),
         });
@@ -139,74 +150,105 @@ impl Service {
     }
 
     /// One attempt at `key`, never waiting on the server. Run as a task of
-    /// the service: if the caller gives up (drops this future) while the
-    /// statement is under way, a lock it got is let go, never stranded.
+    /// the service, the holding made there: if the caller gives up (drops
+    /// this future, or the answer unread), a lock it got is let go, never
+    /// stranded.
     pub(crate) async fn attempt(
         self: &Arc<Self>,
         key: Key,
         mode: LockMode,
-    ) -> Result<Option<(Arc<Session>, u64)>, ServiceError> {
+    ) -> Result<Option<PgHeld>, ServiceError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let service = Arc::clone(self);
         self.runtime.spawn(async move {
             let result = async {
                 let session = service.session(service.index(key)).await?;
                 match session.attempt(key, mode).await? {
-                    Attempt::Granted { token } => Ok(Some((session, token))),
+                    Attempt::Granted { token } => {
+                        Ok(Some(service.holding(session, key, mode, token, false)))
+                    }
                     Attempt::Busy => Ok(None),
                 }
             }
             .await;
-            if let Err(Ok(Some((session, _)))) = reply.send(result) {
-                // Nobody wants it any more: let go at once.
-                let _ = session.unlock(key, mode).await;
-            }
+            // Unsent or unread, the holding is dropped, which lets go.
+            let _ = reply.send(result);
         });
         answer.await.map_err(|_| ServiceError::Gone)?
+    }
+
+    fn holding(
+        &self,
+        session: Arc<Session>,
+        key: Key,
+        mode: LockMode,
+        token: u64,
+        waiting: bool,
+    ) -> PgHeld {
+        PgHeld::new(
+            self.runtime.clone(),
+            session,
+            key,
+            mode,
+            token,
+            Arc::clone(&self.counters.held),
+            waiting.then(|| Arc::clone(&self.waiting_free)),
+        )
     }
 
     /// Waits on the server for `key` on a waiting session, up to `limit`,
     /// if one is free now (`Ok(None)` if not: the caller polls). Run as a
     /// task of the service: if the caller gives up, the statement is
-    /// cancelled on the server, and a lock granted in the race let go.
+    /// cancelled on the server (again and again until it ends: a cancel
+    /// that arrives between statements is ignored by the server), and a
+    /// lock granted in the race let go.
     pub(crate) async fn wait_on_server(
         self: &Arc<Self>,
         key: Key,
         mode: LockMode,
         limit: Duration,
-    ) -> Result<Option<Option<(Arc<Session>, u64)>>, ServiceError> {
-        let Ok(permit) = self.waiting_free.try_acquire() else {
+    ) -> Result<Option<Option<PgHeld>>, ServiceError> {
+        let Ok(permit) = Arc::clone(&self.waiting_free).try_acquire_owned() else {
             return Ok(None);
         };
-        permit.forget();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let service = Arc::clone(self);
         self.runtime.spawn(async move {
             let mut reply = reply;
             let result = async {
-                let slot = &service.waiting[0];
-                let session = service.session_in(slot, false).await?;
+                if reply.is_closed() {
+                    return Ok(None);
+                }
+                let session = service.session_in(&service.waiting[0], false).await?;
+                if reply.is_closed() {
+                    return Ok(None);
+                }
                 let cancel = session.client.cancel_token();
-                let outcome = {
-                    let wait = session.wait(key, mode, limit);
-                    tokio::pin!(wait);
-                    tokio::select! {
-                        outcome = &mut wait => outcome,
-                        () = reply.closed() => {
-                            // Given up: stop the wait on the server; what it
-                            // got in the race is let go below.
-                            let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
-                            let outcome = wait.await;
-                            let granted = matches!(outcome, Ok(Attempt::Granted { .. }));
-                            if granted || session.holds(key).await.unwrap_or(false) {
-                                let _ = session.unlock(key, mode).await;
-                            }
-                            return Ok(None);
+                let wait = session.wait(key, mode, limit);
+                tokio::pin!(wait);
+                let outcome = tokio::select! {
+                    outcome = &mut wait => outcome,
+                    () = reply.closed() => loop {
+                        let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+                        tokio::select! {
+                            outcome = &mut wait => break outcome,
+                            () = tokio::time::sleep(Duration::from_millis(20)) => {}
                         }
-                    }
+                    },
                 };
                 match outcome {
-                    Ok(Attempt::Granted { token }) => Ok(Some((session, token))),
+                    Ok(Attempt::Granted { token }) => {
+                        // The permit goes with the holding: given back once
+                        // it is let go (`PgHeld`), also if nobody takes it.
+                        permit.forget();
+                        Ok(Some(service.holding(
+                            Arc::clone(&session),
+                            key,
+                            mode,
+                            token,
+                            true,
+                        )))
+                    }
                     Ok(Attempt::Busy) => Ok(None),
                     // Cancelled by the server or the session ended: busy
                     // this time, and the session is looked at next use.
@@ -215,50 +257,9 @@ impl Service {
                 }
             }
             .await;
-            // A lock granted here is held on the waiting session, which
-            // must not block in another wait while it does (its unlock
-            // would queue behind that wait): the session is free again
-            // once that holding is let go (`unlock`).
-            let granted = matches!(result, Ok(Some(_)));
-            match reply.send(result) {
-                Ok(()) if granted => {}
-                Ok(()) => service.waiting_free.add_permits(1),
-                Err(Ok(Some((session, _)))) => {
-                    let _ = session.unlock(key, mode).await;
-                    service.waiting_free.add_permits(1);
-                }
-                Err(_) => service.waiting_free.add_permits(1),
-            }
+            let _ = reply.send(result);
         });
         answer.await.map_err(|_| ServiceError::Gone)?.map(Some)
-    }
-
-    /// Lets go of a holding of `key` on `session` (unless the session is
-    /// gone, which let go of it already), without waiting for the reply.
-    /// `waiting`: the holding was granted on the waiting session, which is
-    /// free for the next wait once it is let go.
-    pub(crate) fn unlock(
-        self: &Arc<Self>,
-        session: Arc<Session>,
-        key: Key,
-        mode: LockMode,
-        waiting: bool,
-    ) {
-        if session.lost.is_lost() {
-            if waiting {
-                self.waiting_free.add_permits(1);
-            }
-            return;
-        }
-        let service = Arc::clone(self);
-        self.runtime.spawn(async move {
-            if let Err(e) = session.unlock(key, mode).await {
-                tracing::warn!(error = %e, "releasing an advisory lock; the session lets go of it when it ends");
-            }
-            if waiting {
-                service.waiting_free.add_permits(1);
-            }
-        });
     }
 
     /// The notify a wait on `key` is woken by when a holder lets go.
@@ -291,26 +292,40 @@ impl Service {
     }
 }
 
-/// Every `every`: a round trip on each open session; one that does not come
-/// back within `every` is lost (every lock on it), and the listening
-/// session is kept open so that waits hear releases.
+/// Every `every`: a round trip on each open session (the waiting one too,
+/// when it is neither in a wait nor holding a lock granted there), given
+/// twice `every` to come back. A session that fails it is given up: its
+/// guards are told, and the connection is closed so that the server lets
+/// go of its locks. The listening session is kept open so that waits hear
+/// releases.
 async fn heartbeats(service: Weak<Service>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(service) = service.upgrade() else {
             return;
         };
+        let limit = every.saturating_mul(2);
+        let mut sessions = Vec::new();
         for slot in &service.slots {
-            let session = slot.lock().await.clone();
-            if let Some(session) = session
-                && !session.lost.is_lost()
-                && !session.alive(every).await
-            {
-                session
-                    .lost
-                    .mark("the database session missed its heartbeat");
+            sessions.extend(slot.lock().await.clone());
+        }
+        // The waiting session only when idle: in a wait it cannot answer.
+        let idle_waiting = Arc::clone(&service.waiting_free).try_acquire_owned().ok();
+        if idle_waiting.is_some() {
+            for slot in &service.waiting {
+                sessions.extend(slot.lock().await.clone());
             }
         }
+        let checks = sessions
+            .into_iter()
+            .filter(|s| !s.lost.is_lost())
+            .map(|session| async move {
+                if let Err(why) = session.alive(limit).await {
+                    session.give_up(why);
+                }
+            });
+        futures::future::join_all(checks).await;
+        drop(idle_waiting);
         if service.waits.lock().is_ok_and(|w| !w.is_empty()) {
             let _ = service.session(0).await;
         }

@@ -26,6 +26,13 @@ pub(crate) struct Session {
     pub client: Client,
     /// Told to every guard of a lock taken on this session.
     pub lost: LostSignal,
+    /// The task driving the connection: aborted when the session is given
+    /// up (a missed heartbeat), so that the server ends the session and
+    /// lets go of its locks, as the guards were told.
+    driver: tokio::task::AbortHandle,
+    /// The server process met at connect: a heartbeat meeting another one
+    /// means a pooler hands the connection around.
+    backend_pid: i32,
     lock_exclusive: Statement,
     lock_shared: Statement,
     unlock_exclusive: Statement,
@@ -61,7 +68,7 @@ impl Session {
         let lost = LostSignal::with_lease(None);
         let driver_lost = lost.clone();
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        tokio::spawn(async move {
+        let driver = tokio::spawn(async move {
             let why = loop {
                 match messages.next().await {
                     Some(Ok(AsyncMessage::Notification(n))) => {
@@ -75,20 +82,48 @@ impl Session {
                 }
             };
             driver_lost.mark(why);
-        });
-        // Each statement commits on its own; a token write is not waited
-        // for on disk (the clock floor covers one lost in a server crash:
-        // see ARCHITECTURE.md, "Fencing tokens").
-        client
-            .batch_execute(&format!(
-                "SET synchronous_commit TO off; SET statement_timeout TO 0; \
-                 CREATE TABLE IF NOT EXISTS {TOKENS_TABLE} (\
-                   namespace integer NOT NULL, key integer NOT NULL, token bigint NOT NULL, \
-                   PRIMARY KEY (namespace, key))"
-            ))
-            .await
-            .or_else(ignore_concurrent_create)?;
-        refuse_transaction_pooling(&client).await?;
+        })
+        .abort_handle();
+        // Settings of this session, each on its own (one implicit
+        // transaction for all would roll them back with a failed CREATE).
+        // A token write is not waited for on disk (the clock floor covers
+        // one lost in a server crash: ARCHITECTURE.md, "Fencing tokens");
+        // no statement is cut by a timeout but the waits' own; the server
+        // notices a vanished client within about 25 s instead of hours;
+        // an idle session holding locks is never ended for idleness.
+        for setting in [
+            "SET synchronous_commit TO off",
+            "SET statement_timeout TO 0",
+            "SET idle_session_timeout TO 0",
+            "SET idle_in_transaction_session_timeout TO 0",
+            "SET tcp_keepalives_idle TO 10",
+            "SET tcp_keepalives_interval TO 5",
+            "SET tcp_keepalives_count TO 3",
+        ] {
+            // Best effort: a server that does not know one (over a Unix
+            // socket, an older version) still locks.
+            let _ = client.batch_execute(setting).await;
+        }
+        // The table is made only where missing: creating needs a right on
+        // the schema that a role using an existing table may not have.
+        let exists = client
+            .query_one(
+                &format!("SELECT to_regclass('{TOKENS_TABLE}') IS NOT NULL"),
+                &[],
+            )
+            .await?
+            .try_get::<_, bool>(0)?;
+        if !exists {
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {TOKENS_TABLE} (\
+                       namespace integer NOT NULL, key integer NOT NULL, token bigint NOT NULL, \
+                       PRIMARY KEY (namespace, key))"
+                ))
+                .await
+                .or_else(ignore_concurrent_create)?;
+        }
+        let backend_pid = refuse_transaction_pooling(&client).await?;
         if listen {
             client
                 .batch_execute(&format!("LISTEN {}", channel(namespace)))
@@ -134,6 +169,8 @@ impl Session {
         Ok(Arc::new(Session {
             client,
             lost,
+            driver,
+            backend_pid,
             lock_exclusive,
             lock_shared,
             unlock_exclusive,
@@ -153,10 +190,20 @@ impl Session {
     ) -> Result<Attempt, tokio_postgres::Error> {
         match mode {
             LockMode::Exclusive => {
-                let rows = self
+                let rows = match self
                     .client
                     .query(&self.lock_exclusive, &[&key.namespace, &key.hash])
-                    .await?;
+                    .await
+                {
+                    Ok(rows) => rows,
+                    // The token write failed after the lock may have been
+                    // taken: a session-level advisory lock outlives the
+                    // statement's rollback, so it is let go here.
+                    Err(e) => {
+                        self.let_go_after_failure(key, mode).await;
+                        return Err(e);
+                    }
+                };
                 Ok(match rows.first() {
                     Some(row) => Attempt::Granted {
                         token: u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0),
@@ -165,10 +212,17 @@ impl Session {
                 })
             }
             LockMode::Shared => {
-                let row = self
+                let row = match self
                     .client
                     .query_one(&self.lock_shared, &[&key.namespace, &key.hash])
-                    .await?;
+                    .await
+                {
+                    Ok(row) => row,
+                    Err(e) => {
+                        self.let_go_after_failure(key, mode).await;
+                        return Err(e);
+                    }
+                };
                 Ok(if row.try_get::<_, bool>(0)? {
                     Attempt::Granted {
                         token: u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
@@ -199,11 +253,14 @@ impl Session {
             LockMode::Exclusive => "SELECT pg_advisory_lock($1, $2)",
             LockMode::Shared => "SELECT pg_advisory_lock_shared($1, $2)",
         };
-        match self
+        let waited = self
             .client
             .query_one(statement, &[&key.namespace, &key.hash])
-            .await
-        {
+            .await;
+        // Not left set: the token write and an unlock's NOTIFY must not
+        // time out on it.
+        let reset = self.client.batch_execute("RESET lock_timeout").await;
+        match waited {
             Ok(_) => {}
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
                 if !self.holds(key).await? {
@@ -212,7 +269,25 @@ impl Session {
             }
             Err(e) => return Err(e),
         }
-        self.token(key, mode).await
+        if let Err(e) = reset {
+            self.let_go_after_failure(key, mode).await;
+            return Err(e);
+        }
+        match self.token(key, mode).await {
+            Ok(granted) => Ok(granted),
+            Err(e) => {
+                self.let_go_after_failure(key, mode).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// After a statement that may have taken `key` failed: lets go of it if
+    /// this session holds it, so that no lock is stranded on the server.
+    async fn let_go_after_failure(&self, key: Key, mode: LockMode) {
+        if self.holds(key).await.unwrap_or(false) {
+            let _ = self.unlock(key, mode).await;
+        }
     }
 
     /// Whether this session holds `key` (granted), by `pg_locks`.
@@ -264,12 +339,29 @@ impl Session {
         Ok(())
     }
 
-    /// A round trip within `limit`: the heartbeat.
-    pub(crate) async fn alive(&self, limit: Duration) -> bool {
-        matches!(
-            tokio::time::timeout(limit, self.client.simple_query("SELECT 1")).await,
-            Ok(Ok(_))
-        )
+    /// A round trip within `limit` that meets the server process met at
+    /// connect: the heartbeat. `Err` says what is wrong.
+    pub(crate) async fn alive(&self, limit: Duration) -> Result<(), String> {
+        let pid =
+            tokio::time::timeout(limit, self.client.query_one("SELECT pg_backend_pid()", &[]))
+                .await
+                .map_err(|_| format!("the database session missed its heartbeat ({limit:?})"))?
+                .and_then(|row| row.try_get::<_, i32>(0))
+                .map_err(|e| format!("the database session failed its heartbeat: {e}"))?;
+        if pid != self.backend_pid {
+            return Err(format!(
+                "the connection now reaches server process {pid}, not {}: a pooler in transaction mode breaks advisory locks; connect to the server directly",
+                self.backend_pid
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives the session up: every guard on it is told `why`, and the
+    /// connection is closed so that the server lets go of its locks too.
+    pub(crate) fn give_up(&self, why: String) {
+        self.lost.mark(why);
+        self.driver.abort();
     }
 }
 
@@ -277,7 +369,7 @@ impl Session {
 /// each transaction to another server session (PgBouncer in transaction
 /// mode), a lock would be taken on one and "released" on another. Three
 /// statements in a row on one connection must meet one server process.
-async fn refuse_transaction_pooling(client: &Client) -> Result<(), ServiceError> {
+async fn refuse_transaction_pooling(client: &Client) -> Result<i32, ServiceError> {
     let mut pids = Vec::with_capacity(3);
     for _ in 0..3 {
         let row = client.query_one("SELECT pg_backend_pid()", &[]).await?;
@@ -288,7 +380,7 @@ async fn refuse_transaction_pooling(client: &Client) -> Result<(), ServiceError>
             "the connection reached server processes {pids:?} in three statements: a pooler in transaction mode (PgBouncer pool_mode=transaction) breaks advisory locks; connect to the server directly or use session pooling"
         )));
     }
-    Ok(())
+    Ok(pids[0])
 }
 
 /// Two sessions creating the token table at once: one of them meets a
