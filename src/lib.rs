@@ -132,6 +132,10 @@ mod lock;
 mod write;
 // Layer 4: tools for operators (`lock-doctor`), over every layer below.
 pub mod doctor;
+// Layer 4: helpers for users' test suites (feature `test-util`).
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
 
 use std::path::Path;
 

@@ -51,6 +51,14 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "lock", "blocking", "mounts", "sys", "error", "category", "mode", "fencing",
         ],
     ),
+    // Helpers for users' test suites (feature `test-util`): the lock layer
+    // and what it speaks; no writer.
+    (
+        "test_util",
+        &[
+            "lock", "backend", "sys", "error", "category", "mode", "fencing",
+        ],
+    ),
     // Tools (`lock-doctor`): every layer below.
     (
         "doctor",

@@ -108,6 +108,21 @@ pub(crate) fn len() -> usize {
     lock_map(table()).len()
 }
 
+/// How many acquisitions of this process have asked for `lock_path` and
+/// do not hold it (queued, trying or waiting): the entry's references less
+/// the table's own and the holders'. For `test_util`'s wait for contention;
+/// a reference taken or dropped around a grant or a release counts for that
+/// moment.
+#[cfg(feature = "test-util")]
+pub(crate) fn asking(lock_path: &Path) -> usize {
+    let map = lock_map(table());
+    let Some(entry) = map.get(lock_path.as_os_str()) else {
+        return 0;
+    };
+    let holders = entry.owners().len();
+    Arc::strong_count(entry).saturating_sub(1 + holders)
+}
+
 /// A counted reference to an entry. Created and dropped only under the table
 /// mutex, so the strong count tells exactly when an entry is unused.
 #[derive(Debug)]
