@@ -145,6 +145,9 @@ pub use backend::{BackendChoice, BackendMetrics, NetworkFsPolicy, OsMetrics, Sof
 pub use category::{Category, ParseCategoryError};
 pub use error::{Holder, LockError};
 pub use fencing::FencingToken;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use lock::describe_metrics;
 pub use lock::{
     Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_DIR, ENV_NETWORK_FS_POLICY,
     ENV_PG_CONNECTIONS, ENV_PG_NAMESPACE, ENV_PG_URL, ENV_SOFT_LEASE, ENV_TIMEOUT_PREFIX,

@@ -4,6 +4,17 @@
 //! Percentiles come from HDR histograms (the `hdrhistogram` crate) at two
 //! significant digits in microseconds: constant memory per category however
 //! many acquisitions are recorded.
+//!
+//! * [`display`]: [`Metrics`] as a table a person reads.
+//! * `facade` (feature `metrics`): every event also recorded through the
+//!   `metrics` crate facade, with category labels.
+
+mod display;
+#[cfg(feature = "metrics")]
+mod facade;
+
+#[cfg(feature = "metrics")]
+pub use facade::describe_metrics;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,7 +25,11 @@ use crate::backend::BackendMetrics;
 use crate::category::Category;
 use crate::sys::fork_generation;
 
-/// A snapshot of a [`crate::Locks`] handle's metrics.
+/// A snapshot of a [`crate::Locks`] handle's metrics. Its `Display` is a
+/// table a person reads (one row per category used, waits and holds in
+/// their own units, then the backend's counters); with the `metrics`
+/// feature every event is also recorded through the `metrics` crate
+/// facade as it happens (see [`crate::describe_metrics`]).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
@@ -173,30 +188,60 @@ impl Recorder {
     }
 
     pub fn acquired(&self, category: Category, waited: Duration) {
-        self.with(category, |r| {
+        let recorded = self.with(category, |r| {
             r.acquisitions += 1;
             r.wait.saturating_record(micros(waited));
         });
+        #[cfg(feature = "metrics")]
+        if recorded.is_some() {
+            facade::count(facade::ACQUISITIONS, category);
+            facade::time(facade::WAIT_SECONDS, category, waited);
+        }
+        let _ = recorded;
     }
 
     pub fn timed_out(&self, category: Category) {
-        self.with(category, |r| r.timeouts += 1);
+        let recorded = self.with(category, |r| r.timeouts += 1);
+        #[cfg(feature = "metrics")]
+        if recorded.is_some() {
+            facade::count(facade::TIMEOUTS, category);
+        }
+        let _ = recorded;
     }
 
     pub fn order_violation(&self, category: Category) {
-        self.with(category, |r| r.order_violations += 1);
+        let recorded = self.with(category, |r| r.order_violations += 1);
+        #[cfg(feature = "metrics")]
+        if recorded.is_some() {
+            facade::count(facade::ORDER_VIOLATIONS, category);
+        }
+        let _ = recorded;
     }
 
     pub fn off_runtime(&self, category: Category) {
-        self.with(category, |r| r.off_runtime += 1);
+        let recorded = self.with(category, |r| r.off_runtime += 1);
+        #[cfg(feature = "metrics")]
+        if recorded.is_some() {
+            facade::count(facade::OFF_RUNTIME, category);
+        }
+        let _ = recorded;
     }
 
     pub fn released(&self, category: Category, held: Duration, over_budget: bool) {
-        self.with(category, |r| {
+        let recorded = self.with(category, |r| {
             r.releases += 1;
             r.over_budget += u64::from(over_budget);
             r.hold.saturating_record(micros(held));
         });
+        #[cfg(feature = "metrics")]
+        if recorded.is_some() {
+            facade::count(facade::RELEASES, category);
+            if over_budget {
+                facade::count(facade::OVER_BUDGET, category);
+            }
+            facade::time(facade::HOLD_SECONDS, category, held);
+        }
+        let _ = recorded;
     }
 
     pub fn snapshot(&self, backend: BackendMetrics) -> Metrics {

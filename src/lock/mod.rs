@@ -42,6 +42,8 @@ pub use env::{
 };
 pub use guard::LockGuard;
 pub use locks::{Locks, LocksBuilder};
+#[cfg(feature = "metrics")]
+pub use metrics::describe_metrics;
 pub use metrics::{CategoryMetrics, Metrics, Percentiles};
 pub use order::OrderCheck;
 pub use owner::SameTask;

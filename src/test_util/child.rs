@@ -137,7 +137,13 @@ impl ChildHolder {
         let exe = std::env::current_exe()
             .map_err(|e| LockError::io("find the running test program for", target, e))?;
         let mut child = Command::new(&exe)
-            .args([HOOK_TEST, "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .args([
+                HOOK_TEST,
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
             .env(HOLD_VAR, spec.to_json()?)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -157,7 +163,10 @@ impl ChildHolder {
             Ok(said) => said?,
             Err(_) => Some(format!("error nothing said within {limit:?}")),
         };
-        match said.as_deref().map(|s| s.split_once(' ').unwrap_or((s, ""))) {
+        match said
+            .as_deref()
+            .map(|s| s.split_once(' ').unwrap_or((s, "")))
+        {
             Some(("held", token)) => {
                 holder.token = token.parse().ok().map(FencingToken::new);
                 Ok(holder)

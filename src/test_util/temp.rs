@@ -68,7 +68,9 @@ impl TempLocks {
         let dir = tempfile::Builder::new()
             .prefix("async-filelock-test-")
             .tempdir()
-            .map_err(|e| LockError::io("create a temporary directory in", std::env::temp_dir(), e))?;
+            .map_err(|e| {
+                LockError::io("create a temporary directory in", std::env::temp_dir(), e)
+            })?;
         let locks = builder.lock_dir(dir.path().join("locks")).build()?;
         Ok(TempLocks { locks, dir })
     }
