@@ -2,6 +2,10 @@
 //! baseline in the same group: `cargo bench --bench locks`. The ratios the
 //! README quotes come from `cargo bench --bench ratios`, which measures
 //! baseline and crate alternately and prints the ratios directly.
+
+// The baseline is std's `File::lock` (Rust 1.89); the benches are not part
+// of the library's MSRV (1.88, Cargo.toml's rust-version).
+#![allow(clippy::incompatible_msrv)]
 // The baseline is std's blocking lock, kept out of the crate by clippy.toml.
 #![allow(clippy::disallowed_methods)]
 

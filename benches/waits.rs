@@ -19,6 +19,10 @@
 //!   and whether the lock is free once the holder exits.
 //! * `shutdown`: a runtime dropped with 1,000 pending waits: how long the
 //!   drop takes.
+
+// The baseline is std's `File::lock` (Rust 1.89); the benches are not part
+// of the library's MSRV (1.88, Cargo.toml's rust-version).
+#![allow(clippy::incompatible_msrv)]
 // The holder is plain std `flock`, which the crate's clippy.toml keeps out
 // of everything but the OS backend.
 #![allow(clippy::disallowed_methods)]
