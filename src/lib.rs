@@ -26,12 +26,178 @@
 //!   [`JsonlReader`], [`write_atomic`], [`update_json`] with revisions;
 //!   each has a `_with` form (or a builder's `.locks(..)`) taking an
 //!   explicit [`Locks`] handle.
-//! * Observability: [`Metrics`] per handle, with the backend's own counters
-//!   in [`Metrics::backend`]; tracing spans and events.
+//! * Observability: [`Metrics`] per handle (its `Display` is a table a
+//!   person reads), with the backend's own counters in
+//!   [`Metrics::backend`]; tracing spans and events; with the `metrics`
+//!   feature, every event recorded through the `metrics` crate facade.
 //! * Tools: [`doctor`], the logic of the `lock-doctor` program (feature
 //!   `cli`): list who holds what in a lock dir, clean what crashed
 //!   processes left, report the effective configuration, probe whether
 //!   locking works on a filesystem.
+//! * Testing: `test_util` (feature `test-util`): a [`Locks`] in a temporary
+//!   directory, a lock held by another process until you release it, a
+//!   wait until a lock is contended.
+//!
+//! # Feature flags
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `cli` | the `lock-doctor` program (`cargo install async-filelock --features cli`) |
+//! | `metrics` | every acquisition, timeout, release and hold over budget also recorded through the [`metrics`](https://docs.rs/metrics) facade: counters and histograms labelled by category (`describe_metrics` names them) |
+//! | `test-util` | `test_util`, for your own test suites |
+//!
+//! The download service in one command shows it all working together:
+//! `cargo run --release --example download_service` in the repository (a
+//! local HTTP server, worker processes downloading one catalog into one
+//! directory, and checks at the end).
+//!
+//! # Guide
+//!
+//! ## What to lock, and with which category
+//!
+//! Lock the file other processes must not see half-done, by its own path,
+//! in the category that says what it is. The lock is a separate lock file
+//! (law 1), so the data file is never opened for locking, and every
+//! spelling of the path meets on one lock (law 2). The category sets the
+//! default timeout, whether the lock file is removed on release, and the
+//! lock's place in the lock order:
+//!
+//! | category | for | default timeout | when it is busy |
+//! |---|---|---|---|
+//! | [`Category::Artifact`] | downloaded files, written by [`ArtifactWriter`] | 30 s | someone else is downloading it: skip it and come back ([`OnBusy::Skip`]), or wait and find it present ([`Artifact::AlreadyPresent`]) |
+//! | [`Category::Manifest`], [`Category::Telemetry`] | JSONL logs, appended by [`JsonlSink`] | 5 s | wait: a record is never dropped; a timeout means a stuck holder, so fail loudly |
+//! | [`Category::Sqlite`] | a SQLite database, one transaction or batch per hold | 10 s | wait; on a timeout, put the batch back and retry later |
+//! | [`Category::Summary`] | small files replaced whole: [`write_atomic`], [`update_json`] | 5 s | wait; a summary update that times out may be skipped when the next carries the totals |
+//!
+//! Hold a lock for one unit of work (one download, one batch, one
+//! replace), never across waits for something else. The writers take and
+//! release their locks themselves; take a lock by hand for files you write
+//! yourself, such as the SQLite database.
+//!
+//! ## Failure policy: wait, bail, or retry later
+//!
+//! Every wait is bounded by its category's timeout unless told otherwise,
+//! and a timeout is an error that names the lock file, the wait and the
+//! holder (`held by pid 4121 (python3) for 12.4 s`), fit for a log line:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+//! use async_filelock::{Artifact, ArtifactWriter, Category, Locks, OnBusy};
+//! use std::time::Duration;
+//! let dir = tempfile::tempdir().unwrap();
+//! let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+//!
+//! // Bail: someone else is downloading it; do other work, come back later.
+//! let open = ArtifactWriter::builder(dir.path().join("model.bin"))
+//!     .locks(locks.clone())
+//!     .on_busy(OnBusy::Skip)
+//!     .open()
+//!     .await?;
+//! if let Artifact::Busy = open { /* requeue it */ }
+//!
+//! // Retry later: a bounded wait, and a timeout is not fatal.
+//! let db = dir.path().join("state.db");
+//! match locks.acquire(Category::Sqlite, &db).timeout(Duration::from_secs(2)).await {
+//!     Ok(guard) => { /* one transaction */ guard.release().await? }
+//!     Err(e) if e.is_timeout() => { /* log e (it names the holder); retry the batch later */ }
+//!     Err(e) => return Err(e),
+//! }
+//!
+//! // Never wait: `None` when someone holds it.
+//! let maybe = locks.try_lock(Category::Summary, dir.path().join("summary.json")).await?;
+//! # drop(maybe); Ok(()) }
+//! ```
+//!
+//! Timeouts per category come from the builder
+//! ([`LocksBuilder::timeout`], [`LocksBuilder::wait_forever`]) or the
+//! environment (`ASYNC_FILELOCK_TIMEOUT_SQLITE=20`); per call from
+//! [`Acquire::timeout`]. A hold longer than the category's budget logs a
+//! warning and counts in [`CategoryMetrics::over_budget`].
+//!
+//! ## Lock order
+//!
+//! A task that holds one lock and waits for another can deadlock with a
+//! task doing the opposite. Take several locks with [`Locks::lock_many`],
+//! which takes them in one global order: artifact, manifest, telemetry,
+//! sqlite, summary, then by lock path. A task that takes locks one by one
+//! against that order is warned about ([`OrderCheck::Warn`], the default)
+//! or refused ([`OrderCheck::Error`]). [`ArtifactWriter::commit_then`]
+//! runs its step (a manifest row, a database row) while the artifact lock
+//! is held, which is in order.
+//!
+//! ## What happens on a crash
+//!
+//! * **OS locks** (`flock`, the default backend) belong to open
+//!   descriptors: the kernel releases them when the process dies, however
+//!   it dies. The lock file stays (harmless; artifacts' are removed on
+//!   release; `lock-doctor clean` removes old free ones).
+//! * **Soft locks** stay on disk: the next waiter reads the owner record,
+//!   and breaks the lock at once if its owner is gone on this host (pid and
+//!   process start time), or once its lease ran out if it is on another.
+//! * **Artifacts**: the target is untouched (only a verified `.part` is
+//!   renamed over it). The `.part` stays, with a marker in the lock dir;
+//!   the next writer starts over ([`Leftover::Discard`], the default) or
+//!   continues it ([`Leftover::Resume`], with [`ArtifactWriter::resume_from`]
+//!   for an HTTP `Range` request, and the digest of the whole verified at
+//!   commit).
+//! * **JSONL**: a line torn by a crash mid-write is moved to
+//!   `<log>.torn-<offset>` by the next [`JsonlSink`] to open the log; every
+//!   other line is whole.
+//! * **Whole files** ([`write_atomic`], [`update_json`]): the old file is
+//!   intact; a temp file `.<name>.<random>.tmp` may remain beside it
+//!   (`lock-doctor clean` removes it under the lock).
+//!
+//! ## Network filesystems
+//!
+//! `flock` on NFS is emulated with byte-range locks (NFSv4 makes them work
+//! across clients); on SMB, CephFS or FUSE mounts it may be refused, or
+//! local to one client. When every process runs on one host, put the lock
+//! dir on a local disk (`ASYNC_FILELOCK_DIR=/run/user/1000/locks`) and keep
+//! the data where it is. Where processes on several hosts share a
+//! directory, use soft locks there ([`BackendChoice::Soft`], or
+//! [`BackendChoice::Auto`] to fall back only where `flock` is refused). A
+//! lock dir on a network filesystem is warned about once
+//! ([`NetworkFsPolicy`]: warn, refuse or allow), and file work under a
+//! network mount leaves the runtime thread (see "Network filesystems"
+//! below).
+//!
+//! ## Soft locks and fencing tokens
+//!
+//! A soft lock is a lock file created whole with an owner record and kept
+//! by a lease that a crate thread renews. A holder that stalls longer than
+//! its lease (stopped, swapped out, a hung mount) loses it: its guard says
+//! so ([`LockGuard::is_lost`], [`LockGuard::lost`]) and no writer of this
+//! crate commits under it. Between the check and the write there is
+//! always a moment, so give stores a [`FencingToken`]: every holding of a
+//! lock gets a larger one ([`LockGuard::token`], [`CommitReport::token`],
+//! [`JsonlSinkBuilder::record_token`] stamps it on each record), and a
+//! store that keeps the largest token it has seen can refuse a write from
+//! a superseded holder. Tokens are issued for every backend.
+//!
+//! ## The lock dir's security
+//!
+//! Whoever can write the lock dir can hold your locks forever, or swap a
+//! lock file under you. So lock dirs are made 0700 and lock files 0600
+//! (configurable), a lock path that is a symlink is never followed, and a
+//! lock dir (or a configured lock dir's parent, unless sticky) that
+//! another user owns or may write is refused with [`LockError::Untrusted`],
+//! which says what to change. Several users share lock dirs through one
+//! group ([`LocksBuilder::shared_group`], with `dir_mode(0o2770)` and
+//! `file_mode(0o660)`). Prefer a per-user directory (`$XDG_RUNTIME_DIR`)
+//! to a fixed name in a world-writable one such as `/tmp`, where another
+//! user could create it first (you would be refused, not fooled).
+//!
+//! ## Testing code that uses the crate
+//!
+//! With the `test-util` feature (for dev-dependencies), `test_util` has
+//! what a test of "another process holds it" needs, with no harness of your
+//! own: `TempLocks` (a [`Locks`] in a fresh temporary directory, read from
+//! the environment, so `ASYNC_FILELOCK_BACKEND=soft cargo test` runs the
+//! suite on soft locks), `ChildHolder` (the lock held by a child process,
+//! which is your test program run again through a hook you add with one
+//! line, until you release it or kill it), and `wait_until_contended`
+//! (returns once your code waits for the lock, instead of a sleep). Its
+//! module documentation has a whole test file.
 //!
 //! # How it works
 //!

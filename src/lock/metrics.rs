@@ -29,7 +29,7 @@ use crate::sys::fork_generation;
 /// table a person reads (one row per category used, waits and holds in
 /// their own units, then the backend's counters); with the `metrics`
 /// feature every event is also recorded through the `metrics` crate
-/// facade as it happens (see [`crate::describe_metrics`]).
+/// facade as it happens (see `describe_metrics`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
