@@ -5,7 +5,7 @@
 //! each other's increments; under `summary_lock` (an OS `flock` on a lock
 //! file in `.locks/` beside the counter) none is lost.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use async_filelock::summary_lock;
@@ -15,10 +15,10 @@ const INCREMENTS: u32 = 200;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if let [_, role, counter] = &std::env::args().collect::<Vec<_>>()[..] {
-        if role == "--child" {
-            return child(Path::new(counter)).await;
-        }
+    if let [_, role, counter] = &std::env::args().collect::<Vec<_>>()[..]
+        && role == "--child"
+    {
+        return child(Path::new(counter)).await;
     }
     let dir = tempfile::tempdir()?;
     let counter = dir.path().join("counter.txt");
@@ -45,7 +45,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn child(counter: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let counter: PathBuf = counter.to_path_buf();
     for _ in 0..INCREMENTS {
         // Waits (without blocking the runtime) while another process holds
         // it; released when `guard` is dropped, or by the kernel if this
