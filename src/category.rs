@@ -34,6 +34,12 @@ pub enum Category {
 
 impl Category {
     /// Every category, in lock order.
+    ///
+    /// ```
+    /// use async_filelock::Category;
+    /// assert_eq!(Category::ALL.first(), Some(&Category::Artifact));
+    /// assert!(Category::ALL.windows(2).all(|w| w[0] < w[1]), "in lock order");
+    /// ```
     pub const ALL: [Category; 5] = [
         Category::Artifact,
         Category::Manifest,
@@ -44,6 +50,10 @@ impl Category {
 
     /// The lower-case name used in lock file names, environment variables and
     /// log lines.
+    ///
+    /// ```
+    /// assert_eq!(async_filelock::Category::Sqlite.name(), "sqlite");
+    /// ```
     pub const fn name(self) -> &'static str {
         match self {
             Category::Artifact => "artifact",
@@ -56,6 +66,10 @@ impl Category {
 
     /// The default time to wait for this category's lock, from the field:
     /// manifest, telemetry and summary 5 s; sqlite 10 s; artifact 30 s.
+    ///
+    /// ```
+    /// assert_eq!(async_filelock::Category::Artifact.default_timeout().as_secs(), 30);
+    /// ```
     pub const fn default_timeout(self) -> Duration {
         match self {
             Category::Artifact => Duration::from_secs(30),
@@ -67,6 +81,12 @@ impl Category {
     /// Whether the lock file is removed on release by default. On for
     /// artifacts, where a million downloads would otherwise leave a million
     /// lock files; off for the long-lived targets of the other categories.
+    ///
+    /// ```
+    /// use async_filelock::Category;
+    /// assert!(Category::Artifact.default_remove_on_release());
+    /// assert!(!Category::Manifest.default_remove_on_release());
+    /// ```
     pub const fn default_remove_on_release(self) -> bool {
         matches!(self, Category::Artifact)
     }
@@ -88,6 +108,11 @@ impl fmt::Display for Category {
 #[error(
     "unknown lock category {0:?}: expected one of artifact, manifest, telemetry, sqlite, summary"
 )]
+///
+/// ```
+/// let err = "bogus".parse::<async_filelock::Category>().unwrap_err();
+/// assert!(err.to_string().contains("bogus"));
+/// ```
 pub struct ParseCategoryError(pub String);
 
 impl FromStr for Category {

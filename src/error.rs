@@ -333,11 +333,19 @@ impl Holder {
     }
 
     /// True for [`Holder::ThisTask`].
+    ///
+    /// ```
+    /// assert!(async_filelock::Holder::ThisTask.is_this_task());
+    /// ```
     pub fn is_this_task(&self) -> bool {
         matches!(self, Holder::ThisTask)
     }
 
     /// The holder's pid, where a process holds it.
+    ///
+    /// ```
+    /// assert_eq!(async_filelock::Holder::ThisTask.pid(), None);
+    /// ```
     pub fn pid(&self) -> Option<u32> {
         match self {
             Holder::Process { pid, .. } => Some(*pid),
@@ -420,6 +428,18 @@ impl fmt::Display for Holder {
 
 impl LockError {
     /// True for [`LockError::Timeout`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let s = dir.path().join("s.json");
+    /// let _held = locks.lock(Category::Summary, &s).await?;
+    /// let late = tokio::spawn(locks.acquire(Category::Summary, &s).timeout(std::time::Duration::ZERO));
+    /// assert!(late.await.unwrap().unwrap_err().is_timeout());
+    /// # Ok(()) }
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, LockError::Timeout { .. })
     }
@@ -442,6 +462,16 @@ impl LockError {
 
     /// The path the error concerns: the target, the lock file, or the path of
     /// the failed I/O operation. `None` only for configuration errors.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let err = locks.lock(Category::Manifest, dir.path()).await.unwrap_err(); // a directory
+    /// assert_eq!(err.path(), Some(dir.path()));
+    /// # Ok(()) }
+    /// ```
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
             LockError::Timeout { lock_path, .. }

@@ -29,11 +29,19 @@ pub struct FencingToken(u64);
 
 impl FencingToken {
     /// A token of value `value` (to compare with one a guard gave).
+    ///
+    /// ```
+    /// assert_eq!(async_filelock::FencingToken::new(7).get(), 7);
+    /// ```
     pub const fn new(value: u64) -> Self {
         FencingToken(value)
     }
 
     /// Its value.
+    ///
+    /// ```
+    /// assert_eq!(async_filelock::FencingToken::new(7).get(), 7);
+    /// ```
     pub const fn get(self) -> u64 {
         self.0
     }

@@ -19,6 +19,10 @@ pub enum LockMode {
 
 impl LockMode {
     /// True for [`LockMode::Shared`].
+    ///
+    /// ```
+    /// assert!(!async_filelock::LockMode::Exclusive.is_shared());
+    /// ```
     pub const fn is_shared(self) -> bool {
         matches!(self, LockMode::Shared)
     }

@@ -87,24 +87,68 @@ impl Acquire {
     }
 
     /// Waits at most `limit` (zero: one attempt, then [`LockError::Timeout`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// use std::time::Duration;
+    /// let db = dir.path().join("state.db");
+    /// let _held = locks.lock(Category::Sqlite, &db).await?;
+    /// let other = tokio::spawn(locks.acquire(Category::Sqlite, &db).timeout(Duration::from_millis(20)));
+    /// assert!(other.await.unwrap().unwrap_err().is_timeout());
+    /// # Ok(()) }
+    /// ```
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
         self
     }
 
     /// Waits as long as it takes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let guard = locks.acquire(Category::Artifact, dir.path().join("big.bin")).wait_forever().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn wait_forever(mut self) -> Self {
         self.timeout = None;
         self
     }
 
     /// Asks for a shared lock.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let db = dir.path().join("state.db");
+    /// let a = locks.acquire(Category::Sqlite, &db).shared().await?;
+    /// let b = locks.acquire(Category::Sqlite, &db).shared().await?; // readers together
+    /// assert!(a.mode().is_shared() && b.mode().is_shared());
+    /// # Ok(()) }
+    /// ```
     pub fn shared(mut self) -> Self {
         self.mode = LockMode::Shared;
         self
     }
 
     /// Asks for an exclusive lock (the default).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::{Category, LockMode};
+    /// let g = locks.acquire(Category::Sqlite, dir.path().join("state.db")).shared().exclusive().await?;
+    /// assert_eq!(g.mode(), LockMode::Exclusive);
+    /// # Ok(()) }
+    /// ```
     pub fn exclusive(mut self) -> Self {
         self.mode = LockMode::Exclusive;
         self
@@ -120,6 +164,18 @@ impl Acquire {
     /// # Cancel safety
     ///
     /// Cancel safe; it completes without waiting for a holder.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let db = dir.path().join("state.db");
+    /// let first = locks.acquire(Category::Sqlite, &db).try_now().await?;
+    /// assert!(first.is_some());
+    /// assert!(locks.acquire(Category::Sqlite, &db).try_now().await?.is_none(), "busy: no wait");
+    /// # Ok(()) }
+    /// ```
     pub async fn try_now(self) -> Result<Option<LockGuard>, LockError> {
         let ask = Ask {
             category: self.category,

@@ -11,10 +11,22 @@ use crate::category::Category;
 use crate::error::LockError;
 
 /// One lock directory for every target.
+///
+/// ```
+/// assert_eq!(async_filelock::ENV_DIR, "ASYNC_FILELOCK_DIR");
+/// ```
 pub const ENV_DIR: &str = "ASYNC_FILELOCK_DIR";
 /// Prefix of the per-category timeout variables (`…_ARTIFACT`, `…_SQLITE`, …).
+///
+/// ```
+/// assert_eq!(async_filelock::ENV_TIMEOUT_PREFIX, "ASYNC_FILELOCK_TIMEOUT_");
+/// ```
 pub const ENV_TIMEOUT_PREFIX: &str = "ASYNC_FILELOCK_TIMEOUT_";
 /// The backend variable.
+///
+/// ```
+/// assert_eq!(async_filelock::ENV_BACKEND, "ASYNC_FILELOCK_BACKEND");
+/// ```
 pub const ENV_BACKEND: &str = "ASYNC_FILELOCK_BACKEND";
 /// The PostgreSQL server of `ASYNC_FILELOCK_BACKEND=postgres` (a libpq
 /// connection string or URL).
@@ -25,12 +37,24 @@ pub const ENV_PG_NAMESPACE: &str = "ASYNC_FILELOCK_PG_NAMESPACE";
 pub const ENV_PG_CONNECTIONS: &str = "ASYNC_FILELOCK_PG_CONNECTIONS";
 /// The lease of soft locks, in seconds (see
 /// [`crate::LocksBuilder::soft_lease`]).
+///
+/// ```
+/// assert_eq!(async_filelock::ENV_SOFT_LEASE, "ASYNC_FILELOCK_SOFT_LEASE");
+/// ```
 pub const ENV_SOFT_LEASE: &str = "ASYNC_FILELOCK_SOFT_LEASE";
 /// What to do with a lock dir on a network filesystem: `warn`, `refuse`
 /// or `allow` (see [`crate::NetworkFsPolicy`]).
+///
+/// ```
+/// assert_eq!(async_filelock::ENV_NETWORK_FS_POLICY, "ASYNC_FILELOCK_NETWORK_FS_POLICY");
+/// ```
 pub const ENV_NETWORK_FS_POLICY: &str = "ASYNC_FILELOCK_NETWORK_FS_POLICY";
 /// How many threads of the process may block in the kernel waiting for OS
 /// locks (see [`crate::set_max_wait_threads`]); process-wide.
+///
+/// ```
+/// assert_eq!(async_filelock::ENV_WAIT_THREADS, "ASYNC_FILELOCK_WAIT_THREADS");
+/// ```
 pub const ENV_WAIT_THREADS: &str = "ASYNC_FILELOCK_WAIT_THREADS";
 
 /// Applies the variables `lookup` finds over `policy`.

@@ -99,11 +99,31 @@ impl LockGuard {
     }
 
     /// The category of the lock.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let g = locks.lock(Category::Telemetry, dir.path().join("t.jsonl")).await?;
+    /// assert_eq!(g.category(), Category::Telemetry);
+    /// # Ok(()) }
+    /// ```
     pub fn category(&self) -> Category {
         self.parts().category
     }
 
     /// Shared or exclusive.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::{Category, LockMode};
+    /// let g = locks.lock_shared(Category::Sqlite, dir.path().join("db")).await?;
+    /// assert_eq!(g.mode(), LockMode::Shared);
+    /// # Ok(()) }
+    /// ```
     pub fn mode(&self) -> LockMode {
         match self.parts().hold {
             Hold::Exclusive { .. } => LockMode::Exclusive,
@@ -112,21 +132,62 @@ impl LockGuard {
     }
 
     /// The lock file.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let g = locks.lock(Category::Manifest, dir.path().join("m.jsonl")).await?;
+    /// assert!(g.lock_path().file_name().unwrap().to_str().unwrap().starts_with("manifest."));
+    /// # Ok(()) }
+    /// ```
     pub fn lock_path(&self) -> &Path {
         &self.parts().lock_path
     }
 
     /// The file the lock guards, absolute and normalised.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let g = locks.lock(Category::Manifest, dir.path().join("./m.jsonl")).await?;
+    /// assert_eq!(g.target(), dir.path().canonicalize().unwrap().join("m.jsonl"));
+    /// # Ok(()) }
+    /// ```
     pub fn target(&self) -> &Path {
         &self.parts().target
     }
 
     /// How long the acquisition waited before the lock was granted.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let g = locks.lock(Category::Manifest, dir.path().join("m.jsonl")).await?;
+    /// println!("waited {:?}", g.waited()); // uncontended: microseconds
+    /// # Ok(()) }
+    /// ```
     pub fn waited(&self) -> Duration {
         self.parts().waited
     }
 
     /// How long the lock has been held so far.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let g = locks.lock(Category::Manifest, dir.path().join("m.jsonl")).await?;
+    /// tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    /// assert!(g.held_for() >= std::time::Duration::from_millis(2));
+    /// # Ok(()) }
+    /// ```
     pub fn held_for(&self) -> Duration {
         self.inner
             .as_ref()
@@ -256,6 +317,18 @@ impl LockGuard {
     ///
     /// If this future is dropped before it completes, the release still
     /// happens, on the blocking pool.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let g = locks.lock(Category::Artifact, dir.path().join("a.bin")).await?;
+    /// let lock_file = g.lock_path().to_path_buf();
+    /// g.release().await?;
+    /// assert!(!lock_file.exists(), "artifact lock files are removed on release");
+    /// # Ok(()) }
+    /// ```
     pub async fn release(mut self) -> Result<(), LockError> {
         let Some(inner) = self.take_disowned() else {
             return Ok(());

@@ -62,6 +62,14 @@ impl std::fmt::Debug for Locks {
 impl Locks {
     /// A builder with the defaults: lock files in `.locks`
     /// beside each target, per-category timeouts, files 0600 in a 0700 dir.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, Locks};
+    /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// assert_eq!(locks.timeout(Category::Sqlite), Some(std::time::Duration::from_secs(10)));
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn builder() -> LocksBuilder {
         LocksBuilder {
             policy: Policy::default(),
@@ -91,6 +99,14 @@ impl Locks {
     ///
     /// As [`Locks::from_env`]; an invalid environment is reported on every
     /// call, not cached.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let locks = async_filelock::Locks::global()?; // what artifact_lock() … use
+    /// let again = async_filelock::Locks::global()?;
+    /// assert_eq!(locks.backend(), again.backend());
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn global() -> Result<Locks, LockError> {
         static GLOBAL: OnceLock<Locks> = OnceLock::new();
         if let Some(locks) = GLOBAL.get() {
@@ -163,6 +179,17 @@ impl Locks {
     /// takes the task out of the queue; a wait in `flock` it started lets go
     /// of the lock the moment it is granted (or is adopted by the next wait
     /// on the same lock), within the bound of such waits.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let guard = locks.lock(Category::Manifest, dir.path().join("manifest.jsonl")).await?;
+    /// // … append to the manifest …
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn lock(&self, category: Category, target: impl AsRef<Path>) -> Acquire {
         self.acquire(category, target)
     }
@@ -175,6 +202,18 @@ impl Locks {
     /// any other (see [`SameTask`]): the queue is fair, so a writer queued
     /// between its two requests makes the second wait for the first's
     /// release.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let db = dir.path().join("state.db");
+    /// let r1 = locks.lock_shared(Category::Sqlite, &db).await?;
+    /// let r2 = locks.lock_shared(Category::Sqlite, &db).await?;
+    /// assert!(locks.try_lock(Category::Sqlite, &db).await?.is_none(), "no writer while readers hold it");
+    /// # Ok(()) }
+    /// ```
     pub fn lock_shared(&self, category: Category, target: impl AsRef<Path>) -> Acquire {
         self.acquire(category, target).shared()
     }
@@ -193,6 +232,17 @@ impl Locks {
     /// # Cancel safety
     ///
     /// Cancel safe; it completes without waiting for a holder.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let s = dir.path().join("summary.json");
+    /// let held = locks.try_lock(Category::Summary, &s).await?.expect("free");
+    /// assert!(locks.try_lock(Category::Summary, &s).await?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub async fn try_lock(
         &self,
         category: Category,
@@ -210,6 +260,17 @@ impl Locks {
     /// # Cancel safety
     ///
     /// As [`Locks::try_lock`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// let db = dir.path().join("state.db");
+    /// let reader = locks.try_lock_shared(Category::Sqlite, &db).await?.expect("free");
+    /// assert!(locks.try_lock_shared(Category::Sqlite, &db).await?.is_some(), "readers share");
+    /// # Ok(()) }
+    /// ```
     pub async fn try_lock_shared(
         &self,
         category: Category,
@@ -243,6 +304,15 @@ impl Locks {
     }
 
     /// The timeout of a category (`None`: wait forever).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, Locks};
+    /// let locks = Locks::builder().wait_forever(Category::Artifact).build()?;
+    /// assert_eq!(locks.timeout(Category::Artifact), None);
+    /// assert_eq!(locks.timeout(Category::Summary), Some(std::time::Duration::from_secs(5)));
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn timeout(&self, category: Category) -> Option<Duration> {
         self.engine.policy.timeout(category)
     }
@@ -287,6 +357,18 @@ impl Locks {
 
     /// Counters and wait/hold percentiles per category for this handle, and
     /// its backend's counters.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// locks.lock(Category::Manifest, dir.path().join("m.jsonl")).await?.release().await?;
+    /// let metrics = locks.metrics();
+    /// assert_eq!(metrics.category(Category::Manifest).acquisitions, 1);
+    /// println!("{metrics}"); // a table, one row per category used
+    /// # Ok(()) }
+    /// ```
     pub fn metrics(&self) -> Metrics {
         self.engine.recorder.snapshot(self.engine.backend.metrics())
     }
@@ -394,6 +476,15 @@ pub struct LocksBuilder {
 
 impl LocksBuilder {
     /// Puts every lock file in `dir` (created 0700 on first use).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, Locks};
+    /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// let lock = locks.lock_path(Category::Manifest, dir.path().join("m.jsonl"))?;
+    /// assert!(lock.starts_with(dir.path().join("locks")));
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn lock_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.policy.lock_dir = LockDir::Fixed(dir.into());
         self
@@ -401,18 +492,44 @@ impl LocksBuilder {
 
     /// Puts each lock file in a `.locks` directory beside its target (the
     /// default).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, Locks};
+    /// let locks = Locks::builder().lock_dir("/elsewhere").lock_dir_beside_target().build()?;
+    /// let lock = locks.lock_path(Category::Manifest, dir.path().join("m.jsonl"))?;
+    /// assert_eq!(lock.parent().unwrap(), dir.path().canonicalize().unwrap().join(".locks"));
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn lock_dir_beside_target(mut self) -> Self {
         self.policy.lock_dir = LockDir::BesideTarget;
         self
     }
 
     /// How long acquisitions of `category` wait by default.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, Locks};
+    /// use std::time::Duration;
+    /// let locks = Locks::builder().timeout(Category::Sqlite, Duration::from_secs(20)).build()?;
+    /// assert_eq!(locks.timeout(Category::Sqlite), Some(Duration::from_secs(20)));
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn timeout(mut self, category: Category, limit: Duration) -> Self {
         self.policy.timeouts[category.index()] = Some(limit);
         self
     }
 
     /// Acquisitions of `category` wait as long as it takes.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, Locks};
+    /// let locks = Locks::builder().wait_forever(Category::Artifact).build()?;
+    /// assert_eq!(locks.timeout(Category::Artifact), None);
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn wait_forever(mut self, category: Category) -> Self {
         self.policy.timeouts[category.index()] = None;
         self
@@ -420,12 +537,43 @@ impl LocksBuilder {
 
     /// A hold of `category` longer than `budget` logs a warning and counts in
     /// [`crate::CategoryMetrics::over_budget`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, Locks};
+    /// use std::time::Duration;
+    /// let locks = Locks::builder()
+    ///     .lock_dir(dir.path().join("locks"))
+    ///     .hold_budget(Category::Summary, Duration::from_millis(1))
+    ///     .build()?;
+    /// let g = locks.lock(Category::Summary, dir.path().join("s.json")).await?;
+    /// tokio::time::sleep(Duration::from_millis(5)).await;
+    /// g.release().await?; // logs a warning: held longer than its budget
+    /// assert_eq!(locks.metrics().category(Category::Summary).over_budget, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn hold_budget(mut self, category: Category, budget: Duration) -> Self {
         self.policy.budgets[category.index()] = Some(budget);
         self
     }
 
     /// Whether releasing a lock of `category` removes its lock file.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, Locks};
+    /// let locks = Locks::builder()
+    ///     .lock_dir(dir.path().join("locks"))
+    ///     .remove_on_release(Category::Manifest, true)
+    ///     .build()?;
+    /// let g = locks.lock(Category::Manifest, dir.path().join("m.jsonl")).await?;
+    /// let lock_file = g.lock_path().to_path_buf();
+    /// g.release().await?;
+    /// assert!(!lock_file.exists());
+    /// # Ok(()) }
+    /// ```
     pub fn remove_on_release(mut self, category: Category, remove: bool) -> Self {
         self.policy.remove_on_release[category.index()] = remove;
         self
@@ -433,6 +581,20 @@ impl LocksBuilder {
 
     /// What to do when a task asks for a lock that comes before one it holds
     /// in the lock order (default [`OrderCheck::Warn`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, LockError, Locks, OrderCheck};
+    /// let locks = Locks::builder()
+    ///     .lock_dir(dir.path().join("locks"))
+    ///     .order_check(OrderCheck::Error)
+    ///     .build()?;
+    /// let _summary = locks.lock(Category::Summary, dir.path().join("s.json")).await?;
+    /// let err = locks.lock(Category::Manifest, dir.path().join("m.jsonl")).await.unwrap_err();
+    /// assert!(matches!(err, LockError::OrderViolation { .. }));
+    /// # Ok(()) }
+    /// ```
     pub fn order_check(mut self, check: OrderCheck) -> Self {
         self.policy.order_check = check;
         self
@@ -440,24 +602,77 @@ impl LocksBuilder {
 
     /// What a wait does when the asking task already holds the lock
     /// (default [`SameTask::Wait`], with a warning; see [`SameTask`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, LockError, Locks, SameTask};
+    /// let locks = Locks::builder()
+    ///     .lock_dir(dir.path().join("locks"))
+    ///     .same_task(SameTask::Refuse)
+    ///     .build()?;
+    /// let s = dir.path().join("s.json");
+    /// let _held = locks.lock(Category::Summary, &s).await?;
+    /// let err = locks.lock(Category::Summary, &s).await.unwrap_err();
+    /// assert!(matches!(err, LockError::WouldDeadlock { .. }));
+    /// # Ok(()) }
+    /// ```
     pub fn same_task(mut self, policy: SameTask) -> Self {
         self.policy.same_task = policy;
         self
     }
 
     /// Permission bits of new lock files (default 0600).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, Locks};
+    /// use std::os::unix::fs::PermissionsExt;
+    /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).file_mode(0o640).build()?;
+    /// let g = locks.lock(Category::Manifest, dir.path().join("m.jsonl")).await?;
+    /// let mode = std::fs::metadata(g.lock_path()).unwrap().permissions().mode();
+    /// assert_eq!(mode & 0o777 & !0o640, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn file_mode(mut self, mode: u32) -> Self {
         self.policy.file_mode = mode;
         self
     }
 
     /// Permission bits of new lock directories (default 0700).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, Locks};
+    /// use std::os::unix::fs::PermissionsExt;
+    /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).dir_mode(0o700).build()?;
+    /// locks.lock(Category::Manifest, dir.path().join("m.jsonl")).await?.release().await?;
+    /// let mode = std::fs::metadata(dir.path().join("locks")).unwrap().permissions().mode();
+    /// assert_eq!(mode & 0o777, 0o700);
+    /// # Ok(()) }
+    /// ```
     pub fn dir_mode(mut self, mode: u32) -> Self {
         self.policy.dir_mode = mode;
         self
     }
 
     /// Which backend holds the locks (default [`BackendChoice::Os`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{BackendChoice, Category, Locks};
+    /// let locks = Locks::builder()
+    ///     .lock_dir(dir.path().join("locks"))
+    ///     .backend(BackendChoice::Soft)
+    ///     .build()?;
+    /// let g = locks.lock(Category::Summary, dir.path().join("s.json")).await?;
+    /// assert_eq!(locks.metrics().backend().soft().unwrap().held_now, 1);
+    /// g.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn backend(mut self, backend: BackendChoice) -> Self {
         self.policy.backend = backend;
         self
@@ -467,6 +682,18 @@ impl LocksBuilder {
     /// 30 s; at least 50 ms). The holder renews it every third of that; a
     /// holder stalled longer loses it to the next waiter, and its guard
     /// reports the loss ([`LockGuard::is_lost`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{BackendChoice, Locks};
+    /// use std::time::Duration;
+    /// let locks = Locks::builder()
+    ///     .backend(BackendChoice::Soft)
+    ///     .soft_lease(Duration::from_secs(10))
+    ///     .build()?;
+    /// assert_eq!(locks.soft_lease(), Duration::from_secs(10));
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn soft_lease(mut self, lease: Duration) -> Self {
         self.policy.soft.lease = lease.max(MIN_LEASE);
         self
@@ -535,6 +762,14 @@ impl LocksBuilder {
 
     /// What to do when a lock dir is on a network or FUSE filesystem
     /// (default [`NetworkFsPolicy::Warn`], once per lock dir).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Locks, NetworkFsPolicy};
+    /// let locks = Locks::builder().network_fs(NetworkFsPolicy::Refuse).build()?;
+    /// assert_eq!(locks.network_fs(), NetworkFsPolicy::Refuse);
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn network_fs(mut self, policy: NetworkFsPolicy) -> Self {
         self.policy.network_fs = policy;
         self
@@ -567,6 +802,14 @@ impl LocksBuilder {
     /// # Errors
     ///
     /// [`LockError::Config`] naming the variable when a value is invalid.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::Locks;
+    /// // ASYNC_FILELOCK_DIR, ASYNC_FILELOCK_TIMEOUT_<CATEGORY>, ASYNC_FILELOCK_BACKEND, …
+    /// let locks = Locks::builder().env()?.build()?;
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn env(self) -> Result<Self, LockError> {
         self.env_from(|key| std::env::var_os(key))
     }
@@ -608,6 +851,17 @@ impl LocksBuilder {
     /// [`LockError::LockDir`] when it exists and is not a directory (or is a
     /// symlink to a file, named as resolved); [`LockError::Io`] when the
     /// current directory is needed to make it absolute and is gone.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{LockError, Locks};
+    /// let file = dir.path().join("not-a-dir");
+    /// std::fs::write(&file, b"").unwrap();
+    /// let err = Locks::builder().lock_dir(&file).build().unwrap_err();
+    /// assert!(matches!(err, LockError::LockDir { .. }));
+    /// let locks = Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn build(mut self) -> Result<Locks, LockError> {
         self.policy.resolve_lock_dir()?;
         let soft = SoftBackend {

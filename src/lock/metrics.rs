@@ -53,23 +53,64 @@ pub struct Metrics {
 
 impl Metrics {
     /// The metrics of one category.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::Category;
+    /// locks.lock(Category::Sqlite, dir.path().join("db")).await?.release().await?;
+    /// assert_eq!(locks.metrics().category(Category::Sqlite).acquisitions, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn category(&self, category: Category) -> &CategoryMetrics {
         &self.categories[category.index()]
     }
 
     /// Every category's metrics, in lock order.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// let metrics = locks.metrics();
+    /// assert_eq!(metrics.iter().filter(|(_, m)| m.acquisitions > 0).count(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (Category, &CategoryMetrics)> {
         Category::ALL.into_iter().zip(self.categories.iter())
     }
 
     /// The counters of the handle's backend (for the OS backend:
     /// process-wide threads waiting in `flock`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// let os = locks.metrics().backend().os().copied().expect("the OS backend");
+    /// assert_eq!(os.event_waits_now, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn backend(&self) -> &BackendMetrics {
         &self.backend
     }
 }
 
 /// Counts and percentiles of one category.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+/// use async_filelock::Category;
+/// let g = locks.lock(Category::Summary, dir.path().join("s.json")).await?;
+/// g.release().await?;
+/// let m = locks.metrics().category(Category::Summary).clone();
+/// assert_eq!((m.acquisitions, m.releases, m.timeouts), (1, 1, 0));
+/// assert!(m.hold.max >= m.hold.p50);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CategoryMetrics {
@@ -94,6 +135,17 @@ pub struct CategoryMetrics {
 }
 
 /// Percentiles of a duration distribution (two significant digits).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+/// use async_filelock::Category;
+/// locks.lock(Category::Summary, dir.path().join("s.json")).await?.release().await?;
+/// let wait = locks.metrics().category(Category::Summary).wait;
+/// assert!(wait.p50 <= wait.p95 && wait.p95 <= wait.p99 && wait.p99 <= wait.max);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Percentiles {

@@ -13,6 +13,10 @@ use crate::backend::{BackendChoice, NetworkFsPolicy, PostgresSettings};
 use crate::category::Category;
 
 /// Name of the lock directory placed beside targets by default.
+///
+/// ```
+/// assert_eq!(async_filelock::BESIDE_TARGET_DIR, ".locks");
+/// ```
 pub const BESIDE_TARGET_DIR: &str = ".locks";
 
 /// Where lock files go.

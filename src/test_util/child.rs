@@ -88,6 +88,17 @@ impl ChildHolder {
     ///
     /// Cancel safe: dropping the future kills the child, which lets go of
     /// whatever it took.
+    ///
+    /// ```rust,standalone_crate
+    /// # fn main() { async_filelock::test_util::child_main(); tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # use async_filelock::Category;
+    /// # use async_filelock::test_util::{ChildHolder, TempLocks};
+    /// # let locks = TempLocks::new().unwrap();
+    /// # let db = locks.path("state.db");
+    /// let holder = ChildHolder::hold(&locks, Category::Sqlite, &db).await.unwrap();
+    /// assert!(locks.try_lock(Category::Sqlite, &db).await.unwrap().is_none());
+    /// # }) }
+    /// ```
     pub async fn hold(
         locks: &Locks,
         category: Category,
@@ -106,6 +117,18 @@ impl ChildHolder {
     /// # Cancel safety
     ///
     /// As [`ChildHolder::hold`].
+    ///
+    /// ```rust,standalone_crate
+    /// # fn main() { async_filelock::test_util::child_main(); tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # use async_filelock::Category;
+    /// # use async_filelock::test_util::{ChildHolder, TempLocks};
+    /// # let locks = TempLocks::new().unwrap();
+    /// # let db = locks.path("state.db");
+    /// let holder = ChildHolder::hold_shared(&locks, Category::Sqlite, &db).await.unwrap();
+    /// assert!(locks.try_lock_shared(Category::Sqlite, &db).await.unwrap().is_some());
+    /// assert!(locks.try_lock(Category::Sqlite, &db).await.unwrap().is_none());
+    /// # }) }
+    /// ```
     pub async fn hold_shared(
         locks: &Locks,
         category: Category,
@@ -203,6 +226,19 @@ impl ChildHolder {
 
     /// The fencing token of the child's holding (for a shared lock, the last
     /// exclusive holder's), where one could be had.
+    ///
+    /// ```rust,standalone_crate
+    /// # fn main() { async_filelock::test_util::child_main(); tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # use async_filelock::Category;
+    /// # use async_filelock::test_util::{ChildHolder, TempLocks};
+    /// # let locks = TempLocks::new().unwrap();
+    /// # let db = locks.path("state.db");
+    /// let holder = ChildHolder::hold(&locks, Category::Sqlite, &db).await.unwrap();
+    /// let theirs = holder.token().unwrap();
+    /// holder.release().await.unwrap();
+    /// assert!(locks.lock(Category::Sqlite, &db).await.unwrap().token().unwrap() > theirs);
+    /// # }) }
+    /// ```
     pub fn token(&self) -> Option<FencingToken> {
         self.token
     }
@@ -219,6 +255,18 @@ impl ChildHolder {
     ///
     /// Cancel safe: dropping the future kills the child if it has not
     /// exited, which lets go of the lock all the same.
+    ///
+    /// ```rust,standalone_crate
+    /// # fn main() { async_filelock::test_util::child_main(); tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # use async_filelock::Category;
+    /// # use async_filelock::test_util::{ChildHolder, TempLocks};
+    /// # let locks = TempLocks::new().unwrap();
+    /// # let db = locks.path("state.db");
+    /// let holder = ChildHolder::hold(&locks, Category::Sqlite, &db).await.unwrap();
+    /// holder.release().await.unwrap();
+    /// assert!(locks.try_lock(Category::Sqlite, &db).await.unwrap().is_some());
+    /// # }) }
+    /// ```
     pub async fn release(mut self) -> Result<(), LockError> {
         if let Some(mut stdin) = self.stdin.take() {
             // A child gone already shows in what it said, below.
@@ -244,6 +292,18 @@ impl ChildHolder {
     /// # Cancel safety
     ///
     /// Cancel safe: the child is killed before the first await.
+    ///
+    /// ```rust,standalone_crate
+    /// # fn main() { async_filelock::test_util::child_main(); tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # use async_filelock::Category;
+    /// # use async_filelock::test_util::{ChildHolder, TempLocks};
+    /// # let locks = TempLocks::new().unwrap();
+    /// # let db = locks.path("state.db");
+    /// let holder = ChildHolder::hold(&locks, Category::Sqlite, &db).await.unwrap();
+    /// holder.kill().await.unwrap(); // as a crash: the kernel lets go of an OS lock
+    /// assert!(locks.try_lock(Category::Sqlite, &db).await.unwrap().is_some());
+    /// # }) }
+    /// ```
     pub async fn kill(mut self) -> Result<(), LockError> {
         if let Some(child) = self.child.as_mut()
             && let Err(e) = child.kill()

@@ -41,6 +41,13 @@ impl TempLocks {
     ///
     /// [`LockError::Config`] for an invalid environment; [`LockError::Io`]
     /// if the temporary directory cannot be made.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let locks = async_filelock::test_util::TempLocks::new()?;
+    /// assert!(locks.lock_dir().starts_with(locks.dir()));
+    /// # Ok::<(), async_filelock::LockError>(())
+    /// ```
     pub fn new() -> Result<TempLocks, LockError> {
         TempLocks::with_builder(Locks::builder().env()?)
     }

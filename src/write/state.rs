@@ -20,6 +20,17 @@ use crate::error::LockError;
 use crate::lock::{LockGuard, Locks};
 
 /// A state and the revision it was read at (0: the file does not exist yet).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use async_filelock::{update_json, load_json, Versioned};
+/// let state = dir.path().join("state.json");
+/// update_json(&state, |v: &mut Vec<u32>| v.push(1)).await?;
+/// let Versioned { revision, data } = load_json::<Vec<u32>>(&state).await?;
+/// assert_eq!((revision, data), (1, vec![1]));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned<T> {
     /// Incremented by every save.
@@ -73,6 +84,15 @@ where
 /// # Cancel safety
 ///
 /// Cancel safe: nothing is written; a dropped read releases its shared lock.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let state = dir.path().join("state.json");
+/// let fresh = async_filelock::load_json::<u64>(&state).await?;
+/// assert_eq!((fresh.revision, fresh.data), (0, 0), "missing: the default at revision 0");
+/// # Ok(()) }
+/// ```
 pub async fn load_json<T>(path: impl AsRef<Path>) -> Result<Versioned<T>, LockError>
 where
     T: DeserializeOwned + Default + Send + 'static,

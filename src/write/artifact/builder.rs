@@ -15,6 +15,19 @@ use crate::error::LockError;
 use crate::lock::{LockGuard, Locks};
 
 /// Options of an [`ArtifactWriter`]; from [`ArtifactWriter::builder`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use async_filelock::{Artifact, ArtifactWriter, OnBusy};
+/// let open = ArtifactWriter::builder(dir.path().join("model.bin"))
+///     .expected_len(5)
+///     .on_busy(OnBusy::Skip)
+///     .open()
+///     .await?;
+/// assert!(matches!(open, Artifact::Write(_)));
+/// # Ok(()) }
+/// ```
 #[must_use = "a builder does nothing until opened"]
 pub struct ArtifactWriterBuilder {
     target: PathBuf,
@@ -51,6 +64,16 @@ impl ArtifactWriterBuilder {
     }
 
     /// The handle whose artifact lock is taken (default [`Locks::global`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::{Artifact, ArtifactWriter};
+    /// let Artifact::Write(w) = ArtifactWriter::builder(dir.path().join("a.bin")).locks(locks.clone()).open().await? else { unreachable!() };
+    /// assert!(w.part_path().ends_with("a.bin.part"));
+    /// # Ok(()) }
+    /// ```
     pub fn locks(mut self, locks: Locks) -> Self {
         self.locks = Some(locks);
         self
@@ -58,6 +81,17 @@ impl ArtifactWriterBuilder {
 
     /// The artifact's length: checked at commit, used to check free space
     /// and preallocate before writing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Artifact, ArtifactWriter, LockError};
+    /// use tokio::io::AsyncWriteExt;
+    /// let Artifact::Write(mut w) = ArtifactWriter::builder(dir.path().join("a.bin")).expected_len(5).open().await? else { unreachable!() };
+    /// w.write_all(b"four").await.unwrap();
+    /// assert!(matches!(w.commit().await, Err(LockError::Verification { .. })));
+    /// # Ok(()) }
+    /// ```
     pub fn expected_len(mut self, len: u64) -> Self {
         self.expected_len = Some(len);
         self
@@ -68,24 +102,68 @@ impl ArtifactWriterBuilder {
     /// # Errors
     ///
     /// [`LockError::Config`] if `hex` is not 64 hex digits.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Artifact, ArtifactWriter};
+    /// use tokio::io::AsyncWriteExt;
+    /// let target = dir.path().join("a.bin");
+    /// let Artifact::Write(mut w) = ArtifactWriter::builder(&target).expected_sha256("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")?.open().await? else { unreachable!() };
+    /// w.write_all(b"hello").await.unwrap();
+    /// w.commit().await?;
+    /// assert!(ArtifactWriter::builder(&target).expected_sha256("not hex").is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn expected_sha256(mut self, hex: &str) -> Result<Self, LockError> {
         self.expected_sha256 = Some(parse_sha256(hex)?);
         Ok(self)
     }
 
     /// Compute the SHA-256 and report it at commit, even if none is expected.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Artifact, ArtifactWriter};
+    /// use tokio::io::AsyncWriteExt;
+    /// let Artifact::Write(mut w) = ArtifactWriter::builder(dir.path().join("a.bin")).compute_sha256().open().await? else { unreachable!() };
+    /// w.write_all(b"hello").await.unwrap();
+    /// assert_eq!(w.commit().await?.sha256.as_deref(), Some("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"));
+    /// # Ok(()) }
+    /// ```
     pub fn compute_sha256(mut self) -> Self {
         self.compute_sha256 = true;
         self
     }
 
     /// What to do when another holder has the lock.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Artifact, ArtifactWriter, OnBusy};
+    /// let target = dir.path().join("a.bin");
+    /// let first = ArtifactWriter::builder(&target).open().await?;
+    /// let second = ArtifactWriter::builder(&target).on_busy(OnBusy::Skip).open().await?;
+    /// assert!(matches!(second, Artifact::Busy), "someone else is downloading it");
+    /// # Ok(()) }
+    /// ```
     pub fn on_busy(mut self, on_busy: OnBusy) -> Self {
         self.on_busy = on_busy;
         self
     }
 
     /// What to do with a leftover `.part`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Artifact, ArtifactWriter, Leftover};
+    /// let Artifact::Write(w) = ArtifactWriter::builder(dir.path().join("a.bin")).leftover(Leftover::Resume).open().await? else { unreachable!() };
+    /// assert_eq!(w.resume_from(), 0, "no .part was left: start at 0");
+    /// # Ok(()) }
+    /// ```
     pub fn leftover(mut self, leftover: Leftover) -> Self {
         self.leftover = leftover;
         self
@@ -93,24 +171,71 @@ impl ArtifactWriterBuilder {
 
     /// Check an existing target against the expected length and digest; if
     /// it fails, it is written anew instead of reported present.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Artifact, ArtifactWriter};
+    /// let target = dir.path().join("a.bin");
+    /// std::fs::write(&target, b"stale").unwrap();
+    /// let open = ArtifactWriter::builder(&target).expected_len(3).verify_existing().open().await?;
+    /// assert!(matches!(open, Artifact::Write(_)), "the wrong file is written anew");
+    /// # Ok(()) }
+    /// ```
     pub fn verify_existing(mut self) -> Self {
         self.verify_existing = true;
         self
     }
 
     /// Write even if the target exists, replacing it at commit.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Artifact, ArtifactWriter};
+    /// let target = dir.path().join("a.bin");
+    /// std::fs::write(&target, b"old").unwrap();
+    /// let open = ArtifactWriter::builder(&target).replace_existing().open().await?;
+    /// assert!(matches!(open, Artifact::Write(_)));
+    /// # Ok(()) }
+    /// ```
     pub fn replace_existing(mut self) -> Self {
         self.replace_existing = true;
         self
     }
 
     /// Whether to reserve the expected length on disk first (default on).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let open = ArtifactWriter::builder(dir.path().join("a.bin")).expected_len(1 << 20).preallocate(false).open().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn preallocate(mut self, on: bool) -> Self {
         self.preallocate = on;
         self
     }
 
     /// Called after every write with the bytes so far and the total if known.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Artifact, ArtifactWriter};
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    /// use tokio::io::AsyncWriteExt;
+    /// let seen = Arc::new(AtomicU64::new(0));
+    /// let s = seen.clone();
+    /// let Artifact::Write(mut w) = ArtifactWriter::builder(dir.path().join("a.bin"))
+    ///     .progress(move |p| s.store(p.bytes, Ordering::Relaxed))
+    ///     .open()
+    ///     .await? else { unreachable!() };
+    /// w.write_all(b"hello").await.unwrap();
+    /// assert_eq!(seen.load(Ordering::Relaxed), 5);
+    /// # Ok(()) }
+    /// ```
     pub fn progress(mut self, f: impl FnMut(Progress) + Send + 'static) -> Self {
         self.progress = Some(Box::new(f));
         self
@@ -126,6 +251,17 @@ impl ArtifactWriterBuilder {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future releases whatever it took.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Artifact, ArtifactWriter};
+    /// let target = dir.path().join("a.bin");
+    /// std::fs::write(&target, b"done").unwrap();
+    /// let open = ArtifactWriter::builder(&target).open().await?;
+    /// assert!(matches!(open, Artifact::AlreadyPresent(_)));
+    /// # Ok(()) }
+    /// ```
     pub async fn open(self) -> Result<Artifact, LockError> {
         let locks = self.handle()?;
         let guard = match self.on_busy {
@@ -246,6 +382,14 @@ impl Drop for Prepping {
 
 impl ArtifactWriter {
     /// Options for writing `target`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Artifact, ArtifactWriter};
+    /// let open = ArtifactWriter::builder(dir.path().join("a.bin")).expected_len(5).open().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn builder(target: impl AsRef<Path>) -> ArtifactWriterBuilder {
         ArtifactWriterBuilder {
             target: target.as_ref().to_path_buf(),
@@ -274,6 +418,19 @@ impl ArtifactWriter {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future releases whatever it took.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use tokio::io::AsyncWriteExt;
+    /// let target = dir.path().join("a.bin");
+    /// std::fs::write(&target, b"old").unwrap();
+    /// let mut w = async_filelock::ArtifactWriter::create(&target).await?;
+    /// w.write_all(b"new").await.unwrap();
+    /// w.commit().await?;
+    /// assert_eq!(std::fs::read(&target).unwrap(), b"new");
+    /// # Ok(()) }
+    /// ```
     pub async fn create(target: impl AsRef<Path>) -> Result<ArtifactWriter, LockError> {
         let builder = ArtifactWriter::builder(target);
         let locks = builder.handle()?;
@@ -292,6 +449,17 @@ impl ArtifactWriter {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future releases the guard and removes any `.part` it opened.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::{ArtifactWriter, Category};
+    /// let guard = locks.lock(Category::Artifact, dir.path().join("a.bin")).await?;
+    /// let w = ArtifactWriter::from_guard(guard).await?;
+    /// w.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn from_guard(guard: LockGuard) -> Result<ArtifactWriter, LockError> {
         if guard.category() != Category::Artifact || guard.mode().is_shared() {
             return Err(LockError::invalid_target(

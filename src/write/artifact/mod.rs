@@ -32,6 +32,10 @@ pub use builder::ArtifactWriterBuilder;
 pub use writer::ArtifactWriter;
 
 /// What to do when another holder has the artifact lock.
+///
+/// ```
+/// assert_eq!(async_filelock::OnBusy::default(), async_filelock::OnBusy::Wait);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnBusy {
@@ -45,6 +49,10 @@ pub enum OnBusy {
 }
 
 /// What to do with a `.part` left by a process that crashed.
+///
+/// ```
+/// assert_eq!(async_filelock::Leftover::default(), async_filelock::Leftover::Discard);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Leftover {
@@ -58,6 +66,18 @@ pub enum Leftover {
 }
 
 /// Progress of a write: bytes in the `.part` so far and the total if known.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use async_filelock::{Artifact, ArtifactWriter, Progress};
+/// let Artifact::Write(w) = ArtifactWriter::builder(dir.path().join("a.bin"))
+///     .expected_len(5)
+///     .progress(|p: Progress| assert_eq!(p.total, Some(5)))
+///     .open()
+///     .await? else { unreachable!() };
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Progress {
@@ -68,6 +88,18 @@ pub struct Progress {
 }
 
 /// What [`ArtifactWriter::commit`] did.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use tokio::io::AsyncWriteExt;
+/// let mut w = async_filelock::ArtifactWriter::create(dir.path().join("a.bin")).await?;
+/// w.write_all(b"hello").await.unwrap();
+/// let report = w.commit().await?;
+/// assert_eq!((report.bytes, report.resumed_bytes), (5, 0));
+/// println!("committed under fencing token {}", report.token);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CommitReport {
@@ -90,6 +122,17 @@ pub struct CommitReport {
 }
 
 /// The target was already there when the lock was granted.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use async_filelock::{Artifact, ArtifactWriter};
+/// let target = dir.path().join("a.bin");
+/// std::fs::write(&target, b"done").unwrap();
+/// let Artifact::AlreadyPresent(p) = ArtifactWriter::builder(&target).open().await? else { unreachable!() };
+/// assert_eq!((p.bytes, p.verified), (4, false));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PresentReport {
@@ -106,6 +149,19 @@ pub struct PresentReport {
 /// The outcome of [`ArtifactWriterBuilder::open`].
 // A transient return value, matched once per download: boxing the writer
 // would cost an allocation to save stack space nobody keeps.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use async_filelock::{Artifact, ArtifactWriter};
+/// match ArtifactWriter::builder(dir.path().join("a.bin")).open().await? {
+///     Artifact::Write(w) => { /* download into w, then commit */ w.abort().await? }
+///     Artifact::AlreadyPresent(_) => { /* someone finished it meanwhile */ }
+///     Artifact::Busy => { /* only with OnBusy::Skip */ }
+///     _ => {}
+/// }
+/// # Ok(()) }
+/// ```
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Artifact {

@@ -169,22 +169,63 @@ impl ArtifactWriter {
     }
 
     /// The target.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let target = dir.path().join("a.bin");
+    /// let mut w = ArtifactWriter::create(&target).await?;
+    /// assert!(w.target().ends_with("a.bin"));
+    /// # Ok(()) }
+    /// ```
     pub fn target(&self) -> &Path {
         &self.state.target
     }
 
     /// The `.part` being written.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let target = dir.path().join("a.bin");
+    /// let mut w = ArtifactWriter::create(&target).await?;
+    /// assert!(w.part_path().ends_with("a.bin.part") && w.part_path().exists());
+    /// # Ok(()) }
+    /// ```
     pub fn part_path(&self) -> &Path {
         &self.state.paths.part
     }
 
     /// Bytes kept from a resumed `.part`: ask the source for the rest from
     /// here (HTTP `Range: bytes=N-`). 0 for a fresh write.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let target = dir.path().join("a.bin");
+    /// let mut w = ArtifactWriter::create(&target).await?;
+    /// assert_eq!(w.resume_from(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn resume_from(&self) -> u64 {
         self.state.resumed
     }
 
     /// Bytes in the `.part` so far.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let target = dir.path().join("a.bin");
+    /// let mut w = ArtifactWriter::create(&target).await?;
+    /// tokio::io::AsyncWriteExt::write_all(&mut w, b"abc").await.unwrap();
+    /// assert_eq!(w.written(), 3);
+    /// # Ok(()) }
+    /// ```
     pub fn written(&self) -> u64 {
         self.state.written
     }
@@ -200,6 +241,18 @@ impl ArtifactWriter {
     /// # Cancel safety
     ///
     /// Cancel safe in the sense that matters: a chunk may be written in part, but the writer (and so the lock) is still yours; commit, abort or drop it. Nothing reaches the target.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let target = dir.path().join("a.bin");
+    /// let mut w = ArtifactWriter::create(&target).await?;
+    /// let chunks = futures::stream::iter([Ok::<_, std::io::Error>(b"ab".to_vec()), Ok(b"c".to_vec())]);
+    /// assert_eq!(w.write_stream(chunks).await?, 3);
+    /// w.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn write_stream<S, B, E>(&mut self, stream: S) -> Result<u64, LockError>
     where
         S: Stream<Item = Result<B, E>>,
@@ -229,6 +282,18 @@ impl ArtifactWriter {
     /// # Cancel safety
     ///
     /// As [`ArtifactWriter::write_stream`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let target = dir.path().join("a.bin");
+    /// let mut w = ArtifactWriter::create(&target).await?;
+    /// let mut source: &[u8] = b"from a reader";
+    /// w.copy_from(&mut source).await?;
+    /// assert_eq!(w.commit().await?.bytes, 13);
+    /// # Ok(()) }
+    /// ```
     pub async fn copy_from<R: AsyncRead + Unpin + ?Sized>(
         &mut self,
         reader: &mut R,
@@ -288,6 +353,18 @@ impl ArtifactWriter {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future drops the writer, which removes the `.part` and releases the lock; a commit whose rename started completes under the lock.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let target = dir.path().join("a.bin");
+    /// let mut w = ArtifactWriter::create(&target).await?;
+    /// let body = futures::stream::iter([Ok::<_, std::io::Error>(b"body".to_vec())]);
+    /// let report = w.download(body).await?; // a reqwest `bytes_stream()` fits here
+    /// assert_eq!(std::fs::read(&target).unwrap(), b"body");
+    /// # Ok(()) }
+    /// ```
     pub async fn download<S, B, E>(mut self, stream: S) -> Result<CommitReport, LockError>
     where
         S: Stream<Item = Result<B, E>>,
@@ -318,6 +395,18 @@ impl ArtifactWriter {
     /// Dropping the future before the rename leaves the target untouched and
     /// removes the `.part`; once the rename started, it completes and the
     /// lock is released after it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let target = dir.path().join("a.bin");
+    /// let mut w = ArtifactWriter::create(&target).await?;
+    /// tokio::io::AsyncWriteExt::write_all(&mut w, b"whole").await.unwrap();
+    /// w.commit().await?;
+    /// assert_eq!(std::fs::read(&target).unwrap(), b"whole");
+    /// # Ok(()) }
+    /// ```
     pub async fn commit(self) -> Result<CommitReport, LockError> {
         self.commit_then(|_| async { Ok(()) })
             .await
@@ -341,6 +430,23 @@ impl ArtifactWriter {
     ///
     /// As [`ArtifactWriter::commit`]; dropping the future while `step` runs
     /// drops `step` (the artifact stays in place) and releases the lock.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let target = dir.path().join("a.bin");
+    /// let mut w = ArtifactWriter::create(&target).await?;
+    /// let manifest = async_filelock::JsonlSink::open(dir.path().join("manifest.jsonl")).await?;
+    /// let (report, ()) = w
+    ///     .commit_then(|report| {
+    ///         let row = serde_json::json!({"file": "a.bin", "token": report.token});
+    ///         let manifest = manifest.clone();
+    ///         async move { manifest.append(&row).await } // under the artifact lock
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn commit_then<F, Fut, T>(mut self, step: F) -> Result<(CommitReport, T), LockError>
     where
         F: FnOnce(&CommitReport) -> Fut,
@@ -429,6 +535,18 @@ impl ArtifactWriter {
     /// # Cancel safety
     ///
     /// Cancel safe: the removal runs on the blocking pool and completes, then releases the lock, even if the future is dropped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::ArtifactWriter;
+    /// let target = dir.path().join("a.bin");
+    /// let mut w = ArtifactWriter::create(&target).await?;
+    /// let part = w.part_path().to_path_buf();
+    /// w.abort().await?;
+    /// assert!(!part.exists() && !target.exists());
+    /// # Ok(()) }
+    /// ```
     pub async fn abort(mut self) -> Result<(), LockError> {
         let part = self.state.paths.part.clone();
         match self.state.take_cleanup() {

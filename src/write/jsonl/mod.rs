@@ -36,6 +36,16 @@ pub use reader::JsonlReader;
 pub use sink::{JsonlSink, JsonlSinkBuilder};
 
 /// When a commit reaches the disk.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use async_filelock::{FsyncPolicy, JsonlSink};
+/// let sink = JsonlSink::builder(dir.path().join("t.jsonl")).fsync(FsyncPolicy::Never).open().await?;
+/// sink.append(&1).await?;
+/// assert_eq!(sink.stats().fsyncs, 0);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FsyncPolicy {
@@ -52,6 +62,12 @@ pub enum FsyncPolicy {
 }
 
 /// When the current file is rotated (`name.jsonl` → `name.0001.jsonl`, …).
+///
+/// ```
+/// use async_filelock::Rotation;
+/// let none = Rotation::default();
+/// assert_eq!((none.max_bytes, none.max_records), (None, None));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Rotation {
@@ -62,6 +78,17 @@ pub struct Rotation {
 }
 
 /// What a sink has done, for operators and tests.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let sink = async_filelock::JsonlSink::open(dir.path().join("m.jsonl")).await?;
+/// sink.append(&1).await?;
+/// let stats = sink.stats();
+/// assert_eq!(stats.records, 1);
+/// assert_eq!(stats.bytes, 2, "one line: `1` and its newline");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SinkStats {

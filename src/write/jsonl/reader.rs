@@ -76,6 +76,17 @@ impl<T: DeserializeOwned> JsonlReader<T> {
     /// # Cancel safety
     ///
     /// Cancel safe: it only lists files.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{JsonlReader, JsonlSink};
+    /// let log = dir.path().join("log.jsonl");
+    /// JsonlSink::open(&log).await?.append(&1).await?;
+    /// let mut reader = JsonlReader::<u32>::open(&log).await?;
+    /// assert_eq!(reader.next().await.transpose()?, Some(1));
+    /// # Ok(()) }
+    /// ```
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, LockError> {
         let path = path.as_ref().to_path_buf();
         if path.file_name().is_none() {
@@ -111,6 +122,19 @@ impl<T: DeserializeOwned> JsonlReader<T> {
     }
 
     /// The files still to read, in order.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{JsonlReader, JsonlSink};
+    /// let log = dir.path().join("log.jsonl");
+    /// let sink = JsonlSink::builder(&log).rotate_records(1).open().await?;
+    /// sink.append(&1).await?;
+    /// sink.append(&2).await?; // rotates first: log.0001.jsonl holds 1
+    /// let reader = JsonlReader::<u32>::open(&log).await?;
+    /// assert_eq!(reader.remaining_files().count(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn remaining_files(&self) -> impl Iterator<Item = &Path> {
         self.current
             .as_ref()
@@ -124,6 +148,21 @@ impl<T: DeserializeOwned> JsonlReader<T> {
     /// # Cancel safety
     ///
     /// Not cancel safe: a dropped call may lose the line it was reading.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{JsonlReader, JsonlSink};
+    /// let log = dir.path().join("log.jsonl");
+    /// JsonlSink::open(&log).await?.append_batch(&[1, 2]).await?;
+    /// let mut reader = JsonlReader::<u32>::open(&log).await?;
+    /// let mut sum = 0;
+    /// while let Some(n) = reader.next().await {
+    ///     sum += n?;
+    /// }
+    /// assert_eq!(sum, 3);
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&mut self) -> Option<Result<T, LockError>> {
         let mut buf = Vec::new();
         loop {
@@ -267,6 +306,18 @@ impl<T: DeserializeOwned> JsonlReader<T> {
     }
 
     /// The records as a `Stream`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{JsonlReader, JsonlSink};
+    /// use futures::TryStreamExt;
+    /// let log = dir.path().join("log.jsonl");
+    /// JsonlSink::open(&log).await?.append_batch(&[1, 2, 3]).await?;
+    /// let all: Vec<u32> = JsonlReader::<u32>::open(&log).await?.into_stream().try_collect().await?;
+    /// assert_eq!(all, [1, 2, 3]);
+    /// # Ok(()) }
+    /// ```
     pub fn into_stream(self) -> impl Stream<Item = Result<T, LockError>> {
         futures::stream::unfold(self, |mut reader| async move {
             let item = reader.next().await?;

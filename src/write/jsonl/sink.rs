@@ -24,6 +24,19 @@ use crate::mode::LockMode;
 use crate::write::commit::with_guard;
 
 /// Options of a [`JsonlSink`]; from [`JsonlSink::builder`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use async_filelock::{Category, FsyncPolicy, JsonlSink};
+/// let sink = JsonlSink::builder(dir.path().join("metrics.jsonl"))
+///     .category(Category::Telemetry)
+///     .fsync(FsyncPolicy::Never)
+///     .rotate_bytes(64 << 20)
+///     .open()
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until opened"]
 pub struct JsonlSinkBuilder {
@@ -63,30 +76,86 @@ impl JsonlSinkBuilder {
 
     /// The lock category: [`Category::Manifest`] (default) or
     /// [`Category::Telemetry`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{Category, JsonlSink};
+    /// let sink = JsonlSink::builder(dir.path().join("t.jsonl")).category(Category::Telemetry).open().await?;
+    /// let wrong = JsonlSink::builder(dir.path().join("x.jsonl")).category(Category::Sqlite).open().await;
+    /// assert!(wrong.is_err(), "manifest or telemetry only");
+    /// # Ok(()) }
+    /// ```
     pub fn category(mut self, category: Category) -> Self {
         self.category = category;
         self
     }
 
     /// When commits are fsynced (default [`FsyncPolicy::EveryCommit`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::{FsyncPolicy, JsonlSink};
+    /// use std::time::Duration;
+    /// let sink = JsonlSink::builder(dir.path().join("t.jsonl"))
+    ///     .fsync(FsyncPolicy::AtMostEvery(Duration::from_secs(1)))
+    ///     .open()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
         self.fsync = policy;
         self
     }
 
     /// Rotate before the file exceeds `bytes`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::JsonlSink;
+    /// let log = dir.path().join("log.jsonl");
+    /// let sink = JsonlSink::builder(&log).rotate_bytes(10).open().await?;
+    /// sink.append(&"0123456789").await?;
+    /// sink.append(&"0123456789").await?;
+    /// assert!(dir.path().join("log.0001.jsonl").exists());
+    /// # Ok(()) }
+    /// ```
     pub fn rotate_bytes(mut self, bytes: u64) -> Self {
         self.rotation.max_bytes = Some(bytes);
         self
     }
 
     /// Rotate before the file exceeds `records` lines.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::JsonlSink;
+    /// let log = dir.path().join("log.jsonl");
+    /// let sink = JsonlSink::builder(&log).rotate_records(2).open().await?;
+    /// sink.append_batch(&[1, 2]).await?;
+    /// sink.append(&3).await?;
+    /// assert_eq!(sink.stats().rotations, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn rotate_records(mut self, records: u64) -> Self {
         self.rotation.max_records = Some(records);
         self
     }
 
     /// The handle whose locks the sink takes (default [`Locks::global`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let locks = async_filelock::Locks::builder().lock_dir(dir.path().join("locks")).build()?;
+    /// use async_filelock::JsonlSink;
+    /// let sink = JsonlSink::builder(dir.path().join("m.jsonl")).locks(locks.clone()).open().await?;
+    /// sink.append(&"row").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn locks(mut self, locks: Locks) -> Self {
         self.locks = Some(locks);
         self
@@ -94,6 +163,14 @@ impl JsonlSinkBuilder {
 
     /// How many records may wait for a commit before `append` waits too
     /// (backpressure; default 65,536).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::JsonlSink;
+    /// let sink = JsonlSink::builder(dir.path().join("m.jsonl")).max_pending(1024).open().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn max_pending(mut self, records: usize) -> Self {
         self.max_pending = records.max(1);
         self
@@ -116,6 +193,18 @@ impl JsonlSinkBuilder {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future releases the lock; a torn-tail repair in progress completes under it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::JsonlSink;
+    /// let log = dir.path().join("m.jsonl");
+    /// std::fs::write(&log, "{\"whole\":1}\n{\"torn").unwrap(); // a crash mid-line
+    /// let sink = JsonlSink::builder(&log).open().await?;
+    /// assert_eq!(sink.stats().torn_tails_repaired, 1);
+    /// assert_eq!(std::fs::read_to_string(&log).unwrap(), "{\"whole\":1}\n");
+    /// # Ok(()) }
+    /// ```
     pub async fn open(self) -> Result<JsonlSink, LockError> {
         if !matches!(self.category, Category::Manifest | Category::Telemetry) {
             return Err(LockError::invalid_target(
@@ -194,6 +283,14 @@ pub struct JsonlSink {
 
 impl JsonlSink {
     /// Options for a sink on `path`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use async_filelock::JsonlSink;
+    /// let sink = JsonlSink::builder(dir.path().join("m.jsonl")).rotate_records(1000).open().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn builder(path: impl AsRef<Path>) -> JsonlSinkBuilder {
         JsonlSinkBuilder {
             path: path.as_ref().to_path_buf(),
@@ -216,16 +313,43 @@ impl JsonlSink {
     /// # Cancel safety
     ///
     /// As [`JsonlSinkBuilder::open`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let sink = async_filelock::JsonlSink::open(dir.path().join("m.jsonl")).await?;
+    /// sink.append(&serde_json::json!({"ok": true})).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn open(path: impl AsRef<Path>) -> Result<JsonlSink, LockError> {
         JsonlSink::builder(path).open().await
     }
 
     /// The file the sink appends to.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = dir.path().join("m.jsonl");
+    /// let sink = async_filelock::JsonlSink::open(&log).await?;
+    /// assert_eq!(sink.path(), log);
+    /// # Ok(()) }
+    /// ```
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
     /// What the sink has done so far.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let sink = async_filelock::JsonlSink::open(dir.path().join("m.jsonl")).await?;
+    /// sink.append_batch(&[1, 2, 3]).await?;
+    /// let stats = sink.stats();
+    /// assert_eq!((stats.records, stats.commits), (3, 1));
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> SinkStats {
         lock(&self.inner.shared.stats).clone()
     }
@@ -243,6 +367,23 @@ impl JsonlSink {
     /// Cancel safe: if the future is dropped before the record went into a
     /// commit, the record is not written; after, it is written whole. It is
     /// never written in part.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let sink = async_filelock::JsonlSink::open(dir.path().join("m.jsonl")).await?;
+    /// let tasks: Vec<_> = (0..8)
+    ///     .map(|i| {
+    ///         let sink = sink.clone();
+    ///         tokio::spawn(async move { sink.append(&serde_json::json!({"task": i})).await })
+    ///     })
+    ///     .collect();
+    /// for t in tasks {
+    ///     t.await.unwrap()?;
+    /// }
+    /// assert_eq!(sink.stats().records, 8);
+    /// # Ok(()) }
+    /// ```
     pub async fn append<T: Serialize + ?Sized>(&self, record: &T) -> Result<(), LockError> {
         let mut lines = serde_json::to_vec(record).map_err(|source| {
             LockError::json("serialize record for", self.inner.path.clone(), source)
@@ -276,6 +417,15 @@ impl JsonlSink {
     /// # Cancel safety
     ///
     /// As [`JsonlSink::append`]: the batch is written whole or not at all.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let sink = async_filelock::JsonlSink::open(dir.path().join("m.jsonl")).await?;
+    /// sink.append_batch(&["a", "b"]).await?; // consecutive lines, one commit
+    /// assert_eq!(sink.stats().commits, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn append_batch<T: Serialize>(&self, records: &[T]) -> Result<(), LockError> {
         let mut lines = Vec::new();
         for record in records {
@@ -396,6 +546,15 @@ impl JsonlSink {
     ///
     /// Cancel safe: the records already queued are committed whether or not
     /// this future is polled to the end.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let sink = async_filelock::JsonlSink::open(dir.path().join("m.jsonl")).await?;
+    /// sink.append(&1).await?;
+    /// sink.close().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) -> Result<(), LockError> {
         let inner = &self.inner;
         let rounds_before = {
