@@ -44,6 +44,7 @@
 //! |---|---|
 //! | `cli` | the `lock-doctor` program (`cargo install async-filelock --features cli`) |
 //! | `metrics` | every acquisition, timeout, release and hold over budget also recorded through the [`metrics`](https://docs.rs/metrics) facade: counters and histograms labelled by category (`describe_metrics` names them) |
+//! | `postgres` | the PostgreSQL advisory-lock backend, for hosts that share files but not a kernel |
 //! | `test-util` | `test_util`, for your own test suites |
 //!
 //! The download service in one command shows it all working together:
@@ -155,7 +156,8 @@
 //! dir on a local disk (`ASYNC_FILELOCK_DIR=/run/user/1000/locks`) and keep
 //! the data where it is. Where processes on several hosts share a
 //! directory, use soft locks there ([`BackendChoice::Soft`], or
-//! [`BackendChoice::Auto`] to fall back only where `flock` is refused). A
+//! [`BackendChoice::Auto`] to fall back only where `flock` is refused), or
+//! locks kept by a PostgreSQL server (feature `postgres`). A
 //! lock dir on a network filesystem is warned about once
 //! ([`NetworkFsPolicy`]: warn, refuse or allow), and file work under a
 //! network mount leaves the runtime thread (see "Network filesystems"

@@ -35,6 +35,18 @@ pub(super) struct HoldSpec {
     pub network_fs: String,
     /// `None`: wait as long as it takes.
     pub timeout_ms: Option<u64>,
+    /// The server of the PostgreSQL backend, when the handle has one.
+    #[serde(default)]
+    pub postgres: Option<PostgresSpec>,
+}
+
+/// The PostgreSQL backend's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct PostgresSpec {
+    pub url: String,
+    pub namespace: i32,
+    pub connections: usize,
+    pub heartbeat_ms: u64,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -67,6 +79,12 @@ impl HoldSpec {
             }
             .to_owned(),
             timeout_ms: policy.timeout(category).map(millis),
+            postgres: policy.postgres.as_ref().map(|pg| PostgresSpec {
+                url: pg.url.clone(),
+                namespace: pg.namespace,
+                connections: pg.connections,
+                heartbeat_ms: millis(pg.heartbeat),
+            }),
         }
     }
 
@@ -80,8 +98,9 @@ impl HoldSpec {
     /// The handle the child locks with.
     pub fn locks(&self) -> Result<Locks, LockError> {
         let (backend, network_fs) = (self.backend.clone(), self.network_fs.clone());
+        let by_server = self.postgres.is_some();
         let builder: LocksBuilder = Locks::builder().env_from(|key| match key {
-            ENV_BACKEND => Some(backend.clone().into()),
+            ENV_BACKEND if !by_server => Some(backend.clone().into()),
             ENV_NETWORK_FS_POLICY => Some(network_fs.clone().into()),
             _ => None,
         })?;
@@ -97,6 +116,13 @@ impl HoldSpec {
             .remove_on_release(self.category()?, self.remove_on_release);
         if let Some(gid) = self.shared_group {
             builder = builder.shared_group(gid);
+        }
+        if let Some(pg) = &self.postgres {
+            builder = builder
+                .postgres(pg.url.clone())
+                .postgres_namespace(pg.namespace)
+                .postgres_connections(pg.connections)
+                .postgres_heartbeat(Duration::from_millis(pg.heartbeat_ms));
         }
         builder.build()
     }
