@@ -160,13 +160,9 @@ impl ChildHolder {
         let exe = std::env::current_exe()
             .map_err(|e| LockError::io("find the running test program for", target, e))?;
         let mut child = Command::new(&exe)
-            .args([
-                HOOK_TEST,
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
+            // A filter, not `--exact`: the hook may sit in a module
+            // (`tests/common/mod.rs`), which prefixes the test's name.
+            .args([HOOK_TEST, "--nocapture", "--test-threads=1", "-q"])
             .env(HOLD_VAR, spec.to_json()?)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

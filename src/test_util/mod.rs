@@ -23,9 +23,10 @@
 //! says once where it is:
 //!
 //! * a test file run by the usual libtest harness (`#[tokio::test]`s):
-//!   `async_filelock::test_util::child_hook!();` at its top level. It adds
-//!   one test, `async_filelock_test_util_child`, which does nothing in a
-//!   normal run and is the one test the child runs;
+//!   `async_filelock::test_util::child_hook!();` once in the test crate
+//!   (at its top level, or in a module such as `tests/common/mod.rs`). It
+//!   adds one test, `async_filelock_test_util_child`, which does nothing in
+//!   a normal run and is the one test the child runs;
 //! * a test (or program) with its own `main` (`harness = false`): call
 //!   [`child_main`] first in `main`.
 //!

@@ -120,6 +120,10 @@ impl fmt::Display for Metrics {
                 os.waits_stood_aside
             )?;
         }
+        if self.backend().os().is_none() && self.backend().soft().is_none() {
+            // A backend with counters of its own (a database server's).
+            writeln!(f, "backend: {:?}", self.backend())?;
+        }
         if let Some(soft) = self.backend().soft() {
             writeln!(
                 f,
