@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::NetworkFsPolicy;
+use crate::backend::{BackendChoice, NetworkFsPolicy};
 use crate::category::Category;
 use crate::error::LockError;
 use crate::lock::policy::LockDir;
@@ -79,12 +79,17 @@ impl HoldSpec {
             }
             .to_owned(),
             timeout_ms: policy.timeout(category).map(millis),
-            postgres: policy.postgres.as_ref().map(|pg| PostgresSpec {
-                url: pg.url.clone(),
-                namespace: pg.namespace,
-                connections: pg.connections,
-                heartbeat_ms: millis(pg.heartbeat),
-            }),
+            postgres: policy
+                .postgres
+                .url
+                .as_ref()
+                .filter(|_| policy.backend == BackendChoice::Postgres)
+                .map(|url| PostgresSpec {
+                    url: url.clone(),
+                    namespace: policy.postgres.namespace,
+                    connections: policy.postgres.connections,
+                    heartbeat_ms: millis(policy.postgres.heartbeat),
+                }),
         }
     }
 
