@@ -94,7 +94,35 @@ impl PgServer {
             port: free_port(),
         };
         server.start_again();
+        server.stop_when_this_process_ends();
         server
+    }
+
+    /// A server kept in a `static` is never dropped: a small watchdog
+    /// stops it (and removes its cluster) once this process has exited, so
+    /// that test runs leave no server behind.
+    fn stop_when_this_process_ends(&self) {
+        let stop = format!(
+            "while [ -d /proc/{pid} ]; do sleep 1; done; {pg_ctl} -D {data} -m immediate -w stop >/dev/null 2>&1; rm -rf {dir}",
+            pid = std::process::id(),
+            pg_ctl = self.bin.join("pg_ctl").display(),
+            data = self.data.display(),
+            dir = self._dir.path().display(),
+        );
+        let mut watchdog = if super::is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "sh", "-c", &stop]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &stop]);
+            c
+        };
+        let _ = watchdog
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
     }
 
     /// Starts the server (after [`PgServer::stop`]).
