@@ -138,9 +138,18 @@ pub async fn run(
             Kind::Truncated | Kind::Corrupt if !failed.contains(e.name.as_str()) => {
                 problems.push(format!("{} was not reported failed", e.name))
             }
-            Kind::Plain | Kind::Slow if !present && !failed.contains(e.name.as_str()) => {
-                problems.push(format!("{} is missing and no worker said why", e.name))
-            }
+            // A good file is downloaded by someone: every worker failing
+            // it eight times in a row is beyond any fail rate this runs
+            // at, and a run where nothing arrives must not pass.
+            Kind::Plain | Kind::Slow if !present => problems.push(format!(
+                "{} is missing{}",
+                e.name,
+                if failed.contains(e.name.as_str()) {
+                    " (every worker gave up on it)"
+                } else {
+                    " and no worker said why"
+                }
+            )),
             Kind::Plain | Kind::Slow if present != downloads.contains_key(e.name.as_str()) => {
                 problems.push(format!(
                     "{} on disk: {present}, downloaded by a worker: {}",
@@ -182,6 +191,12 @@ pub async fn run(
     }
     if rows.windows(2).any(|w| w[1].lock_token < w[0].lock_token) {
         problems.push("manifest lock tokens go backwards".into());
+    }
+    if let Some(row) = rows
+        .iter()
+        .find(|r| r.lock_token == 0 || r.artifact_token == 0)
+    {
+        problems.push(format!("{}: a row without its fencing tokens", row.file));
     }
     checks.push(check(
         "manifest: exactly one row per file",
@@ -255,6 +270,13 @@ pub async fn run(
         (Category::Sqlite, layout.db()),
         (Category::Summary, layout.summary()),
     ]);
+    // A soft lock left by a worker that died holding it would be broken by
+    // the try below and pass: it is looked for first.
+    let broken_before = locks
+        .metrics()
+        .backend()
+        .soft()
+        .map_or(0, |s| s.stale_broken);
     for (category, target) in targets {
         match locks.try_lock(category, &target).await {
             Ok(Some(_)) => {}
@@ -264,6 +286,17 @@ pub async fn run(
             )),
             Err(e) => problems.push(e.to_string()),
         }
+    }
+    let broken = locks
+        .metrics()
+        .backend()
+        .soft()
+        .map_or(0, |s| s.stale_broken)
+        .saturating_sub(broken_before);
+    if broken > 0 {
+        problems.push(format!(
+            "{broken} soft lock(s) left by a worker that died holding them"
+        ));
     }
     checks.push(check(
         "no lock left held",

@@ -74,6 +74,8 @@ enum Command {
     Worker(worker::WorkerArgs),
 }
 
+/// The longest the workers may take before the run fails.
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
@@ -122,14 +124,20 @@ async fn service(cli: &Cli) -> Result<bool, Box<dyn std::error::Error>> {
         root.display()
     );
     let started = Instant::now();
-    let runs = progress::run_workers(
-        &format!("http://{addr}"),
-        &root,
-        cli.workers,
-        cli.files,
-        total,
+    // A hung worker fails the run instead of hanging it (the workers are
+    // killed when their handles drop).
+    let runs = tokio::time::timeout(
+        RUN_LIMIT,
+        progress::run_workers(
+            &format!("http://{addr}"),
+            &root,
+            cli.workers,
+            cli.files,
+            total,
+        ),
     )
-    .await?;
+    .await
+    .map_err(|_| format!("the workers did not finish within {RUN_LIMIT:?}"))??;
     let elapsed = started.elapsed();
 
     let checks = checks::run(&files.catalog, &layout, &runs, &locks).await;

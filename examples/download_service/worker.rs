@@ -62,7 +62,12 @@ pub async fn run(args: WorkerArgs) -> Result<(), Box<dyn std::error::Error + Sen
     // From the environment first, so `ASYNC_FILELOCK_BACKEND=soft` runs the
     // service on soft locks; one lock dir for the whole run.
     let locks = Locks::builder().env()?.lock_dir(layout.locks()).build()?;
-    let client = reqwest::Client::new();
+    // Never through a proxy: the server is on 127.0.0.1, and a proxy from
+    // the environment would make every download fail.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("an HTTP client: {e}"))?;
     let catalog = client.get(format!("{}/catalog", args.url)).send().await?;
     let catalog: Vec<Entry> = serde_json::from_slice(&catalog.bytes().await?)?;
     let sink = JsonlSink::builder(layout.manifest())
