@@ -45,6 +45,10 @@ async fn main() -> Result<(), async_filelock::LockError> {
         inside.load(Ordering::SeqCst),
         most.load(Ordering::SeqCst)
     );
+    // Exclusive means alone: no reader inside while the writer holds it;
+    // shared means together: the readers overlapped before it.
+    assert_eq!(inside.load(Ordering::SeqCst), 0, "a reader inside with the writer");
+    assert!(most.load(Ordering::SeqCst) > 1, "the readers never read together");
     // Meanwhile a reader is refused at once, and an exclusive try too.
     assert!(
         locks
