@@ -47,8 +47,15 @@ async fn main() -> Result<(), async_filelock::LockError> {
     );
     // Exclusive means alone: no reader inside while the writer holds it;
     // shared means together: the readers overlapped before it.
-    assert_eq!(inside.load(Ordering::SeqCst), 0, "a reader inside with the writer");
-    assert!(most.load(Ordering::SeqCst) > 1, "the readers never read together");
+    assert_eq!(
+        inside.load(Ordering::SeqCst),
+        0,
+        "a reader inside with the writer"
+    );
+    assert!(
+        most.load(Ordering::SeqCst) > 1,
+        "the readers never read together"
+    );
     // Meanwhile a reader is refused at once, and an exclusive try too.
     assert!(
         locks
