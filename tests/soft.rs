@@ -13,6 +13,10 @@ use async_filelock::{
 use support::{PythonHolder, Worker, path_arg as arg, say, spawn, spawn_with_env};
 use tokio::io::AsyncWriteExt as _;
 
+// The child processes of `test_util::ChildHolder` run this one test.
+#[cfg(feature = "test-util")]
+async_filelock::test_util::child_hook!();
+
 /// Entry point of the child processes these tests spawn: the roles of this
 /// file first, then the shared ones.
 #[test]
@@ -329,20 +333,26 @@ async fn a_killed_holders_soft_lock_is_broken_by_the_next_waiter_without_waiting
     assert!(soft.stale_broken >= 1, "{soft:?}");
 }
 
+/// The holder is another process, held with the crate's own test helper
+/// (`test_util::ChildHolder`, which runs this test program again with the
+/// handle's settings: soft locks, a short lease).
+#[cfg(feature = "test-util")]
 #[tokio::test]
 async fn a_live_holders_soft_lock_is_never_broken_and_the_timeout_names_it() {
+    use async_filelock::test_util::ChildHolder;
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("a.bin");
     // A short lease, renewed by the live holder: waiting several leases
     // long never finds it stale.
-    let mut holder = spawn("soft_hold", &[arg(dir.path()), arg(&target), "300".into()]);
-    assert!(holder.read().starts_with("ready "));
     let locks = Locks::builder()
         .lock_dir(dir.path().join("locks"))
         .backend(BackendChoice::Soft)
         .soft_lease(Duration::from_millis(300))
         .timeout(Category::Artifact, Duration::from_millis(1500))
         .build()
+        .unwrap();
+    let holder = ChildHolder::hold(&locks, Category::Artifact, &target)
+        .await
         .unwrap();
     let err = locks.lock(Category::Artifact, &target).await.unwrap_err();
     let LockError::Timeout {
@@ -361,8 +371,7 @@ async fn a_live_holders_soft_lock_is_never_broken_and_the_timeout_names_it() {
         text.contains(&format!("held by pid {}", holder.pid())) && text.contains(" for "),
         "{text}"
     );
-    holder.tell("release");
-    holder.finish();
+    holder.release().await.unwrap();
     assert!(locks.lock(Category::Artifact, &target).await.is_ok());
 }
 
