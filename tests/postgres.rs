@@ -476,6 +476,11 @@ async fn a_thousand_held_and_a_thousand_waiting_stay_within_the_connection_bound
         other => panic!("{other:?}"),
     };
     assert!(pg.connections_now <= 3, "{pg:?}");
+    let shown = metrics.to_string();
+    assert!(
+        shown.contains("postgres backend: ") && shown.contains("sessions open"),
+        "{shown}"
+    );
     for w in waits {
         w.await.unwrap();
     }

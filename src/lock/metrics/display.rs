@@ -120,9 +120,13 @@ impl fmt::Display for Metrics {
                 os.waits_stood_aside
             )?;
         }
-        if self.backend().os().is_none() && self.backend().soft().is_none() {
-            // A backend with counters of its own (a database server's).
-            writeln!(f, "backend: {:?}", self.backend())?;
+        #[cfg(feature = "postgres")]
+        if let crate::backend::BackendMetrics::Postgres(pg) = self.backend() {
+            writeln!(
+                f,
+                "postgres backend: {} sessions open, {} opened, {} lost, {} locks held now",
+                pg.connections_now, pg.connects, pg.sessions_lost, pg.held_now
+            )?;
         }
         if let Some(soft) = self.backend().soft() {
             writeln!(
