@@ -16,29 +16,20 @@ use support::{Worker, hear, path_arg as arg, say, spawn};
 /// file first, then the shared ones.
 #[test]
 fn child_entry() {
-    if let Ok(role) = std::env::var("ASYNC_FILELOCK_TEST_ROLE") {
-        let raw = std::env::var("ASYNC_FILELOCK_TEST_ARGS").unwrap_or_default();
-        let args: Vec<String> = raw.split('\u{1f}').map(str::to_owned).collect();
-        if matches!(
+    if let Some((role, args)) = support::child_role()
+        && matches!(
             role.as_str(),
             "doctor_hold" | "doctor_count" | "doctor_write"
-        ) {
-            let rt = support::runtime();
-            let result = rt.block_on(async {
-                match role.as_str() {
-                    "doctor_hold" => hold(&args).await,
-                    "doctor_count" => count(&args).await,
-                    "doctor_write" => write(&args).await,
-                    _ => unreachable!(),
-                }
-            });
-            if let Err(e) = result {
-                eprintln!("child {role} failed: {e}");
-                std::process::exit(1);
+        )
+    {
+        support::run_child(&role.clone(), || async move {
+            match role.as_str() {
+                "doctor_hold" => hold(&args).await,
+                "doctor_count" => count(&args).await,
+                "doctor_write" => write(&args).await,
+                _ => unreachable!(),
             }
-            drop(rt);
-            std::process::exit(0);
-        }
+        });
     }
     support::child_entry();
 }
@@ -76,23 +67,16 @@ async fn count(args: &[String]) -> Result<(), LockError> {
     let locks = locks(Path::new(&args[0]), &args[1]);
     let target = PathBuf::from(&args[2]);
     let times: usize = args[3].parse().expect("count");
-    let inside = target.with_extension("inside");
-    let counter = target.with_extension("count");
     say("ready");
     for i in 0..times {
         let guard = locks.lock(Category::Summary, &target).await?;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&inside)
-            .expect("the marker is there: two holders at once");
-        let n: u64 = std::fs::read_to_string(&counter)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        std::thread::sleep(Duration::from_micros(100));
-        std::fs::write(&counter, format!("{}\n", n + 1)).expect("write counter");
-        std::fs::remove_file(&inside).expect("remove marker");
+        support::bump_counter_alone(
+            (
+                target.with_extension("inside"),
+                target.with_extension("count"),
+            ),
+            Duration::from_micros(100),
+        );
         guard.release().await?;
         // Free for a while, so that a clean finds it free and removes its
         // lock file while the others wait on it.

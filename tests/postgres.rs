@@ -34,23 +34,14 @@ fn locks(url: &str, namespace: i32, dir: &Path) -> Locks {
 /// Entry point of the child processes these tests spawn.
 #[test]
 fn child_entry() {
-    if let Ok(role) = std::env::var("ASYNC_FILELOCK_TEST_ROLE") {
-        let raw = std::env::var("ASYNC_FILELOCK_TEST_ARGS").unwrap_or_default();
-        let args: Vec<String> = raw.split('\u{1f}').map(str::to_owned).collect();
-        let rt = support::runtime();
-        let result = rt.block_on(async {
+    if let Some((role, args)) = support::child_role() {
+        support::run_child(&role.clone(), || async move {
             match role.as_str() {
                 "pg_count" => pg_count(&args).await,
                 "pg_hold" => pg_hold(&args).await,
                 other => panic!("unknown role {other}"),
             }
         });
-        if let Err(e) = result {
-            eprintln!("child {role} failed: {e}");
-            std::process::exit(1);
-        }
-        drop(rt);
-        std::process::exit(0);
     }
 }
 
@@ -61,30 +52,19 @@ async fn pg_count(args: &[String]) -> Result<(), LockError> {
     let dir = PathBuf::from(&args[2]);
     let locks = locks(&args[0], args[1].parse().expect("ns"), &dir);
     let count: usize = args[4].parse().expect("count");
-    let (marker, counter) = (dir.join("inside"), dir.join("counter"));
     say("ready");
     for _ in 0..count {
         let guard = locks
             .acquire(Category::Sqlite, &args[3])
             .wait_forever()
             .await?;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&marker)
-            .expect("marker already present: two holders at once");
-        let n: u64 = std::fs::read_to_string(&counter)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        std::fs::write(&counter, format!("{}\n", n + 1)).expect("counter");
+        support::bump_counter_alone(support::in_dir(&dir), Duration::ZERO);
         let mut tokens = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(dir.join("tokens"))
             .expect("tokens");
         writeln!(tokens, "{}", guard.token()?.get()).expect("token");
-        std::fs::remove_file(&marker).expect("marker");
         guard.release().await?;
     }
     Ok(())
@@ -100,22 +80,15 @@ async fn pg_hold(args: &[String]) -> Result<(), LockError> {
     guard.release().await
 }
 
+/// Sessions waiting on the server for the locks of namespace 13.
+const WAITING_13: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 13::oid AND NOT granted";
+
 fn read_tokens(dir: &Path) -> Vec<u64> {
     std::fs::read_to_string(dir.join("tokens"))
         .unwrap_or_default()
         .lines()
         .map(|l| l.parse().expect("token"))
         .collect()
-}
-
-async fn advisory_locks_in(server: &PgServer, namespace: i32) -> usize {
-    server
-        .query(&format!(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = {namespace}::oid"
-        ))
-        .await[0]
-        .parse()
-        .expect("count")
 }
 
 #[test]
@@ -144,11 +117,7 @@ fn exclusion_across_processes_with_strictly_growing_tokens() {
     for w in workers {
         w.finish();
     }
-    let n: u64 = std::fs::read_to_string(dir.path().join("counter"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let n = support::counter_in(dir.path());
     assert_eq!(n, 120);
     let tokens = read_tokens(dir.path());
     assert_eq!(tokens.len(), 120);
@@ -213,31 +182,22 @@ fn a_timeout_leaves_nothing_waiting_on_the_server_and_names_the_holder() {
         assert!(h.command().is_some(), "{err}");
         // The wait on the server is cancelled with the acquisition: soon
         // no session waits for this namespace's locks.
-        let mut waiting = Vec::new();
-        for _ in 0..100 {
-            waiting = server
-                .query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 13::oid AND NOT granted")
-                .await;
-            if waiting == ["0"] {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(waiting, vec!["0".to_owned()], "a wait left on the server");
+        let waiting = settles_to_zero(server, WAITING_13).await;
+        assert_eq!(waiting, "0", "a wait left on the server");
         // A wait with no deadline, dropped: its wait on the server (which
         // would otherwise last a minute) is cancelled at once.
         let forever = {
             let (waiter, target) = (waiter.clone(), target.clone());
             tokio::spawn(async move {
-                let _ = waiter.acquire(Category::Artifact, &target).wait_forever().await;
+                let _ = waiter
+                    .acquire(Category::Artifact, &target)
+                    .wait_forever()
+                    .await;
             })
         };
         let mut seen_waiting = false;
         for _ in 0..100 {
-            let n = server
-                .query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 13::oid AND NOT granted")
-                .await;
-            if n != ["0"] {
+            if server.query(WAITING_13).await != ["0"] {
                 seen_waiting = true;
                 break;
             }
@@ -246,16 +206,8 @@ fn a_timeout_leaves_nothing_waiting_on_the_server_and_names_the_holder() {
         assert!(seen_waiting, "the head wait waits on the server");
         forever.abort();
         let _ = forever.await;
-        for _ in 0..100 {
-            waiting = server
-                .query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 13::oid AND NOT granted")
-                .await;
-            if waiting == ["0"] {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(waiting, vec!["0".to_owned()], "a dropped wait left on the server");
+        let waiting = settles_to_zero(server, WAITING_13).await;
+        assert_eq!(waiting, "0", "a dropped wait left on the server");
     });
     holder.tell("release");
     holder.finish();
@@ -298,16 +250,12 @@ async fn a_thousand_deadlines_at_the_release_strand_no_lock() {
     for t in tasks {
         t.await.unwrap();
     }
-    let server_ref = server;
-    let mut left = usize::MAX;
-    for _ in 0..50 {
-        left = advisory_locks_in(server_ref, 14).await;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(left, 0, "advisory locks stranded on the server");
+    let left = settles_to_zero(
+        server,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 14::oid",
+    )
+    .await;
+    assert_eq!(left, "0", "advisory locks stranded on the server");
 }
 
 /// The holder's session is terminated: its guard learns it within a

@@ -21,9 +21,7 @@ async_filelock::test_util::child_hook!();
 /// file first, then the shared ones.
 #[test]
 fn child_entry() {
-    if let Ok(role) = std::env::var("ASYNC_FILELOCK_TEST_ROLE") {
-        let raw = std::env::var("ASYNC_FILELOCK_TEST_ARGS").unwrap_or_default();
-        let args: Vec<String> = raw.split('\u{1f}').map(str::to_owned).collect();
+    if let Some((role, args)) = support::child_role() {
         if role == "flock_refused" {
             // Before any thread exists, so every thread inherits it.
             refuse_flock();
@@ -39,8 +37,7 @@ fn child_entry() {
                 | "soft_wait_woken"
         );
         if run {
-            let rt = support::runtime();
-            let result = rt.block_on(async {
+            support::run_child(&role.clone(), || async move {
                 match role.as_str() {
                     "soft_churn" => soft_churn(&args).await,
                     "soft_hold" => soft_hold(&args).await,
@@ -52,12 +49,6 @@ fn child_entry() {
                     _ => unreachable!(),
                 }
             });
-            if let Err(e) = result {
-                eprintln!("child {role} failed: {e}");
-                std::process::exit(1);
-            }
-            drop(rt);
-            std::process::exit(0);
         }
     }
     support::child_entry();
@@ -80,21 +71,10 @@ async fn soft_churn(args: &[String]) -> Result<(), LockError> {
     let dir = PathBuf::from(&args[0]);
     let count: usize = args[2].parse().expect("count");
     let locks = soft_locks(&dir, 5_000);
-    let (marker, counter) = (dir.join("inside"), dir.join("counter"));
     say("ready");
     for _ in 0..count {
         let guard = locks.lock(Category::Artifact, &args[1]).await?;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&marker)
-            .expect("marker already present: two holders at once");
-        let n: u64 = std::fs::read_to_string(&counter)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        std::fs::write(&counter, format!("{}\n", n + 1)).expect("write counter");
-        std::fs::remove_file(&marker).expect("remove marker");
+        support::bump_counter_alone(support::in_dir(&dir), Duration::ZERO);
         guard.release().await?;
     }
     Ok(())
@@ -272,13 +252,6 @@ fn refuse_flock() {
     }
 }
 
-fn counter(dir: &Path) -> u64 {
-    std::fs::read_to_string(dir.join("counter"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn finish_all(workers: Vec<Worker>) {
     for w in workers {
         w.finish();
@@ -296,7 +269,7 @@ fn soft_locks_exclude_across_processes() {
         w.wait_ready();
     }
     finish_all(workers);
-    assert_eq!(counter(dir.path()), 400);
+    assert_eq!(support::counter_in(dir.path()), 400);
     // Released soft locks leave no lock file behind (the token file stays).
     let left: Vec<_> = std::fs::read_dir(dir.path().join("locks"))
         .unwrap()

@@ -78,16 +78,7 @@ pub(crate) fn apply(
         }
     }
     if let Some(value) = lookup(ENV_WAIT_THREADS) {
-        let n = value
-            .to_str()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                config(
-                    ENV_WAIT_THREADS,
-                    &format!("{value:?} is not a whole number of threads, 1 or more"),
-                )
-            })?;
+        let n = parse_count(ENV_WAIT_THREADS, &value, "threads")?;
         crate::backend::os::waits::set_max_kernel_waits(n);
     }
     if let Some(backend) = lookup(ENV_BACKEND) {
@@ -123,17 +114,7 @@ pub(crate) fn apply(
         policy.postgres.namespace = namespace;
     }
     if let Some(value) = lookup(ENV_PG_CONNECTIONS) {
-        let n = value
-            .to_str()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                config(
-                    ENV_PG_CONNECTIONS,
-                    &format!("{value:?} is not a number of connections, 1 or more"),
-                )
-            })?;
-        policy.postgres.connections = n;
+        policy.postgres.connections = parse_count(ENV_PG_CONNECTIONS, &value, "connections")?;
     }
     if let Some(value) = lookup(ENV_SOFT_LEASE) {
         match parse_timeout(ENV_SOFT_LEASE, &value)? {
@@ -167,6 +148,20 @@ fn config(key: &str, reason: &str) -> LockError {
         key: key.to_owned(),
         reason: reason.to_owned(),
     }
+}
+
+/// A whole number of `what`, 1 or more.
+fn parse_count(key: &str, value: &OsStr, what: &str) -> Result<usize, LockError> {
+    value
+        .to_str()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            config(
+                key,
+                &format!("{value:?} is not a whole number of {what}, 1 or more"),
+            )
+        })
 }
 
 /// Seconds (`2.5`) or `inf`/`infinity`/`none` for no limit.

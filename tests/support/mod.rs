@@ -169,15 +169,69 @@ pub fn locks_removing(dir: &Path, category: Category, remove: bool) -> Locks {
         .expect("locks")
 }
 
+/// The role and arguments this process was started with by [`spawn`], if
+/// it is such a child.
+pub fn child_role() -> Option<(String, Vec<String>)> {
+    let role = std::env::var(ROLE_VAR).ok()?;
+    let raw = std::env::var(ARGS_VAR).unwrap_or_default();
+    Some((role, raw.split('\u{1f}').map(str::to_owned).collect()))
+}
+
+/// Runs a child's role on a fresh runtime and exits the process: 0 if it
+/// succeeded, 1 (saying why on stderr) if not.
+pub fn run_child<F, Fut>(role: &str, run: F) -> !
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), LockError>>,
+{
+    let rt = runtime();
+    let result = rt.block_on(run());
+    if let Err(e) = result {
+        eprintln!("child {role} failed: {e}");
+        std::process::exit(1);
+    }
+    drop(rt);
+    std::process::exit(0);
+}
+
+/// Proves the caller alone inside its lock (an `O_EXCL` marker it creates
+/// and removes) while it bumps the number in `counter` read-modify-write,
+/// pausing `pause` in between so that a second holder would be caught.
+/// [`in_dir`] gives the usual two paths.
+pub fn bump_counter_alone((marker, counter): (PathBuf, PathBuf), pause: Duration) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .expect("marker already present: two holders at once");
+    let n: u64 = std::fs::read_to_string(&counter)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    std::thread::sleep(pause);
+    std::fs::write(&counter, format!("{}\n", n + 1)).expect("write counter");
+    std::fs::remove_file(&marker).expect("remove marker");
+}
+
+/// The marker and counter of [`bump_counter_alone`] in `dir`.
+pub fn in_dir(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("inside"), dir.join("counter"))
+}
+
+/// The counter [`bump_counter_alone`] keeps in `dir` (see [`in_dir`]).
+pub fn counter_in(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("counter"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Runs the requested role and exits the process, if this process is a child.
 pub fn child_entry() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
+    let Some((role, args)) = child_role() else {
         return;
     };
-    let raw = std::env::var(ARGS_VAR).unwrap_or_default();
-    let args: Vec<String> = raw.split('\u{1f}').map(str::to_owned).collect();
-    let rt = runtime();
-    let result = rt.block_on(async {
+    run_child(&role.clone(), || async move {
         match role.as_str() {
             "append" => append(&args).await,
             "hold" => hold(&args).await,
@@ -214,12 +268,6 @@ pub fn child_entry() {
             other => panic!("unknown role {other}"),
         }
     });
-    if let Err(e) = result {
-        eprintln!("child {role} failed: {e}");
-        std::process::exit(1);
-    }
-    drop(rt);
-    std::process::exit(0);
 }
 
 fn category(s: &str) -> Category {
@@ -288,23 +336,10 @@ async fn churn(args: &[String]) -> Result<(), LockError> {
         .remove_on_release(Category::Artifact, true)
         .wait_forever(Category::Artifact)
         .build()?;
-    let marker = dir.join("inside");
-    let counter = dir.join("counter");
     say("ready");
     for _ in 0..count {
         let guard = locks.lock(Category::Artifact, &target).await?;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&marker)
-            .expect("marker already present: two holders at once");
-        let n: u64 = std::fs::read_to_string(&counter)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        std::thread::sleep(Duration::from_micros(50));
-        std::fs::write(&counter, format!("{}\n", n + 1)).expect("write counter");
-        std::fs::remove_file(&marker).expect("remove marker");
+        bump_counter_alone(in_dir(&dir), Duration::from_micros(50));
         guard.release().await?;
     }
     Ok(())
