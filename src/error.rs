@@ -519,6 +519,13 @@ impl LockError {
         }
     }
 
+    /// Whether this is an I/O error of a process (or system) out of file
+    /// descriptors (`EMFILE`, `ENFILE`).
+    pub(crate) fn is_out_of_descriptors(&self) -> bool {
+        matches!(self, LockError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)))
+    }
+
     pub(crate) fn json(
         op: &'static str,
         path: impl Into<PathBuf>,

@@ -317,10 +317,10 @@ pub use fencing::FencingToken;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use lock::describe_metrics;
 pub use lock::{
-    Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_DIR, ENV_NETWORK_FS_POLICY,
-    ENV_PG_CONNECTIONS, ENV_PG_NAMESPACE, ENV_PG_URL, ENV_SOFT_LEASE, ENV_TIMEOUT_PREFIX,
-    ENV_WAIT_THREADS, LockGuard, LockSet, Locks, LocksBuilder, Metrics, OrderCheck, Percentiles,
-    SameTask,
+    Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_DIR, ENV_HOT_FILES,
+    ENV_NETWORK_FS_POLICY, ENV_PG_CONNECTIONS, ENV_PG_NAMESPACE, ENV_PG_URL, ENV_SOFT_LEASE,
+    ENV_TIMEOUT_PREFIX, ENV_WAIT_THREADS, LockGuard, LockSet, Locks, LocksBuilder, Metrics,
+    OrderCheck, Percentiles, SameTask,
 };
 pub use mode::LockMode;
 pub use write::{
@@ -348,6 +348,36 @@ pub struct ReadmeDoctests;
 /// ```
 pub fn set_max_wait_threads(n: usize) {
     backend::os::waits::set_max_kernel_waits(n);
+}
+
+/// Sets how many lock-file descriptors this process keeps open between
+/// holdings (default 64, across all handles; 0 keeps none). A lock
+/// released without removing its file (every category but artifacts, by
+/// default) lets go by `LOCK_UN` and keeps its descriptor, so taking it
+/// again costs a `flock` and an `fstat` instead of an `open`, a `flock`,
+/// an `fstat` and a `close`; the identity check stays (a lock file removed
+/// meanwhile is opened anew). Past the bound the least recently used is
+/// closed; a process out of descriptors closes them all before an open
+/// fails. Also set by `ASYNC_FILELOCK_HOT_FILES` when a handle reads the
+/// environment.
+///
+/// ```
+/// async_filelock::set_max_hot_lock_files(0);
+/// assert_eq!(async_filelock::max_hot_lock_files(), 0);
+/// async_filelock::set_max_hot_lock_files(64);
+/// ```
+pub fn set_max_hot_lock_files(n: usize) {
+    backend::os::set_max_hot_files(n);
+}
+
+/// The bound set by [`set_max_hot_lock_files`].
+///
+/// ```
+/// let n = async_filelock::max_hot_lock_files();
+/// assert!(n <= 1 << 20);
+/// ```
+pub fn max_hot_lock_files() -> usize {
+    backend::os::hot::max_hot_files()
 }
 
 /// The bound set by [`set_max_wait_threads`].

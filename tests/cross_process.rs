@@ -557,3 +557,47 @@ async fn timeouts_at_the_edge_of_the_type_wait_forever_without_panicking() {
         .expect("granted once the holder is gone");
     drop(guard);
 }
+
+/// A lock file removed by hand while this process kept its descriptor
+/// open between holdings (a hot lock file), then locked at its path by a
+/// holder that is not this crate (util-linux `flock(1)`): the kept
+/// descriptor's inode is no lock file any more, and the identity check
+/// after its `flock` must notice, so the lock is busy, not granted twice.
+#[tokio::test(flavor = "current_thread")]
+async fn a_kept_descriptor_of_a_lock_file_removed_by_hand_never_grants_a_lock_held_at_its_path() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks_in(dir.path());
+    let target = dir.path().join("manifest.jsonl");
+    // Taken and let go: the descriptor stays open in this process.
+    let guard = locks.lock(Category::Manifest, &target).await.unwrap();
+    let lock_path = guard.lock_path().to_path_buf();
+    drop(guard);
+    std::fs::remove_file(&lock_path).unwrap();
+    let mut holder = Command::new("flock")
+        .args(["--exclusive", "--no-fork"])
+        .arg(&lock_path)
+        .args(["-c", "echo held; exec sleep 30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux flock(1)");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    let tried = locks.try_lock(Category::Manifest, &target).await.unwrap();
+    assert!(
+        tried.is_none(),
+        "granted through a descriptor of the removed file while flock(1) holds the lock file"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let guard = locks
+        .acquire(Category::Manifest, &target)
+        .timeout(Duration::from_secs(30))
+        .await
+        .expect("granted once flock(1) is gone");
+    assert_eq!(guard.lock_path(), lock_path);
+}

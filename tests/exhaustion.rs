@@ -101,6 +101,34 @@ fn out_of_descriptors_each_writer_fails_naming_its_path_and_leaves_nothing_then_
     }
 }
 
+/// A descriptor kept open between holdings (a hot lock file) serves the
+/// next holding of its lock with no descriptor free; a lock that needs an
+/// open then gets one by closing the kept descriptors; with none left to
+/// close, the open fails with a typed error naming the lock file.
+#[test]
+fn at_the_descriptor_limit_a_kept_lock_file_serves_its_lock_and_makes_room_for_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn("nofile_hot", &[path_arg(dir.path()), "64".into()]);
+    let (child, lines) = said_until(child, "done", HANG);
+    child.finish();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_eq!(lines[0], "again ok", "the kept descriptor needs no open");
+    assert_eq!(
+        lines[1], "other ok",
+        "closing the kept descriptors makes room for an open"
+    );
+    assert!(
+        lines[2].starts_with("third err") && lines[2].contains("Too many open files"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[2].contains("manifest."),
+        "names the lock file: {}",
+        lines[2]
+    );
+}
+
 /// Item: few descriptors, many waits. 200 waits on distinct locks another
 /// process holds, in a process whose limit (64, soft and hard) cannot give
 /// each wait its lock file: once the holder lets go, each wait has been

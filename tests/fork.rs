@@ -201,3 +201,58 @@ fn children_forked_from_a_busy_parent_acquire_at_once() {
     }
     assert_eq!(hung, 0, "{hung} of 60 forked children hung");
 }
+
+/// A forked child shares its parent's open file descriptions, and with
+/// them the parent's held `flock` locks. A guard the child inherited and
+/// drops must not unlock the parent's lock (a release that keeps its
+/// descriptor open lets go by `LOCK_UN`, which would): after the child's
+/// drop, the lock is still busy to a new descriptor, in the child and to
+/// util-linux `flock(1)` in another process.
+#[test]
+fn a_guard_dropped_in_a_forked_child_leaves_the_parents_lock_held() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks_in(dir.path());
+    let rt = support::runtime();
+    let target = dir.path().join("manifest.jsonl");
+    let guard = rt
+        .block_on(locks.lock(Category::Manifest, &target))
+        .unwrap();
+    let lock_path = guard.lock_path().to_path_buf();
+    // SAFETY: the child drops its copy of the guard, makes two plain
+    // system calls and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        drop(guard);
+        let busy = std::fs::File::open(&lock_path).is_ok_and(|f| {
+            // SAFETY: a non-blocking flock on a descriptor we own.
+            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+        });
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(if busy { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's drop of its inherited guard let go of the parent's lock"
+    );
+    let probe = std::process::Command::new("flock")
+        .args(["--exclusive", "--nonblock"])
+        .arg(&lock_path)
+        .arg("true")
+        .status()
+        .expect("util-linux flock(1)");
+    assert!(!probe.success(), "flock(1) got the lock the parent holds");
+    drop(guard);
+    let probe = std::process::Command::new("flock")
+        .args(["--exclusive", "--nonblock"])
+        .arg(&lock_path)
+        .arg("true")
+        .status()
+        .expect("util-linux flock(1)");
+    assert!(probe.success(), "the parent's release let go");
+}

@@ -423,4 +423,9 @@ pub struct OsMetrics {
     /// first, as it would from a plain blocking `flock`. Many of these mean
     /// a lock handed over at a high rate.
     pub waits_stood_aside: u64,
+    /// Event waits (since the process started) granted on a try that a
+    /// file event caused (a release told by a close, a removal or, from a
+    /// holder that keeps its descriptor open, a read), not by the backoff
+    /// poll.
+    pub granted_on_events: u64,
 }

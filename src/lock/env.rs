@@ -56,6 +56,13 @@ pub const ENV_NETWORK_FS_POLICY: &str = "ASYNC_FILELOCK_NETWORK_FS_POLICY";
 /// assert_eq!(async_filelock::ENV_WAIT_THREADS, "ASYNC_FILELOCK_WAIT_THREADS");
 /// ```
 pub const ENV_WAIT_THREADS: &str = "ASYNC_FILELOCK_WAIT_THREADS";
+/// How many lock-file descriptors the process keeps open between holdings
+/// (see [`crate::set_max_hot_lock_files`]); `0` keeps none; process-wide.
+///
+/// ```
+/// assert_eq!(async_filelock::ENV_HOT_FILES, "ASYNC_FILELOCK_HOT_FILES");
+/// ```
+pub const ENV_HOT_FILES: &str = "ASYNC_FILELOCK_HOT_FILES";
 
 /// Applies the variables `lookup` finds over `policy`.
 pub(crate) fn apply(
@@ -80,6 +87,18 @@ pub(crate) fn apply(
     if let Some(value) = lookup(ENV_WAIT_THREADS) {
         let n = parse_count(ENV_WAIT_THREADS, &value, "threads")?;
         crate::backend::os::waits::set_max_kernel_waits(n);
+    }
+    if let Some(value) = lookup(ENV_HOT_FILES) {
+        let n = value
+            .to_str()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| {
+                config(
+                    ENV_HOT_FILES,
+                    &format!("{value:?} is not a whole number of descriptors, 0 or more"),
+                )
+            })?;
+        crate::backend::os::set_max_hot_files(n);
     }
     if let Some(backend) = lookup(ENV_BACKEND) {
         policy.backend = match backend.to_str().map(str::trim) {

@@ -321,8 +321,11 @@ impl EventSource {
     /// Watches `path` (the file it names now). Watching one file twice
     /// gives the same id.
     pub(crate) fn watch(&self, path: &Path) -> io::Result<WatchId> {
+        // ACCESS: a holder that keeps its descriptor open lets go by
+        // `LOCK_UN` and then reads a byte (this crate's hot lock files).
         let flags = WatchFlags::CLOSE_WRITE
             | WatchFlags::CLOSE_NOWRITE
+            | WatchFlags::ACCESS
             | WatchFlags::ATTRIB
             | WatchFlags::DELETE_SELF
             | WatchFlags::MOVE_SELF;

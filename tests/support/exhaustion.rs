@@ -315,6 +315,9 @@ pub fn say_outcomes(label: &str, outcomes: &Outcomes) {
 pub async fn nofile(args: &[String]) -> Result<(), LockError> {
     let dir = PathBuf::from(&args[0]);
     let limit: u64 = args[1].parse().expect("limit");
+    // Every lock opens its lock file here, so that each open meets the
+    // limit (`nofile_hot` covers descriptors kept open between holdings).
+    async_filelock::set_max_hot_lock_files(0);
     let locks = locks_in(&dir);
     let mut writers = Writers::set_up(&dir, &locks).await;
     set_limit(Resource::Nofile, Some(limit), Some(limit));
@@ -332,6 +335,45 @@ pub async fn nofile(args: &[String]) -> Result<(), LockError> {
     let outcomes = writers.run_each("recovered", 16).await;
     writers.check("recovered", 16, &outcomes);
     say_outcomes("recovered", &outcomes);
+    say("done");
+    Ok(())
+}
+
+/// `nofile_hot DIR LIMIT`: with both descriptor limits at LIMIT, takes and
+/// lets go of the manifest lock of `DIR/hot.jsonl` (its descriptor is kept
+/// open), takes every descriptor left, then says `again OUTCOME` for the
+/// same lock (served by the kept descriptor) and `other OUTCOME` for the
+/// lock of `DIR/cold.jsonl` (which needs an open: the kept descriptors are
+/// closed to make room), and, while that one is held, `third OUTCOME` for
+/// `DIR/third.jsonl` (no kept descriptor left to close); then `done`.
+pub async fn nofile_hot(args: &[String]) -> Result<(), LockError> {
+    let dir = PathBuf::from(&args[0]);
+    let limit: u64 = args[1].parse().expect("limit");
+    let locks = locks_in(&dir);
+    set_limit(Resource::Nofile, Some(limit), Some(limit));
+    drop(
+        locks
+            .lock(Category::Manifest, dir.join("hot.jsonl"))
+            .await?,
+    );
+    let mut fillers = Vec::new();
+    fill_descriptors(&mut fillers);
+    let outcome = |r: &Result<async_filelock::LockGuard, LockError>| match r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("err {e}"),
+    };
+    let again = locks.lock(Category::Manifest, dir.join("hot.jsonl")).await;
+    say(&format!("again {}", outcome(&again)));
+    drop(again);
+    // Held while the third asks: its descriptor cannot be closed for it.
+    let other = locks.lock(Category::Manifest, dir.join("cold.jsonl")).await;
+    say(&format!("other {}", outcome(&other)));
+    let third = locks
+        .lock(Category::Manifest, dir.join("third.jsonl"))
+        .await;
+    say(&format!("third {}", outcome(&third)));
+    drop((other, third));
+    drop(fillers);
     say("done");
     Ok(())
 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod exhaustion;
+pub mod hot;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
@@ -261,6 +262,9 @@ pub fn child_entry() {
             "network_fs_stalled" => network_fs_stalled(&args),
             "jsonl_refilled" => jsonl_refilled(&args).await,
             "nofile" => exhaustion::nofile(&args).await,
+            "nofile_hot" => exhaustion::nofile_hot(&args).await,
+            "hold_linger" => hot::hold_linger(&args).await,
+            "event_waiter" => hot::event_waiter(&args).await,
             "nofile_waits" => exhaustion::nofile_waits(&args).await,
             "hold_numbered" => exhaustion::hold_numbered(&args).await,
             "fsize_writers" => exhaustion::fsize_writers(&args).await,

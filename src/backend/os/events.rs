@@ -12,6 +12,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,8 @@ const POLL_FIRST: Duration = Duration::from_millis(1);
 pub(super) struct Events {
     source: EventSource,
     inbox: Mutex<Vec<Command>>,
+    /// Waits granted on a try an event caused.
+    granted_on_events: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -65,6 +68,7 @@ impl Events {
         let events = Arc::new(Events {
             source: EventSource::new()?,
             inbox: Mutex::new(Vec::new()),
+            granted_on_events: AtomicU64::new(0),
         });
         let thread = Arc::clone(&events);
         std::thread::Builder::new()
@@ -81,6 +85,11 @@ impl Events {
     /// Stop serving `pending` (abandoned, or taken over by a kernel thread).
     pub(super) fn remove(&self, pending: Arc<Pending>) {
         self.send(Command::Remove(pending));
+    }
+
+    /// Waits granted on a try an event caused, since the thread started.
+    pub(super) fn granted_on_events(&self) -> u64 {
+        self.granted_on_events.load(Ordering::Relaxed)
     }
 
     fn send(&self, command: Command) {
@@ -102,6 +111,7 @@ impl Events {
         let mut schedule: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
         let mut ready = Vec::new();
         let mut due = Vec::new();
+        let mut evented = Vec::new();
         loop {
             let commands =
                 std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()));
@@ -133,11 +143,14 @@ impl Events {
             };
             ready.clear();
             let overflow = self.source.wait(timeout, &mut ready);
+            evented.clear();
             if overflow {
-                due.extend(served.keys().copied());
+                evented.extend(served.keys().copied());
             } else {
-                due.extend(ready.iter().filter_map(|w| by_watch.get(w)).flatten());
+                evented.extend(ready.iter().filter_map(|w| by_watch.get(w)).flatten());
             }
+            evented.sort_unstable();
+            due.extend_from_slice(&evented);
             let now = Instant::now();
             while let Some(Reverse((at, id))) = schedule.peek().copied() {
                 if at > now {
@@ -151,7 +164,11 @@ impl Events {
             due.sort_unstable();
             due.dedup();
             for id in due.drain(..) {
-                self.attempt(id, &mut served, &mut by_watch);
+                if self.attempt(id, &mut served, &mut by_watch)
+                    && evented.binary_search(&id).is_ok()
+                {
+                    self.granted_on_events.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(s) = served.get(&id) {
                     schedule.push(Reverse((s.next_try, id)));
                 }
@@ -200,23 +217,23 @@ impl Events {
         }
     }
 
-    /// One non-blocking try for a served wait: granted, failed, or the next
-    /// try scheduled.
+    /// One non-blocking try for a served wait: granted (true), failed, or
+    /// the next try scheduled.
     fn attempt(
         &self,
         id: usize,
         served: &mut FxHashMap<usize, Served>,
         by_watch: &mut FxHashMap<WatchId, Vec<usize>>,
-    ) {
+    ) -> bool {
         let Some(entry) = served.get_mut(&id) else {
-            return;
+            return false;
         };
         {
             let inner = entry.pending.inner();
             if !inner.wanted || inner.place != Place::Events {
                 drop(inner);
                 self.drop_served(id, served, by_watch);
-                return;
+                return false;
             }
         }
         let was_watched = entry.watch;
@@ -224,7 +241,7 @@ impl Events {
             let pending = Arc::clone(&entry.pending);
             self.drop_served(id, served, by_watch);
             finish(&pending, Err(e));
-            return;
+            return false;
         }
         if was_watched.is_none()
             && let Some(w) = entry.watch
@@ -234,7 +251,7 @@ impl Events {
         let Some(file) = entry.file.as_ref() else {
             entry.next_try = Instant::now() + entry.pause;
             entry.pause = (entry.pause * 2).min(POLL_UNWATCHED);
-            return;
+            return false;
         };
         match try_flock(file, entry.pending.req.mode) {
             Ok(()) => {}
@@ -246,25 +263,28 @@ impl Events {
                 };
                 entry.next_try = Instant::now() + entry.pause;
                 entry.pause = (entry.pause * 2).min(cap);
-                return;
+                return false;
             }
             Err(TryLockError::Error(e)) => {
                 let err = LockError::io("lock", &*entry.pending.req.lock_path, e);
                 let pending = Arc::clone(&entry.pending);
                 self.drop_served(id, served, by_watch);
                 finish(&pending, Err(err));
-                return;
+                return false;
             }
         }
         let Some(entry) = self.take_served(id, served, by_watch) else {
-            return;
+            return false;
         };
         let Served { pending, file, .. } = entry;
         let Some(file) = file else {
-            return;
+            return false;
         };
         match confirm(file, &pending.req) {
-            Ok(Some(held)) => finish(&pending, Ok(held)),
+            Ok(Some(held)) => {
+                finish(&pending, Ok(held));
+                return true;
+            }
             Err(e) => finish(&pending, Err(e)),
             // The lock file was removed under us: serve the wait again on
             // the file now at the path.
@@ -277,6 +297,7 @@ impl Events {
                 }
             }
         }
+        false
     }
 
     fn take_served(

@@ -18,12 +18,15 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-use super::flock::try_flock;
+use super::flock::{try_flock, unlock};
+use super::hot::{HotSet, max_hot_files};
 use crate::backend::dirs::{self, LockDirFd};
 use crate::backend::{HeldLock, LockRequest, tokens};
 use crate::error::LockError;
 use crate::fencing::FencingToken;
 use crate::mode::LockMode;
+use crate::per_process::PerProcess;
+use crate::sys::fork_generation;
 
 /// For a lock file found busy: refused if it is not ours (or the shared
 /// group's), as [`confirm`] refuses it once locked.
@@ -52,6 +55,51 @@ impl std::ops::Deref for LockFile {
     fn deref(&self) -> &File {
         &self.file
     }
+}
+
+/// This process's lock files kept open between holdings (see
+/// [`super::hot`]; a forked child starts with none of its own).
+fn kept() -> &'static HotSet<LockFile> {
+    static KEPT: PerProcess<HotSet<LockFile>> = PerProcess::new();
+    KEPT.get(HotSet::default)
+}
+
+/// The lock file of `req`, checked out: the descriptor kept for it (see
+/// [`super::hot`]) if its lock dir is still the trusted one, else opened
+/// ([`open_lock_file`]). Out of descriptors, the kept ones are closed and
+/// the open tried once more.
+pub(super) fn open_kept(req: &LockRequest) -> Result<LockFile, LockError> {
+    if let Some(file) = kept().take(&req.lock_path) {
+        if let Some(dir) = req.lock_path.parent()
+            && let Ok(trusted) = dirs::lock_dir(dir, req)
+            && Arc::ptr_eq(&file.dir, &trusted)
+        {
+            return Ok(file);
+        }
+        // The lock dir was checked again since (once a second): the
+        // descriptor is of the old check, and opened afresh.
+        drop(file);
+    }
+    match open_lock_file(req) {
+        Err(e) if e.is_out_of_descriptors() => {
+            if close_kept() == 0 {
+                return Err(e);
+            }
+            open_lock_file(req)
+        }
+        opened => opened,
+    }
+}
+
+/// Gives back a checked-out lock file that holds no lock (a busy try's, or
+/// one just unlocked) for the next use of the same lock.
+pub(super) fn give_back(lock_path: &Arc<Path>, file: LockFile) {
+    drop(kept().keep(Arc::clone(lock_path), file));
+}
+
+/// Closes every kept lock file; returns how many.
+pub(super) fn close_kept() -> usize {
+    kept().take_all().len()
 }
 
 /// Opens (creating) the lock file in its checked lock dir (see [`dirs`]),
@@ -117,7 +165,11 @@ fn open_error(path: &Path, e: io::Error) -> LockError {
 /// inode we opened has already happened and shows as a link count of zero.
 /// This costs no path walk (the `fstat` is needed anyway for the
 /// regular-file check), which keeps an uncontended acquisition at four system
-/// calls: open, flock, fstat, close. It assumes lock files are not
+/// calls: open, flock, fstat, close; or, with the descriptor kept open since
+/// the last holding (see [`super::hot`]), flock and fstat, then `LOCK_UN`
+/// and a one-byte read to release. The same check makes a kept descriptor
+/// safe: a lock file removed while it was kept (by a holder, or by hand)
+/// shows the link count of zero here. It assumes lock files are not
 /// hard-linked elsewhere; nothing of this crate does that.
 pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<OsHeld>, LockError> {
     let path = &*req.lock_path;
@@ -135,7 +187,8 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         return Ok(None);
     }
     dir.check_lock_file(path, &mine, req.shared_group)?;
-    if mine.len() == 0 {
+    let mut readable = mine.len() > 0;
+    if !readable {
         // A new lock file shared with a group gets the mode asked for, not
         // what the umask left of it. Best effort, as the record.
         if req.shared_group.is_some() && dir.check_lock_file(path, &mine, None).is_ok() {
@@ -148,8 +201,11 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         // is for people and tools, so it is best effort: on a full disk
         // (ENOSPC, EDQUOT, EFBIG) the lock still works, or every cleanup that
         // would free space would fail too.
-        if let Err(e) = file.write_all_at(&record, 0) {
-            tracing::debug!(lock_path = %path.display(), error = %e, "lock file left without its target record");
+        match file.write_all_at(&record, 0) {
+            Ok(()) => readable = true,
+            Err(e) => {
+                tracing::debug!(lock_path = %path.display(), error = %e, "lock file left without its target record");
+            }
         }
     }
     Ok(Some(OsHeld {
@@ -158,6 +214,10 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         lock_path: Arc::clone(&req.lock_path),
         target: Arc::clone(&req.target),
         mode: req.mode,
+        // Kept open after release only where a release can be told by a
+        // read (see `hot`) and file calls cannot hang.
+        keep_open: readable && !crate::mounts::may_hang(path),
+        generation: fork_generation(),
     }))
 }
 
@@ -171,6 +231,38 @@ pub(super) struct OsHeld {
     /// Rewritten before the token line when a token is issued.
     target: Arc<Path>,
     mode: LockMode,
+    /// Whether a release without removal unlocks and keeps the descriptor
+    /// for the next holding (see [`super::hot`]) instead of closing it.
+    keep_open: bool,
+    /// The fork generation that took the lock: a forked child shares the
+    /// open file description, and must not unlock the parent's lock.
+    generation: u64,
+}
+
+impl OsHeld {
+    /// Lets go by `LOCK_UN`, tells other processes' event waits by reading
+    /// one byte (`IN_ACCESS`, as a close tells them by `IN_CLOSE`), and
+    /// gives the descriptor back to the hot set. Anything amiss, and the
+    /// descriptor is closed instead, which lets go as always.
+    fn unlock_and_keep(self) {
+        if !self.keep_open || self.generation != fork_generation() || max_hot_files() == 0 {
+            return;
+        }
+        if unlock(&self.file).is_err() {
+            return;
+        }
+        let mut byte = [0u8; 1];
+        if !matches!(self.file.read_at(&mut byte, 0), Ok(1)) {
+            return;
+        }
+        let OsHeld {
+            file,
+            dir,
+            lock_path,
+            ..
+        } = self;
+        give_back(&lock_path, LockFile { file, dir });
+    }
 }
 
 impl HeldLock for OsHeld {
@@ -189,6 +281,7 @@ impl HeldLock for OsHeld {
 
     fn release(self: Box<Self>, remove_file: bool) -> Result<(), LockError> {
         if !remove_file {
+            self.unlock_and_keep();
             return Ok(());
         }
         // A shared holder may remove only if no one else holds the file: try

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use fs4::TryLockError;
 
-use super::file::{OsHeld, confirm, open_lock_file};
+use super::file::{OsHeld, confirm};
 use super::flock::{flock_blocking, try_flock, unlock};
 use super::pending::Pending;
 use crate::backend::LockRequest;
@@ -63,7 +63,7 @@ fn lock_while(req: &LockRequest, wanted: impl Fn() -> bool) -> Result<Option<OsH
 /// came free since the caller's try, blocks in `flock`, and keeps the lock
 /// if the file is still the lock file (`None`: it was replaced).
 fn attempt(req: &LockRequest, first: bool) -> Result<Option<OsHeld>, LockError> {
-    let file = open_lock_file(req)?;
+    let file = super::file::open_kept(req)?;
     if first && yield_if_freed_meanwhile(&file, req, || std::thread::sleep(COURTESY))? {
         STOOD_ASIDE.fetch_add(1, Ordering::SeqCst);
     }
@@ -114,6 +114,7 @@ fn yield_if_freed_meanwhile(
 
 #[cfg(test)]
 mod tests {
+    use super::super::file::open_lock_file;
     use super::*;
     use crate::mode::LockMode;
     use std::path::Path;

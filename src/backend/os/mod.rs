@@ -38,6 +38,7 @@ mod events;
 mod file;
 pub(crate) mod flock;
 mod holders;
+pub(crate) mod hot;
 mod kernel;
 mod pending;
 pub(crate) mod scratch;
@@ -47,6 +48,15 @@ pub(crate) mod waits;
 /// before giving up as "busy".
 const IDENTITY_RETRIES: usize = 16;
 
+/// Sets how many lock-file descriptors this process keeps open between
+/// holdings (0: none, and those kept are closed now); see [`hot`].
+pub(crate) fn set_max_hot_files(n: usize) {
+    hot::set_max(n);
+    if n == 0 {
+        file::close_kept();
+    }
+}
+
 /// The OS lock backend.
 #[derive(Debug, Default)]
 pub(crate) struct OsBackend;
@@ -55,7 +65,7 @@ pub(crate) struct OsBackend;
 impl Backend for OsBackend {
     fn try_lock(&self, req: &LockRequest) -> Result<Option<Box<dyn HeldLock>>, LockError> {
         for _ in 0..IDENTITY_RETRIES {
-            let lock_file = file::open_lock_file(req)?;
+            let lock_file = file::open_kept(req)?;
             match flock::try_flock(&lock_file, req.mode) {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
@@ -63,6 +73,9 @@ impl Backend for OsBackend {
                     // while they hold it too (they could hold it forever),
                     // not only once it is free.
                     file::check_busy_lock_file(&lock_file, req)?;
+                    // The next attempt (a kernel wait's, usually) takes
+                    // this descriptor instead of opening another.
+                    file::give_back(&req.lock_path, lock_file);
                     return Ok(None);
                 }
                 Err(TryLockError::Error(e)) => {
