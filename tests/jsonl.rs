@@ -44,6 +44,33 @@ async fn open_sink(dir: &Path, path: &Path, fsync: FsyncPolicy) -> JsonlSink {
         .unwrap()
 }
 
+/// Without fsync, on a local disk and with the lock free, an append
+/// commits on its own task's thread, no hand-off; with fsync every commit
+/// runs on the committer thread (an fsync would stall the runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_commit_on_their_own_thread_only_where_a_commit_cannot_stall_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fsync, name) in [
+        (FsyncPolicy::Never, "never"),
+        (FsyncPolicy::EveryCommit, "every"),
+    ] {
+        let sink = open_sink(dir.path(), &dir.path().join(format!("{name}.jsonl")), fsync).await;
+        for i in 0..20 {
+            sink.append(&serde_json::json!({ "i": i })).await.unwrap();
+        }
+        sink.close().await.unwrap();
+        let stats = sink.stats();
+        assert_eq!(stats.records, 20);
+        match fsync {
+            FsyncPolicy::Never => assert_eq!(
+                stats.inline_commits, stats.commits,
+                "uncontended, every commit ran inline: {stats:?}"
+            ),
+            _ => assert_eq!(stats.inline_commits, 0, "{stats:?}"),
+        }
+    }
+}
+
 #[test]
 fn eight_processes_with_small_rotation_write_every_record_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,9 +94,18 @@ fn eight_processes_with_small_rotation_write_every_record_exactly_once() {
     for w in &mut workers {
         w.wait_ready();
     }
-    for w in workers {
+    let mut inline = 0;
+    for mut w in workers {
+        let said = w.read();
+        inline += said
+            .strip_prefix("inline ")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("worker said {said:?}"));
         w.finish();
     }
+    // Commits on the appenders' own threads (no fsync, lock free at once)
+    // took part, and excluded each other and the committer threads.
+    assert!(inline > 0, "no commit ran on an appender's thread");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -276,6 +276,52 @@ impl Engine {
         )))
     }
 
+    /// One attempt on the calling thread that never waits and never blocks
+    /// for long: the lock if it is free at once, in this process's queue
+    /// and at the backend; `Ok(None)` when it is busy, or when the attempt
+    /// or the release could block (a network filesystem, a backend whose
+    /// attempts are round trips, a release that removes a file). For a
+    /// writer that commits on the appender's own thread when it can (a
+    /// JSONL commit without fsync). Like any try it checks no lock order:
+    /// it never waits.
+    pub(crate) fn try_here(&self, ask: Ask<'_>) -> Result<Option<LockGuard>, LockError> {
+        let started = Instant::now();
+        if ask.mode != LockMode::Exclusive
+            || self.backend.attempts_are_async()
+            || self.policy.remove_on_release(ask.category)
+        {
+            return Ok(None);
+        }
+        let places = mounts::places(started);
+        if self.may_hang(&places, ask.target) {
+            return Ok(None);
+        }
+        let req = self.request(ask, started)?;
+        if self.backend.releases_by_removal(&req)
+            || places.may_hang(&req.target)
+            || places.may_hang(&req.lock_path)
+        {
+            return Ok(None);
+        }
+        let _span = span(ask, &req).entered();
+        let entry = table::enter(&req.lock_path);
+        let Ok(queue) = Arc::clone(&entry.queue).try_write_owned() else {
+            return Ok(None);
+        };
+        let Some(os) = self.backend.try_lock(&req)? else {
+            return Ok(None);
+        };
+        let hold = Hold::Exclusive { os, queue };
+        Ok(Some(self.new_guard(
+            ask.category,
+            req,
+            entry,
+            Owner::current(),
+            hold,
+            started,
+        )))
+    }
+
     /// How long before a deadline [`Engine::prefetch_holders`] is worth
     /// calling.
     pub(crate) const HOLDER_READ_AHEAD: Duration = crate::backend::HOLDER_READ_AHEAD;

@@ -448,7 +448,11 @@ async fn jsonl_append(args: &[String]) -> Result<(), LockError> {
     for h in handles {
         h.await.expect("task")?;
     }
-    sink.close().await
+    sink.close().await?;
+    // How many commits ran on an appender's own thread (the lock free at
+    // once), the others on the sink's committer thread.
+    say(&format!("inline {}", sink.stats().inline_commits));
+    Ok(())
 }
 
 /// `jsonl_acks DIR PATH`: appends 64 KiB records forever, saying `acked N`

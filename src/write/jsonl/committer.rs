@@ -1,7 +1,16 @@
 //! The sink's committer: takes the lock, then writes everything queued,
 //! batch after batch.
 //!
-//! It runs on a thread of its own (the crate's, not tokio's blocking pool,
+//! The appender that finds no commit under way leads the next one
+//! ([`lead`]). Where a commit cannot block for long (no fsync, a local
+//! filesystem, the OS backend, a lock file kept on release), it first
+//! commits right there, on its own thread, if the lock is free at once: no
+//! hand-off to another thread and back, which under four contending
+//! processes was most of a record's cost (see ARCHITECTURE.md, "The JSONL
+//! committer"). Otherwise, or when the lock is busy, the committer thread
+//! takes the lead.
+//!
+//! That thread is the crate's own (the crate's, not tokio's blocking pool,
 //! which is the program's and which a runtime shutdown waits for). It takes
 //! the lock there: at once if free, else by waiting on that same thread
 //! when the backend's bound on such waits allows, so the thread granted
@@ -18,6 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use super::FsyncPolicy;
 use super::file::{BatchOutcome, lock};
 use super::queue::{Entry, Inner};
 use crate::error::LockError;
@@ -27,6 +37,91 @@ use crate::mode::LockMode;
 
 /// How long the committer waits for more records before its thread ends.
 const LINGER: Duration = Duration::from_millis(1);
+
+/// Rounds an appender commits on its own thread before it hands the lead
+/// to the committer thread: its own record is written in the first, and
+/// its task should not write everyone else's for long.
+const INLINE_ROUNDS: usize = 4;
+
+/// Whether commits of this sink may run on an appender's thread: they
+/// never fsync (an fsync takes milliseconds) and the file is on a local
+/// filesystem (each commit reopens it otherwise, and a call may hang).
+/// The lock's own conditions are [`crate::lock::acquire::Engine::try_here`]'s.
+fn commits_inline(inner: &Inner) -> bool {
+    inner.shared.fsync == FsyncPolicy::Never && !inner.shared.reopen_each_commit
+}
+
+/// Leads the next commit, for the appender that claimed it (set
+/// `committing`): rounds on this thread while the lock is free at once
+/// and records are queued, then, if any are left, the committer thread
+/// (`runtime`: where it hands its async lock waits; see
+/// [`start_committer_thread`]).
+///
+/// Cancel safe: if the appender's future is dropped at its one await (a
+/// yield, so that the tasks its last commit woke queue their records and
+/// the batch is whole), the lead goes to the committer thread.
+pub(super) async fn lead(inner: &Arc<Inner>, runtime: Option<Handle>) {
+    let runtime = if commits_inline(inner) {
+        let mut handing = HandOnDrop(Some((Arc::clone(inner), runtime)));
+        tokio::task::yield_now().await;
+        let runtime = handing.disarm();
+        for _ in 0..INLINE_ROUNDS {
+            match inner.locks.engine().try_here(ask(inner)) {
+                Ok(Some(guard)) => {
+                    lock(&inner.shared.stats).inline_commits += 1;
+                    commit_round(inner, Ok(guard));
+                }
+                // Busy: the committer thread waits for it.
+                Ok(None) => break,
+                Err(e) => commit_round(inner, Err(e)),
+            }
+            let mut pending = lock(&inner.pending);
+            if pending.queue.is_empty() {
+                pending.committing = false;
+                drop(pending);
+                inner.idle.notify_waiters();
+                return;
+            }
+        }
+        runtime
+    } else {
+        runtime
+    };
+    hand_to_thread(inner, runtime);
+}
+
+/// Hands the lead to the committer thread if dropped armed.
+struct HandOnDrop(Option<(Arc<Inner>, Option<Handle>)>);
+
+impl HandOnDrop {
+    /// The lead stays here; returns the runtime to hand it with later.
+    fn disarm(&mut self) -> Option<Handle> {
+        self.0.take().and_then(|(_, runtime)| runtime)
+    }
+}
+
+impl Drop for HandOnDrop {
+    fn drop(&mut self) {
+        if let Some((inner, runtime)) = self.0.take() {
+            hand_to_thread(&inner, runtime);
+        }
+    }
+}
+
+/// Gives the lead to the committer thread: the parked one, or a new one.
+fn hand_to_thread(inner: &Arc<Inner>, runtime: Option<Handle>) {
+    {
+        let mut pending = lock(&inner.pending);
+        if pending.parked {
+            pending.parked = false;
+            pending.handed = true;
+            drop(pending);
+            inner.more.notify_one();
+            return;
+        }
+    }
+    start_committer_thread(inner, runtime, None);
+}
 
 /// The sink's committer: at most one per sink, started by the first append
 /// that finds none running, and again by its own async lock wait
@@ -62,8 +157,13 @@ fn run_committer(inner: Arc<Inner>, runtime: Option<Handle>, granted: Option<Loc
 }
 
 /// Whether records wait for a commit, lingering a little for them;
-/// otherwise the committer stops (and says so to `close`).
+/// otherwise the committer stops (and says so to `close`). Where appenders
+/// commit on their own threads, it gives up the lead while it lingers, so
+/// that they do (see [`park`]).
 fn has_work(inner: &Inner) -> bool {
+    if commits_inline(inner) {
+        return park(inner);
+    }
     let mut pending = lock(&inner.pending);
     if pending.queue.is_empty() {
         // Appenders just answered usually queue again within
@@ -84,6 +184,30 @@ fn has_work(inner: &Inner) -> bool {
         return false;
     }
     true
+}
+
+/// With nothing queued: gives up the lead (an appender leads the next
+/// commit, on its own thread if it can) and waits a little to be handed
+/// it back (the lock was busy); true when handed it, false when the thread
+/// ends.
+fn park(inner: &Inner) -> bool {
+    let mut pending = lock(&inner.pending);
+    if !pending.queue.is_empty() {
+        return true;
+    }
+    pending.committing = false;
+    pending.parked = true;
+    drop(pending);
+    inner.idle.notify_waiters();
+    let pending = lock(&inner.pending);
+    let mut pending = inner
+        .more
+        .wait_timeout_while(pending, LINGER, |p| !p.handed)
+        .unwrap_or_else(|p| p.into_inner())
+        .0;
+    pending.parked = false;
+    // Handed the lead: `committing` was set for it by the appender.
+    std::mem::take(&mut pending.handed)
 }
 
 /// What the commit asks for: the sink's lock, on behalf of the oldest

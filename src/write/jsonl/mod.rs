@@ -124,4 +124,8 @@ pub struct SinkStats {
     /// The fencing token of the last commit, when the sink stamps records
     /// with it ([`crate::JsonlSinkBuilder::record_token`]).
     pub last_token: Option<FencingToken>,
+    /// Commits made on an appender's own thread because the lock was free
+    /// at once (sinks without fsync on a local filesystem); the rest ran
+    /// on the sink's committer thread.
+    pub inline_commits: u64,
 }

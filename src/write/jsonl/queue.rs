@@ -44,6 +44,12 @@ pub(super) struct Pending {
     pub writing: bool,
     /// Whether the committer is waiting on `Inner::more` for records.
     pub lingering: bool,
+    /// Whether the committer thread waits without the lead, to be handed
+    /// it by an appender that found the lock busy (sinks whose commits run
+    /// on appenders' threads).
+    pub parked: bool,
+    /// The lead was handed to the parked committer thread.
+    pub handed: bool,
     /// The committer's async lock wait, when it has one: cancelled when the
     /// last queued record is withdrawn, so that a wait nobody needs any
     /// more (every append dropped or timed out) ends at once.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
-use super::committer::start_committer_thread;
+use super::committer::lead;
 use super::file::Shared;
 use super::file::lock;
 use super::queue::{Entry, Inner, Pending};
@@ -496,19 +496,22 @@ impl JsonlSink {
             });
             let start = !pending.committing;
             pending.committing = true;
+            // One wake per linger: the committer clears the flag itself
+            // once awake, and every later notify would be a futex call.
             if pending.lingering {
+                pending.lingering = false;
                 inner.more.notify_one();
             }
             (id, start)
         };
-        if start_committer {
-            start_committer_thread(inner, tokio::runtime::Handle::try_current().ok(), None);
-        }
         // Dropped before the committer took it: take it back out.
         let mut withdraw = Withdraw {
             inner,
             id: Some(id),
         };
+        if start_committer {
+            lead(inner, tokio::runtime::Handle::try_current().ok()).await;
+        }
         // The category's deadline holds here too: a commit that waits for
         // the lock on a thread of its own cannot be interrupted, so an
         // append whose record it has not taken yet gives up by itself.
