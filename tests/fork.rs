@@ -205,9 +205,11 @@ fn children_forked_from_a_busy_parent_acquire_at_once() {
 /// A forked child shares its parent's open file descriptions, and with
 /// them the parent's held `flock` locks. A guard the child inherited and
 /// drops must not unlock the parent's lock (a release that keeps its
-/// descriptor open lets go by `LOCK_UN`, which would): after the child's
-/// drop, the lock is still busy to a new descriptor, in the child and to
-/// util-linux `flock(1)` in another process.
+/// descriptor open lets go by `LOCK_UN`, which would), nor remove the lock
+/// file of a lock removed on release (artifacts, by default): after the
+/// child's drops, each lock file is still there and busy to a new
+/// descriptor, in the child and to util-linux `flock(1)` in another
+/// process.
 #[test]
 fn a_guard_dropped_in_a_forked_child_leaves_the_parents_lock_held() {
     use std::os::fd::AsRawFd;
@@ -219,17 +221,25 @@ fn a_guard_dropped_in_a_forked_child_leaves_the_parents_lock_held() {
         .block_on(locks.lock(Category::Manifest, &target))
         .unwrap();
     let lock_path = guard.lock_path().to_path_buf();
+    let artifact = rt
+        .block_on(locks.lock(Category::Artifact, dir.path().join("paper.pdf")))
+        .unwrap();
+    let artifact_lock_path = artifact.lock_path().to_path_buf();
     // SAFETY: the child drops its copy of the guard, makes two plain
     // system calls and leaves with `_exit`.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
         drop(guard);
-        let busy = std::fs::File::open(&lock_path).is_ok_and(|f| {
-            // SAFETY: a non-blocking flock on a descriptor we own.
-            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
-        });
+        drop(artifact);
+        let busy_at = |path: &std::path::Path| {
+            std::fs::File::open(path).is_ok_and(|f| {
+                // SAFETY: a non-blocking flock on a descriptor we own.
+                let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+                r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+            })
+        };
+        let busy = busy_at(&lock_path) && busy_at(&artifact_lock_path);
         // SAFETY: ends the child without running the parent's destructors.
         unsafe { libc::_exit(if busy { 0 } else { 1 }) };
     }
@@ -247,6 +257,11 @@ fn a_guard_dropped_in_a_forked_child_leaves_the_parents_lock_held() {
         .status()
         .expect("util-linux flock(1)");
     assert!(!probe.success(), "flock(1) got the lock the parent holds");
+    assert!(
+        artifact_lock_path.exists(),
+        "the child's drop removed the parent's artifact lock file"
+    );
+    drop(artifact);
     drop(guard);
     let probe = std::process::Command::new("flock")
         .args(["--exclusive", "--nonblock"])

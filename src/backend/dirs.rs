@@ -47,6 +47,10 @@ pub(crate) struct LockDirFd {
     /// This process's effective user when the directory was checked: lock
     /// files in it are checked against it without a system call each.
     euid: u32,
+    /// The directory's identity when checked: a check that finds the same
+    /// directory again keeps this descriptor (and what was opened in it,
+    /// such as kept lock files, stays usable).
+    id: (u64, u64),
 }
 
 impl LockDirFd {
@@ -124,8 +128,19 @@ pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
                 .ok_or_else(|| vanished(dir))?
         }
     };
-    let dir_fd = Arc::new(checked);
     let mut known = known();
+    // Checked again and found the same directory: the descriptor of the
+    // last check is as good, and lock files opened in it stay usable.
+    let dir_fd = match known.get(dir) {
+        Some(k)
+            if k.group == req.shared_group
+                && k.dir.id == checked.id
+                && k.dir.euid == checked.euid =>
+        {
+            Arc::clone(&k.dir)
+        }
+        _ => Arc::new(checked),
+    };
     // Entries past their recheck would be checked again anyway: dropped
     // now, with their descriptors, so that an idle process keeps none.
     known.retain(|_, k| now.saturating_duration_since(k.checked) < RECHECK);
@@ -222,6 +237,7 @@ fn open_checked(
     Ok(Some(LockDirFd {
         fd: file.into(),
         euid: euid(),
+        id: (meta.dev(), meta.ino()),
     }))
 }
 

@@ -291,9 +291,10 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Events on lock files, for waits that hold no thread: inotify tells when
-/// a file is closed (a holder releasing by closing, which is what this
-/// crate and most others do), or unlinked or renamed (a lock file removed
-/// on release); an eventfd lets other threads wake the one waiting here.
+/// a file is closed (a holder releasing by closing, as most programs do),
+/// read (this crate's release of a lock file it keeps open: `LOCK_UN`, then
+/// a one-byte read), or unlinked or renamed (a lock file removed on
+/// release); an eventfd lets other threads wake the one waiting here.
 #[derive(Debug)]
 pub(crate) struct EventSource {
     /// `None` when inotify could not be had (its per-user limit of

@@ -3,11 +3,12 @@
 //!
 //! For each wait it keeps the lock file open and watches it
 //! (`sys::EventSource`: inotify on Linux). A holder that releases by
-//! closing its descriptor, or removes the lock file, causes an event; the
-//! wait then tries a non-blocking `flock`. A backoff poll, from 1 ms up to
-//! [`POLL_WATCHED`] (or [`POLL_UNWATCHED`] where the file could not be
-//! watched), is the backstop for holders that unlock without closing and
-//! for filesystems without events.
+//! closing its descriptor, by unlocking and reading a byte (this crate, for
+//! a lock file it keeps open), or removes the lock file, causes an event;
+//! the wait then tries a non-blocking `flock`. A backoff poll, from 1 ms up
+//! to [`POLL_WATCHED`] (or [`POLL_UNWATCHED`] where the file could not be
+//! watched), is the backstop for other programs' holders that unlock
+//! without closing and for filesystems without events.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

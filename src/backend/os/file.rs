@@ -29,16 +29,22 @@ use crate::per_process::PerProcess;
 use crate::sys::fork_generation;
 
 /// For a lock file found busy: refused if it is not ours (or the shared
-/// group's), as [`confirm`] refuses it once locked.
+/// group's), as [`confirm`] refuses it once locked. Returns whether it is
+/// still linked: a descriptor of a removed lock file (kept open since an
+/// earlier holding) is busy only with a holder of the old file, and must
+/// be opened afresh, not waited on.
 pub(super) fn check_busy_lock_file(
     lock_file: &LockFile,
     req: &LockRequest,
-) -> Result<(), LockError> {
+) -> Result<bool, LockError> {
     let path = &*req.lock_path;
     let meta = lock_file
         .metadata()
         .map_err(|e| LockError::io("inspect lock file", path, e))?;
-    lock_file.dir.check_lock_file(path, &meta, req.shared_group)
+    lock_file
+        .dir
+        .check_lock_file(path, &meta, req.shared_group)?;
+    Ok(meta.nlink() > 0)
 }
 
 /// An open lock file, with the checked lock dir it was opened in (through
@@ -93,7 +99,11 @@ pub(super) fn open_kept(req: &LockRequest) -> Result<LockFile, LockError> {
 
 /// Gives back a checked-out lock file that holds no lock (a busy try's, or
 /// one just unlocked) for the next use of the same lock.
+/// Not on a network filesystem, where file calls may hang.
 pub(super) fn give_back(lock_path: &Arc<Path>, file: LockFile) {
+    if crate::mounts::may_hang(lock_path) {
+        return;
+    }
     drop(kept().keep(Arc::clone(lock_path), file));
 }
 
@@ -221,7 +231,9 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
     }))
 }
 
-/// A granted OS lock. Dropping it closes the descriptor, which releases.
+/// A granted OS lock. Dropping it closes the descriptor, which releases;
+/// [`HeldLock::release`] without removal unlocks and keeps the descriptor
+/// (see [`super::hot`]) where it can.
 #[derive(Debug)]
 pub(super) struct OsHeld {
     file: File,
@@ -245,7 +257,7 @@ impl OsHeld {
     /// gives the descriptor back to the hot set. Anything amiss, and the
     /// descriptor is closed instead, which lets go as always.
     fn unlock_and_keep(self) {
-        if !self.keep_open || self.generation != fork_generation() || max_hot_files() == 0 {
+        if !self.keep_open || max_hot_files() == 0 {
             return;
         }
         if unlock(&self.file).is_err() {
@@ -280,6 +292,12 @@ impl HeldLock for OsHeld {
     }
 
     fn release(self: Box<Self>, remove_file: bool) -> Result<(), LockError> {
+        if self.generation != fork_generation() {
+            // A forked child's copy of its parent's holding: the open file
+            // description, and so the lock and the file, are the parent's.
+            // Closing the copy lets go of nothing.
+            return Ok(());
+        }
         if !remove_file {
             self.unlock_and_keep();
             return Ok(());

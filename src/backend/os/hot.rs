@@ -107,8 +107,10 @@ impl<T> HotSet<T> {
     /// caller to drop outside the set's lock.
     #[must_use = "dropping what is returned closes it"]
     pub(super) fn keep(&self, lock_path: Arc<Path>, file: T) -> Vec<T> {
-        let max = max_hot_files();
         let mut inner = self.inner();
+        // Read under the set's lock: a bound set to 0 meanwhile, and the
+        // set emptied, never sees a descriptor kept after it.
+        let max = max_hot_files();
         let mut closing = Vec::new();
         if max > 0 {
             inner.clock += 1;

@@ -2,7 +2,9 @@
 //!
 //! Platform semantics: `flock` locks belong to an open file description, so
 //! two descriptors in one process exclude each other like two processes do;
-//! the lock layer keeps this process to one descriptor per lock path. Locks
+//! the lock layer keeps this process to one holding per lock path, and a
+//! descriptor kept open between holdings ([`hot`]) has one user at a time.
+//! Locks
 //! vanish when the holder dies. On NFS, Linux emulates `flock` with
 //! byte-range locks (works across clients with NFSv4); on filesystems without
 //! locking, `flock` fails with `ENOLCK`/`ENOTSUP`, reported as an I/O error
@@ -72,7 +74,11 @@ impl Backend for OsBackend {
                     // Before waiting: another user's lock file is refused
                     // while they hold it too (they could hold it forever),
                     // not only once it is free.
-                    file::check_busy_lock_file(&lock_file, req)?;
+                    if !file::check_busy_lock_file(&lock_file, req)? {
+                        // A kept descriptor of a removed lock file: try the
+                        // file at the path.
+                        continue;
+                    }
                     // The next attempt (a kernel wait's, usually) takes
                     // this descriptor instead of opening another.
                     file::give_back(&req.lock_path, lock_file);

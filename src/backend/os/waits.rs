@@ -7,9 +7,9 @@
 //!   queues it fairly and hands it the lock the moment it is released;
 //! * **an event wait**: no thread of its own. The one event thread
 //!   ([`super::events`]) keeps its lock file open, watches it for the
-//!   events a release causes (closed, removed) and tries a non-blocking
-//!   `flock` on each, with a backoff poll as the backstop for holders that
-//!   unlock without closing and filesystems without events.
+//!   events a release causes (closed, read, removed) and tries a
+//!   non-blocking `flock` on each, with a backoff poll as the backstop for
+//!   holders that unlock without telling and filesystems without events.
 //!
 //! A new wait gets a kernel wait while fewer than [`max_kernel_waits`] are
 //! in progress, and an event wait otherwise; a kernel thread that comes
