@@ -71,6 +71,73 @@ async fn appends_commit_on_their_own_thread_only_where_a_commit_cannot_stall_it(
     }
 }
 
+/// The appender that leads a commit yields once, holding the lead, before
+/// it writes on its own thread. A `close` while that future is not polled
+/// (kept by a `select!` loop that is closing now) must not wait for it: it
+/// takes the lead, and the committer thread writes the record.
+#[tokio::test(flavor = "current_thread")]
+async fn close_takes_the_lead_from_an_appender_whose_future_is_not_polled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    let sink = open_sink(dir.path(), &path, FsyncPolicy::Never).await;
+    let record = serde_json::json!({ "i": 1 });
+    let mut append = Box::pin(sink.append(&record));
+    assert!(futures::poll!(&mut append).is_pending(), "it yields first");
+    tokio::time::timeout(Duration::from_secs(30), sink.close())
+        .await
+        .expect("close waited for a future nobody polls")
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"i\":1}\n");
+    assert!(append.await.is_ok(), "the record was written");
+}
+
+/// Four processes of eight tasks each append without fsync or rotation:
+/// commits on the appenders' own threads (the lock free at once) take part
+/// and exclude each other and the committer threads (which take the busy
+/// rounds): every record exactly once, every line whole.
+#[test]
+fn four_processes_committing_on_their_own_threads_write_every_record_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let (procs, count) = (4, 3000);
+    let mut workers: Vec<Worker> = (0..procs)
+        .map(|i| {
+            spawn(
+                "jsonl_append",
+                &[
+                    arg(dir.path()),
+                    arg(&path),
+                    count.to_string(),
+                    format!("p{i}"),
+                    "0".into(),
+                    "8".into(),
+                ],
+            )
+        })
+        .collect();
+    for w in &mut workers {
+        w.wait_ready();
+    }
+    let mut inline = 0;
+    for mut w in workers {
+        let said = w.read();
+        inline += said
+            .strip_prefix("inline ")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("worker said {said:?}"));
+        w.finish();
+    }
+    assert!(inline > 0, "no commit ran on an appender's thread");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows = rt.block_on(all_rows(&path));
+    assert_eq!(rows.len(), procs * count, "every record once");
+    let unique: HashSet<&Row> = rows.iter().collect();
+    assert_eq!(unique.len(), procs * count, "no duplicates");
+}
+
 #[test]
 fn eight_processes_with_small_rotation_write_every_record_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,9 +170,11 @@ fn eight_processes_with_small_rotation_write_every_record_exactly_once() {
             .unwrap_or_else(|| panic!("worker said {said:?}"));
         w.finish();
     }
-    // Commits on the appenders' own threads (no fsync, lock free at once)
-    // took part, and excluded each other and the committer threads.
-    assert!(inline > 0, "no commit ran on an appender's thread");
+    // A rotation syncs: those commits run on the committer threads.
+    assert_eq!(
+        inline, 0,
+        "a rotating sink committed on an appender's thread"
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

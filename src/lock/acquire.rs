@@ -282,8 +282,8 @@ impl Engine {
     /// or the release could block (a network filesystem, a backend whose
     /// attempts are round trips, a release that removes a file). For a
     /// writer that commits on the appender's own thread when it can (a
-    /// JSONL commit without fsync). Like any try it checks no lock order:
-    /// it never waits.
+    /// JSONL commit without fsync). The lock order is checked as for a wait
+    /// (the same commit waits elsewhere when the lock is busy).
     pub(crate) fn try_here(&self, ask: Ask<'_>) -> Result<Option<LockGuard>, LockError> {
         let started = Instant::now();
         if ask.mode != LockMode::Exclusive
@@ -305,6 +305,14 @@ impl Engine {
         }
         let _span = span(ask, &req).entered();
         let entry = table::enter(&req.lock_path);
+        let owner = ask.owner.unwrap_or_else(Owner::current);
+        // Held by the asker itself: the wait (elsewhere) warns or refuses.
+        if entry.is_held_by(owner) {
+            return Ok(None);
+        }
+        // Checked as the waits check it: the same acquisition may wait
+        // when the lock is busy.
+        self.check_before_waiting(ask.category, &req, &entry, owner)?;
         let Ok(queue) = Arc::clone(&entry.queue).try_write_owned() else {
             return Ok(None);
         };

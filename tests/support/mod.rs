@@ -427,12 +427,15 @@ async fn sqlite(args: &[String]) -> Result<(), LockError> {
 async fn jsonl_append(args: &[String]) -> Result<(), LockError> {
     let count: usize = args[2].parse().expect("count");
     let tasks: usize = args[5].parse().expect("tasks");
-    let sink = async_filelock::JsonlSink::builder(&args[1])
+    let mut builder = async_filelock::JsonlSink::builder(&args[1])
         .locks(locks_in(Path::new(&args[0])))
-        .rotate_bytes(args[4].parse().expect("rotate bytes"))
-        .fsync(async_filelock::FsyncPolicy::Never)
-        .open()
-        .await?;
+        .fsync(async_filelock::FsyncPolicy::Never);
+    // 0: no rotation.
+    let rotate: u64 = args[4].parse().expect("rotate bytes");
+    if rotate > 0 {
+        builder = builder.rotate_bytes(rotate);
+    }
+    let sink = builder.open().await?;
     say("ready");
     let handles: Vec<_> = (0..tasks)
         .map(|t| {

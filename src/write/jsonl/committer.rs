@@ -48,7 +48,11 @@ const INLINE_ROUNDS: usize = 4;
 /// filesystem (each commit reopens it otherwise, and a call may hang).
 /// The lock's own conditions are [`crate::lock::acquire::Engine::try_here`]'s.
 fn commits_inline(inner: &Inner) -> bool {
-    inner.shared.fsync == FsyncPolicy::Never && !inner.shared.reopen_each_commit
+    inner.shared.fsync == FsyncPolicy::Never
+        && !inner.shared.reopen_each_commit
+        // A rotation syncs the file it closes and its directory.
+        && inner.shared.rotation.max_bytes.is_none()
+        && inner.shared.rotation.max_records.is_none()
 }
 
 /// Leads the next commit, for the appender that claimed it (set
@@ -62,9 +66,18 @@ fn commits_inline(inner: &Inner) -> bool {
 /// the batch is whole), the lead goes to the committer thread.
 pub(super) async fn lead(inner: &Arc<Inner>, runtime: Option<Handle>) {
     let runtime = if commits_inline(inner) {
+        lock(&inner.pending).yielding = true;
         let mut handing = HandOnDrop(Some((Arc::clone(inner), runtime)));
         tokio::task::yield_now().await;
         let runtime = handing.disarm();
+        {
+            let mut pending = lock(&inner.pending);
+            if !pending.yielding {
+                // `close` took the lead meanwhile and handed it on.
+                return;
+            }
+            pending.yielding = false;
+        }
         for _ in 0..INLINE_ROUNDS {
             match inner.locks.engine().try_here(ask(inner)) {
                 Ok(Some(guard)) => {
@@ -103,9 +116,23 @@ impl HandOnDrop {
 impl Drop for HandOnDrop {
     fn drop(&mut self) {
         if let Some((inner, runtime)) = self.0.take() {
-            hand_to_thread(&inner, runtime);
+            // Unless `close` took the lead already.
+            if std::mem::take(&mut lock(&inner.pending).yielding) {
+                hand_to_thread(&inner, runtime);
+            }
         }
     }
+}
+
+/// For `close`: if an appender holds the lead across its yield (its future
+/// may never be polled again), takes the lead from it and hands it to the
+/// committer thread; true if it did.
+pub(super) fn take_yielded_lead(inner: &Arc<Inner>) -> bool {
+    if !std::mem::take(&mut lock(&inner.pending).yielding) {
+        return false;
+    }
+    hand_to_thread(inner, tokio::runtime::Handle::try_current().ok());
+    true
 }
 
 /// Gives the lead to the committer thread: the parked one, or a new one.
@@ -207,7 +234,17 @@ fn park(inner: &Inner) -> bool {
         .0;
     pending.parked = false;
     // Handed the lead: `committing` was set for it by the appender.
-    std::mem::take(&mut pending.handed)
+    if !std::mem::take(&mut pending.handed) {
+        return false;
+    }
+    if pending.queue.is_empty() {
+        // Withdrawn since: no commit to lead, and no wait for nobody.
+        pending.committing = false;
+        drop(pending);
+        inner.idle.notify_waiters();
+        return false;
+    }
+    true
 }
 
 /// What the commit asks for: the sink's lock, on behalf of the oldest
@@ -237,13 +274,17 @@ pub(super) fn start_committer_thread(
         .name("async-filelock-commit".into())
         .spawn(move || run_committer(committer, runtime, granted));
     if let Err(e) = started {
-        reply_to_batch(
-            inner,
-            LockError::io("start a commit thread for", &inner.path, e),
-        );
-        let mut pending = lock(&inner.pending);
-        pending.committing = false;
-        drop(pending);
+        // Under one lock: a record queued after the batch was taken must
+        // find no leader, and lead itself.
+        let batch: Vec<Entry> = {
+            let mut pending = lock(&inner.pending);
+            pending.committing = false;
+            pending.queue.drain(..).collect()
+        };
+        if !batch.is_empty() {
+            let error = LockError::io("start a commit thread for", &inner.path, e);
+            reply(inner, batch, BatchOutcome::failed(0, error));
+        }
         inner.idle.notify_waiters();
     }
 }

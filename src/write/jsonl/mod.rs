@@ -124,8 +124,9 @@ pub struct SinkStats {
     /// The fencing token of the last commit, when the sink stamps records
     /// with it ([`crate::JsonlSinkBuilder::record_token`]).
     pub last_token: Option<FencingToken>,
-    /// Commits made on an appender's own thread because the lock was free
-    /// at once (sinks without fsync on a local filesystem); the rest ran
-    /// on the sink's committer thread.
+    /// Lock holdings in which an appender committed on its own thread
+    /// because the lock was free at once (sinks without fsync or rotation,
+    /// on a local filesystem); [`SinkStats::commits`] counts writes, which
+    /// a rotation may split.
     pub inline_commits: u64,
 }

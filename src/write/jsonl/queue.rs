@@ -50,6 +50,9 @@ pub(super) struct Pending {
     pub parked: bool,
     /// The lead was handed to the parked committer thread.
     pub handed: bool,
+    /// The appender that leads the next commit yields once before it
+    /// writes, holding the lead; `close` may take it from it.
+    pub yielding: bool,
     /// The committer's async lock wait, when it has one: cancelled when the
     /// last queued record is withdrawn, so that a wait nobody needs any
     /// more (every append dropped or timed out) ends at once.

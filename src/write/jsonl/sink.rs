@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
-use super::committer::lead;
+use super::committer::{lead, take_yielded_lead};
 use super::file::Shared;
 use super::file::lock;
 use super::queue::{Entry, Inner, Pending};
@@ -576,13 +576,22 @@ impl JsonlSink {
                 // Done when nothing is queued or being written: a commit
                 // thread may still be waiting for the lock in `flock`, for
                 // records that have all been withdrawn since.
-                if !pending.committing || (pending.queue.is_empty() && !pending.writing) {
+                if !pending.committing
+                    || (pending.queue.is_empty() && !pending.writing && !pending.yielding)
+                {
                     let ran = pending.rounds > rounds_before;
                     break match &pending.last_error {
                         Some(e) if ran => Err(e.clone()),
                         _ => Ok(()),
                     };
                 }
+            }
+            // An appender that leads holds the lead across one yield; its
+            // future may never run again (dropped later, or just not
+            // polled while this task closes): the committer thread takes
+            // over.
+            if take_yielded_lead(inner) {
+                continue;
             }
             idle.await;
         };
