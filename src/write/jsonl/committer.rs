@@ -10,8 +10,8 @@
 //! committer"). Otherwise, or when the lock is busy, the committer thread
 //! takes the lead.
 //!
-//! That thread is the crate's own (the crate's, not tokio's blocking pool,
-//! which is the program's and which a runtime shutdown waits for). It takes
+//! That thread is the crate's own, not one of tokio's blocking pool (which
+//! is the program's, and which a runtime shutdown waits for). It takes
 //! the lock there: at once if free, else by waiting on that same thread
 //! when the backend's bound on such waits allows, so the thread granted
 //! the lock writes at once with no hand-off (a contended manifest hands the
@@ -150,9 +150,10 @@ fn hand_to_thread(inner: &Arc<Inner>, runtime: Option<Handle>) {
     start_committer_thread(inner, runtime, None);
 }
 
-/// The sink's committer: at most one per sink, started by the first append
-/// that finds none running, and again by its own async lock wait
-/// (`granted`: the lock that wait got). Each round it has the
+/// The sink's committer thread: at most one per sink, started by an
+/// appender that leads a commit it cannot make on its own thread (and
+/// finds no parked thread to hand it to), and again by its own async lock
+/// wait (`granted`: the lock that wait got). Each round it has the
 /// lock, then takes everything queued by then (records that arrived while
 /// it waited join the batch), writes it as one `write` with at most one
 /// fsync, lets go of the lock and replies to each append; it goes round

@@ -6,8 +6,11 @@
 //! append mode, as one `write` of whole lines. Appends from many tasks of a
 //! process are group-committed: while one batch is being written, later
 //! records queue and go out together in the next write, under one lock hold
-//! and one fsync. One committer per sink does the commits, on the blocking
-//! pool, taking the lock there so that it is held only for the write.
+//! and one fsync. The appender that finds no commit under way leads the
+//! next one: on its own thread when the lock is free at once and the commit
+//! cannot stall it (no fsync, no rotation, a local file), else on the
+//! sink's committer thread (the crate's, not tokio's blocking pool), which
+//! takes the lock there so that it is held only for the write.
 //!
 //! * [`sink`]: the public sink and its builder; appends queue records.
 //! * [`queue`]: what appenders and the committer share.

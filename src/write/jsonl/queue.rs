@@ -24,7 +24,8 @@ pub(super) struct Inner {
     pub pending: Mutex<Pending>,
     /// Told when the committer finds nothing left to do.
     pub idle: Notify,
-    /// Wakes a lingering committer when a record is queued.
+    /// Wakes a lingering committer when a record is queued, and a parked
+    /// one when it is handed the lead.
     pub more: std::sync::Condvar,
     pub permits: Semaphore,
     pub max_pending: usize,
@@ -35,14 +36,16 @@ pub(super) struct Inner {
 pub(super) struct Pending {
     pub next_id: u64,
     pub queue: VecDeque<Entry>,
-    /// Whether a committer (thread, or its async lock wait) is running; it
-    /// takes everything queued,
-    /// batch after batch, until the queue is empty.
+    /// Whether a commit is led: by an appender on its own thread, by the
+    /// committer thread, or by its async lock wait. The leader takes
+    /// everything queued, batch after batch, until the queue is empty.
     pub committing: bool,
     /// Whether a batch taken from the queue is being written (its appends
     /// not answered yet): `close` waits for it, and for the queue.
     pub writing: bool,
-    /// Whether the committer is waiting on `Inner::more` for records.
+    /// Whether the committer is waiting on `Inner::more` for records,
+    /// holding the lead (sinks whose commits never run on appenders'
+    /// threads).
     pub lingering: bool,
     /// Whether the committer thread waits without the lead, to be handed
     /// it by an appender that found the lock busy (sinks whose commits run

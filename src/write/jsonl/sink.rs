@@ -1,5 +1,5 @@
 //! [`JsonlSink`] and its builder: appends serialise and queue records; the
-//! committer writes them.
+//! appender that leads a commit, or the committer thread, writes them.
 
 use std::io;
 use std::path::{Path, PathBuf};
