@@ -142,6 +142,7 @@ fn hand_to_thread(inner: &Arc<Inner>, runtime: Option<Handle>) {
         if pending.parked {
             pending.parked = false;
             pending.handed = true;
+            pending.handed_runtime = runtime;
             drop(pending);
             inner.more.notify_one();
             return;
@@ -161,12 +162,18 @@ fn hand_to_thread(inner: &Arc<Inner>, runtime: Option<Handle>) {
 /// an append that is dropped never abandons anyone else's record.
 fn run_committer(inner: Arc<Inner>, runtime: Option<Handle>, granted: Option<LockGuard>) {
     let mut granted = granted;
+    let mut runtime = runtime;
     loop {
         let guard = match granted.take() {
             Some(guard) => Ok(guard),
             None => {
                 if !has_work(&inner) {
                     return;
+                }
+                // Handed the lead by an appender: its runtime is alive
+                // (this thread's may have shut down since it started).
+                if let Some(handed) = lock(&inner.pending).handed_runtime.take() {
+                    runtime = Some(handed);
                 }
                 match inner.locks.engine().acquire_here(ask(&inner)) {
                     Ok(Some(guard)) => Ok(guard),
@@ -241,6 +248,7 @@ fn park(inner: &Inner) -> bool {
     if pending.queue.is_empty() {
         // Withdrawn since: no commit to lead, and no wait for nobody.
         pending.committing = false;
+        pending.handed_runtime = None;
         drop(pending);
         inner.idle.notify_waiters();
         return false;

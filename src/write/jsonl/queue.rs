@@ -53,6 +53,9 @@ pub(super) struct Pending {
     pub parked: bool,
     /// The lead was handed to the parked committer thread.
     pub handed: bool,
+    /// The runtime of the appender that handed it, for the thread's async
+    /// lock waits.
+    pub handed_runtime: Option<tokio::runtime::Handle>,
     /// The appender that leads the next commit yields once before it
     /// writes, holding the lead; `close` may take it from it.
     pub yielding: bool,
