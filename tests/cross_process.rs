@@ -486,26 +486,12 @@ fn law4_queued_futures_dropped_in_order_leave_the_queue_working() {
 /// come only after the holder's 30 s, when the wait is already granted.
 #[tokio::test(flavor = "current_thread")]
 async fn law3_a_wait_never_blocks_the_runtime_thread() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let locks = locks_in(dir.path());
     let target = dir.path().join("manifest.jsonl");
     let lock_path = locks.lock_path(Category::Manifest, &target).unwrap();
     std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
-    let mut holder = Command::new("flock")
-        // --no-fork: the command replaces flock(1), so killing it lets go.
-        .args(["--exclusive", "--no-fork"])
-        .arg(&lock_path)
-        .args(["-c", "echo held; exec sleep 30"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("util-linux flock(1)");
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "held");
+    let mut holder = flock_holder(&lock_path);
     let wait = tokio::spawn({
         let (locks, target) = (locks.clone(), target.clone());
         async move {
@@ -565,8 +551,6 @@ async fn timeouts_at_the_edge_of_the_type_wait_forever_without_panicking() {
 /// after its `flock` must notice, so the lock is busy, not granted twice.
 #[tokio::test(flavor = "current_thread")]
 async fn a_kept_descriptor_of_a_lock_file_removed_by_hand_never_grants_a_lock_held_at_its_path() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let locks = locks_in(dir.path());
     let target = dir.path().join("manifest.jsonl");
@@ -575,18 +559,7 @@ async fn a_kept_descriptor_of_a_lock_file_removed_by_hand_never_grants_a_lock_he
     let lock_path = guard.lock_path().to_path_buf();
     drop(guard);
     std::fs::remove_file(&lock_path).unwrap();
-    let mut holder = Command::new("flock")
-        .args(["--exclusive", "--no-fork"])
-        .arg(&lock_path)
-        .args(["-c", "echo held; exec sleep 30"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("util-linux flock(1)");
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "held");
+    let mut holder = flock_holder(&lock_path);
     let tried = locks.try_lock(Category::Manifest, &target).await.unwrap();
     assert!(
         tried.is_none(),
@@ -600,4 +573,25 @@ async fn a_kept_descriptor_of_a_lock_file_removed_by_hand_never_grants_a_lock_he
         .await
         .expect("granted once flock(1) is gone");
     assert_eq!(guard.lock_path(), lock_path);
+}
+
+/// util-linux `flock(1)` holding `lock_path` exclusively (a holder that is
+/// not this crate) until killed; returns once it holds.
+fn flock_holder(lock_path: &std::path::Path) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut holder = Command::new("flock")
+        // --no-fork: the command replaces flock(1), so killing it lets go.
+        .args(["--exclusive", "--no-fork"])
+        .arg(lock_path)
+        .args(["-c", "echo held; exec sleep 30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux flock(1)");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    holder
 }

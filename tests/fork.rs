@@ -202,6 +202,17 @@ fn children_forked_from_a_busy_parent_acquire_at_once() {
     assert_eq!(hung, 0, "{hung} of 60 forked children hung");
 }
 
+/// Whether util-linux `flock(1)`, another process, gets `path` at once.
+fn flock_free(path: &Path) -> bool {
+    std::process::Command::new("flock")
+        .args(["--exclusive", "--nonblock"])
+        .arg(path)
+        .arg("true")
+        .status()
+        .expect("util-linux flock(1)")
+        .success()
+}
+
 /// A forked child shares its parent's open file descriptions, and with
 /// them the parent's held `flock` locks. A guard the child inherited and
 /// drops must not unlock the parent's lock (a release that keeps its
@@ -250,24 +261,15 @@ fn a_guard_dropped_in_a_forked_child_leaves_the_parents_lock_held() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the child's drop of its inherited guard let go of the parent's lock"
     );
-    let probe = std::process::Command::new("flock")
-        .args(["--exclusive", "--nonblock"])
-        .arg(&lock_path)
-        .arg("true")
-        .status()
-        .expect("util-linux flock(1)");
-    assert!(!probe.success(), "flock(1) got the lock the parent holds");
+    assert!(
+        !flock_free(&lock_path),
+        "flock(1) got the lock the parent holds"
+    );
     assert!(
         artifact_lock_path.exists(),
         "the child's drop removed the parent's artifact lock file"
     );
     drop(artifact);
     drop(guard);
-    let probe = std::process::Command::new("flock")
-        .args(["--exclusive", "--nonblock"])
-        .arg(&lock_path)
-        .arg("true")
-        .status()
-        .expect("util-linux flock(1)");
-    assert!(probe.success(), "the parent's release let go");
+    assert!(flock_free(&lock_path), "the parent's release let go");
 }

@@ -95,22 +95,27 @@ async fn close_takes_the_lead_from_an_appender_whose_future_is_not_polled() {
 /// commits on the appenders' own threads (the lock free at once) take part
 /// and exclude each other and the committer threads (which take the busy
 /// rounds): every record exactly once, every line whole.
-#[test]
-fn four_processes_committing_on_their_own_threads_write_every_record_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("manifest.jsonl");
-    let (procs, count) = (4, 3000);
+/// Runs `procs` processes of `tasks` tasks each appending `count` records
+/// to `path` without fsync (rotating past `rotate` bytes; 0: never), and
+/// returns their rows and how many of their commits ran on an appender's
+/// own thread.
+fn append_from_processes(
+    dir: &Path,
+    path: &Path,
+    (procs, count, tasks): (usize, usize, usize),
+    rotate: u64,
+) -> (Vec<Row>, u64) {
     let mut workers: Vec<Worker> = (0..procs)
         .map(|i| {
             spawn(
                 "jsonl_append",
                 &[
-                    arg(dir.path()),
-                    arg(&path),
+                    arg(dir),
+                    arg(path),
                     count.to_string(),
                     format!("p{i}"),
-                    "0".into(),
-                    "8".into(),
+                    rotate.to_string(),
+                    tasks.to_string(),
                 ],
             )
         })
@@ -127,12 +132,20 @@ fn four_processes_committing_on_their_own_threads_write_every_record_exactly_onc
             .unwrap_or_else(|| panic!("worker said {said:?}"));
         w.finish();
     }
-    assert!(inline > 0, "no commit ran on an appender's thread");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let rows = rt.block_on(all_rows(&path));
+    (rt.block_on(all_rows(path)), inline)
+}
+
+#[test]
+fn four_processes_committing_on_their_own_threads_write_every_record_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.jsonl");
+    let (procs, count) = (4, 3000);
+    let (rows, inline) = append_from_processes(dir.path(), &path, (procs, count, 8), 0);
+    assert!(inline > 0, "no commit ran on an appender's thread");
     assert_eq!(rows.len(), procs * count, "every record once");
     let unique: HashSet<&Row> = rows.iter().collect();
     assert_eq!(unique.len(), procs * count, "no duplicates");
@@ -143,43 +156,12 @@ fn eight_processes_with_small_rotation_write_every_record_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.jsonl");
     let (procs, count) = (8, 1500);
-    let mut workers: Vec<Worker> = (0..procs)
-        .map(|i| {
-            spawn(
-                "jsonl_append",
-                &[
-                    arg(dir.path()),
-                    arg(&path),
-                    count.to_string(),
-                    format!("p{i}"),
-                    "16384".into(),
-                    "4".into(),
-                ],
-            )
-        })
-        .collect();
-    for w in &mut workers {
-        w.wait_ready();
-    }
-    let mut inline = 0;
-    for mut w in workers {
-        let said = w.read();
-        inline += said
-            .strip_prefix("inline ")
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("worker said {said:?}"));
-        w.finish();
-    }
+    let (rows, inline) = append_from_processes(dir.path(), &path, (procs, count, 4), 16384);
     // A rotation syncs: those commits run on the committer threads.
     assert_eq!(
         inline, 0,
         "a rotating sink committed on an appender's thread"
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let rows = rt.block_on(all_rows(&path));
     assert_eq!(rows.len(), procs * count, "every record once");
     let unique: HashSet<&Row> = rows.iter().collect();
     assert_eq!(unique.len(), procs * count, "no duplicates");

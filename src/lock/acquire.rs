@@ -108,6 +108,16 @@ impl CallOff for &CancellationToken {
     }
 }
 
+/// How long [`Engine::take_here`] may keep its thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Here {
+    /// As long as another holder keeps the lock (a crate thread).
+    MayWait,
+    /// A non-blocking try, and only where neither it nor the release can
+    /// block (an appender's runtime thread).
+    Briefly,
+}
+
 /// The longest a single try of a backend whose attempts are round trips
 /// (a server) may take: a try has no deadline of its own.
 const ASYNC_TRY_BOUND: Duration = Duration::from_secs(10);
@@ -241,39 +251,7 @@ impl Engine {
     /// [`Engine::acquire`], which has a deadline). No deadline here: the
     /// wait on this thread is not interruptible.
     pub(crate) fn acquire_here(&self, ask: Ask<'_>) -> Result<Option<LockGuard>, LockError> {
-        let started = Instant::now();
-        let req = self.request(ask, started)?;
-        let _span = span(ask, &req).entered();
-        let entry = table::enter(&req.lock_path);
-        let owner = ask.owner.unwrap_or_else(Owner::current);
-        if ask.mode != LockMode::Exclusive
-            || entry.is_held_by(owner)
-            || self.backend.attempts_are_async()
-        {
-            return Ok(None);
-        }
-        self.check_before_waiting(ask.category, &req, &entry, owner)?;
-        let Ok(queue) = Arc::clone(&entry.queue).try_write_owned() else {
-            return Ok(None);
-        };
-        let os = match self.backend.try_lock(&req)? {
-            Some(os) => os,
-            None => match self.backend.wait_here(&req) {
-                Some(held) => held?,
-                None => return Ok(None),
-            },
-        };
-        let hold = Hold::Exclusive { os, queue };
-        // Held by this thread, not by the owner it was checked for (see
-        // `acquire`).
-        Ok(Some(self.new_guard(
-            ask.category,
-            req,
-            entry,
-            Owner::current(),
-            hold,
-            started,
-        )))
+        self.take_here(ask, Here::MayWait)
     }
 
     /// One attempt on the calling thread that never waits and never blocks
@@ -285,41 +263,52 @@ impl Engine {
     /// JSONL commit without fsync). The lock order is checked as for a wait
     /// (the same commit waits elsewhere when the lock is busy).
     pub(crate) fn try_here(&self, ask: Ask<'_>) -> Result<Option<LockGuard>, LockError> {
+        self.take_here(ask, Here::Briefly)
+    }
+
+    /// [`Engine::acquire_here`] and [`Engine::try_here`].
+    fn take_here(&self, ask: Ask<'_>, here: Here) -> Result<Option<LockGuard>, LockError> {
         let started = Instant::now();
-        if ask.mode != LockMode::Exclusive
-            || self.backend.attempts_are_async()
-            || self.policy.remove_on_release(ask.category)
-        {
+        if ask.mode != LockMode::Exclusive || self.backend.attempts_are_async() {
             return Ok(None);
         }
         let places = mounts::places(started);
-        if self.may_hang(&places, ask.target) {
+        if here == Here::Briefly
+            && (self.policy.remove_on_release(ask.category) || self.may_hang(&places, ask.target))
+        {
             return Ok(None);
         }
         let req = self.request(ask, started)?;
-        if self.backend.releases_by_removal(&req)
-            || places.may_hang(&req.target)
-            || places.may_hang(&req.lock_path)
+        if here == Here::Briefly
+            && (self.backend.releases_by_removal(&req)
+                || places.may_hang(&req.target)
+                || places.may_hang(&req.lock_path))
         {
             return Ok(None);
         }
         let _span = span(ask, &req).entered();
         let entry = table::enter(&req.lock_path);
         let owner = ask.owner.unwrap_or_else(Owner::current);
-        // Held by the asker itself: the wait (elsewhere) warns or refuses.
+        // Held by the asker itself: the wait (with a deadline) warns or
+        // refuses.
         if entry.is_held_by(owner) {
             return Ok(None);
         }
-        // Checked as the waits check it: the same acquisition may wait
-        // when the lock is busy.
         self.check_before_waiting(ask.category, &req, &entry, owner)?;
         let Ok(queue) = Arc::clone(&entry.queue).try_write_owned() else {
             return Ok(None);
         };
-        let Some(os) = self.backend.try_lock(&req)? else {
-            return Ok(None);
+        let os = match (self.backend.try_lock(&req)?, here) {
+            (Some(os), _) => os,
+            (None, Here::Briefly) => return Ok(None),
+            (None, Here::MayWait) => match self.backend.wait_here(&req) {
+                Some(held) => held?,
+                None => return Ok(None),
+            },
         };
         let hold = Hold::Exclusive { os, queue };
+        // Held by this thread, not by the owner it was checked for (see
+        // `acquire`).
         Ok(Some(self.new_guard(
             ask.category,
             req,
