@@ -50,23 +50,36 @@ async fn open_sink(dir: &Path, path: &Path, fsync: FsyncPolicy) -> JsonlSink {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_commit_on_their_own_thread_only_where_a_commit_cannot_stall_it() {
     let dir = tempfile::tempdir().unwrap();
-    for (fsync, name) in [
-        (FsyncPolicy::Never, "never"),
-        (FsyncPolicy::EveryCommit, "every"),
+    // (fsync, lock file removed on release, name, commits inline?)
+    for (fsync, removed, name, inline) in [
+        (FsyncPolicy::Never, false, "never", true),
+        (FsyncPolicy::EveryCommit, false, "every", false),
+        // A release that removes the lock file may block: never inline.
+        (FsyncPolicy::Never, true, "removed", false),
     ] {
-        let sink = open_sink(dir.path(), &dir.path().join(format!("{name}.jsonl")), fsync).await;
+        let sink = JsonlSink::builder(dir.path().join(format!("{name}.jsonl")))
+            .locks(support::locks_removing(
+                dir.path(),
+                Category::Manifest,
+                removed,
+            ))
+            .fsync(fsync)
+            .open()
+            .await
+            .unwrap();
         for i in 0..20 {
             sink.append(&serde_json::json!({ "i": i })).await.unwrap();
         }
         sink.close().await.unwrap();
         let stats = sink.stats();
         assert_eq!(stats.records, 20);
-        match fsync {
-            FsyncPolicy::Never => assert_eq!(
+        if inline {
+            assert_eq!(
                 stats.inline_commits, stats.commits,
                 "uncontended, every commit ran inline: {stats:?}"
-            ),
-            _ => assert_eq!(stats.inline_commits, 0, "{stats:?}"),
+            );
+        } else {
+            assert_eq!(stats.inline_commits, 0, "{name}: {stats:?}");
         }
     }
 }

@@ -266,6 +266,13 @@ impl Engine {
         self.take_here(ask, Here::Briefly)
     }
 
+    /// Whether [`Engine::try_here`] can ever take a lock of `category`
+    /// (not where every attempt is a round trip, nor where every release
+    /// removes the file): a writer asks before it arranges to try.
+    pub(crate) fn may_try_here(&self, category: Category) -> bool {
+        !self.backend.attempts_are_async() && !self.policy.remove_on_release(category)
+    }
+
     /// [`Engine::acquire_here`] and [`Engine::try_here`].
     fn take_here(&self, ask: Ask<'_>, here: Here) -> Result<Option<LockGuard>, LockError> {
         let started = Instant::now();

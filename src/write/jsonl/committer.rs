@@ -53,6 +53,7 @@ fn commits_inline(inner: &Inner) -> bool {
         // A rotation syncs the file it closes and its directory.
         && inner.shared.rotation.max_bytes.is_none()
         && inner.shared.rotation.max_records.is_none()
+        && inner.locks.engine().may_try_here(inner.category)
 }
 
 /// Leads the next commit, for the appender that claimed it (set
