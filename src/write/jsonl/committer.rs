@@ -47,7 +47,7 @@ const INLINE_ROUNDS: usize = 4;
 /// never fsync (an fsync takes milliseconds) and the file is on a local
 /// filesystem (each commit reopens it otherwise, and a call may hang).
 /// The lock's own conditions are [`crate::lock::acquire::Engine::try_here`]'s.
-fn commits_inline(inner: &Inner) -> bool {
+pub(super) fn commits_inline(inner: &Inner) -> bool {
     inner.shared.fsync == FsyncPolicy::Never
         && !inner.shared.reopen_each_commit
         // A rotation syncs the file it closes and its directory.
@@ -67,7 +67,7 @@ fn commits_inline(inner: &Inner) -> bool {
 /// the batch is whole), the lead goes to the committer thread.
 pub(super) async fn lead(inner: &Arc<Inner>, runtime: Option<Handle>) {
     let runtime = if commits_inline(inner) {
-        lock(&inner.pending).yielding = true;
+        // `yielding` was set with the lead, in `submit`.
         let mut handing = HandOnDrop(Some((Arc::clone(inner), runtime)));
         tokio::task::yield_now().await;
         let runtime = handing.disarm();
@@ -78,6 +78,7 @@ pub(super) async fn lead(inner: &Arc<Inner>, runtime: Option<Handle>) {
                 return;
             }
             pending.yielding = false;
+            pending.yielding_runtime = None;
         }
         for _ in 0..INLINE_ROUNDS {
             match inner.locks.engine().try_here(ask(inner)) {
@@ -118,7 +119,10 @@ impl Drop for HandOnDrop {
     fn drop(&mut self) {
         if let Some((inner, runtime)) = self.0.take() {
             // Unless `close` took the lead already.
-            if std::mem::take(&mut lock(&inner.pending).yielding) {
+            let mut pending = lock(&inner.pending);
+            if std::mem::take(&mut pending.yielding) {
+                pending.yielding_runtime = None;
+                drop(pending);
                 hand_to_thread(&inner, runtime);
             }
         }
@@ -129,10 +133,18 @@ impl Drop for HandOnDrop {
 /// may never be polled again), takes the lead from it and hands it to the
 /// committer thread; true if it did.
 pub(super) fn take_yielded_lead(inner: &Arc<Inner>) -> bool {
-    if !std::mem::take(&mut lock(&inner.pending).yielding) {
-        return false;
-    }
-    hand_to_thread(inner, tokio::runtime::Handle::try_current().ok());
+    let runtime = {
+        let mut pending = lock(&inner.pending);
+        if !std::mem::take(&mut pending.yielding) {
+            return false;
+        }
+        pending.yielding_runtime.take()
+    };
+    // The appender's runtime, where the thread's async waits belong.
+    hand_to_thread(
+        inner,
+        runtime.or_else(|| tokio::runtime::Handle::try_current().ok()),
+    );
     true
 }
 

@@ -57,8 +57,12 @@ pub(super) struct Pending {
     /// lock waits.
     pub handed_runtime: Option<tokio::runtime::Handle>,
     /// The appender that leads the next commit yields once before it
-    /// writes, holding the lead; `close` may take it from it.
+    /// writes, holding the lead; `close` may take it from it. Set with
+    /// `committing`, under the same lock, so `close` never misses it.
     pub yielding: bool,
+    /// That appender's runtime, for the committer thread `close` hands the
+    /// lead to.
+    pub yielding_runtime: Option<tokio::runtime::Handle>,
     /// The committer's async lock wait, when it has one: cancelled when the
     /// last queued record is withdrawn, so that a wait nobody needs any
     /// more (every append dropped or timed out) ends at once.

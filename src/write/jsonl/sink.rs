@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
-use super::committer::{lead, take_yielded_lead};
+use super::committer::{commits_inline, lead, take_yielded_lead};
 use super::file::Shared;
 use super::file::lock;
 use super::queue::{Entry, Inner, Pending};
@@ -496,6 +496,11 @@ impl JsonlSink {
             });
             let start = !pending.committing;
             pending.committing = true;
+            if start && commits_inline(inner) {
+                // The lead yields once before it writes (see `lead`).
+                pending.yielding = true;
+                pending.yielding_runtime = tokio::runtime::Handle::try_current().ok();
+            }
             // One wake per linger: the committer clears the flag itself
             // once awake, and every later notify would be a futex call.
             if pending.lingering {
