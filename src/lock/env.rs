@@ -85,19 +85,11 @@ pub(crate) fn apply(
         }
     }
     if let Some(value) = lookup(ENV_WAIT_THREADS) {
-        let n = parse_count(ENV_WAIT_THREADS, &value, "threads")?;
+        let n = parse_count(ENV_WAIT_THREADS, &value, "threads", 1)?;
         crate::backend::os::waits::set_max_kernel_waits(n);
     }
     if let Some(value) = lookup(ENV_HOT_FILES) {
-        let n = value
-            .to_str()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .ok_or_else(|| {
-                config(
-                    ENV_HOT_FILES,
-                    &format!("{value:?} is not a whole number of descriptors, 0 or more"),
-                )
-            })?;
+        let n = parse_count(ENV_HOT_FILES, &value, "descriptors", 0)?;
         crate::backend::os::set_max_hot_files(n);
     }
     if let Some(backend) = lookup(ENV_BACKEND) {
@@ -133,7 +125,7 @@ pub(crate) fn apply(
         policy.postgres.namespace = namespace;
     }
     if let Some(value) = lookup(ENV_PG_CONNECTIONS) {
-        policy.postgres.connections = parse_count(ENV_PG_CONNECTIONS, &value, "connections")?;
+        policy.postgres.connections = parse_count(ENV_PG_CONNECTIONS, &value, "connections", 1)?;
     }
     if let Some(value) = lookup(ENV_SOFT_LEASE) {
         match parse_timeout(ENV_SOFT_LEASE, &value)? {
@@ -169,16 +161,16 @@ fn config(key: &str, reason: &str) -> LockError {
     }
 }
 
-/// A whole number of `what`, 1 or more.
-fn parse_count(key: &str, value: &OsStr, what: &str) -> Result<usize, LockError> {
+/// A whole number of `what`, `min` or more.
+fn parse_count(key: &str, value: &OsStr, what: &str, min: usize) -> Result<usize, LockError> {
     value
         .to_str()
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n >= 1)
+        .filter(|n| *n >= min)
         .ok_or_else(|| {
             config(
                 key,
-                &format!("{value:?} is not a whole number of {what}, 1 or more"),
+                &format!("{value:?} is not a whole number of {what}, {min} or more"),
             )
         })
 }
@@ -223,6 +215,14 @@ mod tests {
         );
         let err = applied(ENV_BACKEND, "carrier-pigeon").unwrap_err();
         assert!(err.to_string().contains(ENV_BACKEND), "{err}");
+        // Counts: threads need one at least; kept descriptors may be none.
+        let err = applied(ENV_WAIT_THREADS, "0").unwrap_err();
+        assert!(err.to_string().contains("1 or more"), "{err}");
+        let err = applied(ENV_HOT_FILES, "-3").unwrap_err();
+        assert!(
+            err.to_string().contains(ENV_HOT_FILES) && err.to_string().contains("0 or more"),
+            "{err}"
+        );
         let ok = applied("ASYNC_FILELOCK_TIMEOUT_MANIFEST", " 0 ").unwrap();
         assert_eq!(ok.timeout(Category::Manifest), Some(Duration::ZERO));
     }

@@ -273,7 +273,8 @@ impl OsHeld {
             lock_path,
             ..
         } = self;
-        give_back(&lock_path, LockFile { file, dir });
+        // `keep_open` said the filesystem is local when the lock was taken.
+        drop(kept().keep(lock_path, LockFile { file, dir }));
     }
 }
 

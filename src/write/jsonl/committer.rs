@@ -28,11 +28,12 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::FsyncPolicy;
-use super::file::{BatchOutcome, lock};
+use super::file::{BatchOutcome, Shared, lock};
 use super::queue::{Entry, Inner};
+use crate::category::Category;
 use crate::error::LockError;
-use crate::lock::LockGuard;
 use crate::lock::acquire::Ask;
+use crate::lock::{LockGuard, Locks};
 use crate::mode::LockMode;
 
 /// How long the committer waits for more records before its thread ends.
@@ -43,95 +44,83 @@ const LINGER: Duration = Duration::from_millis(1);
 /// its task should not write everyone else's for long.
 const INLINE_ROUNDS: usize = 4;
 
-/// Whether commits of this sink may run on an appender's thread: they
-/// never fsync (an fsync takes milliseconds) and the file is on a local
-/// filesystem (each commit reopens it otherwise, and a call may hang).
-/// The lock's own conditions are [`crate::lock::acquire::Engine::try_here`]'s.
-pub(super) fn commits_inline(inner: &Inner) -> bool {
-    inner.shared.fsync == FsyncPolicy::Never
-        && !inner.shared.reopen_each_commit
+/// Whether commits of a sink may run on an appender's thread (decided
+/// once, when the sink opens: `Inner::commits_inline`): they never fsync
+/// (an fsync takes milliseconds) and the file is on a local filesystem
+/// (each commit reopens it otherwise, and a call may hang). The lock's own
+/// conditions are [`crate::lock::acquire::Engine::try_here`]'s.
+pub(super) fn commits_inline(shared: &Shared, locks: &Locks, category: Category) -> bool {
+    shared.fsync == FsyncPolicy::Never
+        && !shared.reopen_each_commit
         // A rotation syncs the file it closes and its directory.
-        && inner.shared.rotation.max_bytes.is_none()
-        && inner.shared.rotation.max_records.is_none()
-        && inner.locks.engine().may_try_here(inner.category)
+        && shared.rotation.max_bytes.is_none()
+        && shared.rotation.max_records.is_none()
+        && locks.engine().may_try_here(category)
 }
 
 /// Leads the next commit, for the appender that claimed it (set
-/// `committing`): rounds on this thread while the lock is free at once
-/// and records are queued, then, if any are left, the committer thread
-/// (`runtime`: where it hands its async lock waits; see
-/// [`start_committer_thread`]).
+/// `committing`, and, where commits run inline, `yielding` with its
+/// runtime): rounds on this thread while the lock is free at once and
+/// records are queued, then, if any are left, the committer thread.
 ///
 /// Cancel safe: if the appender's future is dropped at its one await (a
 /// yield, so that the tasks its last commit woke queue their records and
 /// the batch is whole), the lead goes to the committer thread.
-pub(super) async fn lead(inner: &Arc<Inner>, runtime: Option<Handle>) {
-    let runtime = if commits_inline(inner) {
-        // `yielding` was set with the lead, in `submit`.
-        let mut handing = HandOnDrop(Some((Arc::clone(inner), runtime)));
-        tokio::task::yield_now().await;
-        let runtime = handing.disarm();
-        {
-            let mut pending = lock(&inner.pending);
-            if !pending.yielding {
-                // `close` took the lead meanwhile and handed it on.
-                return;
-            }
-            pending.yielding = false;
-            pending.yielding_runtime = None;
+pub(super) async fn lead(inner: &Arc<Inner>) {
+    if !inner.commits_inline {
+        hand_to_thread(inner, Handle::try_current().ok());
+        return;
+    }
+    let mut handing = HandOnDrop(Some(Arc::clone(inner)));
+    tokio::task::yield_now().await;
+    // Polled again: the lead is still this appender's, unless `close`
+    // took it (below).
+    handing.0 = None;
+    let runtime = {
+        let mut pending = lock(&inner.pending);
+        if !std::mem::take(&mut pending.yielding) {
+            // `close` took the lead meanwhile and handed it on.
+            return;
         }
-        for _ in 0..INLINE_ROUNDS {
-            match inner.locks.engine().try_here(ask(inner)) {
-                Ok(Some(guard)) => {
-                    lock(&inner.shared.stats).inline_commits += 1;
-                    commit_round(inner, Ok(guard));
-                }
-                // Busy: the committer thread waits for it.
-                Ok(None) => break,
-                Err(e) => commit_round(inner, Err(e)),
-            }
-            let mut pending = lock(&inner.pending);
-            if pending.queue.is_empty() {
-                pending.committing = false;
-                drop(pending);
-                inner.idle.notify_waiters();
-                return;
-            }
-        }
-        runtime
-    } else {
-        runtime
+        pending.yielding_runtime.take()
     };
+    for _ in 0..INLINE_ROUNDS {
+        match inner.locks.engine().try_here(ask(inner)) {
+            Ok(Some(guard)) => {
+                lock(&inner.shared.stats).inline_commits += 1;
+                commit_round(inner, Ok(guard));
+            }
+            // Busy: the committer thread waits for it.
+            Ok(None) => break,
+            Err(e) => commit_round(inner, Err(e)),
+        }
+        let mut pending = lock(&inner.pending);
+        if pending.queue.is_empty() {
+            pending.committing = false;
+            drop(pending);
+            inner.idle.notify_waiters();
+            return;
+        }
+    }
     hand_to_thread(inner, runtime);
 }
 
-/// Hands the lead to the committer thread if dropped armed.
-struct HandOnDrop(Option<(Arc<Inner>, Option<Handle>)>);
-
-impl HandOnDrop {
-    /// The lead stays here; returns the runtime to hand it with later.
-    fn disarm(&mut self) -> Option<Handle> {
-        self.0.take().and_then(|(_, runtime)| runtime)
-    }
-}
+/// Hands a yielded lead to the committer thread if dropped (the leader's
+/// future was dropped at its yield).
+struct HandOnDrop(Option<Arc<Inner>>);
 
 impl Drop for HandOnDrop {
     fn drop(&mut self) {
-        if let Some((inner, runtime)) = self.0.take() {
-            // Unless `close` took the lead already.
-            let mut pending = lock(&inner.pending);
-            if std::mem::take(&mut pending.yielding) {
-                pending.yielding_runtime = None;
-                drop(pending);
-                hand_to_thread(&inner, runtime);
-            }
+        if let Some(inner) = self.0.take() {
+            take_yielded_lead(&inner);
         }
     }
 }
 
-/// For `close`: if an appender holds the lead across its yield (its future
-/// may never be polled again), takes the lead from it and hands it to the
-/// committer thread; true if it did.
+/// If an appender holds the lead across its yield, takes it and hands it
+/// to the committer thread, with that appender's runtime; true if it did.
+/// For the leader's dropped future, and for `close` (the leader's future
+/// may never be polled again).
 pub(super) fn take_yielded_lead(inner: &Arc<Inner>) -> bool {
     let runtime = {
         let mut pending = lock(&inner.pending);
@@ -140,7 +129,6 @@ pub(super) fn take_yielded_lead(inner: &Arc<Inner>) -> bool {
         }
         pending.yielding_runtime.take()
     };
-    // The appender's runtime, where the thread's async waits belong.
     hand_to_thread(
         inner,
         runtime.or_else(|| tokio::runtime::Handle::try_current().ok()),
@@ -209,7 +197,7 @@ fn run_committer(inner: Arc<Inner>, runtime: Option<Handle>, granted: Option<Loc
 /// commit on their own threads, it gives up the lead while it lingers, so
 /// that they do (see [`park`]).
 fn has_work(inner: &Inner) -> bool {
-    if commits_inline(inner) {
+    if inner.commits_inline {
         return park(inner);
     }
     let mut pending = lock(&inner.pending);

@@ -30,6 +30,9 @@ pub(super) struct Inner {
     pub permits: Semaphore,
     pub max_pending: usize,
     pub closed: AtomicBool,
+    /// Whether commits may run on appenders' threads (see
+    /// `committer::commits_inline`), decided when the sink opened.
+    pub commits_inline: bool,
 }
 
 #[derive(Debug, Default)]

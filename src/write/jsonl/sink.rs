@@ -244,8 +244,10 @@ impl JsonlSinkBuilder {
             Ok(())
         })
         .await?;
+        let commits_inline = commits_inline(&shared, &locks, self.category);
         Ok(JsonlSink {
             inner: Arc::new(Inner {
+                commits_inline,
                 locks,
                 category: self.category,
                 path,
@@ -496,7 +498,7 @@ impl JsonlSink {
             });
             let start = !pending.committing;
             pending.committing = true;
-            if start && commits_inline(inner) {
+            if start && inner.commits_inline {
                 // The lead yields once before it writes (see `lead`).
                 pending.yielding = true;
                 pending.yielding_runtime = tokio::runtime::Handle::try_current().ok();
@@ -515,7 +517,7 @@ impl JsonlSink {
             id: Some(id),
         };
         if start_committer {
-            lead(inner, tokio::runtime::Handle::try_current().ok()).await;
+            lead(inner).await;
         }
         // The category's deadline holds here too: a commit that waits for
         // the lock on a thread of its own cannot be interrupted, so an
