@@ -290,6 +290,7 @@ mod mode;
 // Platform code (the only `unsafe`), blocking-pool glue, per-process state.
 mod blocking;
 mod mounts;
+mod path_key;
 mod per_process;
 mod sys;
 // Layer 1: what holds a lock between processes.

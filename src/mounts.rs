@@ -20,8 +20,9 @@
 //! first resolution runs where the caller is.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::per_process::PerProcess;
 
@@ -33,13 +34,14 @@ pub(crate) const NETWORK_FS_VAR: &str = "ASYNC_FILELOCK_NETWORK_FS";
 
 #[derive(Debug)]
 struct Table {
-    read_at: Instant,
+    /// When, by [`crate::sys::coarse_now`].
+    read_at: Duration,
     network: Arc<[PathBuf]>,
 }
 
 static TABLE: PerProcess<RwLock<Option<Table>>> = PerProcess::new();
 
-/// The network places known at `now` (the mount table read at most
+/// The network places known now (the mount table read at most
 /// [`REFRESH`] before): taken once per acquisition, then asked of each of
 /// its paths. Without any (the usual case) it costs one uncontended read
 /// lock and holds nothing.
@@ -59,13 +61,22 @@ impl Places {
     }
 }
 
+/// Until when (by [`crate::sys::coarse_now`], in nanoseconds) the last read
+/// of the mount table, which found no network places, is good: the usual
+/// case answered by one atomic load, no lock.
+static NONE_UNTIL: AtomicU64 = AtomicU64::new(0);
+
 /// The network places known now; see [`Places`].
-pub(crate) fn places(now: Instant) -> Places {
+pub(crate) fn places() -> Places {
+    let now = crate::sys::coarse_now();
+    if nanos(now) < NONE_UNTIL.load(Ordering::Relaxed) {
+        return Places(None);
+    }
     let table = TABLE.get(|| RwLock::new(None));
     {
         let read = table.read().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = read.as_ref()
-            && now.saturating_duration_since(t.read_at) < REFRESH
+            && now.saturating_sub(t.read_at) < REFRESH
         {
             return Places((!t.network.is_empty()).then(|| Arc::clone(&t.network)));
         }
@@ -74,16 +85,29 @@ pub(crate) fn places(now: Instant) -> Places {
     // two threads may both read it, and either result is right.
     let network: Arc<[PathBuf]> = read_network_places().into();
     let places = Places((!network.is_empty()).then(|| Arc::clone(&network)));
+    let none = network.is_empty();
     *table.write().unwrap_or_else(|p| p.into_inner()) = Some(Table {
         read_at: now,
         network,
     });
+    NONE_UNTIL.store(
+        if none {
+            nanos(now.saturating_add(REFRESH))
+        } else {
+            0
+        },
+        Ordering::Relaxed,
+    );
     places
+}
+
+fn nanos(t: Duration) -> u64 {
+    u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// [`Places::may_hang`] with the places known now.
 pub(crate) fn may_hang(path: &Path) -> bool {
-    places(Instant::now()).may_hang(path)
+    places().may_hang(path)
 }
 
 /// Whether `path` is at or under one of `places`.

@@ -19,13 +19,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use rustix::fs::{Mode, OFlags};
 
 use crate::backend::{LockRequest, NetworkFsPolicy};
 use crate::error::LockError;
+use crate::path_key::PathKey;
 use crate::per_process::PerProcess;
 
 /// How long a checked lock dir is used by descriptor before its path is
@@ -88,14 +89,16 @@ impl LockDirFd {
 struct Known {
     dir: Arc<LockDirFd>,
     group: Option<u32>,
-    checked: Instant,
+    /// When, by [`crate::sys::coarse_now`].
+    checked: Duration,
 }
 
-// Fx: keys are local paths, where hash flooding is no threat, and SipHash
-// of a path is a visible share of an uncontended acquisition.
-static KNOWN: PerProcess<Mutex<FxHashMap<PathBuf, Known>>> = PerProcess::new();
+// Fx over the bytes (see `PathKey`): keys are local paths, where hash
+// flooding is no threat, and hashing a path is a visible share of an
+// uncontended acquisition.
+static KNOWN: PerProcess<Mutex<FxHashMap<PathKey, Known>>> = PerProcess::new();
 
-fn known() -> MutexGuard<'static, FxHashMap<PathBuf, Known>> {
+fn known() -> MutexGuard<'static, FxHashMap<PathKey, Known>> {
     KNOWN
         .get(|| Mutex::new(FxHashMap::default()))
         .lock()
@@ -105,10 +108,10 @@ fn known() -> MutexGuard<'static, FxHashMap<PathBuf, Known>> {
 /// The checked lock dir `dir` for `req`, creating it (with the request's
 /// mode) if it is missing.
 pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, LockError> {
-    let now = Instant::now();
-    if let Some(k) = known().get(dir)
+    let now = crate::sys::coarse_now();
+    if let Some(k) = known().get(dir.as_os_str())
         && k.group == req.shared_group
-        && now.saturating_duration_since(k.checked) < RECHECK
+        && now.saturating_sub(k.checked) < RECHECK
     {
         return Ok(Arc::clone(&k.dir));
     }
@@ -131,7 +134,7 @@ pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
     let mut known = known();
     // Checked again and found the same directory: the descriptor of the
     // last check is as good, and lock files opened in it stay usable.
-    let dir_fd = match known.get(dir) {
+    let dir_fd = match known.get(dir.as_os_str()) {
         Some(k)
             if k.group == req.shared_group
                 && k.dir.id == checked.id
@@ -143,12 +146,12 @@ pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
     };
     // Entries past their recheck would be checked again anyway: dropped
     // now, with their descriptors, so that an idle process keeps none.
-    known.retain(|_, k| now.saturating_duration_since(k.checked) < RECHECK);
+    known.retain(|_, k| now.saturating_sub(k.checked) < RECHECK);
     if known.len() >= KEPT {
         known.clear();
     }
     known.insert(
-        dir.to_path_buf(),
+        PathKey(dir.into()),
         Known {
             dir: Arc::clone(&dir_fd),
             group: req.shared_group,
@@ -161,7 +164,7 @@ pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
 /// Forgets `dir` (it was removed since it was checked): the next use checks
 /// the directory now at its path.
 pub(crate) fn forget(dir: &Path) {
-    known().remove(dir);
+    known().remove(dir.as_os_str());
 }
 
 /// Opens `dir` and checks it; `None` if it does not exist.

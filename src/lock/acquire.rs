@@ -116,6 +116,11 @@ enum Here {
     /// A non-blocking try, and only where neither it nor the release can
     /// block (an appender's runtime thread).
     Briefly,
+    /// The first poll of an async acquisition: a non-blocking try where the
+    /// try cannot block (a release that removes the lock file goes to the
+    /// blocking pool, as always). `checked`: whether the acquisition would
+    /// wait, and so is checked for the lock order as a wait is.
+    AtOnce { checked: bool },
 }
 
 /// The longest a single try of a backend whose attempts are round trips
@@ -273,21 +278,51 @@ impl Engine {
         !self.backend.attempts_are_async() && !self.policy.remove_on_release(category)
     }
 
+    /// The first step of an async acquisition that started at `started`
+    /// with `timeout`, on the polling thread: the lock if it is free at
+    /// once, in this process's queue and at the backend, and taking it
+    /// cannot block (not on a network filesystem); `Ok(None)` otherwise,
+    /// and then [`Engine::acquire`] does the rest. An uncontended lock so
+    /// costs no boxed future and no async state (see ARCHITECTURE.md, "The
+    /// uncontended path").
+    pub(crate) fn acquire_at_once(
+        &self,
+        ask: Ask<'_>,
+        started: Instant,
+        timeout: Option<Duration>,
+    ) -> Result<Option<LockGuard>, LockError> {
+        // A single attempt (zero timeout) is not checked for the lock order:
+        // it cannot wait.
+        let checked = timeout != Some(Duration::ZERO);
+        self.take_here_from(ask, Here::AtOnce { checked }, started)
+    }
+
     /// [`Engine::acquire_here`] and [`Engine::try_here`].
     fn take_here(&self, ask: Ask<'_>, here: Here) -> Result<Option<LockGuard>, LockError> {
-        let started = Instant::now();
+        self.take_here_from(ask, here, Instant::now())
+    }
+
+    /// [`Engine::take_here`] for an acquisition that started at `started`.
+    fn take_here_from(
+        &self,
+        ask: Ask<'_>,
+        here: Here,
+        started: Instant,
+    ) -> Result<Option<LockGuard>, LockError> {
         if ask.mode != LockMode::Exclusive || self.backend.attempts_are_async() {
             return Ok(None);
         }
-        let places = mounts::places(started);
-        if here == Here::Briefly
-            && (self.policy.remove_on_release(ask.category) || self.may_hang(&places, ask.target))
+        let places = mounts::places();
+        let briefly = here == Here::Briefly;
+        if here != Here::MayWait
+            && ((briefly && self.policy.remove_on_release(ask.category))
+                || self.may_hang(&places, ask.target))
         {
             return Ok(None);
         }
         let req = self.request(ask, started)?;
-        if here == Here::Briefly
-            && (self.backend.releases_by_removal(&req)
+        if here != Here::MayWait
+            && ((briefly && self.backend.releases_by_removal(&req))
                 || places.may_hang(&req.target)
                 || places.may_hang(&req.lock_path))
         {
@@ -301,13 +336,15 @@ impl Engine {
         if entry.is_held_by(owner) {
             return Ok(None);
         }
-        self.check_before_waiting(ask.category, &req, &entry, owner)?;
+        if here != (Here::AtOnce { checked: false }) {
+            self.check_before_waiting(ask.category, &req, &entry, owner)?;
+        }
         let Ok(queue) = Arc::clone(&entry.queue).try_write_owned() else {
             return Ok(None);
         };
         let os = match (self.backend.try_lock(&req)?, here) {
             (Some(os), _) => os,
-            (None, Here::Briefly) => return Ok(None),
+            (None, Here::Briefly | Here::AtOnce { .. }) => return Ok(None),
             (None, Here::MayWait) => match self.backend.wait_here(&req) {
                 Some(held) => held?,
                 None => return Ok(None),
@@ -340,7 +377,7 @@ impl Engine {
     /// ended elsewhere (a JSONL append whose commit did not come in time):
     /// counted, traced and naming the holder like any other.
     pub(crate) async fn timed_out(&self, ask: Ask<'_>, started: Instant) -> LockError {
-        if self.may_hang(&mounts::places(Instant::now()), ask.target) {
+        if self.may_hang(&mounts::places(), ask.target) {
             // Naming it must not wait on the network filesystem that
             // probably made it late.
             return self.unresolved_timeout(ask, started);
@@ -351,7 +388,7 @@ impl Engine {
         };
         // Resolved through a symlink into a network mount: the holder
         // lookup (a stat of the lock file) must not wait on it either.
-        let places = mounts::places(Instant::now());
+        let places = mounts::places();
         let remote = places.may_hang(&req.target) || places.may_hang(&req.lock_path);
         let owner = ask.owner.unwrap_or_else(Owner::current);
         let entry = table::enter(&req.lock_path);
@@ -447,7 +484,7 @@ impl Engine {
         now: Instant,
         bound: Patience<'p>,
     ) -> Result<Result<(LockRequest, Option<Patience<'p>>), Missed>, LockError> {
-        let places = mounts::places(now);
+        let places = mounts::places();
         if !self.may_hang(&places, ask.target) {
             let req = self.request(ask, now)?;
             // Resolved through a symlink into a network mount?
@@ -477,7 +514,7 @@ impl Engine {
 
     fn request_for(&self, ask: Ask<'_>, normal: naming::NormalTarget) -> LockRequest {
         LockRequest {
-            lock_path: self.policy.lock_path(ask.category, &normal).into(),
+            lock_path: self.policy.lock_path(ask.category, &normal),
             target: normal.path,
             mode: ask.mode,
             file_mode: self.policy.file_mode,

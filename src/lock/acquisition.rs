@@ -55,6 +55,8 @@ pub struct Acquire {
     mode: LockMode,
     timeout: Option<Duration>,
     running: Option<Running>,
+    /// Ended on its first poll (the lock was free at once, or an error).
+    done: bool,
 }
 
 impl std::fmt::Debug for Acquire {
@@ -83,6 +85,7 @@ impl Acquire {
             mode: LockMode::Exclusive,
             timeout,
             running: None,
+            done: false,
         }
     }
 
@@ -194,14 +197,47 @@ impl Future for Acquire {
     /// the `Acquire`, so they cannot run after it.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let running = this.running.get_or_insert_with(|| {
+        if this.running.is_none() && !this.done {
+            // Free at once: no boxed future, no async state.
+            let started = Instant::now();
+            let ask = Ask {
+                category: this.category,
+                target: &this.target,
+                mode: this.mode,
+                owner: None,
+            };
+            match this.engine.acquire_at_once(ask, started, this.timeout) {
+                Ok(None) => this.running = Some(this.start(started)),
+                Ok(Some(guard)) => {
+                    this.done = true;
+                    return Poll::Ready(Ok(guard));
+                }
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        match this.running.as_mut() {
+            Some(running) => running.as_mut().poll(cx),
+            // Polled again after it ended on its first poll: it never takes
+            // a second lock.
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Acquire {
+    /// The acquisition as a future, for when the lock was not free at once.
+    fn start(&self, started: Instant) -> Running {
+        {
             let (engine, category, target, mode, timeout) = (
-                Arc::clone(&this.engine),
-                this.category,
+                Arc::clone(&self.engine),
+                self.category,
                 // Shared, not copied: a waiter carries one copy of its path.
-                Arc::clone(&this.target),
-                this.mode,
-                this.timeout,
+                Arc::clone(&self.target),
+                self.mode,
+                self.timeout,
             );
             Box::pin(async move {
                 // No named locals: each would be kept across the await.
@@ -213,7 +249,7 @@ impl Future for Acquire {
                             mode,
                             owner: None,
                         },
-                        Instant::now(),
+                        started,
                         timeout,
                         NoCallOff,
                     )
@@ -223,7 +259,6 @@ impl Future for Acquire {
                     Err(never) => match never {},
                 }
             })
-        });
-        running.as_mut().poll(cx)
+        }
     }
 }

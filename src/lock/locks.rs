@@ -300,7 +300,11 @@ impl Locks {
         target: impl AsRef<Path>,
     ) -> Result<PathBuf, LockError> {
         let normal = naming::normalize_target(target.as_ref(), Instant::now())?;
-        Ok(self.engine.policy.lock_path(category, &normal))
+        Ok(self
+            .engine
+            .policy
+            .lock_path(category, &normal)
+            .to_path_buf())
     }
 
     /// The timeout of a category (`None`: wait forever).

@@ -13,7 +13,7 @@
 //! [`CACHE_TTL`]: a symlink in a target's path re-pointed while the process
 //! runs is seen within that time.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 // Fx: keys are local paths, where hash flooding is no threat and SipHash
 // was a visible share of an uncontended acquisition.
@@ -199,9 +199,38 @@ pub(crate) fn resolve_dir(dir: &Path) -> io::Result<PathBuf> {
     ))
 }
 
-/// `<category>.<hash>.lock` for a normalised target.
+/// `<category>.<hash>.lock`, the name [`lock_path_in`] gives a lock file:
+/// for tests, which build lock paths the plain way to check it.
+#[cfg(test)]
 pub(crate) fn lock_file_name(category: Category, target: &NormalTarget) -> String {
     [category.name(), ".", &target.hash, ".lock"].concat()
+}
+
+/// The lock path of `target` in `category`: the directory `dirs` (joined
+/// by `/`), then `CATEGORY.HASH.lock`. Built as bytes in one allocation, the
+/// `Arc` itself: it is made on every acquisition, and `Path::join` (which
+/// parses components) with its intermediate strings was a visible share.
+pub(crate) fn lock_path_in(
+    dirs: &[&OsStr],
+    category: Category,
+    target: &NormalTarget,
+) -> Arc<Path> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes: smallvec::SmallVec<[u8; 256]> = smallvec::SmallVec::new();
+    for dir in dirs {
+        let dir = dir.as_bytes();
+        if !bytes.is_empty() && bytes.last() != Some(&b'/') {
+            bytes.push(b'/');
+        }
+        bytes.extend_from_slice(dir);
+    }
+    if bytes.last() != Some(&b'/') {
+        bytes.push(b'/');
+    }
+    for part in [category.name(), ".", &target.hash, ".lock"] {
+        bytes.extend_from_slice(part.as_bytes());
+    }
+    Arc::from(Path::new(OsStr::from_bytes(&bytes)))
 }
 
 /// The raw bytes of a path: Unix paths are byte strings, so non-UTF-8 names
@@ -214,6 +243,28 @@ pub(crate) fn path_bytes(path: &Path) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_path_built_as_bytes_is_the_joined_path() {
+        let target = NormalTarget::new(PathBuf::from("/data/run/manifest.jsonl"));
+        for dirs in [
+            &["/run/locks"][..],
+            &["/run/locks/"],
+            &["/"],
+            &["/data/run", ".locks"],
+            &["/", ".locks"],
+            &["/a//b", "c"],
+        ] {
+            let mut joined = PathBuf::new();
+            for d in dirs {
+                joined = joined.join(d);
+            }
+            let joined = joined.join(lock_file_name(Category::Manifest, &target));
+            let dirs: Vec<&OsStr> = dirs.iter().map(OsStr::new).collect();
+            let built = lock_path_in(&dirs, Category::Manifest, &target);
+            assert_eq!(built.as_os_str(), joined.as_os_str(), "{dirs:?}");
+        }
+    }
 
     #[test]
     fn lexical_tail_of_a_missing_directory() {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::owner::Owner;
 use crate::category::Category;
@@ -36,7 +37,9 @@ pub enum OrderCheck {
     Off,
 }
 
-type Held = FxHashMap<Owner, Vec<(Category, Arc<Path>)>>;
+/// What each owner holds: a few locks at most, inline (no allocation per
+/// holding).
+type Held = FxHashMap<Owner, SmallVec<[(Category, Arc<Path>); 4]>>;
 
 /// Per process, like the table (see `per_process`).
 static HELD: PerProcess<Mutex<Held>> = PerProcess::new();
@@ -73,7 +76,9 @@ pub(crate) fn forget(owner: Owner, category: Category, lock_path: &Path) {
     if let Some(list) = held.get_mut(&owner) {
         if let Some(i) = list
             .iter()
-            .position(|(c, p)| *c == category && &**p == lock_path)
+            // Bytes: the path recorded is this same lock path (`Path`'s own
+            // equality walks components).
+            .position(|(c, p)| *c == category && p.as_os_str() == lock_path.as_os_str())
         {
             list.swap_remove(i);
         }

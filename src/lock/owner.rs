@@ -17,7 +17,7 @@ impl Owner {
     pub fn current() -> Owner {
         match task::try_id() {
             Some(id) => Owner::Task(id),
-            None => Owner::Thread(std::thread::current().id()),
+            None => Owner::Thread(current_thread_id()),
         }
     }
 }
@@ -45,4 +45,16 @@ pub enum SameTask {
     Wait,
     /// Refuse at once with [`crate::LockError::WouldDeadlock`].
     Refuse,
+}
+
+/// This thread's id, read once per thread: `thread::current()` clones an
+/// `Arc` each time, a visible share of an uncontended acquisition outside
+/// a task (`block_on`).
+fn current_thread_id() -> std::thread::ThreadId {
+    thread_local! {
+        static ID: std::thread::ThreadId = std::thread::current().id();
+    }
+    // Gone while the thread's own locals are dropped: asked afresh.
+    ID.try_with(|id| *id)
+        .unwrap_or_else(|_| std::thread::current().id())
 }

@@ -2,7 +2,8 @@
 //! lock files go, how long to wait, hold budgets, removal on release,
 //! permissions and the lock-order check.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::naming::{self, NormalTarget};
@@ -86,11 +87,14 @@ impl Policy {
         matches!(self.lock_dir, LockDir::Fixed(_))
     }
 
-    pub fn lock_path(&self, category: Category, target: &NormalTarget) -> PathBuf {
-        let name = naming::lock_file_name(category, target);
+    pub fn lock_path(&self, category: Category, target: &NormalTarget) -> Arc<Path> {
         match &self.lock_dir {
-            LockDir::BesideTarget => target.parent().join(BESIDE_TARGET_DIR).join(name),
-            LockDir::Fixed(dir) => dir.join(name),
+            LockDir::BesideTarget => naming::lock_path_in(
+                &[target.parent().as_os_str(), BESIDE_TARGET_DIR.as_ref()],
+                category,
+                target,
+            ),
+            LockDir::Fixed(dir) => naming::lock_path_in(&[dir.as_os_str()], category, target),
         }
     }
 

@@ -14,9 +14,7 @@
 // Fx: keys are local paths, where hash flooding is no threat and SipHash
 // was a visible share of an uncontended acquisition.
 use rustc_hash::FxHashMap;
-use std::borrow::Borrow;
-use std::ffi::OsStr;
-use std::hash::{Hash, Hasher};
+use smallvec::SmallVec;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -24,6 +22,7 @@ use tokio::sync::RwLock;
 
 use super::owner::Owner;
 use super::shared::SharedHeld;
+use crate::path_key::PathKey;
 use crate::per_process::PerProcess;
 
 /// State of one lock path in this process.
@@ -37,11 +36,13 @@ pub(crate) struct Entry {
     pub shared: tokio::sync::Mutex<Weak<SharedHeld>>,
     /// Who holds this lock: for the same-task check ([`super::owner::SameTask`])
     /// and to name this task as the holder in a timeout.
-    owners: Mutex<Vec<Owner>>,
+    /// Who holds it in this process: one at a time but for shared
+    /// holders, so inline (no allocation per holding).
+    owners: Mutex<SmallVec<[Owner; 2]>>,
 }
 
 impl Entry {
-    fn owners(&self) -> MutexGuard<'_, Vec<Owner>> {
+    fn owners(&self) -> MutexGuard<'_, SmallVec<[Owner; 2]>> {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -61,33 +62,7 @@ impl Entry {
     }
 }
 
-/// A lock path as a table key, hashed and compared as bytes. Lock paths are
-/// built by this crate in one spelling, so bytes are enough, and `Path`'s
-/// own `Hash` parses components: 2% of an uncontended acquisition.
-#[derive(Debug)]
-struct Key(Arc<Path>);
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.0.as_os_str() == other.0.as_os_str()
-    }
-}
-
-impl Eq for Key {}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.as_os_str().hash(state);
-    }
-}
-
-impl Borrow<OsStr> for Key {
-    fn borrow(&self) -> &OsStr {
-        self.0.as_os_str()
-    }
-}
-
-type Map = FxHashMap<Key, Arc<Entry>>;
+type Map = FxHashMap<PathKey, Arc<Entry>>;
 
 /// Per process: a child made by `fork()` must not inherit entries whose
 /// queues are held by the parent's tasks (see `crate::per_process`).
@@ -137,13 +112,13 @@ pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
     let table = table();
     let mut map = lock_map(table);
     let entry = map
-        .entry(Key(Arc::clone(lock_path)))
+        .entry(PathKey(Arc::clone(lock_path)))
         .or_insert_with(|| {
             Arc::new(Entry {
                 lock_path: Arc::clone(lock_path),
                 queue: Arc::new(RwLock::new(())),
                 shared: tokio::sync::Mutex::new(Weak::new()),
-                owners: Mutex::new(Vec::new()),
+                owners: Mutex::new(SmallVec::new()),
             })
         })
         .clone();

@@ -74,3 +74,21 @@ pub(crate) fn host_name() -> Option<String> {
         .filter(|n| !n.is_empty())
         .map(str::to_owned)
 }
+
+/// A monotonic clock that may lag by a few milliseconds (one scheduler
+/// tick), read from the vDSO without reading the TSC: for intervals of a
+/// second or more that are checked on every acquisition (the lock dir's
+/// re-check, the mount table's refresh), where `Instant::now` was a visible
+/// share of the uncontended cost. Other Unixes read the precise clock.
+pub(crate) fn coarse_now() -> std::time::Duration {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let id = rustix::time::ClockId::MonotonicCoarse;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let id = rustix::time::ClockId::Monotonic;
+    let t = rustix::time::clock_gettime(id);
+    // A monotonic clock is never negative.
+    std::time::Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}

@@ -9,6 +9,7 @@
 //! and retry on the new file, so exclusion holds across removal. (Python's
 //! filelock removed on release without such a check and had to revert it.)
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -76,7 +77,7 @@ fn kept() -> &'static HotSet<LockFile> {
 /// the open tried once more.
 pub(super) fn open_kept(req: &LockRequest) -> Result<LockFile, LockError> {
     if let Some(file) = kept().take(&req.lock_path) {
-        if let Some(dir) = req.lock_path.parent()
+        if let Some((dir, _)) = split_lock_path(&req.lock_path)
             && let Ok(trusted) = dirs::lock_dir(dir, req)
             && Arc::ptr_eq(&file.dir, &trusted)
         {
@@ -95,6 +96,26 @@ pub(super) fn open_kept(req: &LockRequest) -> Result<LockFile, LockError> {
         }
         opened => opened,
     }
+}
+
+/// A lock path's directory and file name, split at its last `/`. Lock
+/// paths are built by this crate (`naming::lock_path_in`), absolute and
+/// without `.` or `..`, so the bytes tell it all; `Path::parent` parses
+/// components, a visible share of an uncontended acquisition. `None` for a
+/// path that names no file in a directory.
+fn split_lock_path(path: &Path) -> Option<(&Path, &OsStr)> {
+    let bytes = path.as_os_str().as_bytes();
+    let slash = bytes.iter().rposition(|b| *b == b'/')?;
+    let name = &bytes[slash + 1..];
+    if name.is_empty() || name == b"." || name == b".." {
+        return None;
+    }
+    let mut dir = &bytes[..slash];
+    while dir.len() > 1 && dir.ends_with(b"/") {
+        dir = &dir[..dir.len() - 1];
+    }
+    let dir: &[u8] = if dir.is_empty() { b"/" } else { dir };
+    Some((Path::new(OsStr::from_bytes(dir)), OsStr::from_bytes(name)))
 }
 
 /// Gives back a checked-out lock file that holds no lock (a busy try's, or
@@ -117,7 +138,7 @@ pub(super) fn close_kept() -> usize {
 /// creating the lock dir with `dir_mode` if it is missing.
 pub(super) fn open_lock_file(req: &LockRequest) -> Result<LockFile, LockError> {
     let path = &*req.lock_path;
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+    let Some((dir, name)) = split_lock_path(path) else {
         return Err(LockError::UnsafeLockFile {
             path: path.to_path_buf(),
             reason: "it names no file in a directory".into(),
@@ -328,6 +349,30 @@ impl HeldLock for OsHeld {
             }
             // Someone removed or replaced it: not ours to remove.
             _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_lock_path;
+    use std::path::Path;
+
+    #[test]
+    fn a_lock_path_splits_as_path_parent_and_file_name_do() {
+        for p in [
+            "/run/locks/a.lock",
+            "/a.lock",
+            "/run//locks//a.lock",
+            "/x/.locks/m.h.lock",
+        ] {
+            let path = Path::new(p);
+            let (dir, name) = split_lock_path(path).expect("splits");
+            assert_eq!(Some(dir), path.parent(), "{p}");
+            assert_eq!(Some(name), path.file_name(), "{p}");
+        }
+        for p in ["/run/locks/", "/", "a.lock", "/run/.."] {
+            assert!(split_lock_path(Path::new(p)).is_none(), "{p}");
         }
     }
 }

@@ -39,6 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
 
+use crate::path_key::PathKey;
+
 /// Descriptors kept per process unless configured.
 pub(crate) const DEFAULT_HOT_FILES: usize = 64;
 
@@ -64,7 +66,7 @@ pub(super) struct HotSet<T> {
 
 #[derive(Debug)]
 struct Inner<T> {
-    files: FxHashMap<Arc<Path>, Kept<T>>,
+    files: FxHashMap<PathKey, Kept<T>>,
     /// Counts uses: the smallest `used` is the least recently used.
     clock: u64,
 }
@@ -99,7 +101,10 @@ impl<T> HotSet<T> {
         if inner.files.is_empty() {
             return None;
         }
-        inner.files.remove(lock_path).map(|kept| kept.file)
+        inner
+            .files
+            .remove(lock_path.as_os_str())
+            .map(|kept| kept.file)
     }
 
     /// Keeps `file`; returns what must be closed (a descriptor already kept
@@ -115,7 +120,7 @@ impl<T> HotSet<T> {
         if max > 0 {
             inner.clock += 1;
             let used = inner.clock;
-            if let Some(old) = inner.files.insert(lock_path, Kept { file, used }) {
+            if let Some(old) = inner.files.insert(PathKey(lock_path), Kept { file, used }) {
                 closing.push(old.file);
             }
         } else {
@@ -127,7 +132,7 @@ impl<T> HotSet<T> {
                 .files
                 .iter()
                 .min_by_key(|(_, kept)| kept.used)
-                .map(|(path, _)| Arc::clone(path))
+                .map(|(path, _)| path.clone())
             else {
                 break;
             };

@@ -27,7 +27,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -42,6 +41,7 @@ use super::pending::{Pending, Place};
 use crate::backend::{LockRequest, OsMetrics};
 use crate::error::LockError;
 use crate::mode::LockMode;
+use crate::path_key::PathKey;
 use crate::per_process::PerProcess;
 
 /// Kernel waits allowed at once, per process, unless configured.
@@ -82,7 +82,7 @@ pub(super) struct Waits {
 
 /// A pending wait's key: one wait per lock path and mode per process (the
 /// lock layer's queue lets only one task at a time talk to the backend).
-type Key = (Arc<Path>, LockMode);
+type Key = (PathKey, LockMode);
 
 #[derive(Debug, Default)]
 struct State {
@@ -113,7 +113,7 @@ impl Waits {
 
     /// Starts (or adopts) the wait for `req` and returns its future.
     pub(super) fn start(&'static self, req: &LockRequest) -> Result<OsWait, LockError> {
-        let key = (Arc::clone(&req.lock_path), req.mode);
+        let key = (PathKey(Arc::clone(&req.lock_path)), req.mode);
         let mut state = self.state();
         if let Some(existing) = state.pending.get(&key) {
             let mut inner = existing.inner();
@@ -213,7 +213,10 @@ impl Waits {
     }
 
     fn forget_locked(&self, state: &mut State, pending: &Arc<Pending>) {
-        let key = (Arc::clone(&pending.req.lock_path), pending.req.mode);
+        let key = (
+            PathKey(Arc::clone(&pending.req.lock_path)),
+            pending.req.mode,
+        );
         if state
             .pending
             .get(&key)
