@@ -18,6 +18,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -52,6 +53,11 @@ pub(crate) struct LockDirFd {
     /// directory again keeps this descriptor (and what was opened in it,
     /// such as kept lock files, stays usable).
     id: (u64, u64),
+    /// The shared group it was checked for.
+    group: Option<u32>,
+    /// When it was last checked (found again at its path), by
+    /// [`crate::sys::coarse_now`] in nanoseconds; 0 once it is known gone.
+    checked_at: AtomicU64,
 }
 
 impl LockDirFd {
@@ -59,20 +65,38 @@ impl LockDirFd {
         self.fd.as_fd()
     }
 
+    /// Whether this descriptor is still the trusted lock dir for a request
+    /// with `group`: checked (or found again) less than [`RECHECK`] ago,
+    /// for that group. What [`lock_dir`] would answer without its map
+    /// lookup, for a lock file kept open in it (see `os::hot`).
+    pub(crate) fn is_current_for(&self, group: Option<u32>) -> bool {
+        self.group == group
+            && nanos(crate::sys::coarse_now())
+                < self
+                    .checked_at
+                    .load(Ordering::Relaxed)
+                    .saturating_add(nanos(RECHECK))
+    }
+
+    fn checked(&self, now: Duration) {
+        self.checked_at.store(nanos(now).max(1), Ordering::Relaxed);
+    }
+
     /// A lock file found in this lock dir must be ours, or the shared
     /// group's: another user's lock file is one they can hold forever.
     pub(crate) fn check_lock_file(
         &self,
         path: &Path,
-        meta: &std::fs::Metadata,
+        meta: impl Into<Ownership>,
         group: Option<u32>,
     ) -> Result<(), LockError> {
-        if meta.uid() == self.euid || group.is_some_and(|gid| meta.gid() == gid) {
+        let meta = meta.into();
+        if meta.uid == self.euid || group.is_some_and(|gid| meta.gid == gid) {
             return Ok(());
         }
         // The process may have changed its effective user since the check
         // (`seteuid`): its own new lock file is not another user's.
-        if meta.uid() == euid() {
+        if meta.uid == euid() {
             return Ok(());
         }
         let fix = match group {
@@ -144,6 +168,7 @@ pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
         }
         _ => Arc::new(checked),
     };
+    dir_fd.checked(now);
     // Entries past their recheck would be checked again anyway: dropped
     // now, with their descriptors, so that an idle process keeps none.
     known.retain(|_, k| now.saturating_sub(k.checked) < RECHECK);
@@ -164,7 +189,14 @@ pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
 /// Forgets `dir` (it was removed since it was checked): the next use checks
 /// the directory now at its path.
 pub(crate) fn forget(dir: &Path) {
-    known().remove(dir.as_os_str());
+    if let Some(k) = known().remove(dir.as_os_str()) {
+        // Lock files kept open in it must not be used either.
+        k.dir.checked_at.store(0, Ordering::Relaxed);
+    }
+}
+
+fn nanos(t: Duration) -> u64 {
+    u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Opens `dir` and checks it; `None` if it does not exist.
@@ -241,6 +273,8 @@ fn open_checked(
         fd: file.into(),
         euid: euid(),
         id: (meta.dev(), meta.ino()),
+        group,
+        checked_at: AtomicU64::new(0),
     }))
 }
 
@@ -357,14 +391,47 @@ fn check_dir(dir: &Path, meta: &std::fs::Metadata, group: Option<u32>) -> Result
     }
 }
 
-fn untrusted(what: &'static str, path: &Path, meta: &std::fs::Metadata, fix: &str) -> LockError {
+fn untrusted(what: &'static str, path: &Path, meta: impl Into<Ownership>, fix: &str) -> LockError {
+    let meta = meta.into();
     LockError::Untrusted {
         what,
         path: path.to_path_buf(),
-        uid: meta.uid(),
-        gid: meta.gid(),
-        mode: meta.mode() & 0o7777,
+        uid: meta.uid,
+        gid: meta.gid,
+        mode: meta.mode & 0o7777,
         fix: fix.into(),
+    }
+}
+
+/// Who owns a file, and its mode: what the trust checks read, from
+/// `std::fs::Metadata` or from a bare `fstat` (an acquisition's, which
+/// costs less than std's `statx` of every field).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ownership {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+impl From<&std::fs::Metadata> for Ownership {
+    fn from(meta: &std::fs::Metadata) -> Self {
+        Ownership {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode(),
+        }
+    }
+}
+
+impl From<&rustix::fs::Stat> for Ownership {
+    fn from(stat: &rustix::fs::Stat) -> Self {
+        Ownership {
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            // `st_mode` is `u32` on Linux and `u16` elsewhere.
+            #[allow(clippy::useless_conversion)]
+            mode: u32::from(stat.st_mode),
+        }
     }
 }
 

@@ -166,7 +166,7 @@ impl Engine {
                 entry,
                 holder,
                 hold,
-                started,
+                (started, Instant::now()),
             )))
         }
         .instrument(span)
@@ -233,7 +233,14 @@ impl Engine {
                     // sibling future of that task may take other locks
                     // meanwhile without offending the lock order).
                     let holder = Owner::current();
-                    let guard = self.new_guard(ask.category, req, entry, holder, hold, started);
+                    let guard = self.new_guard(
+                        ask.category,
+                        req,
+                        entry,
+                        holder,
+                        hold,
+                        (started, Instant::now()),
+                    );
                     Ok(Ok(guard))
                 }
                 Err(Missed::CalledOff) if let Some(off) = call_off.off() => Ok(Err(off)),
@@ -353,13 +360,24 @@ impl Engine {
         let hold = Hold::Exclusive { os, queue };
         // Held by this thread, not by the owner it was checked for (see
         // `acquire`).
+        let holder = if ask.owner.is_none() {
+            owner
+        } else {
+            Owner::current()
+        };
+        // Taken without waiting: the clock is not read again (the few
+        // microseconds this took count as held, not as waited).
+        let acquired = match here {
+            Here::AtOnce { .. } => started,
+            Here::Briefly | Here::MayWait => Instant::now(),
+        };
         Ok(Some(self.new_guard(
             ask.category,
             req,
             entry,
-            Owner::current(),
+            holder,
             hold,
-            started,
+            (started, acquired),
         )))
     }
 
@@ -696,7 +714,8 @@ impl Engine {
         }
     }
 
-    /// The guard for a lock just granted; records the acquisition.
+    /// The guard for a lock asked for at `started` and granted at
+    /// `acquired`; records the acquisition.
     fn new_guard(
         &self,
         category: Category,
@@ -704,12 +723,11 @@ impl Engine {
         entry: EntryRef,
         owner: Owner,
         hold: Hold,
-        started: Instant,
+        (started, acquired): (Instant, Instant),
     ) -> LockGuard {
         let remove_on_release =
             self.policy.remove_on_release(category) || self.backend.releases_by_removal(&req);
-        let acquired = Instant::now();
-        let waited = acquired - started;
+        let waited = acquired.saturating_duration_since(started);
         self.recorder.acquired(category, waited);
         tracing::debug!(wait_ms = waited.as_secs_f64() * 1e3, "acquired");
         LockGuard::new(GuardParts {

@@ -7,9 +7,10 @@
 //! one blocking thread, not a thousand. Shared holders of one process share
 //! one OS shared lock through `shared`.
 //!
-//! Entries live only while someone holds or waits: the last [`EntryRef`] to
-//! go removes its entry, so touching a million distinct paths once leaves the
-//! table empty.
+//! Entries live while someone holds or waits, and a few idle ones after
+//! (up to [`IDLE_KEPT`], then every idle one is removed at once), so that
+//! an uncontended lock taken again and again reuses its entry, and touching
+//! a million distinct paths once leaves at most that many.
 
 // Fx: keys are local paths, where hash flooding is no threat and SipHash
 // was a visible share of an uncontended acquisition.
@@ -28,7 +29,6 @@ use crate::per_process::PerProcess;
 /// State of one lock path in this process.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    lock_path: Arc<Path>,
     /// FIFO queue of this process's waiters; its guard is held with the lock.
     pub queue: Arc<RwLock<()>>,
     /// The OS shared lock all shared holders in this process use, if any.
@@ -62,7 +62,19 @@ impl Entry {
     }
 }
 
-type Map = FxHashMap<PathKey, Arc<Entry>>;
+/// The entries by lock path, and how many of them are idle (nobody asks
+/// for or holds the lock: only the map refers to the entry).
+#[derive(Debug, Default)]
+struct Map {
+    entries: FxHashMap<PathKey, Arc<Entry>>,
+    idle: usize,
+}
+
+/// Idle entries kept for their next use, at most: an uncontended lock
+/// taken again and again finds its entry instead of allocating one and
+/// removing it each time (a visible share of its cost). Past this bound,
+/// every idle entry is removed at once.
+const IDLE_KEPT: usize = 64;
 
 /// Per process: a child made by `fork()` must not inherit entries whose
 /// queues are held by the parent's tasks (see `crate::per_process`).
@@ -70,17 +82,20 @@ static TABLE: PerProcess<Mutex<Map>> = PerProcess::new();
 
 /// This process's table.
 fn table() -> &'static Mutex<Map> {
-    TABLE.get(|| Mutex::new(FxHashMap::default()))
+    TABLE.get(|| Mutex::new(Map::default()))
 }
 
 fn lock_map(table: &'static Mutex<Map>) -> MutexGuard<'static, Map> {
-    // Inserting and removing Arcs cannot leave the map half-changed.
+    // Inserting and removing Arcs, and the count changed with them under
+    // this same lock, cannot leave the map half-changed.
     table.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Number of lock paths currently in use in this process.
+/// Number of lock paths currently in use in this process (idle entries
+/// kept for reuse are not in use).
 pub(crate) fn len() -> usize {
-    lock_map(table()).len()
+    let map = lock_map(table());
+    map.entries.len() - map.idle
 }
 
 /// How many acquisitions of this process have asked for `lock_path` and
@@ -91,7 +106,7 @@ pub(crate) fn len() -> usize {
 #[cfg(feature = "test-util")]
 pub(crate) fn asking(lock_path: &Path) -> usize {
     let map = lock_map(table());
-    let Some(entry) = map.get(lock_path.as_os_str()) else {
+    let Some(entry) = map.entries.get(lock_path.as_os_str()) else {
         return 0;
     };
     let holders = entry.owners().len();
@@ -111,17 +126,26 @@ pub(crate) struct EntryRef {
 pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
     let table = table();
     let mut map = lock_map(table);
-    let entry = map
-        .entry(PathKey(Arc::clone(lock_path)))
-        .or_insert_with(|| {
-            Arc::new(Entry {
-                lock_path: Arc::clone(lock_path),
+    let entry = match map.entries.get(lock_path.as_os_str()) {
+        Some(entry) => {
+            let entry = Arc::clone(entry);
+            // Only the map referred to it, and now we do too.
+            if Arc::strong_count(&entry) == 2 {
+                map.idle -= 1;
+            }
+            entry
+        }
+        None => {
+            let entry = Arc::new(Entry {
                 queue: Arc::new(RwLock::new(())),
                 shared: tokio::sync::Mutex::new(Weak::new()),
                 owners: Mutex::new(SmallVec::new()),
-            })
-        })
-        .clone();
+            });
+            map.entries
+                .insert(PathKey(Arc::clone(lock_path)), Arc::clone(&entry));
+            entry
+        }
+    };
     EntryRef {
         entry: Some(entry),
         table,
@@ -143,10 +167,54 @@ impl Drop for EntryRef {
             return;
         };
         let mut map = lock_map(self.table);
-        // Ours plus the table's: nobody else holds or waits.
+        // Ours plus the table's: nobody else holds or waits, and the entry
+        // is idle once ours is dropped (under the map's lock, as every
+        // other reference is taken and dropped).
         if Arc::strong_count(&entry) == 2 {
-            map.remove(entry.lock_path.as_os_str());
+            drop(entry);
+            map.idle += 1;
+            if map.idle > IDLE_KEPT {
+                map.entries.retain(|_, e| Arc::strong_count(e) > 1);
+                map.idle = 0;
+            }
         }
-        drop(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(i: usize) -> Arc<Path> {
+        Path::new(&format!("/run/table-test-{}/{i}.lock", std::process::id())).into()
+    }
+
+    #[test]
+    fn an_idle_entry_is_reused_and_idle_ones_stay_bounded() {
+        let a = path(0);
+        let first = enter(&a);
+        let ptr = Arc::as_ptr(first.entry.as_ref().expect("entry"));
+        drop(first);
+        let again = enter(&a);
+        assert!(
+            std::ptr::eq(ptr, Arc::as_ptr(again.entry.as_ref().expect("entry"))),
+            "an uncontended lock reuses its idle entry"
+        );
+        drop(again);
+        for i in 1..=10 * IDLE_KEPT {
+            drop(enter(&path(i)));
+        }
+        let map = lock_map(table());
+        // Other tests of this process may hold entries meanwhile: only the
+        // idle ones are bounded.
+        assert!(map.idle <= IDLE_KEPT, "{} idle entries kept", map.idle);
+        assert_eq!(
+            map.idle,
+            map.entries
+                .values()
+                .filter(|e| Arc::strong_count(e) == 1)
+                .count(),
+            "the idle count is exact"
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::os::unix::fs::{FileExt as _, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::flock::{try_flock, unlock};
 use super::hot::{HotSet, max_hot_files};
@@ -77,6 +77,9 @@ fn kept() -> &'static HotSet<LockFile> {
 /// the open tried once more.
 pub(super) fn open_kept(req: &LockRequest) -> Result<LockFile, LockError> {
     if let Some(file) = kept().take(&req.lock_path) {
+        if file.dir.is_current_for(req.shared_group) {
+            return Ok(file);
+        }
         if let Some((dir, _)) = split_lock_path(&req.lock_path)
             && let Ok(trusted) = dirs::lock_dir(dir, req)
             && Arc::ptr_eq(&file.dir, &trusted)
@@ -205,20 +208,19 @@ fn open_error(path: &Path, e: io::Error) -> LockError {
 pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<OsHeld>, LockError> {
     let path = &*req.lock_path;
     let LockFile { file, dir } = lock_file;
-    let mine = file
-        .metadata()
-        .map_err(|e| LockError::io("inspect lock file", path, e))?;
-    if !mine.is_file() {
+    let mine =
+        rustix::fs::fstat(&file).map_err(|e| LockError::io("inspect lock file", path, e.into()))?;
+    if FileType::from_raw_mode(mine.st_mode) != FileType::RegularFile {
         return Err(LockError::UnsafeLockFile {
             path: path.to_path_buf(),
             reason: "it is not a regular file; remove it or choose another lock dir".into(),
         });
     }
-    if mine.nlink() == 0 {
+    if mine.st_nlink == 0 {
         return Ok(None);
     }
     dir.check_lock_file(path, &mine, req.shared_group)?;
-    let mut readable = mine.len() > 0;
+    let mut readable = mine.st_size > 0;
     if !readable {
         // A new lock file shared with a group gets the mode asked for, not
         // what the umask left of it. Best effort, as the record.
