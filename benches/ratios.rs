@@ -386,6 +386,13 @@ fn child(args: &[String]) {
     let think = Duration::from_micros(args[4].parse().expect("think"));
     let id = &args[5];
     let data = dir.join("data.jsonl");
+    // Setup before the start signal, as the plain `flock` baseline has
+    // none: the runtime and the `Locks` handle are not what is measured.
+    let multi_thread = std::env::var_os("RATIOS_MULTI_THREAD").is_some();
+    // The sink's children always use a current-thread runtime; the plain
+    // baselines use none.
+    let rt = common::runtime(multi_thread && kind != "sink");
+    let locks = common::locks_in(&dir);
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("go");
     let mut waits = Vec::with_capacity(ops);
@@ -409,10 +416,9 @@ fn child(args: &[String]) {
             }
         }
         "sink" => {
-            let rt = common::runtime(false);
             rt.block_on(async {
                 let sink = async_filelock::JsonlSink::builder(&data)
-                    .locks(common::locks_in(&dir))
+                    .locks(locks.clone())
                     .fsync(async_filelock::FsyncPolicy::Never)
                     .open()
                     .await
@@ -445,7 +451,6 @@ fn child(args: &[String]) {
             // The baseline's lock in the shape law 3 forces on any async
             // lock: a non-blocking try inline, else the blocking `flock` on
             // the blocking pool, handed back to the task.
-            let rt = common::runtime(std::env::var_os("RATIOS_MULTI_THREAD").is_some());
             let path = baseline_path(&dir);
             rt.block_on(async {
                 for i in 0..ops {
@@ -471,8 +476,6 @@ fn child(args: &[String]) {
         _ => {
             // RATIOS_MULTI_THREAD=1 runs the crate's children on a
             // multi-thread runtime, to compare hand-over tails by flavor.
-            let rt = common::runtime(std::env::var_os("RATIOS_MULTI_THREAD").is_some());
-            let locks = common::locks_in(&dir);
             let target = dir.join("data.jsonl");
             rt.block_on(async {
                 for i in 0..ops {

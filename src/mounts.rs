@@ -43,8 +43,8 @@ static TABLE: PerProcess<RwLock<Option<Table>>> = PerProcess::new();
 
 /// The network places known now (the mount table read at most
 /// [`REFRESH`] before): taken once per acquisition, then asked of each of
-/// its paths. Without any (the usual case) it costs one uncontended read
-/// lock and holds nothing.
+/// its paths. Without any (the usual case) it costs two atomic loads and
+/// holds nothing.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Places(Option<Arc<[PathBuf]>>);
 
@@ -63,13 +63,18 @@ impl Places {
 
 /// Until when (by [`crate::sys::coarse_now`], in nanoseconds) the last read
 /// of the mount table, which found no network places, is good: the usual
-/// case answered by one atomic load, no lock.
+/// case answered by two atomic loads, no lock. With the fork generation of
+/// the process that read it: a forked child reads its own (it may set
+/// [`NETWORK_FS_VAR`], or mount in a namespace of its own).
 static NONE_UNTIL: AtomicU64 = AtomicU64::new(0);
+static NONE_READ_IN: AtomicU64 = AtomicU64::new(0);
 
 /// The network places known now; see [`Places`].
 pub(crate) fn places() -> Places {
     let now = crate::sys::coarse_now();
-    if nanos(now) < NONE_UNTIL.load(Ordering::Relaxed) {
+    if nanos(now) < NONE_UNTIL.load(Ordering::Acquire)
+        && NONE_READ_IN.load(Ordering::Relaxed) == crate::sys::fork_generation()
+    {
         return Places(None);
     }
     let table = TABLE.get(|| RwLock::new(None));
@@ -90,13 +95,15 @@ pub(crate) fn places() -> Places {
         read_at: now,
         network,
     });
+    // The generation first: a reader that sees this deadline sees it too.
+    NONE_READ_IN.store(crate::sys::fork_generation(), Ordering::Relaxed);
     NONE_UNTIL.store(
         if none {
             nanos(now.saturating_add(REFRESH))
         } else {
             0
         },
-        Ordering::Relaxed,
+        Ordering::Release,
     );
     places
 }

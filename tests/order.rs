@@ -184,3 +184,41 @@ async fn lock_many_dedups_and_names_its_guards() {
     set.release().await.unwrap();
     assert!(support::is_free(&locks, Category::Manifest, &m).await);
 }
+
+/// A violation on a lock that is busy: the acquisition's first try finds
+/// it busy and the wait that follows checks the order; the violation is
+/// warned about and counted once, not once per step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn law7_a_violation_on_a_busy_lock_is_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = Locks::builder()
+        .lock_dir(dir.path().join("locks"))
+        .order_check(OrderCheck::Warn)
+        .timeout(Category::Artifact, Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let target = dir.path().join("paper.pdf");
+    // Another task holds the artifact lock.
+    let held = tokio::spawn({
+        let (locks, target) = (locks.clone(), target.clone());
+        async move { locks.lock(Category::Artifact, &target).await.unwrap() }
+    })
+    .await
+    .unwrap();
+    // This task holds a later lock, then asks for the busy earlier one.
+    let _summary = locks
+        .lock(Category::Summary, dir.path().join("summary.json"))
+        .await
+        .unwrap();
+    let err = locks.lock(Category::Artifact, &target).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    drop(held);
+    assert_eq!(
+        locks
+            .metrics()
+            .category(Category::Artifact)
+            .order_violations,
+        1,
+        "one acquisition against the order, counted once"
+    );
+}

@@ -70,12 +70,12 @@ impl LockDirFd {
     /// for that group. What [`lock_dir`] would answer without its map
     /// lookup, for a lock file kept open in it (see `os::hot`).
     pub(crate) fn is_current_for(&self, group: Option<u32>) -> bool {
+        let at = self.checked_at.load(Ordering::Relaxed);
+        // 0: never checked, or forgotten; the clock itself may read under
+        // a second (just after boot, or in a time namespace).
         self.group == group
-            && nanos(crate::sys::coarse_now())
-                < self
-                    .checked_at
-                    .load(Ordering::Relaxed)
-                    .saturating_add(nanos(RECHECK))
+            && at != 0
+            && nanos(crate::sys::coarse_now()) < at.saturating_add(nanos(RECHECK))
     }
 
     fn checked(&self, now: Duration) {
@@ -499,5 +499,53 @@ mod filesystem_tests {
         assert!(check_filesystem(dir, Some("nfs"), NetworkFsPolicy::Warn).is_ok());
         assert!(check_filesystem(dir, Some("nfs"), NetworkFsPolicy::Allow).is_ok());
         assert!(check_filesystem(dir, None, NetworkFsPolicy::Refuse).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod current_tests {
+    use super::*;
+
+    fn request(dir: &Path) -> LockRequest {
+        LockRequest {
+            lock_path: dir.join("manifest.test.lock").into(),
+            target: dir.join("target").into(),
+            mode: crate::mode::LockMode::Exclusive,
+            file_mode: 0o600,
+            dir_mode: 0o700,
+            create_dir_parents: false,
+            shared_group: None,
+            network_fs: Default::default(),
+        }
+    }
+
+    /// A kept lock file trusts its dir by the dir's own last check: for
+    /// the group it was checked for, until it is forgotten (removed from
+    /// under us); never for a dir never checked, whatever the clock reads.
+    #[test]
+    fn a_checked_lock_dir_is_current_for_its_group_until_forgotten() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("locks");
+        let req = request(&dir);
+        let fd = lock_dir(&dir, &req).expect("checked");
+        assert!(fd.is_current_for(None));
+        assert!(!fd.is_current_for(Some(12345)), "checked for no group");
+        forget(&dir);
+        assert!(!fd.is_current_for(None), "forgotten: checked again");
+        let again = lock_dir(&dir, &req).expect("checked again");
+        assert!(again.is_current_for(None));
+        let never = LockDirFd {
+            fd: rustix::fs::open(
+                tmp.path(),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .expect("open"),
+            euid: euid(),
+            id: (0, 0),
+            group: None,
+            checked_at: AtomicU64::new(0),
+        };
+        assert!(!never.is_current_for(None), "never checked");
     }
 }

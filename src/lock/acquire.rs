@@ -335,7 +335,11 @@ impl Engine {
         {
             return Ok(None);
         }
-        let _span = span(ask, &req).entered();
+        // A wait here is traced and checked before it waits. A try that
+        // finds the lock busy leaves no trace and checks nothing: its caller
+        // then waits elsewhere, which does both, so each acquisition has one
+        // span and is checked (and a violation counted) once.
+        let mut _span = (here == Here::MayWait).then(|| span(ask, &req).entered());
         let entry = table::enter(&req.lock_path);
         let owner = ask.owner.unwrap_or_else(Owner::current);
         // Held by the asker itself: the wait (with a deadline) warns or
@@ -343,7 +347,7 @@ impl Engine {
         if entry.is_held_by(owner) {
             return Ok(None);
         }
-        if here != (Here::AtOnce { checked: false }) {
+        if here == Here::MayWait {
             self.check_before_waiting(ask.category, &req, &entry, owner)?;
         }
         let Ok(queue) = Arc::clone(&entry.queue).try_write_owned() else {
@@ -357,6 +361,19 @@ impl Engine {
                 None => return Ok(None),
             },
         };
+        if here != Here::MayWait {
+            _span = Some(span(ask, &req).entered());
+            // Checked once taken: a lock taken against the order is let go
+            // again under `OrderCheck::Error` (closing the descriptor; a
+            // lock file that a release would remove stays, as after a
+            // crash), which no other holder can tell from never taken.
+            if here != (Here::AtOnce { checked: false })
+                && let Err(e) = self.check_before_waiting(ask.category, &req, &entry, owner)
+            {
+                drop((os, queue));
+                return Err(e);
+            }
+        }
         let hold = Hold::Exclusive { os, queue };
         // Held by this thread, not by the owner it was checked for (see
         // `acquire`).

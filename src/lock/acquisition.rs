@@ -66,7 +66,7 @@ impl std::fmt::Debug for Acquire {
             .field("target", &self.target)
             .field("mode", &self.mode)
             .field("timeout", &self.timeout)
-            .field("started", &self.running.is_some())
+            .field("started", &(self.running.is_some() || self.done))
             .finish()
     }
 }
@@ -220,9 +220,9 @@ impl Future for Acquire {
         }
         match this.running.as_mut() {
             Some(running) => running.as_mut().poll(cx),
-            // Polled again after it ended on its first poll: it never takes
-            // a second lock.
-            None => Poll::Pending,
+            // Polled again after it ended on its first poll: never a second
+            // lock; a misuse, told as an `async fn` tells it.
+            None => panic!("`Acquire` polled after it completed"),
         }
     }
 }

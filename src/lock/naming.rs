@@ -207,7 +207,8 @@ pub(crate) fn lock_file_name(category: Category, target: &NormalTarget) -> Strin
 }
 
 /// The lock path of `target` in `category`: the directory `dirs` (joined
-/// by `/`), then `CATEGORY.HASH.lock`. Built as bytes in one allocation, the
+/// by `/`; each after the first relative, as `Path::join` would otherwise
+/// replace, not append), then `CATEGORY.HASH.lock`. Built as bytes in one allocation, the
 /// `Arc` itself: it is made on every acquisition, and `Path::join` (which
 /// parses components) with its intermediate strings was a visible share.
 pub(crate) fn lock_path_in(
@@ -217,8 +218,9 @@ pub(crate) fn lock_path_in(
 ) -> Arc<Path> {
     use std::os::unix::ffi::OsStrExt;
     let mut bytes: smallvec::SmallVec<[u8; 256]> = smallvec::SmallVec::new();
-    for dir in dirs {
+    for (i, dir) in dirs.iter().enumerate() {
         let dir = dir.as_bytes();
+        debug_assert!(i == 0 || !dir.starts_with(b"/"), "a later part is relative");
         if !bytes.is_empty() && bytes.last() != Some(&b'/') {
             bytes.push(b'/');
         }

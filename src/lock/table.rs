@@ -8,15 +8,17 @@
 //! one OS shared lock through `shared`.
 //!
 //! Entries live while someone holds or waits, and a few idle ones after
-//! (up to [`IDLE_KEPT`], then every idle one is removed at once), so that
-//! an uncontended lock taken again and again reuses its entry, and touching
-//! a million distinct paths once leaves at most that many.
+//! (up to [`IDLE_KEPT`], the one idle longest removed first), so that an
+//! uncontended lock taken again and again reuses its entry, and touching a
+//! million distinct paths once leaves at most that many.
 
 // Fx: keys are local paths, where hash flooding is no threat and SipHash
 // was a visible share of an uncontended acquisition.
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::RwLock;
@@ -29,15 +31,18 @@ use crate::per_process::PerProcess;
 /// State of one lock path in this process.
 #[derive(Debug)]
 pub(crate) struct Entry {
+    /// Its key in the table, for the queue of idle entries.
+    lock_path: Arc<Path>,
+    /// Whether its key is in that queue (changed under the map's lock).
+    queued_idle: AtomicBool,
     /// FIFO queue of this process's waiters; its guard is held with the lock.
     pub queue: Arc<RwLock<()>>,
     /// The OS shared lock all shared holders in this process use, if any.
     /// The async mutex makes concurrent shared waiters take it once.
     pub shared: tokio::sync::Mutex<Weak<SharedHeld>>,
     /// Who holds this lock: for the same-task check ([`super::owner::SameTask`])
-    /// and to name this task as the holder in a timeout.
-    /// Who holds it in this process: one at a time but for shared
-    /// holders, so inline (no allocation per holding).
+    /// and to name this task as the holder in a timeout. One at a time but
+    /// for shared holders, so inline (no allocation per holding).
     owners: Mutex<SmallVec<[Owner; 2]>>,
 }
 
@@ -63,18 +68,49 @@ impl Entry {
 }
 
 /// The entries by lock path, and how many of them are idle (nobody asks
-/// for or holds the lock: only the map refers to the entry).
+/// for or holds the lock: only the map refers to the entry), oldest idle
+/// first. Every reference to an entry is taken and dropped under the map's
+/// lock, so the count is exact.
 #[derive(Debug, Default)]
 struct Map {
     entries: FxHashMap<PathKey, Arc<Entry>>,
     idle: usize,
+    /// Keys of entries in the order they went idle, each at most once
+    /// (every idle entry's is here); an entry used again since keeps its
+    /// place, and is skipped if it is in use when its key comes up.
+    went_idle: VecDeque<PathKey>,
 }
 
 /// Idle entries kept for their next use, at most: an uncontended lock
 /// taken again and again finds its entry instead of allocating one and
 /// removing it each time (a visible share of its cost). Past this bound,
-/// every idle entry is removed at once.
+/// the one idle longest is removed.
 const IDLE_KEPT: usize = 64;
+
+impl Map {
+    /// `entry`, whose last user is about to drop it, went idle: counted,
+    /// and past [`IDLE_KEPT`] the one idle longest is removed.
+    fn went_idle(&mut self, entry: &Entry) {
+        self.idle += 1;
+        if !entry.queued_idle.swap(true, Ordering::Relaxed) {
+            self.went_idle
+                .push_back(PathKey(Arc::clone(&entry.lock_path)));
+        }
+        while self.idle > IDLE_KEPT {
+            let Some(oldest) = self.went_idle.pop_front() else {
+                break;
+            };
+            let Some(e) = self.entries.get(oldest.0.as_os_str()) else {
+                continue;
+            };
+            e.queued_idle.store(false, Ordering::Relaxed);
+            if Arc::strong_count(e) == 1 || std::ptr::eq(Arc::as_ptr(e), entry) {
+                self.entries.remove(oldest.0.as_os_str());
+                self.idle -= 1;
+            }
+        }
+    }
+}
 
 /// Per process: a child made by `fork()` must not inherit entries whose
 /// queues are held by the parent's tasks (see `crate::per_process`).
@@ -95,7 +131,7 @@ fn lock_map(table: &'static Mutex<Map>) -> MutexGuard<'static, Map> {
 /// kept for reuse are not in use).
 pub(crate) fn len() -> usize {
     let map = lock_map(table());
-    map.entries.len() - map.idle
+    map.entries.len().saturating_sub(map.idle)
 }
 
 /// How many acquisitions of this process have asked for `lock_path` and
@@ -131,12 +167,15 @@ pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
             let entry = Arc::clone(entry);
             // Only the map referred to it, and now we do too.
             if Arc::strong_count(&entry) == 2 {
-                map.idle -= 1;
+                debug_assert!(map.idle > 0, "an idle entry was not counted");
+                map.idle = map.idle.saturating_sub(1);
             }
             entry
         }
         None => {
             let entry = Arc::new(Entry {
+                lock_path: Arc::clone(lock_path),
+                queued_idle: AtomicBool::new(false),
                 queue: Arc::new(RwLock::new(())),
                 shared: tokio::sync::Mutex::new(Weak::new()),
                 owners: Mutex::new(SmallVec::new()),
@@ -168,16 +207,14 @@ impl Drop for EntryRef {
         };
         let mut map = lock_map(self.table);
         // Ours plus the table's: nobody else holds or waits, and the entry
-        // is idle once ours is dropped (under the map's lock, as every
-        // other reference is taken and dropped).
+        // is idle once ours is dropped. Dropped under the map's lock, as
+        // every other reference is taken and dropped, or two last
+        // references dropped at once would both see a third.
         if Arc::strong_count(&entry) == 2 {
-            drop(entry);
-            map.idle += 1;
-            if map.idle > IDLE_KEPT {
-                map.entries.retain(|_, e| Arc::strong_count(e) > 1);
-                map.idle = 0;
-            }
+            map.went_idle(&entry);
         }
+        drop(entry);
+        drop(map);
     }
 }
 
@@ -208,6 +245,10 @@ mod tests {
         // Other tests of this process may hold entries meanwhile: only the
         // idle ones are bounded.
         assert!(map.idle <= IDLE_KEPT, "{} idle entries kept", map.idle);
+        assert!(
+            map.went_idle.len() <= map.entries.len(),
+            "each entry queued once at most"
+        );
         assert_eq!(
             map.idle,
             map.entries
