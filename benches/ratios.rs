@@ -600,7 +600,15 @@ fn main() {
             num(3, 1000),
             num(4, 200) as usize,
         );
+        // RATIOS_KINDS=baseline,crate runs only those (to profile one).
+        let only = std::env::var("RATIOS_KINDS").ok();
         for kind in ["baseline", "baseline_hop", "crate", "raw_append", "sink"] {
+            if only
+                .as_ref()
+                .is_some_and(|o| !o.split(',').any(|k| k == kind))
+            {
+                continue;
+            }
             let r = run(kind, procs, ops, hold, think);
             println!(
                 "{{\"run\":\"{kind}\",\"procs\":{procs},\"hold_us\":{hold},\"think_us\":{think},\"ops_per_s\":{:.0},\"wait_p50_us\":{:.0},\"wait_p99_us\":{:.0},\"wait_max_us\":{:.0}}}",

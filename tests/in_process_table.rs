@@ -9,6 +9,20 @@ use std::task::{Context, Poll};
 
 use async_filelock::{Category, Locks};
 
+fn locks_in(dir: &std::path::Path) -> Locks {
+    Locks::builder()
+        .lock_dir(dir.join("locks"))
+        .build()
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Shared holders on four threads drop their references to a few table
 /// entries at once: an entry left idle by two last drops racing must be
 /// counted idle exactly once (found in review: counted never, then the
@@ -16,19 +30,13 @@ use async_filelock::{Category, Locks};
 #[test]
 fn concurrent_releases_leave_no_path_counted_in_use() {
     let dir = tempfile::tempdir().unwrap();
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .build()
-        .unwrap();
+    let locks = locks_in(dir.path());
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let locks = locks.clone();
             let dir = dir.path().to_path_buf();
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
+                let rt = runtime();
                 rt.block_on(async {
                     for i in 0..5_000 {
                         // A few targets, so entries are shared across threads.
@@ -45,10 +53,7 @@ fn concurrent_releases_leave_no_path_counted_in_use() {
     }
     assert_eq!(async_filelock::paths_in_use(), 0);
     // And many distinct paths used once leave none in use either.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         for i in 0..500 {
             drop(
@@ -68,15 +73,9 @@ fn concurrent_releases_leave_no_path_counted_in_use() {
 #[test]
 fn an_acquisition_polled_after_it_completed_panics_and_takes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .build()
-        .unwrap();
+    let locks = locks_in(dir.path());
     let target = dir.path().join("x");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _enter = rt.enter();
     let mut fut = Box::pin(locks.lock(Category::Manifest, &target));
     let mut cx = Context::from_waker(std::task::Waker::noop());

@@ -507,16 +507,7 @@ mod current_tests {
     use super::*;
 
     fn request(dir: &Path) -> LockRequest {
-        LockRequest {
-            lock_path: dir.join("manifest.test.lock").into(),
-            target: dir.join("target").into(),
-            mode: crate::mode::LockMode::Exclusive,
-            file_mode: 0o600,
-            dir_mode: 0o700,
-            create_dir_parents: false,
-            shared_group: None,
-            network_fs: Default::default(),
-        }
+        LockRequest::exclusive_in(dir, "manifest.test")
     }
 
     /// A kept lock file trusts its dir by the dir's own last check: for

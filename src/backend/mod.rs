@@ -67,6 +67,24 @@ pub(crate) struct LockRequest {
     pub network_fs: NetworkFsPolicy,
 }
 
+#[cfg(test)]
+impl LockRequest {
+    /// An exclusive request for `dir/<name>.lock` guarding `dir/<name>`,
+    /// with private modes: for the backend's unit tests.
+    pub(crate) fn exclusive_in(dir: &Path, name: &str) -> Self {
+        LockRequest {
+            lock_path: dir.join(format!("{name}.lock")).into(),
+            target: dir.join(name).into(),
+            mode: LockMode::Exclusive,
+            file_mode: 0o600,
+            dir_mode: 0o700,
+            create_dir_parents: false,
+            shared_group: None,
+            network_fs: Default::default(),
+        }
+    }
+}
+
 /// Which backend holds the locks of a [`crate::Locks`] handle
 /// ([`crate::LocksBuilder::backend`], or `ASYNC_FILELOCK_BACKEND` =
 /// `os` | `soft` | `auto`).

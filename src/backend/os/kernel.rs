@@ -120,16 +120,7 @@ mod tests {
     use std::path::Path;
 
     fn request(dir: &Path) -> LockRequest {
-        LockRequest {
-            lock_path: dir.join("manifest.test.lock").into(),
-            target: dir.join("target").into(),
-            mode: LockMode::Exclusive,
-            file_mode: 0o600,
-            dir_mode: 0o700,
-            create_dir_parents: false,
-            shared_group: None,
-            network_fs: Default::default(),
-        }
+        LockRequest::exclusive_in(dir, "manifest.test")
     }
 
     #[test]

@@ -443,16 +443,7 @@ mod tests {
     use std::time::Duration;
 
     fn request(dir: &Path, i: usize) -> LockRequest {
-        LockRequest {
-            lock_path: dir.join(format!("r{i}.lock")).into(),
-            target: dir.join(format!("t{i}")).into(),
-            mode: LockMode::Exclusive,
-            file_mode: 0o600,
-            dir_mode: 0o700,
-            create_dir_parents: false,
-            shared_group: None,
-            network_fs: Default::default(),
-        }
+        LockRequest::exclusive_in(dir, &format!("r{i}"))
     }
 
     /// A wait started and dropped at once leaves an abandoned kernel wait;
