@@ -391,8 +391,9 @@ pub fn max_wait_threads() -> usize {
 }
 
 /// Number of lock paths this process currently holds or waits for, across
-/// all handles. Entries leave the table when their last holder or waiter
-/// goes, so this returns to zero when the process is idle.
+/// all handles. A path counts while a holder or waiter has it (a few idle
+/// ones are kept for reuse, uncounted), so this returns to zero when the
+/// process is idle.
 ///
 /// ```
 /// assert_eq!(async_filelock::paths_in_use(), 0);

@@ -72,8 +72,10 @@ static NONE_READ_IN: AtomicU64 = AtomicU64::new(0);
 /// The network places known now; see [`Places`].
 pub(crate) fn places() -> Places {
     let now = crate::sys::coarse_now();
-    if nanos(now) < NONE_UNTIL.load(Ordering::Acquire)
-        && NONE_READ_IN.load(Ordering::Relaxed) == crate::sys::fork_generation()
+    // The generation first: the deadline seen after it is its own, or a
+    // later one (see the stores below).
+    if NONE_READ_IN.load(Ordering::Acquire) == crate::sys::fork_generation()
+        && nanos(now) < NONE_UNTIL.load(Ordering::Acquire)
     {
         return Places(None);
     }
@@ -95,8 +97,11 @@ pub(crate) fn places() -> Places {
         read_at: now,
         network,
     });
-    // The generation first: a reader that sees this deadline sees it too.
-    NONE_READ_IN.store(crate::sys::fork_generation(), Ordering::Relaxed);
+    // Deadline off, then the generation, then the deadline: a reader that
+    // sees this generation never sees a deadline of an earlier one (a
+    // forked child's parent's).
+    NONE_UNTIL.store(0, Ordering::Relaxed);
+    NONE_READ_IN.store(crate::sys::fork_generation(), Ordering::Release);
     NONE_UNTIL.store(
         if none {
             nanos(now.saturating_add(REFRESH))

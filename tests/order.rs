@@ -222,3 +222,71 @@ async fn law7_a_violation_on_a_busy_lock_is_counted_once() {
         "one acquisition against the order, counted once"
     );
 }
+
+/// Refused under `OrderCheck::Error`, an acquisition whose lock is free
+/// takes nothing first: no lock file is made (an artifact's would be left
+/// behind, as the refusal does not release by removal).
+#[tokio::test]
+async fn law7_a_refused_acquisition_of_a_free_lock_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks(dir.path(), OrderCheck::Error);
+    let _summary = locks
+        .lock(Category::Summary, dir.path().join("summary.json"))
+        .await
+        .unwrap();
+    let target = dir.path().join("paper.pdf");
+    let lock_path = locks.lock_path(Category::Artifact, &target).unwrap();
+    let err = locks.lock(Category::Artifact, &target).await.unwrap_err();
+    assert!(matches!(err, LockError::OrderViolation { .. }), "{err}");
+    assert!(!lock_path.exists(), "refused before the lock file was made");
+    assert_eq!(
+        locks
+            .metrics()
+            .category(Category::Artifact)
+            .order_violations,
+        1
+    );
+}
+
+/// A JSONL append against the lock order while another task of this
+/// process holds the sink's lock: the commit's try on the appender's
+/// thread finds the queue busy and the wait that follows checks the order,
+/// counting the violation once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn law7_a_jsonl_commit_against_the_order_is_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks(dir.path(), OrderCheck::Warn);
+    let path = dir.path().join("m.jsonl");
+    let sink = async_filelock::JsonlSink::builder(&path)
+        .locks(locks.clone())
+        .fsync(async_filelock::FsyncPolicy::Never)
+        .open()
+        .await
+        .unwrap();
+    // Another task of this process holds the sink's lock for a while.
+    let held = tokio::spawn({
+        let (locks, path) = (locks.clone(), path.clone());
+        async move { locks.lock(Category::Manifest, &path).await.unwrap() }
+    })
+    .await
+    .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+    });
+    // This task holds a later lock, then appends (committed on its behalf).
+    let _summary = locks
+        .lock(Category::Summary, dir.path().join("summary.json"))
+        .await
+        .unwrap();
+    sink.append(&serde_json::json!({"a": 1})).await.unwrap();
+    release.await.unwrap();
+    assert_eq!(
+        locks
+            .metrics()
+            .category(Category::Manifest)
+            .order_violations,
+        1,
+        "one commit against the order, counted once"
+    );
+}

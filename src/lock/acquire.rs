@@ -273,7 +273,8 @@ impl Engine {
     /// attempts are round trips, a release that removes a file). For a
     /// writer that commits on the appender's own thread when it can (a
     /// JSONL commit without fsync). The lock order is checked as for a wait
-    /// (the same commit waits elsewhere when the lock is busy).
+    /// (the same commit waits elsewhere when the lock is busy): a refusal
+    /// before the try, a warning once the lock is taken.
     pub(crate) fn try_here(&self, ask: Ask<'_>) -> Result<Option<LockGuard>, LockError> {
         self.take_here(ask, Here::Briefly)
     }
@@ -335,11 +336,11 @@ impl Engine {
         {
             return Ok(None);
         }
-        // A wait here is traced and checked before it waits. A try that
-        // finds the lock busy leaves no trace and checks nothing: its caller
-        // then waits elsewhere, which does both, so each acquisition has one
-        // span and is checked (and a violation counted) once.
-        let mut _span = (here == Here::MayWait).then(|| span(ask, &req).entered());
+        // Traced and checked once per acquisition. A wait here is traced
+        // and checked once it has this process's queue, before it waits; a
+        // try once it has the lock. A try that finds the lock busy, and a
+        // wait here that finds the queue busy, leave no trace and check
+        // nothing: their caller then waits elsewhere, which does both.
         let entry = table::enter(&req.lock_path);
         let owner = ask.owner.unwrap_or_else(Owner::current);
         // Held by the asker itself: the wait (with a deadline) warns or
@@ -347,13 +348,30 @@ impl Engine {
         if entry.is_held_by(owner) {
             return Ok(None);
         }
-        if here == Here::MayWait {
+        let checked = here != (Here::AtOnce { checked: false });
+        // Under `OrderCheck::Error` a refusal ends the acquisition whether
+        // the lock is free or not: refused before anything is taken (a pass
+        // counts nothing, so a wait that follows counts a violation once).
+        let refuses = checked && self.policy.order_check == OrderCheck::Error;
+        if refuses {
             self.check_before_waiting(ask.category, &req, &entry, owner)?;
         }
         let Ok(queue) = Arc::clone(&entry.queue).try_write_owned() else {
             return Ok(None);
         };
-        let os = match (self.backend.try_lock(&req)?, here) {
+        let make_span = || span(ask, &req);
+        let mut _span = None;
+        if here == Here::MayWait {
+            _span = Some(make_span().entered());
+            if !refuses {
+                self.check_before_waiting(ask.category, &req, &entry, owner)?;
+            }
+        }
+        let tried = self.backend.try_lock(&req);
+        if tried.is_err() && _span.is_none() {
+            _span = Some(make_span().entered());
+        }
+        let os = match (tried?, here) {
             (Some(os), _) => os,
             (None, Here::Briefly | Here::AtOnce { .. }) => return Ok(None),
             (None, Here::MayWait) => match self.backend.wait_here(&req) {
@@ -362,12 +380,10 @@ impl Engine {
             },
         };
         if here != Here::MayWait {
-            _span = Some(span(ask, &req).entered());
-            // Checked once taken: a lock taken against the order is let go
-            // again under `OrderCheck::Error` (closing the descriptor; a
-            // lock file that a release would remove stays, as after a
-            // crash), which no other holder can tell from never taken.
-            if here != (Here::AtOnce { checked: false })
+            _span = Some(make_span().entered());
+            // Warned (`OrderCheck::Warn`) once taken; `Off` checks nothing.
+            if checked
+                && !refuses
                 && let Err(e) = self.check_before_waiting(ask.category, &req, &entry, owner)
             {
                 drop((os, queue));
