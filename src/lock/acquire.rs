@@ -348,13 +348,15 @@ impl Engine {
         if entry.is_held_by(owner) {
             return Ok(None);
         }
+        // Not held by the asker (ruled out above): only the lock order is
+        // left to check.
         let checked = here != (Here::AtOnce { checked: false });
         // Under `OrderCheck::Error` a refusal ends the acquisition whether
         // the lock is free or not: refused before anything is taken (a pass
         // counts nothing, so a wait that follows counts a violation once).
         let refuses = checked && self.policy.order_check == OrderCheck::Error;
         if refuses {
-            self.check_before_waiting(ask.category, &req, &entry, owner)?;
+            self.check_order(ask.category, &req, owner)?;
         }
         let Ok(queue) = Arc::clone(&entry.queue).try_write_owned() else {
             return Ok(None);
@@ -364,7 +366,7 @@ impl Engine {
         if here == Here::MayWait {
             _span = Some(make_span().entered());
             if !refuses {
-                self.check_before_waiting(ask.category, &req, &entry, owner)?;
+                self.check_order(ask.category, &req, owner)?;
             }
         }
         let tried = self.backend.try_lock(&req);
@@ -384,7 +386,7 @@ impl Engine {
             // Warned (`OrderCheck::Warn`) once taken; `Off` checks nothing.
             if checked
                 && !refuses
-                && let Err(e) = self.check_before_waiting(ask.category, &req, &entry, owner)
+                && let Err(e) = self.check_order(ask.category, &req, owner)
             {
                 drop((os, queue));
                 return Err(e);
@@ -604,6 +606,17 @@ impl Engine {
                 ),
             }
         }
+        self.check_order(category, req, owner)
+    }
+
+    /// Reports (or, per policy, refuses) an acquisition by `owner` against
+    /// the lock order.
+    fn check_order(
+        &self,
+        category: Category,
+        req: &LockRequest,
+        owner: Owner,
+    ) -> Result<(), LockError> {
         let check = self.policy.order_check;
         if check != OrderCheck::Off
             && let Some((held_category, held_lock_path)) =

@@ -8,6 +8,7 @@
 //! checked: they cannot wait, so they cannot deadlock.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
@@ -41,13 +42,23 @@ pub enum OrderCheck {
 /// holding).
 type Held = FxHashMap<Owner, SmallVec<[(Category, Arc<Path>); 4]>>;
 
+/// What every owner holds, and how many records that is: with none (one
+/// lock at a time in the process, the common case) a check needs no lock.
+#[derive(Debug, Default)]
+struct Order {
+    records: AtomicUsize,
+    held: Mutex<Held>,
+}
+
 /// Per process, like the table (see `per_process`).
-static HELD: PerProcess<Mutex<Held>> = PerProcess::new();
+static ORDER: PerProcess<Order> = PerProcess::new();
+
+fn order() -> &'static Order {
+    ORDER.get(Order::default)
+}
 
 fn held() -> MutexGuard<'static, Held> {
-    HELD.get(|| Mutex::new(FxHashMap::default()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    order().held.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The latest lock `owner` holds that comes after `(category, lock_path)`.
@@ -56,6 +67,11 @@ pub(crate) fn later_held(
     category: Category,
     lock_path: &Path,
 ) -> Option<(Category, PathBuf)> {
+    // The owner's own records were made before it asks (it asks in
+    // sequence, or hands its ask to a committer through a queue).
+    if order().records.load(Ordering::Acquire) == 0 {
+        return None;
+    }
     let held = held();
     held.get(&owner)?
         .iter()
@@ -65,10 +81,11 @@ pub(crate) fn later_held(
 }
 
 pub(crate) fn record(owner: Owner, category: Category, lock_path: &Arc<Path>) {
-    held()
-        .entry(owner)
+    let mut held = held();
+    held.entry(owner)
         .or_default()
         .push((category, Arc::clone(lock_path)));
+    order().records.fetch_add(1, Ordering::Release);
 }
 
 pub(crate) fn forget(owner: Owner, category: Category, lock_path: &Path) {
@@ -81,6 +98,7 @@ pub(crate) fn forget(owner: Owner, category: Category, lock_path: &Path) {
             .position(|(c, p)| *c == category && p.as_os_str() == lock_path.as_os_str())
         {
             list.swap_remove(i);
+            order().records.fetch_sub(1, Ordering::Release);
         }
         if list.is_empty() {
             held.remove(&owner);
