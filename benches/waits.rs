@@ -192,7 +192,7 @@ fn distinct(n: usize) {
     std::fs::write(&probe, b"x").expect("probe");
     let idle_threads = threads();
     let mut idle = rt.block_on(fs_latencies(&probe, 200));
-    let (mut during, peak, granted_in, exact) = rt.block_on(async {
+    let (mut during, peak, (granted_in, done_in), exact) = rt.block_on(async {
         let tasks: Vec<_> = targets
             .iter()
             .map(|t| {
@@ -203,6 +203,7 @@ fn distinct(n: usize) {
                         .timeout(Duration::from_secs(120))
                         .await
                         .expect("granted");
+                    let granted = Instant::now();
                     let count = t.with_extension("count");
                     let n: u64 = tokio::fs::read_to_string(&count)
                         .await
@@ -213,6 +214,7 @@ fn distinct(n: usize) {
                         .await
                         .expect("count");
                     drop(guard);
+                    granted
                 })
             })
             .collect();
@@ -224,15 +226,21 @@ fn distinct(n: usize) {
             holder.release();
             holder
         });
+        // Granted: the last guard obtained. Done: the last task through its
+        // count file and release too, which is file work on the blocking
+        // pool (and slower when the filesystem is still busy with an
+        // earlier run's 20,000 files).
+        let mut last_granted = released;
         for t in tasks {
-            t.await.expect("task");
+            last_granted = last_granted.max(t.await.expect("task"));
         }
-        let granted_in = released.elapsed();
+        let done_in = released.elapsed();
+        let granted_in = last_granted - released;
         drop(holder_release.await.expect("holder"));
         let exact = targets.iter().all(|t| {
             std::fs::read_to_string(t.with_extension("count")).is_ok_and(|s| s.trim() == "1")
         });
-        (during, peak, granted_in, exact)
+        (during, peak, (granted_in, done_in), exact)
     });
     let idle_p99 = percentile(&mut idle, 0.99);
     let during_p99 = percentile(&mut during, 0.99);
@@ -245,8 +253,9 @@ fn distinct(n: usize) {
         2.0 * idle_p99 + 1.0
     );
     println!(
-        "{{\"bench\":\"distinct_{n}_released_at_once\",\"all_granted_ms\":{:.0},\"exact\":{exact},\"target\":\"<= 2000 ms, exact\"}}",
-        granted_in.as_secs_f64() * 1e3
+        "{{\"bench\":\"distinct_{n}_released_at_once\",\"all_granted_ms\":{:.0},\"all_done_ms\":{:.0},\"exact\":{exact},\"target\":\"granted <= 2000 ms, exact\"}}",
+        granted_in.as_secs_f64() * 1e3,
+        done_in.as_secs_f64() * 1e3
     );
 }
 
