@@ -417,7 +417,44 @@ impl GuardParts {
 
     /// Lets go of everything; blocks only if the lock file is to be removed.
     fn release(self) -> Result<(), LockError> {
+        self.release_then(false)
+    }
+
+    /// [`Self::release`] of parts not yet disowned: the OS lock goes first,
+    /// then the owner's records, then this process's queue (so that no
+    /// other task of it can ask the backend while the records still name
+    /// this owner). Other processes wait on the OS lock alone, which is so
+    /// held no longer than the caller held the guard.
+    fn release_and_disown(self) -> Result<(), LockError> {
+        self.release_then(true)
+    }
+
+    fn release_then(self, disown: bool) -> Result<(), LockError> {
+        let lost = self.lost.clone();
+        let lost_error = |why: String| LockError::Lost {
+            category: self.category,
+            target: self.target.to_path_buf(),
+            lock_path: self.lock_path.to_path_buf(),
+            why,
+        };
+        // This process's queue is let go last.
+        let (result, queue) = match self.hold {
+            Hold::Exclusive { os, queue } => {
+                (os.release(self.remove_on_release), (Some(queue), None))
+            }
+            Hold::Shared { os, queue } => {
+                drop(os);
+                (Ok(()), (None, Some(queue)))
+            }
+        };
         let held = self.acquired.elapsed();
+        if disown {
+            self.entry.remove_owner(self.owner);
+            if self.track_order {
+                order::forget(self.owner, self.category, &self.lock_path);
+            }
+        }
+        drop(queue);
         let over = self.budget.is_some_and(|b| held > b);
         if over {
             tracing::warn!(
@@ -428,25 +465,6 @@ impl GuardParts {
                 "lock held longer than its budget"
             );
         }
-        let lost = self.lost.clone();
-        let lost_error = |why: String| LockError::Lost {
-            category: self.category,
-            target: self.target.to_path_buf(),
-            lock_path: self.lock_path.to_path_buf(),
-            why,
-        };
-        let result = match self.hold {
-            Hold::Exclusive { os, queue } => {
-                let r = os.release(self.remove_on_release);
-                drop(queue);
-                r
-            }
-            Hold::Shared { os, queue } => {
-                drop(os);
-                drop(queue);
-                Ok(())
-            }
-        };
         // Read after the backend let go: the release itself may find the
         // lock taken (a soft lock's file replaced).
         let why = lost
@@ -473,16 +491,21 @@ impl GuardParts {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let Some(inner) = self.take_disowned() else {
+        let Some(inner) = self.inner.take() else {
             return;
         };
         if inner.remove_on_release
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
+            // Let go now (see `disown`); the removal follows on the pool.
+            inner.disown();
             handle.spawn_blocking(move || inner.release_or_warn());
             return;
         }
-        inner.release_or_warn();
+        let lock_path = Arc::clone(&inner.lock_path);
+        if let Err(e) = inner.release_and_disown() {
+            tracing::warn!(lock_path = %lock_path.display(), error = %e, "releasing lock");
+        }
     }
 }
 
