@@ -437,6 +437,16 @@ impl GuardParts {
             lock_path: self.lock_path.to_path_buf(),
             why,
         };
+        // Held until the release began: the release's own work (a removal,
+        // a soft lock's door) is not the holder's.
+        let held = self.acquired.elapsed();
+        // Cleared right after the OS lock is let go, or while unwinding if
+        // letting go panics: records of a holding that ended never stay.
+        let disowning = disown.then(|| Disowning {
+            entry: &self.entry,
+            owner: self.owner,
+            order: self.track_order.then(|| (self.category, &*self.lock_path)),
+        });
         // This process's queue is let go last.
         let (result, queue) = match self.hold {
             Hold::Exclusive { os, queue } => {
@@ -447,13 +457,7 @@ impl GuardParts {
                 (Ok(()), (None, Some(queue)))
             }
         };
-        let held = self.acquired.elapsed();
-        if disown {
-            self.entry.remove_owner(self.owner);
-            if self.track_order {
-                order::forget(self.owner, self.category, &self.lock_path);
-            }
-        }
+        drop(disowning);
         drop(queue);
         let over = self.budget.is_some_and(|b| held > b);
         if over {
@@ -486,6 +490,24 @@ impl GuardParts {
             "released"
         );
         result
+    }
+}
+
+/// Clears a holding's owner records when dropped (see
+/// [`GuardParts::disown`]).
+struct Disowning<'a> {
+    entry: &'a EntryRef,
+    owner: Owner,
+    /// The lock order's record, if one was made.
+    order: Option<(Category, &'a Path)>,
+}
+
+impl Drop for Disowning<'_> {
+    fn drop(&mut self) {
+        self.entry.remove_owner(self.owner);
+        if let Some((category, lock_path)) = self.order {
+            order::forget(self.owner, category, lock_path);
+        }
     }
 }
 
@@ -523,5 +545,66 @@ impl fmt::Debug for LockGuard {
                 .finish(),
             None => f.write_str("LockGuard(released)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::table;
+
+    /// A backend whose release panics.
+    #[derive(Debug)]
+    struct PanicsOnRelease;
+
+    impl HeldLock for PanicsOnRelease {
+        fn release(self: Box<Self>, _remove_file: bool) -> Result<(), LockError> {
+            panic!("the backend's release panicked");
+        }
+
+        fn token(&self) -> Result<FencingToken, LockError> {
+            unreachable!("not asked in this test")
+        }
+    }
+
+    /// A guard dropped whose backend release panics leaves no record of the
+    /// holding behind: not as the entry's owner (a same-task warning or
+    /// refusal forever after) nor in the lock order (false violations).
+    /// Found in review when the records came to be cleared after the OS
+    /// release.
+    #[test]
+    fn a_release_that_panics_leaves_no_owner_records() {
+        let lock_path: Arc<Path> =
+            Path::new(&format!("/run/guard-test-{}/s.lock", std::process::id())).into();
+        let entry = table::enter(&lock_path);
+        let queue = Arc::clone(&entry.queue)
+            .try_write_owned()
+            .expect("a fresh entry's queue is free");
+        let probe = table::enter(&lock_path);
+        let owner = Owner::current();
+        let guard = LockGuard::new(GuardParts {
+            hold: Hold::Exclusive {
+                os: Box::new(PanicsOnRelease),
+                queue,
+            },
+            entry,
+            owner,
+            category: Category::Summary,
+            target: Path::new("/run/guard-test/s.json").into(),
+            lock_path: Arc::clone(&lock_path),
+            waited: Duration::ZERO,
+            acquired: Instant::now(),
+            remove_on_release: false,
+            track_order: true,
+            budget: None,
+            recorder: Arc::new(Recorder::new()),
+            token: OnceLock::new(),
+            lost: None,
+        });
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(guard)));
+        assert!(dropped.is_err(), "the release panicked");
+        assert!(!probe.is_held_by(owner), "owner record left behind");
+        let later = order::later_held(owner, Category::Artifact, Path::new("/run/a.lock"));
+        assert!(later.is_none(), "lock-order record left behind: {later:?}");
     }
 }

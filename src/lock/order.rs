@@ -57,8 +57,10 @@ fn order() -> &'static Order {
     ORDER.get(Order::default)
 }
 
-fn held() -> MutexGuard<'static, Held> {
-    order().held.lock().unwrap_or_else(|p| p.into_inner())
+impl Order {
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The latest lock `owner` holds that comes after `(category, lock_path)`.
@@ -69,10 +71,11 @@ pub(crate) fn later_held(
 ) -> Option<(Category, PathBuf)> {
     // The owner's own records were made before it asks (it asks in
     // sequence, or hands its ask to a committer through a queue).
-    if order().records.load(Ordering::Acquire) == 0 {
+    let order = order();
+    if order.records.load(Ordering::Acquire) == 0 {
         return None;
     }
-    let held = held();
+    let held = order.held();
     held.get(&owner)?
         .iter()
         .filter(|(c, p)| (*c, &**p) > (category, lock_path))
@@ -81,15 +84,17 @@ pub(crate) fn later_held(
 }
 
 pub(crate) fn record(owner: Owner, category: Category, lock_path: &Arc<Path>) {
-    let mut held = held();
+    let order = order();
+    let mut held = order.held();
     held.entry(owner)
         .or_default()
         .push((category, Arc::clone(lock_path)));
-    order().records.fetch_add(1, Ordering::Release);
+    order.records.fetch_add(1, Ordering::Release);
 }
 
 pub(crate) fn forget(owner: Owner, category: Category, lock_path: &Path) {
-    let mut held = held();
+    let order = order();
+    let mut held = order.held();
     if let Some(list) = held.get_mut(&owner) {
         if let Some(i) = list
             .iter()
@@ -98,7 +103,7 @@ pub(crate) fn forget(owner: Owner, category: Category, lock_path: &Path) {
             .position(|(c, p)| *c == category && p.as_os_str() == lock_path.as_os_str())
         {
             list.swap_remove(i);
-            order().records.fetch_sub(1, Ordering::Release);
+            order.records.fetch_sub(1, Ordering::Release);
         }
         if list.is_empty() {
             held.remove(&owner);
