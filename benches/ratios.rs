@@ -15,6 +15,8 @@
 //! `-- --contend P HOLD_US THINK_US [OPS]` runs one configuration of P
 //! processes for the crate's lock, the crate's JSONL sink (no fsync), std
 //! `flock` and raw `O_APPEND`, one JSON line each.
+//! `-- syscalls` times the four system calls of an uncontended holding of
+//! a kept lock file against that floor, with no bookkeeping around them.
 //! `RATIOS_HOP=1` adds `baseline_hop`: the baseline's blocking lock taken on
 //! another thread and handed back, which isolates the cost of not blocking
 //! the caller (law 3) from the crate's own.
@@ -109,6 +111,45 @@ fn uncontended(rounds: usize, n: usize) {
         b * 1e9,
         o * 1e9,
         o / b
+    );
+}
+
+/// The system calls of an uncontended holding of a kept lock file (`flock`,
+/// `fstat`, `LOCK_UN`, a one-byte read) against the open + `flock` +
+/// unlock + close floor, in alternating rounds: how far under the floor the
+/// crate could get with no bookkeeping at all.
+fn syscall_floor(rounds: usize, n: usize) {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("locks")).expect("lock dir");
+    let path = baseline_path(dir.path());
+    let kept = open_baseline(&path);
+    kept.write_all_at(b"target\n", 0).expect("record");
+    let (mut floor, mut calls) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..n {
+            let f = open_baseline(&path);
+            f.lock().expect("lock");
+            f.unlock().expect("unlock");
+        }
+        floor.push(t.elapsed().as_secs_f64() / n as f64);
+        let t = Instant::now();
+        let mut byte = [0u8; 1];
+        for _ in 0..n {
+            kept.lock().expect("lock");
+            std::hint::black_box(kept.metadata().expect("fstat"));
+            kept.unlock().expect("unlock");
+            kept.read_at(&mut byte, 0).expect("read");
+        }
+        calls.push(t.elapsed().as_secs_f64() / n as f64);
+    }
+    let (f, c) = (median(floor), median(calls));
+    println!(
+        "{{\"bench\":\"kept_lock_file_syscalls_vs_floor\",\"floor_ns\":{:.0},\"syscalls_ns\":{:.0},\"ratio\":{:.2}}}",
+        f * 1e9,
+        c * 1e9,
+        c / f
     );
 }
 
@@ -629,6 +670,9 @@ fn main() {
     let wanted = |group: &str| named.is_empty() || named.contains(&group);
     if wanted("uncontended") {
         uncontended(rounds + 2, 5_000 * scale);
+    }
+    if wanted("syscalls") {
+        syscall_floor(rounds + 2, 5_000 * scale);
     }
     if wanted("contended") {
         contended(rounds, 4, 100 * scale, 1000, 1000);

@@ -25,6 +25,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::per_process::PerProcess;
+use crate::sys::nanos;
 
 /// How long a read of the mount table is used.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -111,10 +112,6 @@ pub(crate) fn places() -> Places {
         Ordering::Release,
     );
     places
-}
-
-fn nanos(t: Duration) -> u64 {
-    u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// [`Places::may_hang`] with the places known now.

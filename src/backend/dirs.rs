@@ -29,6 +29,7 @@ use crate::backend::{LockRequest, NetworkFsPolicy};
 use crate::error::LockError;
 use crate::path_key::PathKey;
 use crate::per_process::PerProcess;
+use crate::sys::nanos;
 
 /// How long a checked lock dir is used by descriptor before its path is
 /// looked at again. A lock dir moved away and replaced while processes use
@@ -109,20 +110,13 @@ impl LockDirFd {
     }
 }
 
-#[derive(Debug)]
-struct Known {
-    dir: Arc<LockDirFd>,
-    group: Option<u32>,
-    /// When, by [`crate::sys::coarse_now`].
-    checked: Duration,
-}
-
 // Fx over the bytes (see `PathKey`): keys are local paths, where hash
 // flooding is no threat, and hashing a path is a visible share of an
-// uncontended acquisition.
-static KNOWN: PerProcess<Mutex<FxHashMap<PathKey, Known>>> = PerProcess::new();
+// uncontended acquisition. Each lock dir knows its group and when it was
+// last checked (`LockDirFd::is_current_for`).
+static KNOWN: PerProcess<Mutex<FxHashMap<PathKey, Arc<LockDirFd>>>> = PerProcess::new();
 
-fn known() -> MutexGuard<'static, FxHashMap<PathKey, Known>> {
+fn known() -> MutexGuard<'static, FxHashMap<PathKey, Arc<LockDirFd>>> {
     KNOWN
         .get(|| Mutex::new(FxHashMap::default()))
         .lock()
@@ -132,12 +126,10 @@ fn known() -> MutexGuard<'static, FxHashMap<PathKey, Known>> {
 /// The checked lock dir `dir` for `req`, creating it (with the request's
 /// mode) if it is missing.
 pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, LockError> {
-    let now = crate::sys::coarse_now();
     if let Some(k) = known().get(dir.as_os_str())
-        && k.group == req.shared_group
-        && now.saturating_sub(k.checked) < RECHECK
+        && k.is_current_for(req.shared_group)
     {
-        return Ok(Arc::clone(&k.dir));
+        return Ok(Arc::clone(k));
     }
     // A lock dir beside its targets shares their directory: whoever may
     // write that may replace the targets themselves, so its parent is not
@@ -159,30 +151,19 @@ pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
     // Checked again and found the same directory: the descriptor of the
     // last check is as good, and lock files opened in it stay usable.
     let dir_fd = match known.get(dir.as_os_str()) {
-        Some(k)
-            if k.group == req.shared_group
-                && k.dir.id == checked.id
-                && k.dir.euid == checked.euid =>
-        {
-            Arc::clone(&k.dir)
+        Some(k) if k.group == req.shared_group && k.id == checked.id && k.euid == checked.euid => {
+            Arc::clone(k)
         }
         _ => Arc::new(checked),
     };
-    dir_fd.checked(now);
+    dir_fd.checked(crate::sys::coarse_now());
     // Entries past their recheck would be checked again anyway: dropped
     // now, with their descriptors, so that an idle process keeps none.
-    known.retain(|_, k| now.saturating_sub(k.checked) < RECHECK);
+    known.retain(|_, k| k.is_current_for(k.group));
     if known.len() >= KEPT {
         known.clear();
     }
-    known.insert(
-        PathKey(dir.into()),
-        Known {
-            dir: Arc::clone(&dir_fd),
-            group: req.shared_group,
-            checked: now,
-        },
-    );
+    known.insert(PathKey(dir.into()), Arc::clone(&dir_fd));
     Ok(dir_fd)
 }
 
@@ -191,12 +172,8 @@ pub(crate) fn lock_dir(dir: &Path, req: &LockRequest) -> Result<Arc<LockDirFd>, 
 pub(crate) fn forget(dir: &Path) {
     if let Some(k) = known().remove(dir.as_os_str()) {
         // Lock files kept open in it must not be used either.
-        k.dir.checked_at.store(0, Ordering::Relaxed);
+        k.checked_at.store(0, Ordering::Relaxed);
     }
-}
-
-fn nanos(t: Duration) -> u64 {
-    u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Opens `dir` and checks it; `None` if it does not exist.

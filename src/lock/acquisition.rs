@@ -54,9 +54,17 @@ pub struct Acquire {
     target: Arc<Path>,
     mode: LockMode,
     timeout: Option<Duration>,
-    running: Option<Running>,
+    stage: Stage,
+}
+
+/// Where an [`Acquire`] is.
+enum Stage {
+    /// Not polled yet.
+    New,
+    /// The lock was not free at once: the async acquisition.
+    Running(Running),
     /// Ended on its first poll (the lock was free at once, or an error).
-    done: bool,
+    Ended,
 }
 
 impl std::fmt::Debug for Acquire {
@@ -66,7 +74,7 @@ impl std::fmt::Debug for Acquire {
             .field("target", &self.target)
             .field("mode", &self.mode)
             .field("timeout", &self.timeout)
-            .field("started", &(self.running.is_some() || self.done))
+            .field("started", &!matches!(self.stage, Stage::New))
             .finish()
     }
 }
@@ -84,8 +92,7 @@ impl Acquire {
             target,
             mode: LockMode::Exclusive,
             timeout,
-            running: None,
-            done: false,
+            stage: Stage::New,
         }
     }
 
@@ -197,7 +204,7 @@ impl Future for Acquire {
     /// the `Acquire`, so they cannot run after it.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if this.running.is_none() && !this.done {
+        if let Stage::New = this.stage {
             // Free at once: no boxed future, no async state.
             let started = Instant::now();
             let ask = Ask {
@@ -207,22 +214,22 @@ impl Future for Acquire {
                 owner: None,
             };
             match this.engine.acquire_at_once(ask, started, this.timeout) {
-                Ok(None) => this.running = Some(this.start(started)),
+                Ok(None) => this.stage = Stage::Running(this.start(started)),
                 Ok(Some(guard)) => {
-                    this.done = true;
+                    this.stage = Stage::Ended;
                     return Poll::Ready(Ok(guard));
                 }
                 Err(e) => {
-                    this.done = true;
+                    this.stage = Stage::Ended;
                     return Poll::Ready(Err(e));
                 }
             }
         }
-        match this.running.as_mut() {
-            Some(running) => running.as_mut().poll(cx),
+        match &mut this.stage {
+            Stage::Running(running) => running.as_mut().poll(cx),
             // Polled again after it ended on its first poll: never a second
             // lock; a misuse, told as an `async fn` tells it.
-            None => panic!("`Acquire` polled after it completed"),
+            Stage::New | Stage::Ended => panic!("`Acquire` polled after it completed"),
         }
     }
 }

@@ -363,7 +363,7 @@ impl LockGuard {
     /// on drop, not returned to a caller who might redo the work.
     pub(crate) fn release_blocking_or_warn(mut self) {
         if let Some(inner) = self.take_disowned() {
-            inner.release_or_warn();
+            inner.release_or_warn(false);
         }
     }
 }
@@ -401,16 +401,20 @@ impl GuardParts {
     /// the blocking pool: it may ask for the lock again at once and queue
     /// behind that release, which is no deadlock.
     fn disown(&self) {
-        self.entry.remove_owner(self.owner);
-        if self.track_order {
-            order::forget(self.owner, self.category, &self.lock_path);
-        }
+        drop(Disowning::of(
+            &self.entry,
+            self.owner,
+            self.track_order,
+            self.category,
+            &self.lock_path,
+        ));
     }
 
-    /// [`Self::release`] for a release nobody waits on: an error is logged.
-    fn release_or_warn(self) {
+    /// [`Self::release`] (of parts not yet disowned if `disown`) for a
+    /// release nobody waits on: an error is logged.
+    fn release_or_warn(self, disown: bool) {
         let lock_path = Arc::clone(&self.lock_path);
-        if let Err(e) = self.release() {
+        if let Err(e) = self.release_then(disown) {
             tracing::warn!(lock_path = %lock_path.display(), error = %e, "releasing lock");
         }
     }
@@ -420,15 +424,11 @@ impl GuardParts {
         self.release_then(false)
     }
 
-    /// [`Self::release`] of parts not yet disowned: the OS lock goes first,
-    /// then the owner's records, then this process's queue (so that no
-    /// other task of it can ask the backend while the records still name
-    /// this owner). Other processes wait on the OS lock alone, which is so
-    /// held no longer than the caller held the guard.
-    fn release_and_disown(self) -> Result<(), LockError> {
-        self.release_then(true)
-    }
-
+    /// [`Self::release`], and for parts not yet disowned (`disown`): the OS
+    /// lock goes first, then the owner's records, then this process's queue
+    /// (so that no other task of it can ask the backend while the records
+    /// still name this owner). Other processes wait on the OS lock alone,
+    /// which is so held no longer than the caller held the guard.
     fn release_then(self, disown: bool) -> Result<(), LockError> {
         let lost = self.lost.clone();
         let lost_error = |why: String| LockError::Lost {
@@ -442,10 +442,14 @@ impl GuardParts {
         let held = self.acquired.elapsed();
         // Cleared right after the OS lock is let go, or while unwinding if
         // letting go panics: records of a holding that ended never stay.
-        let disowning = disown.then(|| Disowning {
-            entry: &self.entry,
-            owner: self.owner,
-            order: self.track_order.then(|| (self.category, &*self.lock_path)),
+        let disowning = disown.then(|| {
+            Disowning::of(
+                &self.entry,
+                self.owner,
+                self.track_order,
+                self.category,
+                &self.lock_path,
+            )
         });
         // This process's queue is let go last.
         let (result, queue) = match self.hold {
@@ -502,6 +506,22 @@ struct Disowning<'a> {
     order: Option<(Category, &'a Path)>,
 }
 
+impl<'a> Disowning<'a> {
+    fn of(
+        entry: &'a EntryRef,
+        owner: Owner,
+        track_order: bool,
+        category: Category,
+        lock_path: &'a Path,
+    ) -> Self {
+        Disowning {
+            entry,
+            owner,
+            order: track_order.then_some((category, lock_path)),
+        }
+    }
+}
+
 impl Drop for Disowning<'_> {
     fn drop(&mut self) {
         self.entry.remove_owner(self.owner);
@@ -521,13 +541,10 @@ impl Drop for LockGuard {
         {
             // Let go now (see `disown`); the removal follows on the pool.
             inner.disown();
-            handle.spawn_blocking(move || inner.release_or_warn());
+            handle.spawn_blocking(move || inner.release_or_warn(false));
             return;
         }
-        let lock_path = Arc::clone(&inner.lock_path);
-        if let Err(e) = inner.release_and_disown() {
-            tracing::warn!(lock_path = %lock_path.display(), error = %e, "releasing lock");
-        }
+        inner.release_or_warn(true);
     }
 }
 

@@ -27,7 +27,7 @@
 //! compiled and unit-tested on Linux too, so it cannot rot unseen.
 
 mod unix;
-pub(crate) use unix::{coarse_now, fork_generation, host_name, raise_fd_limit};
+pub(crate) use unix::{coarse_now, fork_generation, host_name, nanos, raise_fd_limit};
 
 #[cfg(target_os = "linux")]
 mod linux;

@@ -92,3 +92,9 @@ pub(crate) fn coarse_now() -> std::time::Duration {
         u32::try_from(t.tv_nsec).unwrap_or(0),
     )
 }
+
+/// `t` in whole nanoseconds, saturating: for instants of [`coarse_now`]
+/// kept in atomics.
+pub(crate) fn nanos(t: std::time::Duration) -> u64 {
+    u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+}
