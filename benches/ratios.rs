@@ -10,8 +10,14 @@
 //!
 //! The cross-process runs start P copies of this binary (`--child`), which
 //! begin together on a "go", take the lock, append one line to a shared file,
-//! hold for H, release and think for T, and report their waits. The parent
-//! checks the shared file (exact line count, whole lines) before it reports.
+//! hold for H, release and think for T, and report their waits. Throughput
+//! is over the window from "go" to the last child's end of work (each child
+//! stamps it on the system's monotonic clock before it tears down: a
+//! runtime's shutdown is not what is measured). The parent checks the
+//! shared file (exact line count, whole lines) before it reports, and
+//! counts its hand-overs (a line written by another process than the line
+//! before). `RATIOS_STATS=1` has each of the crate's children print its
+//! metrics on stderr.
 //! `-- --contend P HOLD_US THINK_US [OPS]` runs one configuration of P
 //! processes for the crate's lock, the crate's JSONL sink (no fsync), std
 //! `flock` and raw `O_APPEND`, one JSON line each.
@@ -43,12 +49,42 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The system-wide monotonic clock in nanoseconds: a child stamps the end
+/// of its work with it, comparable with the parent's start stamp.
+fn monotonic_ns() -> u128 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+}
+
+/// Printed by a child when its measured work is done, before it tears
+/// down (runtime, handles, output), which no kind should be charged for.
+fn print_ended() {
+    println!("ended {}", monotonic_ns());
+}
+
+/// Seconds from `started` (a [`monotonic_ns`] stamp) to the last child's
+/// `ended` line in `outputs`.
+fn window_secs(started: u128, outputs: &[Vec<u8>]) -> f64 {
+    let last = outputs
+        .iter()
+        .flat_map(|out| BufReader::new(&out[..]).lines())
+        .filter_map(|line| {
+            line.expect("line")
+                .strip_prefix("ended ")
+                .map(|n| n.parse::<u128>().expect("ended"))
+        })
+        .max()
+        .expect("every child prints `ended`");
+    (last - started) as f64 / 1e9
+}
+
 /// Starts `procs` children built by `command`, lets them settle, then tells
-/// them all "go" at once; returns them and the start time.
+/// them all "go" at once; returns them and the start stamp
+/// ([`monotonic_ns`]).
 fn start_together(
     procs: usize,
     command: impl Fn(usize) -> Command,
-) -> (Vec<std::process::Child>, Instant) {
+) -> (Vec<std::process::Child>, u128) {
     let mut children: Vec<_> = (0..procs)
         .map(|i| {
             command(i)
@@ -59,7 +95,7 @@ fn start_together(
         })
         .collect();
     std::thread::sleep(Duration::from_millis(100));
-    let started = Instant::now();
+    let started = monotonic_ns();
     for c in &mut children {
         writeln!(c.stdin.as_mut().expect("stdin"), "go").expect("go");
     }
@@ -189,6 +225,7 @@ fn jsonl_child(args: &[String]) {
                     (&file).write_all(l.as_bytes()).expect("append");
                 }
             }
+            print_ended();
         }
         _ => {
             let rt = common::runtime(true);
@@ -227,6 +264,7 @@ fn jsonl_child(args: &[String]) {
                     h.await.expect("task");
                 }
                 sink.close().await.expect("close");
+                print_ended();
                 // RATIOS_JSONL_STATS=1: each child prints its sink's stats
                 // (commits per record show the group-commit batch size).
                 if std::env::var_os("RATIOS_JSONL_STATS").is_some() {
@@ -289,13 +327,15 @@ fn jsonl_run(kind: &str, procs: usize, records: usize, tasks: usize) -> f64 {
         ]);
         c
     });
-    for c in children {
-        assert!(
-            c.wait_with_output().expect("child").status.success(),
-            "child failed"
-        );
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let outputs: Vec<Vec<u8>> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("child");
+            assert!(out.status.success(), "child failed");
+            out.stdout
+        })
+        .collect();
+    let elapsed = window_secs(started, &outputs);
     let text = std::fs::read_to_string(dir.path().join("data.jsonl")).expect("data");
     let mut n = 0;
     for l in text.lines() {
@@ -526,8 +566,17 @@ fn child(args: &[String]) {
                     hold_release_think(append, i, hold, think, || drop(g));
                 }
             });
+            if std::env::var_os("RATIOS_STATS").is_some() {
+                let m = locks.metrics();
+                eprintln!(
+                    "{id}: {:?} {:?}",
+                    m.category(Category::Manifest),
+                    m.backend()
+                );
+            }
         }
     }
+    print_ended();
     let joined: Vec<String> = waits.iter().map(u64::to_string).collect();
     println!("waits {}", joined.join(","));
 }
@@ -537,6 +586,9 @@ struct RunResult {
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
+    /// Lines in the data file written by another process than the line
+    /// before: how often the lock changed hands.
+    handovers: usize,
 }
 
 fn percentile(sorted: &[u64], q: f64) -> f64 {
@@ -558,17 +610,21 @@ fn run(kind: &str, procs: usize, ops: usize, hold_us: u64, think_us: u64) -> Run
         c
     });
     let mut waits = Vec::new();
+    let mut outputs = Vec::new();
     for c in children {
         let out = c.wait_with_output().expect("child");
         assert!(out.status.success(), "child failed");
-        for line in BufReader::new(&out.stdout[..]).lines() {
+        outputs.push(out.stdout);
+    }
+    for out in &outputs {
+        for line in BufReader::new(&out[..]).lines() {
             let line = line.expect("line");
             if let Some(list) = line.strip_prefix("waits ") {
                 waits.extend(list.split(',').map(|w| w.parse::<u64>().expect("wait")));
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = window_secs(started, &outputs);
     let text = std::fs::read_to_string(dir.path().join("data.jsonl")).expect("data");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), procs * ops, "{kind}: exact line count");
@@ -580,7 +636,14 @@ fn run(kind: &str, procs: usize, ops: usize, hold_us: u64, think_us: u64) -> Run
         panic!("{kind}: torn line {bad:?}");
     }
     waits.sort_unstable();
+    // Each line starts `{"w":"pN",`: the writer.
+    let writer = |l: &str| l.split(',').next().map(str::to_owned);
+    let handovers = lines
+        .windows(2)
+        .filter(|pair| writer(pair[0]) != writer(pair[1]))
+        .count();
     RunResult {
+        handovers,
         ops_per_s: (procs * ops) as f64 / elapsed,
         p50_us: percentile(&waits, 0.5),
         p99_us: percentile(&waits, 0.99),
@@ -599,8 +662,8 @@ fn contended(rounds: usize, procs: usize, ops: usize, hold_us: u64, think_us: u6
         for &kind in kinds {
             let r = run(kind, procs, ops, hold_us, think_us);
             println!(
-                "{{\"run\":\"{kind}\",\"procs\":{procs},\"hold_us\":{hold_us},\"think_us\":{think_us},\"ops_per_s\":{:.0},\"wait_p50_us\":{:.0},\"wait_p99_us\":{:.0},\"wait_max_us\":{:.0}}}",
-                r.ops_per_s, r.p50_us, r.p99_us, r.max_us
+                "{{\"run\":\"{kind}\",\"procs\":{procs},\"hold_us\":{hold_us},\"think_us\":{think_us},\"ops_per_s\":{:.0},\"wait_p50_us\":{:.0},\"wait_p99_us\":{:.0},\"wait_max_us\":{:.0},\"handovers\":{}}}",
+                r.ops_per_s, r.p50_us, r.p99_us, r.max_us, r.handovers
             );
             if kind == "baseline" {
                 b_tp.push(r.ops_per_s);
@@ -652,8 +715,8 @@ fn main() {
             }
             let r = run(kind, procs, ops, hold, think);
             println!(
-                "{{\"run\":\"{kind}\",\"procs\":{procs},\"hold_us\":{hold},\"think_us\":{think},\"ops_per_s\":{:.0},\"wait_p50_us\":{:.0},\"wait_p99_us\":{:.0},\"wait_max_us\":{:.0}}}",
-                r.ops_per_s, r.p50_us, r.p99_us, r.max_us
+                "{{\"run\":\"{kind}\",\"procs\":{procs},\"hold_us\":{hold},\"think_us\":{think},\"ops_per_s\":{:.0},\"wait_p50_us\":{:.0},\"wait_p99_us\":{:.0},\"wait_max_us\":{:.0},\"handovers\":{}}}",
+                r.ops_per_s, r.p50_us, r.p99_us, r.max_us, r.handovers
             );
         }
         return;

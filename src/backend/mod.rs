@@ -65,6 +65,11 @@ pub(crate) struct LockRequest {
     pub shared_group: Option<u32>,
     /// What to do when the lock dir is on a network filesystem.
     pub network_fs: NetworkFsPolicy,
+    /// How long this process held the lock the last time, if the lock
+    /// layer remembers (`None` for a lock it has not held lately): a
+    /// backend may choose how to wait by it. The OS backend polls a while
+    /// before it parks a wait for a lock held briefly (see `os::brief`).
+    pub last_hold: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -81,6 +86,7 @@ impl LockRequest {
             create_dir_parents: false,
             shared_group: None,
             network_fs: Default::default(),
+            last_hold: None,
         }
     }
 }
@@ -446,4 +452,9 @@ pub struct OsMetrics {
     /// holder that keeps its descriptor open, a read), not by the backoff
     /// poll.
     pub granted_on_events: u64,
+    /// Waits (since the process started) for a lock this process held
+    /// briefly the last time, granted by one of the polls they make on the
+    /// waiting task before they park (ARCHITECTURE.md, "Brief holds poll
+    /// before they park").
+    pub granted_on_polls: u64,
 }

@@ -201,7 +201,7 @@ impl Engine {
             },
             token: call_off.token(),
         };
-        let (req, remote) = match self.request_where_safe(ask, started, bound).await? {
+        let (mut req, remote) = match self.request_where_safe(ask, started, bound).await? {
             Ok(found) => found,
             Err(Missed::CalledOff) if let Some(off) = call_off.off() => return Ok(Err(off)),
             Err(_) => return Err(self.unresolved_timeout(ask, started)),
@@ -209,6 +209,7 @@ impl Engine {
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
+            req.last_hold = entry.last_hold();
             let owner = ask.owner.unwrap_or_else(Owner::current);
             let remove = self.policy.remove_on_release(ask.category)
                 || self.backend.releases_by_removal(&req);
@@ -575,6 +576,7 @@ impl Engine {
             create_dir_parents: self.policy.lock_dir_is_fixed(),
             shared_group: self.policy.shared_group,
             network_fs: self.policy.network_fs,
+            last_hold: None,
         }
     }
 

@@ -16,6 +16,8 @@
 //! * [`waits`]: the process's pending waits and where each is served:
 //!   [`kernel`] threads blocked in `flock` (bounded), or the [`events`]
 //!   thread (file events and a backoff poll, no thread per wait).
+//! * [`brief`]: a wait for a lock this process held briefly polls on the
+//!   waiting task a while before it parks.
 //! * [`holders`]: who holds a lock, for timeout errors.
 //! * [`scratch`]: the bare `flock` on a caller's file, for tools that test
 //!   a filesystem.
@@ -36,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Backend, BackendMetrics, HOLDER_READ_AHEAD, HeldLock, LockRequest};
 use crate::error::{Holder, LockError};
 
+mod brief;
 mod events;
 mod file;
 pub(crate) mod flock;
@@ -101,7 +104,17 @@ impl Backend for OsBackend {
         deadline: Option<Instant>,
         cancel: Option<&CancellationToken>,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
-        let wait = waits::waits().start(req)?;
+        // A lock this process held briefly is polled for a while first
+        // (see `brief`); then, or at once, the wait parks.
+        let wait = async {
+            if brief::polls_first(req)
+                && let Some(held) = brief::poll(req, |req| self.try_lock(req)).await?
+            {
+                return Ok(Some(held));
+            }
+            let held = waits::waits().start(req)?.await?;
+            Ok(Some(Box::new(held) as Box<dyn HeldLock>))
+        };
         let expired = async {
             match deadline {
                 Some(at) => {
@@ -125,7 +138,7 @@ impl Backend for OsBackend {
         // Giving up drops `wait`, which abandons it (see `waits`).
         tokio::select! {
             biased;
-            held = wait => held.map(|held| Some(Box::new(held) as Box<dyn HeldLock>)),
+            held = wait => held,
             () = expired => Ok(None),
             () = cancelled => Ok(None),
         }
