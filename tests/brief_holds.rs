@@ -10,7 +10,8 @@
 mod support;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_filelock::{Category, LockError, Locks};
@@ -27,18 +28,24 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 /// Takes and lets go of `target`'s manifest lock in this process, holding
-/// it for `hold`; twice, as a process's first holding may include the
-/// crate's one-time setup (a debug build's is slow).
+/// it for `hold`. A holding meant to be brief is taken again until it was
+/// clearly under the bound (a process's first holding includes the
+/// crate's one-time setup, and a loaded machine can preempt any).
 fn hold_here(rt: &tokio::runtime::Runtime, locks: &Locks, target: &Path, hold: Duration) {
     rt.block_on(async {
-        for _ in 0..2 {
+        for _ in 0..1000 {
             let guard = locks.lock(Category::Manifest, target).await.unwrap();
             // (A zero sleep would still wait for the timer's next tick.)
             if !hold.is_zero() {
                 tokio::time::sleep(hold).await;
             }
+            let held = guard.held_for();
             guard.release().await.unwrap();
+            if !hold.is_zero() || held < Duration::from_micros(40) {
+                return;
+            }
         }
+        panic!("no holding of a thousand was under 40 µs");
     });
 }
 
@@ -118,7 +125,8 @@ fn a_wait_for_a_lock_held_briefly_parks_in_the_kernel_after_its_polls() {
     hold_here(&rt, &locks, &target, Duration::ZERO);
     let lock_path = locks.lock_path(Category::Manifest, &target).unwrap();
     let mut holder = PythonHolder::hold(dir.path(), &[lock_path], "exclusive");
-    let kernel_before = os_metrics(&locks).kernel_waits_now;
+    let before = os_metrics(&locks);
+    let kernel_before = before.kernel_waits_now;
     let waiter = rt.spawn({
         let (locks, target) = (locks.clone(), target.clone());
         async move {
@@ -134,6 +142,10 @@ fn a_wait_for_a_lock_held_briefly_parks_in_the_kernel_after_its_polls() {
         "the wait never parked: {:?}",
         os_metrics(&locks)
     );
+    // It polled first (and no poll found the lock free).
+    let after = os_metrics(&locks);
+    assert_eq!(after.parked_after_polls, before.parked_after_polls + 1);
+    assert_eq!(after.granted_on_polls, before.granted_on_polls);
     holder.release();
     rt.block_on(waiter).unwrap().expect("granted by the kernel");
 }
@@ -161,6 +173,66 @@ fn a_wait_for_a_lock_held_briefly_that_times_out_during_its_polls_leaves_nothing
     assert_eq!(after.event_waits_now, before.event_waits_now, "{after:?}");
     holder.release();
     assert!(rt.block_on(support::is_free(&locks, Category::Manifest, &target)));
+}
+
+/// A wait that needs no deadline needs no timer either: it works on a
+/// runtime without a time driver and outside tokio, polls included; and
+/// with tokio's clock paused and the runtime never idle (so that the clock
+/// never moves), the polls still run in real time.
+#[test]
+fn the_polls_need_no_tokio_timer_and_run_in_real_time() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks_in(dir.path());
+    let target = dir.path().join("manifest.jsonl");
+    hold_here(&support::runtime(), &locks, &target, Duration::ZERO);
+    let lock_path = locks.lock_path(Category::Manifest, &target).unwrap();
+    let no_timer = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    for how in ["no timer", "outside tokio", "paused and busy"] {
+        let before = os_metrics(&locks);
+        let mut holder =
+            PythonHolder::hold(dir.path(), std::slice::from_ref(&lock_path), "exclusive");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(ms(3));
+            holder.release();
+            holder
+        });
+        let wait = locks.lock(Category::Manifest, &target).wait_forever();
+        let granted = match how {
+            "no timer" => no_timer.block_on(wait),
+            "outside tokio" => futures::executor::block_on(wait),
+            _ => paused.block_on(async {
+                let busy = Arc::new(AtomicBool::new(true));
+                let spinner = tokio::spawn({
+                    let busy = Arc::clone(&busy);
+                    async move {
+                        while busy.load(Ordering::Relaxed) {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                });
+                let granted = wait.await;
+                busy.store(false, Ordering::Relaxed);
+                spinner.await.unwrap();
+                granted
+            }),
+        };
+        drop(granted.unwrap_or_else(|e| panic!("{how}: {e}")));
+        drop(releaser.join().unwrap());
+        let after = os_metrics(&locks);
+        assert!(
+            after.granted_on_polls + after.parked_after_polls
+                > before.granted_on_polls + before.parked_after_polls,
+            "{how}: the wait did not poll"
+        );
+    }
 }
 
 fn ms(n: u64) -> Duration {

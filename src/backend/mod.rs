@@ -66,9 +66,10 @@ pub(crate) struct LockRequest {
     /// What to do when the lock dir is on a network filesystem.
     pub network_fs: NetworkFsPolicy,
     /// How long this process held the lock the last time, if the lock
-    /// layer remembers (`None` for a lock it has not held lately): a
-    /// backend may choose how to wait by it. The OS backend polls a while
-    /// before it parks a wait for a lock held briefly (see `os::brief`).
+    /// layer remembers (`None` for a lock it has not held lately, and for
+    /// anything but an exclusive wait): a backend may choose how to wait by
+    /// it. The OS backend polls a while before it parks a wait for a lock
+    /// held briefly (see `os::brief`).
     pub last_hold: Option<Duration>,
 }
 
@@ -423,9 +424,11 @@ pub struct SoftMetrics {
 
 /// Counters of the OS backend, process-wide (all handles share them).
 ///
-/// A wait for a busy lock is either a *kernel wait* (a crate thread blocked
-/// in `flock`; at most [`crate::max_wait_threads`] at once) or an *event
-/// wait* (no thread of its own: woken by file events and a backoff poll).
+/// A wait for a busy lock parks as either a *kernel wait* (a crate thread
+/// blocked in `flock`; at most [`crate::max_wait_threads`] at once) or an
+/// *event wait* (no thread of its own: woken by file events and a backoff
+/// poll). An exclusive wait for a lock this process held briefly the last
+/// time polls on its own task first, and may be granted before it parks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OsMetrics {
@@ -457,4 +460,7 @@ pub struct OsMetrics {
     /// waiting task before they park (ARCHITECTURE.md, "Brief holds poll
     /// before they park").
     pub granted_on_polls: u64,
+    /// Waits (since the process started) that polled for a lock held
+    /// briefly, were not granted by any poll, and then parked.
+    pub parked_after_polls: u64,
 }

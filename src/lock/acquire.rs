@@ -201,7 +201,7 @@ impl Engine {
             },
             token: call_off.token(),
         };
-        let (mut req, remote) = match self.request_where_safe(ask, started, bound).await? {
+        let (req, remote) = match self.request_where_safe(ask, started, bound).await? {
             Ok(found) => found,
             Err(Missed::CalledOff) if let Some(off) = call_off.off() => return Ok(Err(off)),
             Err(_) => return Err(self.unresolved_timeout(ask, started)),
@@ -209,7 +209,6 @@ impl Engine {
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
-            req.last_hold = entry.last_hold();
             let owner = ask.owner.unwrap_or_else(Owner::current);
             let remove = self.policy.remove_on_release(ask.category)
                 || self.backend.releases_by_removal(&req);
@@ -658,8 +657,11 @@ impl Engine {
                         Err(missed) => return Ok(Err(missed)),
                     },
                 };
+                // Read now that this task is next: the holding before it
+                // in this process was the last one.
+                let last_hold = entry.last_hold();
                 Ok(self
-                    .take_backend(req, remote, patience)
+                    .take_backend(req, last_hold, remote, patience)
                     .await?
                     .map(|os| Hold::Exclusive { os, queue }))
             }
@@ -683,7 +685,9 @@ impl Engine {
                 if let Some(os) = slot.upgrade() {
                     return Ok(Ok(Hold::Shared { os, queue }));
                 }
-                let os = match self.take_backend(req, remote, patience).await? {
+                // No last hold for a shared wait: how long this process's
+                // shared holders kept the OS lock is not what one recorded.
+                let os = match self.take_backend(req, None, remote, patience).await? {
                     Ok(os) => os,
                     Err(missed) => return Ok(Err(missed)),
                 };
@@ -695,10 +699,12 @@ impl Engine {
     }
 
     /// The backend's lock: a non-blocking attempt, then, if patience
-    /// allows, a wait run by its driver.
+    /// allows, a wait run by its driver, told how long this process held
+    /// the lock the last time (`last_hold`).
     async fn take_backend(
         &self,
         req: &LockRequest,
+        last_hold: Option<Duration>,
         remote: Option<&Patience<'_>>,
         patience: &Patience<'_>,
     ) -> Result<Result<Box<dyn HeldLock>, Missed>, LockError> {
@@ -730,6 +736,17 @@ impl Engine {
             return Ok(Err(Missed::Busy));
         };
         tracing::debug!("held by another process; waiting");
+        let told;
+        let req = match last_hold {
+            Some(_) => {
+                told = LockRequest {
+                    last_hold,
+                    ..req.clone()
+                };
+                &told
+            }
+            None => req,
+        };
         Ok(match self.backend.wait(req, deadline, token).await? {
             Some(os) => Ok(os),
             // A backend ends a wait without the lock only at the deadline

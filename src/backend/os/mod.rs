@@ -17,7 +17,8 @@
 //!   [`kernel`] threads blocked in `flock` (bounded), or the [`events`]
 //!   thread (file events and a backoff poll, no thread per wait).
 //! * [`brief`]: a wait for a lock this process held briefly polls on the
-//!   waiting task a while before it parks.
+//!   waiting task a while before it parks, timed by [`ticker`] (a thread of
+//!   the crate's own, not tokio's timer).
 //! * [`holders`]: who holds a lock, for timeout errors.
 //! * [`scratch`]: the bare `flock` on a caller's file, for tools that test
 //!   a filesystem.
@@ -29,6 +30,7 @@
 //! vocabulary (`error`, `mode`); nothing of the lock layer or the writers.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -37,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendMetrics, HOLDER_READ_AHEAD, HeldLock, LockRequest};
 use crate::error::{Holder, LockError};
+use brief::Polled;
 
 mod brief;
 mod events;
@@ -47,6 +50,7 @@ pub(crate) mod hot;
 mod kernel;
 mod pending;
 pub(crate) mod scratch;
+mod ticker;
 pub(crate) mod waits;
 
 /// How many times one attempt follows a lock file that was replaced under it
@@ -106,11 +110,14 @@ impl Backend for OsBackend {
     ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
         // A lock this process held briefly is polled for a while first
         // (see `brief`); then, or at once, the wait parks.
+        let polling = AtomicBool::new(brief::polls_first(req));
         let wait = async {
-            if brief::polls_first(req)
-                && let Some(held) = brief::poll(req, |req| self.try_lock(req)).await?
-            {
-                return Ok(Some(held));
+            if polling.load(Ordering::Relaxed) {
+                match brief::poll(req, deadline, |req| self.try_lock(req)).await? {
+                    Polled::Granted(held) => return Ok(Some(held)),
+                    Polled::Expired => return Ok(None),
+                    Polled::Park => polling.store(false, Ordering::Relaxed),
+                }
             }
             let held = waits::waits().start(req)?.await?;
             Ok(Some(Box::new(held) as Box<dyn HeldLock>))
@@ -139,7 +146,9 @@ impl Backend for OsBackend {
         tokio::select! {
             biased;
             held = wait => held,
-            () = expired => Ok(None),
+            // Tokio's clock may run ahead of the polls' (paused in a test):
+            // one more attempt, as the polls make at the deadline.
+            () = expired => if polling.load(Ordering::Relaxed) { self.try_lock(req) } else { Ok(None) },
             () = cancelled => Ok(None),
         }
     }
