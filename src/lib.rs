@@ -224,10 +224,6 @@
 //!   [`max_wait_threads`] (16) crate threads block in a real `flock`, which
 //!   the kernel hands over fairly; every wait beyond those costs no thread,
 //!   woken by file events (inotify) with a backoff poll as the backstop.
-//!   An exclusive wait for a lock this process held for under 100 µs the
-//!   last time polls on its own task for up to 16 ms first (a hand-over
-//!   from a wait thread costs more than such a holding;
-//!   [`OsMetrics::granted_on_polls`]).
 //! * **Fair hand-over across processes**: a kernel wait that finds the lock
 //!   freed since its task's attempt (the release fell into the hand-off to
 //!   the wait thread) stands aside 50 µs for the waiter that release woke,

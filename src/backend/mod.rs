@@ -65,12 +65,6 @@ pub(crate) struct LockRequest {
     pub shared_group: Option<u32>,
     /// What to do when the lock dir is on a network filesystem.
     pub network_fs: NetworkFsPolicy,
-    /// How long this process held the lock the last time, if the lock
-    /// layer remembers (`None` for a lock it has not held lately, and for
-    /// anything but an exclusive wait): a backend may choose how to wait by
-    /// it. The OS backend polls a while before it parks a wait for a lock
-    /// held briefly (see `os::brief`).
-    pub last_hold: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -87,7 +81,6 @@ impl LockRequest {
             create_dir_parents: false,
             shared_group: None,
             network_fs: Default::default(),
-            last_hold: None,
         }
     }
 }
@@ -424,11 +417,9 @@ pub struct SoftMetrics {
 
 /// Counters of the OS backend, process-wide (all handles share them).
 ///
-/// A wait for a busy lock parks as either a *kernel wait* (a crate thread
-/// blocked in `flock`; at most [`crate::max_wait_threads`] at once) or an
-/// *event wait* (no thread of its own: woken by file events and a backoff
-/// poll). An exclusive wait for a lock this process held briefly the last
-/// time polls on its own task first, and may be granted before it parks.
+/// A wait for a busy lock is either a *kernel wait* (a crate thread blocked
+/// in `flock`; at most [`crate::max_wait_threads`] at once) or an *event
+/// wait* (no thread of its own: woken by file events and a backoff poll).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OsMetrics {
@@ -455,12 +446,4 @@ pub struct OsMetrics {
     /// holder that keeps its descriptor open, a read), not by the backoff
     /// poll.
     pub granted_on_events: u64,
-    /// Waits (since the process started) for a lock this process held
-    /// briefly the last time, granted by one of the polls they make on the
-    /// waiting task before they park (ARCHITECTURE.md, "Brief holds poll
-    /// before they park").
-    pub granted_on_polls: u64,
-    /// Waits (since the process started) that polled for a lock held
-    /// briefly, were not granted by any poll, and then parked.
-    pub parked_after_polls: u64,
 }

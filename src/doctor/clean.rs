@@ -343,7 +343,6 @@ impl Cleaner {
             create_dir_parents: !self.beside,
             shared_group: self.policy.shared_group,
             network_fs: self.policy.network_fs,
-            last_hold: None,
         }
     }
 

@@ -150,7 +150,6 @@ impl ChildState {
                     create_dir_parents: false,
                     shared_group: None,
                     network_fs: NetworkFsPolicy::Allow,
-                    last_hold: None,
                 };
                 let backend = SoftBackend {
                     settings: SoftSettings::default(),

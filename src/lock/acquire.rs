@@ -575,7 +575,6 @@ impl Engine {
             create_dir_parents: self.policy.lock_dir_is_fixed(),
             shared_group: self.policy.shared_group,
             network_fs: self.policy.network_fs,
-            last_hold: None,
         }
     }
 
@@ -657,11 +656,8 @@ impl Engine {
                         Err(missed) => return Ok(Err(missed)),
                     },
                 };
-                // Read now that this task is next: the holding before it
-                // in this process was the last one.
-                let last_hold = entry.last_hold();
                 Ok(self
-                    .take_backend(req, last_hold, remote, patience)
+                    .take_backend(req, remote, patience)
                     .await?
                     .map(|os| Hold::Exclusive { os, queue }))
             }
@@ -685,9 +681,7 @@ impl Engine {
                 if let Some(os) = slot.upgrade() {
                     return Ok(Ok(Hold::Shared { os, queue }));
                 }
-                // No last hold for a shared wait: how long this process's
-                // shared holders kept the OS lock is not what one recorded.
-                let os = match self.take_backend(req, None, remote, patience).await? {
+                let os = match self.take_backend(req, remote, patience).await? {
                     Ok(os) => os,
                     Err(missed) => return Ok(Err(missed)),
                 };
@@ -699,12 +693,10 @@ impl Engine {
     }
 
     /// The backend's lock: a non-blocking attempt, then, if patience
-    /// allows, a wait run by its driver, told how long this process held
-    /// the lock the last time (`last_hold`).
+    /// allows, a wait run by its driver.
     async fn take_backend(
         &self,
         req: &LockRequest,
-        last_hold: Option<Duration>,
         remote: Option<&Patience<'_>>,
         patience: &Patience<'_>,
     ) -> Result<Result<Box<dyn HeldLock>, Missed>, LockError> {
@@ -736,17 +728,6 @@ impl Engine {
             return Ok(Err(Missed::Busy));
         };
         tracing::debug!("held by another process; waiting");
-        let told;
-        let req = match last_hold {
-            Some(_) => {
-                told = LockRequest {
-                    last_hold,
-                    ..req.clone()
-                };
-                &told
-            }
-            None => req,
-        };
         Ok(match self.backend.wait(req, deadline, token).await? {
             Some(os) => Ok(os),
             // A backend ends a wait without the lock only at the deadline

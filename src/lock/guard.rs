@@ -485,7 +485,6 @@ impl GuardParts {
             (Ok(()), Some(why)) => Err(lost_error(why)),
             (Ok(()), None) => Ok(()),
         };
-        self.entry.note_hold(held);
         drop(self.entry);
         self.recorder.released(self.category, held, over);
         tracing::debug!(

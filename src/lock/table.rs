@@ -19,9 +19,8 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
 use tokio::sync::RwLock;
 
@@ -49,29 +48,9 @@ pub(crate) struct Entry {
     /// and to name this task as the holder in a timeout. One at a time but
     /// for shared holders, so inline (no allocation per holding).
     owners: Mutex<SmallVec<[Owner; 2]>>,
-    /// How long this process held the lock the last time, in nanoseconds
-    /// plus one (0: not held since the entry was made). A backend may wait
-    /// differently for a lock held briefly (see `LockRequest::last_hold`).
-    last_hold: AtomicU64,
 }
 
 impl Entry {
-    /// Notes that a holding of this lock in this process lasted `held`.
-    pub fn note_hold(&self, held: Duration) {
-        let nanos = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX - 1);
-        self.last_hold
-            .store(nanos.saturating_add(1), Ordering::Relaxed);
-    }
-
-    /// How long this process held the lock the last time, if it did since
-    /// the entry was made.
-    pub fn last_hold(&self) -> Option<Duration> {
-        match self.last_hold.load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(Duration::from_nanos(n - 1)),
-        }
-    }
-
     fn owners(&self) -> MutexGuard<'_, SmallVec<[Owner; 2]>> {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -213,7 +192,6 @@ pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
                 queue: Arc::new(RwLock::new(())),
                 shared: tokio::sync::Mutex::new(Weak::new()),
                 owners: Mutex::new(SmallVec::new()),
-                last_hold: AtomicU64::new(0),
             });
             map.entries
                 .insert(PathKey(Arc::clone(lock_path)), Arc::clone(&entry));
@@ -259,28 +237,6 @@ mod tests {
 
     fn path(i: usize) -> Arc<Path> {
         Path::new(&format!("/run/table-test-{}/{i}.lock", std::process::id())).into()
-    }
-
-    #[test]
-    fn an_entry_remembers_its_last_hold_while_it_is_kept() {
-        let a = path(1000);
-        let first = enter(&a);
-        assert_eq!(first.last_hold(), None, "never held");
-        first.note_hold(Duration::from_micros(7));
-        first.note_hold(Duration::from_micros(3));
-        drop(first);
-        // Idle and kept: the next acquisition of the path knows.
-        let again = enter(&a);
-        assert_eq!(again.last_hold(), Some(Duration::from_micros(3)));
-        again.note_hold(Duration::ZERO);
-        assert_eq!(again.last_hold(), Some(Duration::ZERO));
-        // Past what the counter holds: saturated, not wrapped to "never".
-        again.note_hold(Duration::MAX);
-        assert!(
-            again
-                .last_hold()
-                .is_some_and(|h| h > Duration::from_secs(1 << 33))
-        );
     }
 
     #[test]

@@ -16,9 +16,6 @@
 //! * [`waits`]: the process's pending waits and where each is served:
 //!   [`kernel`] threads blocked in `flock` (bounded), or the [`events`]
 //!   thread (file events and a backoff poll, no thread per wait).
-//! * [`brief`]: a wait for a lock this process held briefly polls on the
-//!   waiting task a while before it parks, timed by [`ticker`] (a thread of
-//!   the crate's own, not tokio's timer).
 //! * [`holders`]: who holds a lock, for timeout errors.
 //! * [`scratch`]: the bare `flock` on a caller's file, for tools that test
 //!   a filesystem.
@@ -30,7 +27,6 @@
 //! vocabulary (`error`, `mode`); nothing of the lock layer or the writers.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -39,9 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendMetrics, HOLDER_READ_AHEAD, HeldLock, LockRequest};
 use crate::error::{Holder, LockError};
-use brief::Polled;
 
-mod brief;
 mod events;
 mod file;
 pub(crate) mod flock;
@@ -50,7 +44,6 @@ pub(crate) mod hot;
 mod kernel;
 mod pending;
 pub(crate) mod scratch;
-mod ticker;
 pub(crate) mod waits;
 
 /// How many times one attempt follows a lock file that was replaced under it
@@ -108,20 +101,7 @@ impl Backend for OsBackend {
         deadline: Option<Instant>,
         cancel: Option<&CancellationToken>,
     ) -> Result<Option<Box<dyn HeldLock>>, LockError> {
-        // A lock this process held briefly is polled for a while first
-        // (see `brief`); then, or at once, the wait parks.
-        let polling = AtomicBool::new(brief::polls_first(req));
-        let wait = async {
-            if polling.load(Ordering::Relaxed) {
-                match brief::poll(req, deadline, |req| self.try_lock(req)).await? {
-                    Polled::Granted(held) => return Ok(Some(held)),
-                    Polled::Expired => return Ok(None),
-                    Polled::Park => polling.store(false, Ordering::Relaxed),
-                }
-            }
-            let held = waits::waits().start(req)?.await?;
-            Ok(Some(Box::new(held) as Box<dyn HeldLock>))
-        };
+        let wait = waits::waits().start(req)?;
         let expired = async {
             match deadline {
                 Some(at) => {
@@ -145,10 +125,8 @@ impl Backend for OsBackend {
         // Giving up drops `wait`, which abandons it (see `waits`).
         tokio::select! {
             biased;
-            held = wait => held,
-            // Tokio's clock may run ahead of the polls' (paused in a test):
-            // one more attempt, as the polls make at the deadline.
-            () = expired => if polling.load(Ordering::Relaxed) { self.try_lock(req) } else { Ok(None) },
+            held = wait => held.map(|held| Some(Box::new(held) as Box<dyn HeldLock>)),
+            () = expired => Ok(None),
             () = cancelled => Ok(None),
         }
     }

@@ -344,8 +344,6 @@ impl Waits {
             event_waits_now: state.event_waits.len() as u64,
             wait_threads: state.kernel_threads as u64,
             waits_stood_aside: super::kernel::stood_aside(),
-            granted_on_polls: super::brief::granted_on_polls(),
-            parked_after_polls: super::brief::parked_after_polls(),
             granted_on_events: self
                 .running_events()
                 .map_or(0, |events| events.granted_on_events()),

@@ -112,15 +112,13 @@ impl fmt::Display for Metrics {
         if let Some(os) = self.backend().os() {
             writeln!(
                 f,
-                "os backend: {} kernel waits now (peak {}, {} abandoned), {} event waits now ({} granted on events), {} stood aside, {} granted on polls ({} parked after polls)",
+                "os backend: {} kernel waits now (peak {}, {} abandoned), {} event waits now ({} granted on events), {} stood aside",
                 os.kernel_waits_now,
                 os.kernel_waits_peak,
                 os.abandoned_kernel_waits_now,
                 os.event_waits_now,
                 os.granted_on_events,
-                os.waits_stood_aside,
-                os.granted_on_polls,
-                os.parked_after_polls
+                os.waits_stood_aside
             )?;
         }
         #[cfg(feature = "postgres")]
