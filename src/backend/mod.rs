@@ -65,6 +65,12 @@ pub(crate) struct LockRequest {
     pub shared_group: Option<u32>,
     /// What to do when the lock dir is on a network filesystem.
     pub network_fs: NetworkFsPolicy,
+    /// Whether holders remove the lock file on release (this process's
+    /// policy for the lock's category, as an artifact's): a waiter then
+    /// hears the release as the file's removal. A lock file that stays may
+    /// be kept open by its holder, whose release no file event tells (see
+    /// `os::hot`).
+    pub removed_on_release: bool,
 }
 
 #[cfg(test)]
@@ -81,6 +87,7 @@ impl LockRequest {
             create_dir_parents: false,
             shared_group: None,
             network_fs: Default::default(),
+            removed_on_release: false,
         }
     }
 }
@@ -442,8 +449,8 @@ pub struct OsMetrics {
     /// a lock handed over at a high rate.
     pub waits_stood_aside: u64,
     /// Event waits (since the process started) granted on a try that a
-    /// file event caused (a release told by a close, a removal or, from a
-    /// holder that keeps its descriptor open, a read), not by the backoff
-    /// poll.
+    /// file event caused (a release told by a close or a removal), not by
+    /// the backoff poll (which is how a release by a holder that keeps its
+    /// descriptor open is found).
     pub granted_on_events: u64,
 }

@@ -343,6 +343,7 @@ impl Cleaner {
             create_dir_parents: !self.beside,
             shared_group: self.policy.shared_group,
             network_fs: self.policy.network_fs,
+            removed_on_release: false,
         }
     }
 

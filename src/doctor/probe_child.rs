@@ -150,6 +150,7 @@ impl ChildState {
                     create_dir_parents: false,
                     shared_group: None,
                     network_fs: NetworkFsPolicy::Allow,
+                    removed_on_release: false,
                 };
                 let backend = SoftBackend {
                     settings: SoftSettings::default(),

@@ -575,6 +575,7 @@ impl Engine {
             create_dir_parents: self.policy.lock_dir_is_fixed(),
             shared_group: self.policy.shared_group,
             network_fs: self.policy.network_fs,
+            removed_on_release: self.policy.remove_on_release(ask.category),
         }
     }
 

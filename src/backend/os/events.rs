@@ -3,12 +3,13 @@
 //!
 //! For each wait it keeps the lock file open and watches it
 //! (`sys::EventSource`: inotify on Linux). A holder that releases by
-//! closing its descriptor, by unlocking and reading a byte (this crate, for
-//! a lock file it keeps open), or removes the lock file, causes an event;
-//! the wait then tries a non-blocking `flock`. A backoff poll, from 1 ms up
-//! to [`POLL_WATCHED`] (or [`POLL_UNWATCHED`] where the file could not be
-//! watched), is the backstop for other programs' holders that unlock
-//! without closing and for filesystems without events.
+//! closing its descriptor, or removes the lock file, causes an event; the
+//! wait then tries a non-blocking `flock`. A backoff poll from 1 ms is the
+//! backstop for holders that unlock without closing, and for filesystems
+//! without events (see [`longest_pause`]). This crate's holders unlock
+//! without closing a lock file that stays (its descriptor is kept for the
+//! next holding, see `hot`), so a wait for one polls up to
+//! [`POLL_KEPT`] apart.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -26,12 +27,31 @@ use super::pending::{Pending, Place};
 use crate::error::LockError;
 use crate::sys::{EventSource, WatchId};
 
-/// The longest pause between two tries of a watched wait: events do the
-/// work; the poll only catches a holder that unlocks without closing.
+/// The longest pause between two tries of a watched wait for a lock file
+/// removed on release: its removal is the event; the poll only catches
+/// another program's holder that unlocks without closing.
 const POLL_WATCHED: Duration = Duration::from_millis(500);
 
 /// The longest pause between two tries of a wait without events.
 const POLL_UNWATCHED: Duration = Duration::from_millis(50);
+
+/// The longest pause between two tries of a wait for a lock file that
+/// stays: its holder, if it is this crate, lets go by `LOCK_UN` and keeps
+/// the descriptor, which no file event tells. Short, so that such a wait is
+/// granted within about this of the release; few waits are like it (only
+/// past the kernel waits, and only for locks that keep their file:
+/// manifests, telemetry, SQLite, summaries), so their tries cost little.
+const POLL_KEPT: Duration = Duration::from_millis(10);
+
+/// The longest pause between two tries of a wait: by what can tell it of
+/// the release.
+fn longest_pause(watched: bool, removed_on_release: bool) -> Duration {
+    match (removed_on_release, watched) {
+        (true, true) => POLL_WATCHED,
+        (true, false) => POLL_UNWATCHED,
+        (false, _) => POLL_KEPT,
+    }
+}
 
 /// The first pause.
 const POLL_FIRST: Duration = Duration::from_millis(1);
@@ -251,17 +271,15 @@ impl Events {
         }
         let Some(file) = entry.file.as_ref() else {
             entry.next_try = Instant::now() + entry.pause;
-            entry.pause = (entry.pause * 2).min(POLL_UNWATCHED);
+            entry.pause =
+                (entry.pause * 2).min(longest_pause(false, entry.pending.req.removed_on_release));
             return false;
         };
         match try_flock(file, entry.pending.req.mode) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let cap = if entry.watch.is_some() {
-                    POLL_WATCHED
-                } else {
-                    POLL_UNWATCHED
-                };
+                let cap =
+                    longest_pause(entry.watch.is_some(), entry.pending.req.removed_on_release);
                 entry.next_try = Instant::now() + entry.pause;
                 entry.pause = (entry.pause * 2).min(cap);
                 return false;
@@ -350,5 +368,22 @@ fn finish(pending: &Arc<Pending>, outcome: Result<super::file::OsHeld, LockError
     drop(unwanted);
     if let Some(waker) = waker {
         waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_polls_by_what_can_tell_it_of_the_release() {
+        // Removed on release, watched: the removal is the event.
+        assert_eq!(longest_pause(true, true), POLL_WATCHED);
+        assert_eq!(longest_pause(false, true), POLL_UNWATCHED);
+        // A lock file that stays may be let go by `LOCK_UN` alone, which
+        // no event tells: polled often, watched or not.
+        assert_eq!(longest_pause(true, false), POLL_KEPT);
+        assert_eq!(longest_pause(false, false), POLL_KEPT);
+        assert!(POLL_KEPT < POLL_UNWATCHED && POLL_UNWATCHED < POLL_WATCHED);
     }
 }

@@ -201,7 +201,7 @@ fn open_error(path: &Path, e: io::Error) -> LockError {
 /// regular-file check), which keeps an uncontended acquisition at four system
 /// calls: open, flock, fstat, close; or, with the descriptor kept open since
 /// the last holding (see [`super::hot`]), flock and fstat, then `LOCK_UN`
-/// and a one-byte read to release. The same check makes a kept descriptor
+/// to release. The same check makes a kept descriptor
 /// safe: a lock file removed while it was kept (by a holder, or by hand)
 /// shows the link count of zero here. It assumes lock files are not
 /// hard-linked elsewhere; nothing of this crate does that.
@@ -220,8 +220,7 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         return Ok(None);
     }
     dir.check_lock_file(path, &mine, req.shared_group)?;
-    let mut readable = mine.st_size > 0;
-    if !readable {
+    if mine.st_size == 0 {
         // A new lock file shared with a group gets the mode asked for, not
         // what the umask left of it. Best effort, as the record.
         if req.shared_group.is_some() && dir.check_lock_file(path, &mine, None).is_ok() {
@@ -234,11 +233,8 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         // is for people and tools, so it is best effort: on a full disk
         // (ENOSPC, EDQUOT, EFBIG) the lock still works, or every cleanup that
         // would free space would fail too.
-        match file.write_all_at(&record, 0) {
-            Ok(()) => readable = true,
-            Err(e) => {
-                tracing::debug!(lock_path = %path.display(), error = %e, "lock file left without its target record");
-            }
+        if let Err(e) = file.write_all_at(&record, 0) {
+            tracing::debug!(lock_path = %path.display(), error = %e, "lock file left without its target record");
         }
     }
     Ok(Some(OsHeld {
@@ -247,9 +243,8 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         lock_path: Arc::clone(&req.lock_path),
         target: Arc::clone(&req.target),
         mode: req.mode,
-        // Kept open after release only where a release can be told by a
-        // read (see `hot`) and file calls cannot hang.
-        keep_open: readable && !crate::mounts::may_hang(path),
+        // Kept open after release only where file calls cannot hang.
+        keep_open: !crate::mounts::may_hang(path),
         generation: fork_generation(),
     }))
 }
@@ -275,19 +270,15 @@ pub(super) struct OsHeld {
 }
 
 impl OsHeld {
-    /// Lets go by `LOCK_UN`, tells other processes' event waits by reading
-    /// one byte (`IN_ACCESS`, as a close tells them by `IN_CLOSE`), and
-    /// gives the descriptor back to the hot set. Anything amiss, and the
+    /// Lets go by `LOCK_UN` and gives the descriptor back to the hot set.
+    /// No file event tells other processes' event waits of it (they poll
+    /// such a lock file often, see `events`). Anything amiss, and the
     /// descriptor is closed instead, which lets go as always.
     fn unlock_and_keep(self) {
         if !self.keep_open || max_hot_files() == 0 {
             return;
         }
         if unlock(&self.file).is_err() {
-            return;
-        }
-        let mut byte = [0u8; 1];
-        if !matches!(self.file.read_at(&mut byte, 0), Ok(1)) {
             return;
         }
         let OsHeld {
