@@ -223,7 +223,9 @@
 //!   wait that never touches tokio's blocking pool (law 11): up to
 //!   [`max_wait_threads`] (16) crate threads block in a real `flock`, which
 //!   the kernel hands over fairly; every wait beyond those costs no thread,
-//!   woken by file events (inotify) with a backoff poll as the backstop.
+//!   woken by file events (inotify) with a backoff poll as the backstop
+//!   (which also finds the release of a lock file that stays after a
+//!   holding under 20 µs: that unlock tells no event).
 //! * **Fair hand-over across processes**: a kernel wait that finds the lock
 //!   freed since its task's attempt (the release fell into the hand-off to
 //!   the wait thread) stands aside 50 µs for the waiter that release woke,

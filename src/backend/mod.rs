@@ -301,9 +301,15 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
 pub(crate) trait HeldLock: Send + Sync + fmt::Debug {
     /// Releases the lock, first removing the lock file if `remove_file` and
     /// that is safe (nobody else holds it, it is still the file at the path).
+    /// `held_for` is how long its holder kept it, if the caller knows: a
+    /// backend may tell waiters of a brief holding's release differently.
     /// A lock lost while held is released as far as it is still ours and
     /// reported as [`LockError::Lost`].
-    fn release(self: Box<Self>, remove_file: bool) -> Result<(), LockError>;
+    fn release(
+        self: Box<Self>,
+        remove_file: bool,
+        held_for: Option<Duration>,
+    ) -> Result<(), LockError>;
 
     /// The fencing token of this holding: issued now (once; the lock layer
     /// keeps it) for an exclusive lock, the last one issued for a shared

@@ -720,10 +720,10 @@ impl Cleaner {
         let soft_now = scan::read_head(&file.path)
             .is_ok_and(|bytes| bytes.trim_ascii_start().starts_with(b"{"));
         if soft_now {
-            let _ = held.release(false);
+            let _ = held.release(false, None);
             return self.left(&file.path, "it became a soft lock meanwhile");
         }
-        match held.release(true) {
+        match held.release(true, None) {
             Ok(()) => match std::fs::symlink_metadata(&file.path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     self.removed(Orphan::FreeLockFile, &file.path, why)

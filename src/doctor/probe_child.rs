@@ -165,7 +165,7 @@ impl ChildState {
             }
             b"soft-release" => {
                 if let Some(held) = self.soft.take() {
-                    held.release(true).map_err(io::Error::other)?;
+                    held.release(true, None).map_err(io::Error::other)?;
                 }
                 "ok".into()
             }

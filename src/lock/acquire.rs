@@ -826,3 +826,42 @@ fn span(ask: Ask<'_>, req: &LockRequest) -> tracing::Span {
         mode = %ask.mode,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request says whether its category's lock files are removed on
+    /// release: an event wait polls by it (a release that keeps the file
+    /// may be told by no event).
+    #[test]
+    fn a_request_says_whether_its_lock_file_is_removed_on_release() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let locks = crate::lock::Locks::builder()
+            .lock_dir(dir.path().join("locks"))
+            .build()
+            .expect("locks");
+        let target = dir.path().join("paper.pdf");
+        let request = |category| {
+            let ask = Ask {
+                category,
+                target: &target,
+                mode: LockMode::Exclusive,
+                owner: None,
+            };
+            locks
+                .engine()
+                .request(ask, Instant::now())
+                .expect("request")
+        };
+        assert!(request(Category::Artifact).removed_on_release);
+        for category in [
+            Category::Manifest,
+            Category::Telemetry,
+            Category::Sqlite,
+            Category::Summary,
+        ] {
+            assert!(!request(category).removed_on_release, "{category:?}");
+        }
+    }
+}

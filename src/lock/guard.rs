@@ -453,9 +453,10 @@ impl GuardParts {
         });
         // This process's queue is let go last.
         let (result, queue) = match self.hold {
-            Hold::Exclusive { os, queue } => {
-                (os.release(self.remove_on_release), (Some(queue), None))
-            }
+            Hold::Exclusive { os, queue } => (
+                os.release(self.remove_on_release, Some(held)),
+                (Some(queue), None),
+            ),
             Hold::Shared { os, queue } => {
                 drop(os);
                 (Ok(()), (None, Some(queue)))
@@ -575,7 +576,11 @@ mod tests {
     struct PanicsOnRelease;
 
     impl HeldLock for PanicsOnRelease {
-        fn release(self: Box<Self>, _remove_file: bool) -> Result<(), LockError> {
+        fn release(
+            self: Box<Self>,
+            _remove_file: bool,
+            _held_for: Option<Duration>,
+        ) -> Result<(), LockError> {
             panic!("the backend's release panicked");
         }
 

@@ -54,7 +54,9 @@ impl Drop for SharedHeld {
         // Reached only from a guard's release, which runs where blocking is
         // allowed whenever `remove_on_release` may make this block.
         let os = self.os.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(Err(e)) = os.map(|os| os.release(self.remove_on_release)) {
+        // How long this process's shared holders kept the OS lock between
+        // them is not known here: `None`, a release told to every waiter.
+        if let Some(Err(e)) = os.map(|os| os.release(self.remove_on_release, None)) {
             tracing::warn!(lock_path = %self.lock_path.display(), error = %e, "releasing shared lock");
         }
     }

@@ -292,8 +292,10 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Events on lock files, for waits that hold no thread: inotify tells when
 /// a file is closed (a holder releasing by closing, as most programs do),
-/// or unlinked or renamed (a lock file removed on release); an eventfd lets
-/// other threads wake the one waiting here.
+/// read (this crate's release of a lock file it keeps open, after a holding
+/// that was not brief: `LOCK_UN`, then a one-byte read), or unlinked or
+/// renamed (a lock file removed on release); an eventfd lets other threads
+/// wake the one waiting here.
 #[derive(Debug)]
 pub(crate) struct EventSource {
     /// `None` when inotify could not be had (its per-user limit of
@@ -321,10 +323,12 @@ impl EventSource {
     /// Watches `path` (the file it names now). Watching one file twice
     /// gives the same id.
     pub(crate) fn watch(&self, path: &Path) -> io::Result<WatchId> {
-        // Not ACCESS: reads (a tool reading a lock file's record) say
-        // nothing of a release.
+        // ACCESS: a holder that keeps its descriptor open lets go by
+        // `LOCK_UN` and then, after a holding that was not brief, reads a
+        // byte (this crate's lock files that stay).
         let flags = WatchFlags::CLOSE_WRITE
             | WatchFlags::CLOSE_NOWRITE
+            | WatchFlags::ACCESS
             | WatchFlags::ATTRIB
             | WatchFlags::DELETE_SELF
             | WatchFlags::MOVE_SELF;

@@ -3,13 +3,12 @@
 //!
 //! For each wait it keeps the lock file open and watches it
 //! (`sys::EventSource`: inotify on Linux). A holder that releases by
-//! closing its descriptor, or removes the lock file, causes an event; the
+//! closing its descriptor, by unlocking and reading a byte (this crate, for
+//! a lock file it keeps open, after a holding that was not brief: see
+//! `file::tells_release`), or removes the lock file, causes an event; the
 //! wait then tries a non-blocking `flock`. A backoff poll from 1 ms is the
-//! backstop for holders that unlock without closing, and for filesystems
-//! without events (see [`longest_pause`]). This crate's holders unlock
-//! without closing a lock file that stays (its descriptor is kept for the
-//! next holding, see `hot`), so a wait for one polls up to
-//! [`POLL_KEPT`] apart.
+//! backstop for holders that unlock without telling, and for filesystems
+//! without events (see [`longest_pause`]).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -32,24 +31,20 @@ use crate::sys::{EventSource, WatchId};
 /// another program's holder that unlocks without closing.
 const POLL_WATCHED: Duration = Duration::from_millis(500);
 
-/// The longest pause between two tries of a wait without events.
+/// The longest pause between two tries of a wait without events, or for a
+/// lock file that stays: this crate's holder of one keeps its descriptor
+/// and, after a brief holding, lets go by `LOCK_UN` alone, which no file
+/// event tells (a lock held that briefly is free most of the time, and a
+/// try finds it so).
 const POLL_UNWATCHED: Duration = Duration::from_millis(50);
-
-/// The longest pause between two tries of a wait for a lock file that
-/// stays: its holder, if it is this crate, lets go by `LOCK_UN` and keeps
-/// the descriptor, which no file event tells. Short, so that such a wait is
-/// granted within about this of the release; few waits are like it (only
-/// past the kernel waits, and only for locks that keep their file:
-/// manifests, telemetry, SQLite, summaries), so their tries cost little.
-const POLL_KEPT: Duration = Duration::from_millis(10);
 
 /// The longest pause between two tries of a wait: by what can tell it of
 /// the release.
 fn longest_pause(watched: bool, removed_on_release: bool) -> Duration {
-    match (removed_on_release, watched) {
-        (true, true) => POLL_WATCHED,
-        (true, false) => POLL_UNWATCHED,
-        (false, _) => POLL_KEPT,
+    if watched && removed_on_release {
+        POLL_WATCHED
+    } else {
+        POLL_UNWATCHED
     }
 }
 
@@ -381,9 +376,9 @@ mod tests {
         assert_eq!(longest_pause(true, true), POLL_WATCHED);
         assert_eq!(longest_pause(false, true), POLL_UNWATCHED);
         // A lock file that stays may be let go by `LOCK_UN` alone, which
-        // no event tells: polled often, watched or not.
-        assert_eq!(longest_pause(true, false), POLL_KEPT);
-        assert_eq!(longest_pause(false, false), POLL_KEPT);
-        assert!(POLL_KEPT < POLL_UNWATCHED && POLL_UNWATCHED < POLL_WATCHED);
+        // no event tells: polled as often as without events.
+        assert_eq!(longest_pause(true, false), POLL_UNWATCHED);
+        assert_eq!(longest_pause(false, false), POLL_UNWATCHED);
+        assert!(POLL_UNWATCHED < POLL_WATCHED);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -82,7 +83,11 @@ impl PgHeld {
 }
 
 impl HeldLock for PgHeld {
-    fn release(mut self: Box<Self>, _remove_file: bool) -> Result<(), LockError> {
+    fn release(
+        mut self: Box<Self>,
+        _remove_file: bool,
+        _held_for: Option<Duration>,
+    ) -> Result<(), LockError> {
         self.let_go();
         Ok(())
     }

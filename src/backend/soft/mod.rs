@@ -632,7 +632,11 @@ impl SoftHeld {
 }
 
 impl HeldLock for SoftHeld {
-    fn release(mut self: Box<Self>, _remove_file: bool) -> Result<(), LockError> {
+    fn release(
+        mut self: Box<Self>,
+        _remove_file: bool,
+        _held_for: Option<Duration>,
+    ) -> Result<(), LockError> {
         self.let_go()
     }
 
