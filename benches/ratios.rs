@@ -78,9 +78,30 @@ fn window_secs(started: u128, outputs: &[Vec<u8>]) -> f64 {
     (last - started) as f64 / 1e9
 }
 
-/// Starts `procs` children built by `command`, lets them settle, then tells
-/// them all "go" at once; returns them and the start stamp
-/// ([`monotonic_ns`]).
+/// In a child: says `ready` (its setup done) and waits for the parent's
+/// "go" on stdin.
+fn await_go(line: &mut String) {
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    std::io::stdin().read_line(line).expect("go");
+}
+
+/// Reads one line from `child`'s stdout, a byte at a time (no buffer keeps
+/// what comes after it, which `wait_with_output` reads).
+fn first_line(child: &mut std::process::Child) -> String {
+    use std::io::Read;
+    let out = child.stdout.as_mut().expect("stdout");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).expect("child's stdout") == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Starts `procs` children built by `command`, waits until each says it
+/// is set up, lets them settle, then tells them all "go" at once; returns
+/// them and the start stamp ([`monotonic_ns`]).
 fn start_together(
     procs: usize,
     command: impl Fn(usize) -> Command,
@@ -94,6 +115,9 @@ fn start_together(
                 .expect("spawn child")
         })
         .collect();
+    for c in &mut children {
+        assert_eq!(first_line(c), "ready", "a child did not set up");
+    }
     std::thread::sleep(Duration::from_millis(100));
     let started = monotonic_ns();
     for c in &mut children {
@@ -205,7 +229,7 @@ fn jsonl_child(args: &[String]) {
     let sink_setup = (!matches!(kind, "lock_append_fsync" | "raw_append"))
         .then(|| (common::runtime(true), common::locks_in(&dir)));
     let mut go = String::new();
-    std::io::stdin().read_line(&mut go).expect("go");
+    await_go(&mut go);
     // `{"w":"p0","i":123456,"pad":"xx…"}` padded to 100 bytes with the newline.
     let line = |i: usize| {
         let head = format!("{{\"w\":\"{id}\",\"i\":{i},\"pad\":\"");
@@ -490,7 +514,7 @@ fn child(args: &[String]) {
     let rt = common::runtime(multi_thread && kind != "sink");
     let locks = common::locks_in(&dir);
     let mut line = String::new();
-    std::io::stdin().read_line(&mut line).expect("go");
+    await_go(&mut line);
     let mut waits = Vec::with_capacity(ops);
     let append = &|i: usize| {
         let mut f = OpenOptions::new()
