@@ -455,8 +455,8 @@ pub struct OsMetrics {
     /// a lock handed over at a high rate.
     pub waits_stood_aside: u64,
     /// Event waits (since the process started) granted on a try that a
-    /// file event caused (a release told by a close or a removal), not by
-    /// the backoff poll (which is how a release by a holder that keeps its
-    /// descriptor open is found).
+    /// file event caused (a release told by a close, a removal or, from a
+    /// holder that keeps its descriptor open, a read after a holding that
+    /// was not brief), not by the backoff poll.
     pub granted_on_events: u64,
 }

@@ -22,9 +22,10 @@ use crate::mode::LockMode;
 /// which also reports errors.
 ///
 /// Dropping never blocks beyond a few calls on the lock file's descriptor
-/// (an unlock, or a close): when the lock file is to be
-/// removed on release (the default for artifacts), the removal is handed to
-/// tokio's blocking pool and the lock is released right after it.
+/// (an unlock and, after a holding that was not brief, a one-byte read; or
+/// a close): when the lock file is to be removed on release (the default
+/// for artifacts), the removal is handed to tokio's blocking pool and the
+/// lock is released right after it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), async_filelock::LockError> {

@@ -208,8 +208,8 @@ pub(crate) fn lock_file_name(category: Category, target: &NormalTarget) -> Strin
 
 /// The lock path of `target` in `category`: the directory `dirs` (joined
 /// by `/`; each after the first relative, as `Path::join` would otherwise
-/// replace, not append), then `CATEGORY.HASH.lock`. Built as bytes in one allocation, the
-/// `Arc` itself: it is made on every acquisition, and `Path::join` (which
+/// replace, not append), then `CATEGORY.HASH.lock`. Built as bytes in one
+/// allocation, the `Arc` itself: it is made on every acquisition, and `Path::join` (which
 /// parses components) with its intermediate strings was a visible share.
 pub(crate) fn lock_path_in(
     dirs: &[&OsStr],

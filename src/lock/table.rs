@@ -9,9 +9,9 @@
 //!
 //! Entries live while someone holds or waits, and a few idle ones after
 //! (up to [`IDLE_KEPT`], least recently queued first, with a second chance
-//! for one used since), so that an
-//! uncontended lock taken again and again reuses its entry, and touching a
-//! million distinct paths once leaves at most that many.
+//! for one used since), so that an uncontended lock taken again and again
+//! reuses its entry, and touching a million distinct paths once leaves at
+//! most that many.
 
 // Fx: keys are local paths, where hash flooding is no threat and SipHash
 // was a visible share of an uncontended acquisition.

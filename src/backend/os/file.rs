@@ -202,9 +202,9 @@ fn open_error(path: &Path, e: io::Error) -> LockError {
 /// regular-file check), which keeps an uncontended acquisition at four system
 /// calls: open, flock, fstat, close; or, with the descriptor kept open since
 /// the last holding (see [`super::hot`]), flock and fstat, then `LOCK_UN`
-/// (and, after a holding that was not brief, a one-byte read) to release. The same check makes a kept descriptor
-/// safe: a lock file removed while it was kept (by a holder, or by hand)
-/// shows the link count of zero here. It assumes lock files are not
+/// (and, after a holding that was not brief, a one-byte read) to release.
+/// The same check makes a kept descriptor safe: a lock file removed while
+/// it was kept (by a holder, or by hand) shows the link count of zero here. It assumes lock files are not
 /// hard-linked elsewhere; nothing of this crate does that.
 pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<OsHeld>, LockError> {
     let path = &*req.lock_path;

@@ -18,12 +18,13 @@
 //!   crate or by hand, is noticed and opened anew by path;
 //! * the lock dir's trust (law 10): a descriptor is used only while its
 //!   lock dir is the one the check of [`crate::backend::dirs`] trusts now;
-//! * the release event: a release by `LOCK_UN` does not close, and no file
-//!   event tells other processes' event waits of it; they poll a lock file
-//!   that stays often (`events`), and kernel waits are woken by the kernel
-//!   as ever. (A one-byte read after the unlock, which inotify reports,
-//!   told them until it was measured at a seventh of an uncontended
-//!   holding: ARCHITECTURE.md, "Hot lock files".)
+//! * the release event, after a holding that was not brief: a release by
+//!   `LOCK_UN` does not close, and a close is what other processes' event
+//!   waits listen for, so a release after a holding of 20 µs or more reads
+//!   one byte of the lock file (`IN_ACCESS`, which they listen for too); a
+//!   briefer holding's release is the unlock alone, found by their poll
+//!   (`file::tells_release`); a file with nothing to read is closed
+//!   instead;
 //! * `fork()`: the set is per process
 //!   ([`PerProcess`](crate::per_process::PerProcess)), and a holding
 //!   inherited by a forked child is never unlocked by it (the open file
