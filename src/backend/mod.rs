@@ -68,8 +68,8 @@ pub(crate) struct LockRequest {
     /// Whether holders remove the lock file on release (this process's
     /// policy for the lock's category, as an artifact's): a waiter then
     /// hears the release as the file's removal. A lock file that stays may
-    /// be kept open by its holder, whose release no file event tells (see
-    /// `os::hot`).
+    /// be kept open by its holder, whose release after a brief holding no
+    /// file event tells (see `os::hot`).
     pub removed_on_release: bool,
 }
 

@@ -34,8 +34,8 @@ const POLL_WATCHED: Duration = Duration::from_millis(500);
 /// The longest pause between two tries of a wait without events, or for a
 /// lock file that stays: this crate's holder of one keeps its descriptor
 /// and, after a brief holding, lets go by `LOCK_UN` alone, which no file
-/// event tells (a lock held that briefly is free most of the time, and a
-/// try finds it so).
+/// event tells (a lock held that briefly and not taken again at once is
+/// free most of the time, and a try finds it so).
 const POLL_UNWATCHED: Duration = Duration::from_millis(50);
 
 /// The longest pause between two tries of a wait: by what can tell it of
