@@ -17,7 +17,8 @@
 //!   (pid and start time), and its name, for soft locks and timeouts.
 //! * [`EventSource`]: events on lock files (closed, removed), so a wait can
 //!   be woken without a thread of its own blocking in `flock`.
-//! * [`fork_generation`]: tells a `fork()`ed child from its parent
+//! * [`fork_generation`]: tells a `fork()`ed child from its parent;
+//!   [`no_wake_up_preemption`]: a thread that wakes without preempting
 //!   ([`unix`], every Unix; the crate's only `unsafe`).
 //!
 //! Linux ([`linux`]) is what the test suite runs on. Every other Unix gets
@@ -27,7 +28,9 @@
 //! compiled and unit-tested on Linux too, so it cannot rot unseen.
 
 mod unix;
-pub(crate) use unix::{coarse_now, fork_generation, host_name, nanos, raise_fd_limit};
+pub(crate) use unix::{
+    coarse_now, fork_generation, host_name, nanos, no_wake_up_preemption, raise_fd_limit,
+};
 
 #[cfg(target_os = "linux")]
 mod linux;

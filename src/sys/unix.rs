@@ -1,9 +1,11 @@
 //! Every Unix: telling a process made by `fork()` from its parent, cheaply;
-//! and making room for the descriptors that waits keep open.
+//! making room for the descriptors that waits keep open; and keeping a
+//! kernel-wait thread from preempting others when it wakes.
 //!
-//! The one `unsafe` of the crate: registering a `pthread_atfork` handler
-//! (rustix has no safe wrapper for it). The handler runs in the child only
-//! and bumps an atomic, which is async-signal-safe.
+//! The crate's only `unsafe`, two calls rustix has no safe wrapper for:
+//! registering a `pthread_atfork` handler (it runs in the child only and
+//! bumps an atomic, which is async-signal-safe), and `sched_setscheduler`
+//! on the calling thread.
 #![allow(unsafe_code)]
 
 use std::sync::Once;
@@ -34,6 +36,38 @@ pub(crate) fn fork_generation() -> u64 {
         }
     });
     GENERATION.load(Ordering::SeqCst)
+}
+
+/// Asks the scheduler not to let the calling thread preempt the one
+/// running when it wakes: Linux's `SCHED_BATCH`, which keeps the thread's
+/// nice level and share of the CPU and gives up only wake-up preemption.
+/// Nothing on other systems. For the kernel-wait threads, which every
+/// release of their lock wakes (see ARCHITECTURE.md, "Hand-overs between
+/// processes").
+///
+/// Hand-written, one call: rustix leaves `sched_setscheduler` out, and the
+/// thread-priority crate would bring four dependencies for it.
+///
+/// # Errors
+///
+/// The OS's refusal (a seccomp filter, say); the thread then keeps its
+/// policy, which is correct, only slower under contention.
+pub(crate) fn no_wake_up_preemption() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `sched_param` is plain integers, for which zero is valid;
+        // the call reads it and changes only the calling thread (pid 0),
+        // from one normal policy to another at priority 0, which needs no
+        // privilege.
+        let refused = unsafe {
+            let param: libc::sched_param = std::mem::zeroed();
+            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param)
+        };
+        if refused != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Raises this process's soft limit on open descriptors to its hard limit,

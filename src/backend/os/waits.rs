@@ -358,7 +358,15 @@ const IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 fn spawn_kernel_thread(waits: &'static Waits, first: Arc<Pending>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("async-filelock-wait".into())
-        .spawn(move || kernel_thread(waits, first))
+        .spawn(move || {
+            // Woken by every release of its lock, it would otherwise take
+            // the lock from the releaser's next attempt (ARCHITECTURE.md,
+            // "Hand-overs between processes"). Refused: slower, still right.
+            if let Err(e) = crate::sys::no_wake_up_preemption() {
+                tracing::debug!(error = %e, "kernel-wait thread keeps wake-up preemption");
+            }
+            kernel_thread(waits, first)
+        })
         .map(drop)
 }
 
@@ -444,6 +452,69 @@ mod tests {
 
     fn request(dir: &Path, i: usize) -> LockRequest {
         LockRequest::exclusive_in(dir, &format!("r{i}"))
+    }
+
+    /// The scheduling policy of this process's crate threads blocked in
+    /// `flock`, by thread id, read from `/proc`.
+    #[cfg(target_os = "linux")]
+    fn kernel_wait_policies() -> Vec<(String, u32)> {
+        let mut found = Vec::new();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return found;
+        };
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+            // `comm` holds the first 15 bytes of the thread's name.
+            let in_flock = read("syscall")
+                .split_whitespace()
+                .next()
+                .is_some_and(|n| n == libc::SYS_flock.to_string());
+            if !read("comm").starts_with("async-filelock-") || !in_flock {
+                continue;
+            }
+            // Field 41 of `stat` is the policy; fields are counted from 1
+            // and the command name in parentheses is field 2.
+            let stat = read("stat");
+            let policy = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
+                .and_then(|p| p.parse().ok());
+            if let Some(policy) = policy {
+                found.push((dir.display().to_string(), policy));
+            }
+        }
+        found
+    }
+
+    /// A kernel wait's thread must not preempt the thread that released
+    /// the lock: woken by every release, it would take the lock in the gap
+    /// before the releaser's next attempt, and hand-overs between processes
+    /// (each a thread wake more than plain `flock`'s) doubled.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_kernel_wait_thread_does_not_preempt_on_wake() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let req = request(dir.path(), 0);
+        let holder = open_lock_file(&req).expect("open");
+        try_flock(&holder, LockMode::Exclusive).expect("hold");
+        let wait = waits().start(&req).expect("start");
+        let since = std::time::Instant::now();
+        let mut policies = kernel_wait_policies();
+        while policies.is_empty() && since.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+            policies = kernel_wait_policies();
+        }
+        drop(wait);
+        drop(holder);
+        assert!(!policies.is_empty(), "no kernel wait thread found in flock");
+        for (thread, policy) in policies {
+            assert_eq!(
+                policy,
+                libc::SCHED_BATCH as u32,
+                "{thread} waits in flock with scheduling policy {policy}"
+            );
+        }
     }
 
     /// A wait started and dropped at once leaves an abandoned kernel wait;
