@@ -42,8 +42,8 @@ pub(crate) fn fork_generation() -> u64 {
 /// running when it wakes: Linux's `SCHED_BATCH`, which keeps the thread's
 /// nice level and share of the CPU and gives up only wake-up preemption.
 /// Nothing on other systems. For the kernel-wait threads, which every
-/// release of their lock wakes (see ARCHITECTURE.md, "Hand-overs between
-/// processes").
+/// release of their lock wakes (see ARCHITECTURE.md, "Kernel-wait threads
+/// wake without preempting").
 ///
 /// Hand-written, one call: rustix leaves `sched_setscheduler` out, and the
 /// thread-priority crate would bring four dependencies for it.

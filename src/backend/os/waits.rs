@@ -17,6 +17,12 @@
 //! used, so `tokio::fs` and `spawn_blocking` never queue behind lock waits,
 //! and a runtime shutting down never waits for one.
 //!
+//! Kernel threads wake without preempting the thread that released the
+//! lock (`SCHED_BATCH`, see ARCHITECTURE.md, "Kernel-wait threads wake
+//! without preempting"): otherwise a release often handed them the lock
+//! ahead of the releaser's own next attempt, and the lock changed process
+//! twice as often as between plain `flock` callers.
+//!
 //! Nothing interrupts a kernel wait: no signal, so no process-wide setting
 //! that other code can change decides whether cancellation works. A wait
 //! whose future is dropped is *abandoned*: an event wait is forgotten at
@@ -361,7 +367,8 @@ fn spawn_kernel_thread(waits: &'static Waits, first: Arc<Pending>) -> std::io::R
         .spawn(move || {
             // Woken by every release of its lock, it would otherwise take
             // the lock from the releaser's next attempt (ARCHITECTURE.md,
-            // "Hand-overs between processes"). Refused: slower, still right.
+            // "Kernel-wait threads wake without preempting"). Refused:
+            // more hand-overs, still right.
             if let Err(e) = crate::sys::no_wake_up_preemption() {
                 tracing::debug!(error = %e, "kernel-wait thread keeps wake-up preemption");
             }
@@ -454,10 +461,12 @@ mod tests {
         LockRequest::exclusive_in(dir, &format!("r{i}"))
     }
 
-    /// The scheduling policy of this process's crate threads blocked in
-    /// `flock`, by thread id, read from `/proc`.
+    /// The scheduling policy of each thread of this process blocked in
+    /// `flock` on a descriptor of `lock_path`, read from `/proc` (the
+    /// call's first argument is the descriptor). Other tests' threads, on
+    /// other lock files, are not counted.
     #[cfg(target_os = "linux")]
-    fn kernel_wait_policies() -> Vec<(String, u32)> {
+    fn policies_of_threads_in_flock_on(lock_path: &Path) -> Vec<(String, u32)> {
         let mut found = Vec::new();
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
             return found;
@@ -465,18 +474,24 @@ mod tests {
         for task in tasks.flatten() {
             let dir = task.path();
             let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-            // `comm` holds the first 15 bytes of the thread's name.
-            let in_flock = read("syscall")
-                .split_whitespace()
+            let syscall = read("syscall");
+            let mut call = syscall.split_whitespace();
+            if call.next() != Some(libc::SYS_flock.to_string().as_str()) {
+                continue;
+            }
+            let Some(fd) = call
                 .next()
-                .is_some_and(|n| n == libc::SYS_flock.to_string());
-            if !read("comm").starts_with("async-filelock-") || !in_flock {
+                .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+            else {
+                continue;
+            };
+            let on = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+            if on != lock_path {
                 continue;
             }
             // Field 41 of `stat` is the policy; fields are counted from 1
             // and the command name in parentheses is field 2.
-            let stat = read("stat");
-            let policy = stat
+            let policy = read("stat")
                 .rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
                 .and_then(|p| p.parse().ok());
@@ -499,11 +514,13 @@ mod tests {
         let holder = open_lock_file(&req).expect("open");
         try_flock(&holder, LockMode::Exclusive).expect("hold");
         let wait = waits().start(&req).expect("start");
+        // As `/proc` names the descriptor's file.
+        let lock_path = std::fs::canonicalize(&req.lock_path).expect("lock file");
         let since = std::time::Instant::now();
-        let mut policies = kernel_wait_policies();
+        let mut policies = policies_of_threads_in_flock_on(&lock_path);
         while policies.is_empty() && since.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(1));
-            policies = kernel_wait_policies();
+            policies = policies_of_threads_in_flock_on(&lock_path);
         }
         drop(wait);
         drop(holder);
