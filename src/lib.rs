@@ -320,10 +320,10 @@ pub use fencing::FencingToken;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use lock::describe_metrics;
 pub use lock::{
-    Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_DIR, ENV_HOT_FILES,
-    ENV_NETWORK_FS_POLICY, ENV_PG_CONNECTIONS, ENV_PG_NAMESPACE, ENV_PG_URL, ENV_SOFT_LEASE,
-    ENV_TIMEOUT_PREFIX, ENV_WAIT_THREADS, LockGuard, LockSet, Locks, LocksBuilder, Metrics,
-    OrderCheck, Percentiles, SameTask,
+    Acquire, BESIDE_TARGET_DIR, CategoryMetrics, ENV_BACKEND, ENV_BATCH_WAIT_THREADS, ENV_DIR,
+    ENV_HOT_FILES, ENV_NETWORK_FS_POLICY, ENV_PG_CONNECTIONS, ENV_PG_NAMESPACE, ENV_PG_URL,
+    ENV_SOFT_LEASE, ENV_TIMEOUT_PREFIX, ENV_WAIT_THREADS, LockGuard, LockSet, Locks, LocksBuilder,
+    Metrics, OrderCheck, Percentiles, SameTask,
 };
 pub use mode::LockMode;
 pub use write::{
@@ -351,6 +351,40 @@ pub struct ReadmeDoctests;
 /// ```
 pub fn set_max_wait_threads(n: usize) {
     backend::os::waits::set_max_kernel_waits(n);
+}
+
+/// Sets whether the threads that wait in `flock` for this process's locks
+/// (at most [`max_wait_threads`]) give up wake-up preemption: on Linux,
+/// they run as `SCHED_BATCH` (same nice level, same share of the CPU) when
+/// `on` (the default), and as normal threads when not. Such a thread is
+/// woken by every release of the lock it waits for; preempting the
+/// releasing thread, it took the lock from that thread's next attempt, and
+/// between processes that take one lock back to back the lock changed
+/// hands twice as often as between plain `flock` callers. The price of
+/// `on`: when every CPU is busy, a granted wait reaches its task once the
+/// scheduler runs the thread (a slice, about 1.5 ms on 2 CPUs), not at
+/// once. Threads of a real-time or idle policy (the program's, `chrt`'s)
+/// are left as they are; other systems have no such policy. Each thread
+/// applies the setting before its next wait. Also set by
+/// `ASYNC_FILELOCK_BATCH_WAIT_THREADS` when a handle reads the
+/// environment.
+///
+/// ```
+/// async_filelock::set_batch_wait_threads(false);
+/// assert!(!async_filelock::batch_wait_threads());
+/// async_filelock::set_batch_wait_threads(true);
+/// ```
+pub fn set_batch_wait_threads(on: bool) {
+    backend::os::waits::set_batch_kernel_threads(on);
+}
+
+/// The setting of [`set_batch_wait_threads`].
+///
+/// ```
+/// assert!(async_filelock::batch_wait_threads());
+/// ```
+pub fn batch_wait_threads() -> bool {
+    backend::os::waits::batch_kernel_threads()
 }
 
 /// Sets how many lock-file descriptors this process keeps open between

@@ -22,9 +22,17 @@ pub fn runtime(multi_thread: bool) -> Runtime {
 }
 
 /// Locks with lock files in `dir/locks`; the manifest lock waits forever,
-/// so a slow round is measured, not failed.
+/// so a slow round is measured, not failed. Of the environment, only
+/// `ASYNC_FILELOCK_BATCH_WAIT_THREADS` is read, to compare the wait
+/// threads' policies (`=0` for normal threads).
 pub fn locks_in(dir: &Path) -> Locks {
     Locks::builder()
+        .env_from(|key| {
+            (key == async_filelock::ENV_BATCH_WAIT_THREADS)
+                .then(|| std::env::var_os(key))
+                .flatten()
+        })
+        .expect("ASYNC_FILELOCK_BATCH_WAIT_THREADS")
         .lock_dir(dir.join("locks"))
         .wait_forever(Category::Manifest)
         .build()

@@ -344,6 +344,7 @@ impl Cleaner {
             shared_group: self.policy.shared_group,
             network_fs: self.policy.network_fs,
             removed_on_release: false,
+            just_released: false,
         }
     }
 

@@ -151,6 +151,7 @@ impl ChildState {
                     shared_group: None,
                     network_fs: NetworkFsPolicy::Allow,
                     removed_on_release: false,
+                    just_released: false,
                 };
                 let backend = SoftBackend {
                     settings: SoftSettings::default(),

@@ -127,6 +127,14 @@ enum Here {
 /// (a server) may take: a try has no deadline of its own.
 const ASYNC_TRY_BOUND: Duration = Duration::from_secs(10);
 
+/// A wait that begins this soon after this process let go of the same lock
+/// is a back-to-back taker's ([`LockRequest::just_released`]): its kernel
+/// wait gives up wake-up preemption (ARCHITECTURE.md, "Kernel-wait threads
+/// of back-to-back takers wake without preempting"). Far above the
+/// microseconds between one holding and the next try of a loop, far below
+/// the milliseconds of a worker that does anything between its holdings.
+pub(crate) const JUST_RELEASED: Duration = Duration::from_micros(100);
+
 impl Engine {
     /// One attempt that never waits: `Ok(None)` when the lock is busy, in
     /// this process's queue or at the backend.
@@ -201,7 +209,7 @@ impl Engine {
             },
             token: call_off.token(),
         };
-        let (req, remote) = match self.request_where_safe(ask, started, bound).await? {
+        let (mut req, remote) = match self.request_where_safe(ask, started, bound).await? {
             Ok(found) => found,
             Err(Missed::CalledOff) if let Some(off) = call_off.off() => return Ok(Err(off)),
             Err(_) => return Err(self.unresolved_timeout(ask, started)),
@@ -209,6 +217,9 @@ impl Engine {
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
+            // Whether this process let go of the lock just before this
+            // acquisition began: it takes the lock back to back.
+            req.just_released = entry.released_within(JUST_RELEASED, started);
             let owner = ask.owner.unwrap_or_else(Owner::current);
             let remove = self.policy.remove_on_release(ask.category)
                 || self.backend.releases_by_removal(&req);
@@ -576,6 +587,7 @@ impl Engine {
             shared_group: self.policy.shared_group,
             network_fs: self.policy.network_fs,
             removed_on_release: self.policy.remove_on_release(ask.category),
+            just_released: false,
         }
     }
 

@@ -63,6 +63,14 @@ pub const ENV_WAIT_THREADS: &str = "ASYNC_FILELOCK_WAIT_THREADS";
 /// assert_eq!(async_filelock::ENV_HOT_FILES, "ASYNC_FILELOCK_HOT_FILES");
 /// ```
 pub const ENV_HOT_FILES: &str = "ASYNC_FILELOCK_HOT_FILES";
+/// Whether the threads that wait in `flock` give up wake-up preemption
+/// (`1`/`true`/`on`, the default, or `0`/`false`/`off`; see
+/// [`crate::set_batch_wait_threads`]); process-wide.
+///
+/// ```
+/// assert_eq!(async_filelock::ENV_BATCH_WAIT_THREADS, "ASYNC_FILELOCK_BATCH_WAIT_THREADS");
+/// ```
+pub const ENV_BATCH_WAIT_THREADS: &str = "ASYNC_FILELOCK_BATCH_WAIT_THREADS";
 
 /// Applies the variables `lookup` finds over `policy`.
 pub(crate) fn apply(
@@ -91,6 +99,10 @@ pub(crate) fn apply(
     if let Some(value) = lookup(ENV_HOT_FILES) {
         let n = parse_count(ENV_HOT_FILES, &value, "descriptors", 0)?;
         crate::backend::os::set_max_hot_files(n);
+    }
+    if let Some(value) = lookup(ENV_BATCH_WAIT_THREADS) {
+        let on = parse_switch(ENV_BATCH_WAIT_THREADS, &value)?;
+        crate::backend::os::waits::set_batch_kernel_threads(on);
     }
     if let Some(backend) = lookup(ENV_BACKEND) {
         policy.backend = match backend.to_str().map(str::trim) {
@@ -175,6 +187,19 @@ fn parse_count(key: &str, value: &OsStr, what: &str, min: usize) -> Result<usize
         })
 }
 
+/// `1`/`true`/`on`/`yes` or `0`/`false`/`off`/`no`, in any case.
+fn parse_switch(key: &str, value: &OsStr) -> Result<bool, LockError> {
+    let text = value.to_str().map(str::trim).unwrap_or("");
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        _ => Err(config(
+            key,
+            &format!("{value:?} is not 1 or 0 (true, false, on, off)"),
+        )),
+    }
+}
+
 /// Seconds (`2.5`) or `inf`/`infinity`/`none` for no limit.
 fn parse_timeout(key: &str, value: &OsStr) -> Result<Option<Duration>, LockError> {
     let text = value.to_str().map(str::trim).unwrap_or("");
@@ -225,6 +250,30 @@ mod tests {
         );
         let ok = applied("ASYNC_FILELOCK_TIMEOUT_MANIFEST", " 0 ").unwrap();
         assert_eq!(ok.timeout(Category::Manifest), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn switches_read_the_usual_spellings_and_name_the_variable_otherwise() {
+        for on in ["1", "true", " ON ", "yes"] {
+            assert!(
+                parse_switch(ENV_BATCH_WAIT_THREADS, OsStr::new(on)).unwrap(),
+                "{on}"
+            );
+        }
+        for off in ["0", "False", "off", "no"] {
+            assert!(
+                !parse_switch(ENV_BATCH_WAIT_THREADS, OsStr::new(off)).unwrap(),
+                "{off}"
+            );
+        }
+        // Refused before anything is applied: the process-wide setting
+        // stays as it was.
+        let err = applied(ENV_BATCH_WAIT_THREADS, "sometimes").unwrap_err();
+        assert!(
+            err.to_string().contains(ENV_BATCH_WAIT_THREADS)
+                && err.to_string().contains("\"sometimes\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -440,7 +440,10 @@ impl GuardParts {
         };
         // Held until the release began: the release's own work (a removal,
         // a soft lock's door) is not the holder's.
-        let held = self.acquired.elapsed();
+        let ended = Instant::now();
+        let held = ended.saturating_duration_since(self.acquired);
+        // For this process's next wait on it (see `Entry::released_within`).
+        self.entry.note_release(ended);
         // Cleared right after the OS lock is let go, or while unwinding if
         // letting go panics: records of a holding that ended never stay.
         let disowning = disown.then(|| {

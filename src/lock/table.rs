@@ -19,8 +19,9 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::RwLock;
 
@@ -48,9 +49,38 @@ pub(crate) struct Entry {
     /// and to name this task as the holder in a timeout. One at a time but
     /// for shared holders, so inline (no allocation per holding).
     owners: Mutex<SmallVec<[Owner; 2]>>,
+    /// When a holder of this process last let go of it, in nanoseconds
+    /// after [`epoch`] (0: not since the entry was made).
+    released_at: AtomicU64,
+}
+
+/// The instant release times are counted from (they are kept in atomics).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `at` in nanoseconds after [`epoch`], at least 1 (0 means never); an
+/// instant before the epoch (read before the process first asked) counts
+/// as the epoch.
+fn since_epoch(at: Instant) -> u64 {
+    let nanos = at.saturating_duration_since(epoch()).as_nanos();
+    u64::try_from(nanos).unwrap_or(u64::MAX).max(1)
 }
 
 impl Entry {
+    /// Notes that a holder of this process let go of the lock at `at`.
+    pub fn note_release(&self, at: Instant) {
+        self.released_at.store(since_epoch(at), Ordering::Relaxed);
+    }
+
+    /// Whether a holder of this process let go of the lock within `window`
+    /// before `at`: the process takes it back to back.
+    pub fn released_within(&self, window: Duration, at: Instant) -> bool {
+        let released = self.released_at.load(Ordering::Relaxed);
+        released != 0 && u128::from(since_epoch(at).saturating_sub(released)) < window.as_nanos()
+    }
+
     fn owners(&self) -> MutexGuard<'_, SmallVec<[Owner; 2]>> {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -192,6 +222,7 @@ pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
                 queue: Arc::new(RwLock::new(())),
                 shared: tokio::sync::Mutex::new(Weak::new()),
                 owners: Mutex::new(SmallVec::new()),
+                released_at: AtomicU64::new(0),
             });
             map.entries
                 .insert(PathKey(Arc::clone(lock_path)), Arc::clone(&entry));
@@ -270,6 +301,24 @@ mod tests {
                 .count(),
             "the idle count is exact"
         );
+    }
+
+    #[test]
+    fn a_release_is_recent_within_its_window_only() {
+        let entry = enter(&path(3_000_000));
+        // Instants before the epoch (the first one asked for) all count
+        // as the epoch itself: this test's are after it.
+        let _ = epoch();
+        std::thread::sleep(Duration::from_millis(1));
+        let now = Instant::now();
+        let window = Duration::from_micros(100);
+        assert!(!entry.released_within(window, now), "never released");
+        entry.note_release(now);
+        assert!(entry.released_within(window, now));
+        assert!(entry.released_within(window, now + window - Duration::from_nanos(1)));
+        assert!(!entry.released_within(window, now + window));
+        // A clock read before the release (another thread's) is as recent.
+        assert!(entry.released_within(window, now - Duration::from_micros(1)));
     }
 
     /// A lock used between every use of many other paths is kept: used

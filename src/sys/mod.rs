@@ -18,8 +18,9 @@
 //! * [`EventSource`]: events on lock files (closed, removed), so a wait can
 //!   be woken without a thread of its own blocking in `flock`.
 //! * [`fork_generation`]: tells a `fork()`ed child from its parent;
-//!   [`no_wake_up_preemption`]: a thread that wakes without preempting
-//!   ([`unix`], every Unix; the crate's only `unsafe`).
+//!   [`set_wake_up_preemption`]: whether a thread preempts when it wakes
+//!   (Linux only; nothing elsewhere). Both in [`unix`], with the crate's
+//!   only `unsafe`.
 //!
 //! Linux ([`linux`]) is what the test suite runs on. Every other Unix gets
 //! `fallback`: no holder lookup (timeouts say the holder is unknown), no
@@ -29,7 +30,7 @@
 
 mod unix;
 pub(crate) use unix::{
-    coarse_now, fork_generation, host_name, nanos, no_wake_up_preemption, raise_fd_limit,
+    coarse_now, fork_generation, host_name, nanos, raise_fd_limit, set_wake_up_preemption,
 };
 
 #[cfg(target_os = "linux")]

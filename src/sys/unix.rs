@@ -2,10 +2,10 @@
 //! making room for the descriptors that waits keep open; and keeping a
 //! kernel-wait thread from preempting others when it wakes.
 //!
-//! The crate's only `unsafe`, two calls rustix has no safe wrapper for:
+//! The crate's only `unsafe`, calls rustix has no safe wrapper for:
 //! registering a `pthread_atfork` handler (it runs in the child only and
-//! bumps an atomic, which is async-signal-safe), and `sched_setscheduler`
-//! on the calling thread.
+//! bumps an atomic, which is async-signal-safe), and reading and setting
+//! the calling thread's scheduling policy (Linux).
 #![allow(unsafe_code)]
 
 use std::sync::Once;
@@ -38,35 +38,57 @@ pub(crate) fn fork_generation() -> u64 {
     GENERATION.load(Ordering::SeqCst)
 }
 
-/// Asks the scheduler not to let the calling thread preempt the one
-/// running when it wakes: Linux's `SCHED_BATCH`, which keeps the thread's
-/// nice level and share of the CPU and gives up only wake-up preemption.
-/// Nothing on other systems. For the kernel-wait threads, which every
-/// release of their lock wakes (see ARCHITECTURE.md, "Kernel-wait threads
-/// wake without preempting").
+/// Whether the calling thread may preempt the running one when it wakes.
+/// `false` moves a thread of the normal policy to Linux's `SCHED_BATCH`,
+/// which keeps its nice level and share of the CPU and gives up only
+/// wake-up preemption; `true` moves a batch thread back to the normal
+/// policy. A thread of any other policy (real-time, idle: chosen by the
+/// program, `chrt`) is left as it is. Nothing on other systems. For the
+/// kernel-wait threads, which every release of their lock wakes (see
+/// ARCHITECTURE.md, "Kernel-wait threads wake without preempting").
 ///
-/// Hand-written, one call: rustix leaves `sched_setscheduler` out, and the
-/// thread-priority crate would bring four dependencies for it.
+/// Hand-written, two calls: rustix leaves the scheduler calls out, and the
+/// thread-priority crate would bring four dependencies for them. Through
+/// `pthread_*schedparam`, which glibc and musl both apply to the one
+/// thread (musl's `sched_setscheduler` always fails).
 ///
 /// # Errors
 ///
 /// The OS's refusal (a seccomp filter, say); the thread then keeps its
 /// policy, which is correct, only slower under contention.
-pub(crate) fn no_wake_up_preemption() -> std::io::Result<()> {
+pub(crate) fn set_wake_up_preemption(on: bool) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: `sched_param` is plain integers, for which zero is valid;
-        // the call reads it and changes only the calling thread (pid 0),
-        // from one normal policy to another at priority 0, which needs no
-        // privilege.
-        let refused = unsafe {
-            let param: libc::sched_param = std::mem::zeroed();
-            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param)
+        let (from, to) = if on {
+            (libc::SCHED_BATCH, libc::SCHED_OTHER)
+        } else {
+            (libc::SCHED_OTHER, libc::SCHED_BATCH)
         };
-        if refused != 0 {
-            return Err(std::io::Error::last_os_error());
+        // SAFETY: `sched_param` is plain integers, for which zero is
+        // valid; both calls take the calling thread's own handle and
+        // pointers to locals that outlive them. The change is made only
+        // between the two normal policies, at priority 0, which needs no
+        // privilege.
+        let failed = unsafe {
+            let thread = libc::pthread_self();
+            let mut policy: libc::c_int = 0;
+            let mut param: libc::sched_param = std::mem::zeroed();
+            match libc::pthread_getschedparam(thread, &mut policy, &mut param) {
+                0 if policy == from => {
+                    let param: libc::sched_param = std::mem::zeroed();
+                    libc::pthread_setschedparam(thread, to, &param)
+                }
+                0 => 0,
+                failed => failed,
+            }
+        };
+        // These return the error number instead of setting `errno`.
+        if failed != 0 {
+            return Err(std::io::Error::from_raw_os_error(failed));
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = on;
     Ok(())
 }
 

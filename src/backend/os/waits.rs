@@ -17,11 +17,15 @@
 //! used, so `tokio::fs` and `spawn_blocking` never queue behind lock waits,
 //! and a runtime shutting down never waits for one.
 //!
-//! Kernel threads wake without preempting the thread that released the
-//! lock (`SCHED_BATCH`, see ARCHITECTURE.md, "Kernel-wait threads wake
-//! without preempting"): otherwise a release often handed them the lock
-//! ahead of the releaser's own next attempt, and the lock changed process
-//! twice as often as between plain `flock` callers.
+//! A kernel thread that serves a back-to-back taker's wait (this process
+//! let go of the lock just before, [`LockRequest::just_released`]) wakes
+//! without preempting the thread that released the lock (`SCHED_BATCH`,
+//! see ARCHITECTURE.md, "Kernel-wait threads of back-to-back takers wake
+//! without preempting"): otherwise a release often handed it the lock ahead
+//! of the releaser's own next attempt, and between processes that both
+//! take the lock back to back it changed process twice as often as between
+//! plain `flock` callers. Other waits keep the normal policy, so that their
+//! grants run at once on a busy CPU.
 //!
 //! Nothing interrupts a kernel wait: no signal, so no process-wide setting
 //! that other code can change decides whether cancellation works. A wait
@@ -34,7 +38,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -65,6 +69,24 @@ pub(crate) fn set_max_kernel_waits(n: usize) {
 /// The bound on kernel waits.
 pub(crate) fn max_kernel_waits() -> usize {
     MAX_KERNEL_WAITS.load(Ordering::SeqCst)
+}
+
+/// Whether kernel threads serving back-to-back takers' waits give up
+/// wake-up preemption (the default).
+static BATCH_KERNEL_THREADS: AtomicBool = AtomicBool::new(true);
+
+/// Sets whether a kernel thread serving a wait marked
+/// [`LockRequest::just_released`] gives up wake-up preemption (Linux's
+/// `SCHED_BATCH`, see ARCHITECTURE.md, "Kernel-wait threads of
+/// back-to-back takers wake without preempting"). Each thread applies it
+/// before its next wait.
+pub(crate) fn set_batch_kernel_threads(on: bool) {
+    BATCH_KERNEL_THREADS.store(on, Ordering::SeqCst);
+}
+
+/// See [`set_batch_kernel_threads`].
+pub(crate) fn batch_kernel_threads() -> bool {
+    BATCH_KERNEL_THREADS.load(Ordering::SeqCst)
 }
 
 /// This process's waits (a forked child gets its own, see `PerProcess`).
@@ -364,16 +386,7 @@ const IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 fn spawn_kernel_thread(waits: &'static Waits, first: Arc<Pending>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("async-filelock-wait".into())
-        .spawn(move || {
-            // Woken by every release of its lock, it would otherwise take
-            // the lock from the releaser's next attempt (ARCHITECTURE.md,
-            // "Kernel-wait threads wake without preempting"). Refused:
-            // more hand-overs, still right.
-            if let Err(e) = crate::sys::no_wake_up_preemption() {
-                tracing::debug!(error = %e, "kernel-wait thread keeps wake-up preemption");
-            }
-            kernel_thread(waits, first)
-        })
+        .spawn(move || kernel_thread(waits, first))
         .map(drop)
 }
 
@@ -381,7 +394,22 @@ fn spawn_kernel_thread(waits: &'static Waits, first: Arc<Pending>) -> std::io::R
 /// event wait or a queued job, or exits after [`IDLE_FOR`] idle.
 fn kernel_thread(waits: &'static Waits, first: Arc<Pending>) {
     let mut job = Some(first);
+    // Whether this thread is set to wait without wake-up preemption, as
+    // last applied (`None`: as it was started).
+    let mut batch = None;
     while let Some(pending) = job.take().or_else(|| next_job(waits)) {
+        let want = batch_kernel_threads() && pending.req.just_released;
+        if batch != Some(want) {
+            // Woken by every release of its lock, a back-to-back taker's
+            // wait would otherwise take the lock from the releaser's next
+            // attempt (ARCHITECTURE.md, "Kernel-wait threads of
+            // back-to-back takers wake without preempting"). Refused: more
+            // hand-overs, still right; not asked again until it changes.
+            if let Err(e) = crate::sys::set_wake_up_preemption(!want) {
+                tracing::debug!(error = %e, batch = want, "kernel-wait thread's policy unchanged");
+            }
+            batch = Some(want);
+        }
         let result = wait_in_kernel(&pending);
         job = waits.kernel_finished(&pending, result);
     }
@@ -502,18 +530,20 @@ mod tests {
         found
     }
 
-    /// A kernel wait's thread must not preempt the thread that released
-    /// the lock: woken by every release, it would take the lock in the gap
-    /// before the releaser's next attempt, and hand-overs between processes
-    /// (each a thread wake more than plain `flock`'s) doubled.
+    /// The policy of the kernel thread that waits for lock `i` in `dir`
+    /// (held meanwhile by another descriptor), or `None` if it could not be
+    /// seen.
     #[cfg(target_os = "linux")]
-    #[test]
-    fn a_kernel_wait_thread_does_not_preempt_on_wake() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let req = request(dir.path(), 0);
+    fn policy_of_a_kernel_wait(dir: &Path, i: usize, just_released: bool) -> Option<u32> {
+        let req = LockRequest {
+            just_released,
+            ..request(dir, i)
+        };
         let holder = open_lock_file(&req).expect("open");
         try_flock(&holder, LockMode::Exclusive).expect("hold");
         let wait = waits().start(&req).expect("start");
+        let place = wait.pending.as_ref().map(|p| p.inner().place);
+        assert_eq!(place, Some(Place::Kernel), "not a kernel wait");
         // As `/proc` names the descriptor's file.
         let lock_path = std::fs::canonicalize(&req.lock_path).expect("lock file");
         let since = std::time::Instant::now();
@@ -524,14 +554,48 @@ mod tests {
         }
         drop(wait);
         drop(holder);
-        assert!(!policies.is_empty(), "no kernel wait thread found in flock");
-        for (thread, policy) in policies {
-            assert_eq!(
-                policy,
-                libc::SCHED_BATCH as u32,
-                "{thread} waits in flock with scheduling policy {policy}"
-            );
+        assert!(policies.len() <= 1, "{policies:?}");
+        policies.first().map(|(_, policy)| *policy)
+    }
+
+    /// A back-to-back taker's kernel wait must not preempt the thread that
+    /// released the lock: woken by every release, it took the lock in the
+    /// gap before the releaser's next attempt, and hand-overs between
+    /// processes (each a thread wake more than plain `flock`'s) doubled.
+    /// Any other wait keeps the normal policy (its grant runs at once on a
+    /// busy CPU), and so does every wait once switched off; the same
+    /// thread serves them in turn.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_a_back_to_back_takers_kernel_wait_gives_up_wake_up_preemption() {
+        // Threads inherit the process's policy, and a real-time or idle
+        // one is left as it is; `/proc/<tid>/syscall` is missing on some
+        // kernels and sandboxes.
+        let own_policy = std::fs::read_to_string("/proc/thread-self/stat")
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.split_whitespace().nth(41 - 3)?.parse::<u32>().ok()
+            });
+        if own_policy != Some(libc::SCHED_OTHER as u32)
+            || std::fs::read_to_string("/proc/thread-self/syscall").is_err()
+        {
+            eprintln!("skipped: policy {own_policy:?}, or no /proc/<tid>/syscall");
+            return;
         }
+        let (batch, normal) = (
+            Some(libc::SCHED_BATCH as u32),
+            Some(libc::SCHED_OTHER as u32),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(batch_kernel_threads(), "the default");
+        assert_eq!(policy_of_a_kernel_wait(dir.path(), 0, true), batch);
+        assert_eq!(policy_of_a_kernel_wait(dir.path(), 1, false), normal);
+        assert_eq!(policy_of_a_kernel_wait(dir.path(), 2, true), batch);
+        set_batch_kernel_threads(false);
+        let switched_off = policy_of_a_kernel_wait(dir.path(), 3, true);
+        set_batch_kernel_threads(true);
+        assert_eq!(switched_off, normal);
     }
 
     /// A wait started and dropped at once leaves an abandoned kernel wait;
