@@ -353,20 +353,22 @@ pub fn set_max_wait_threads(n: usize) {
     backend::os::waits::set_max_kernel_waits(n);
 }
 
-/// Sets whether the threads that wait in `flock` for this process's locks
-/// (at most [`max_wait_threads`]) give up wake-up preemption: on Linux,
-/// they run as `SCHED_BATCH` (same nice level, same share of the CPU) when
-/// `on` (the default), and as normal threads when not. Such a thread is
-/// woken by every release of the lock it waits for; preempting the
-/// releasing thread, it took the lock from that thread's next attempt, and
-/// between processes that take one lock back to back the lock changed
-/// hands twice as often as between plain `flock` callers. The price of
-/// `on`: when every CPU is busy, a granted wait reaches its task once the
-/// scheduler runs the thread (a slice, about 1.5 ms on 2 CPUs), not at
-/// once. Threads of a real-time or idle policy (the program's, `chrt`'s)
-/// are left as they are; other systems have no such policy. Each thread
-/// applies the setting before its next wait. Also set by
-/// `ASYNC_FILELOCK_BATCH_WAIT_THREADS` when a handle reads the
+/// Sets whether a back-to-back taker's waits give up wake-up preemption
+/// (on by default). A wait that begins within 100 µs of this process's own
+/// release of the same lock is a back-to-back taker's; on Linux its kernel
+/// wait (one of at most [`max_wait_threads`] threads blocked in `flock`)
+/// then runs as `SCHED_BATCH`: same nice level, same share of the CPU, no
+/// preemption on wake-up. Such a thread is woken by every release of the
+/// lock; preempting the releasing thread, it took the lock from that
+/// thread's next attempt, and between processes that all take one lock
+/// back to back the lock changed hands twice as often as between plain
+/// `flock` callers. Other waits keep the normal policy, so that their
+/// grants run at once on a busy CPU; a back-to-back taker's grant on a busy
+/// CPU waits until the running thread blocks or its slice ends (about
+/// 1.5 ms on 2 CPUs). Threads of a real-time or idle policy (the
+/// program's, `chrt`'s) are left as they are; other systems have no such
+/// policy. Each wait thread applies the setting before its next wait. Also
+/// set by `ASYNC_FILELOCK_BATCH_WAIT_THREADS` when a handle reads the
 /// environment.
 ///
 /// ```

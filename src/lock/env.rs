@@ -63,7 +63,7 @@ pub const ENV_WAIT_THREADS: &str = "ASYNC_FILELOCK_WAIT_THREADS";
 /// assert_eq!(async_filelock::ENV_HOT_FILES, "ASYNC_FILELOCK_HOT_FILES");
 /// ```
 pub const ENV_HOT_FILES: &str = "ASYNC_FILELOCK_HOT_FILES";
-/// Whether the threads that wait in `flock` give up wake-up preemption
+/// Whether a back-to-back taker's waits give up wake-up preemption
 /// (`1`/`true`/`on`, the default, or `0`/`false`/`off`; see
 /// [`crate::set_batch_wait_threads`]); process-wide.
 ///

@@ -45,7 +45,8 @@ pub(crate) fn fork_generation() -> u64 {
 /// policy. A thread of any other policy (real-time, idle: chosen by the
 /// program, `chrt`) is left as it is. Nothing on other systems. For the
 /// kernel-wait threads, which every release of their lock wakes (see
-/// ARCHITECTURE.md, "Kernel-wait threads wake without preempting").
+/// ARCHITECTURE.md, "Kernel-wait threads of back-to-back takers wake
+/// without preempting").
 ///
 /// Hand-written, two calls: rustix leaves the scheduler calls out, and the
 /// thread-priority crate would bring four dependencies for them. Through

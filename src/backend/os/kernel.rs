@@ -79,8 +79,10 @@ fn attempt(req: &LockRequest, first: bool) -> Result<Option<OsHeld>, LockError> 
 
 /// How long a wait that found the lock freed since its caller's attempt
 /// stands aside: long enough for a waiter the release woke to be scheduled
-/// and take the lock (tens of microseconds, even on a small VM), short
-/// enough not to matter when nobody was waiting.
+/// and take the lock (tens of microseconds, even on a small VM, where a CPU
+/// is free: a back-to-back taker's kernel wait, which gives up wake-up
+/// preemption, may not run that soon on a busy one), short enough not to
+/// matter when nobody was waiting.
 const COURTESY: Duration = Duration::from_micros(50);
 
 /// Keeps the kernel's queue fair across the hand-off to this thread.
