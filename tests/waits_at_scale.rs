@@ -254,3 +254,98 @@ fn an_event_wait_is_granted_on_the_event_of_a_release_that_keeps_its_descriptor(
     waiter.finish();
     forever.finish();
 }
+
+/// The scheduling policy of this process's thread blocked in `flock` on a
+/// descriptor of `lock_path` (the call's first argument), read from
+/// `/proc`; `None` while there is none.
+fn policy_of_thread_in_flock_on(lock_path: &std::path::Path) -> Option<u32> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+        let syscall = read("syscall");
+        let mut call = syscall.split_whitespace();
+        if call.next() != Some(libc::SYS_flock.to_string().as_str()) {
+            continue;
+        }
+        let Some(fd) = call
+            .next()
+            .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()? != lock_path {
+            continue;
+        }
+        // Field 41 of `stat`, counted from 1 with the name in parentheses
+        // as field 2.
+        let stat = read("stat");
+        let (_, rest) = stat.rsplit_once(')')?;
+        return rest.split_whitespace().nth(41 - 3)?.parse().ok();
+    }
+    None
+}
+
+/// A wait that begins right after this process let go of the same lock (a
+/// task taking it back to back, which another process took in between) is
+/// served by a kernel thread that gives up wake-up preemption; one that
+/// begins after a pause keeps the normal policy. Through the public API:
+/// the guard notes its release, the acquisition marks its request, the
+/// kernel thread sets its policy. The back-to-back case is tried up to 20
+/// times (a preempted test thread may start its acquisition more than
+/// 100 µs after the release); the paused one sleeps 5 ms.
+#[test]
+fn a_back_to_back_takers_wait_gives_up_wake_up_preemption_and_a_later_one_does_not() {
+    let own_policy = std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().nth(41 - 3)?.parse::<u32>().ok()
+        });
+    if own_policy != Some(libc::SCHED_OTHER as u32)
+        || std::fs::read_to_string("/proc/thread-self/syscall").is_err()
+    {
+        eprintln!("skipped: policy {own_policy:?}, or no /proc/<tid>/syscall");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let locks = locks_in(dir.path());
+    let target = dir.path().join("manifest.jsonl");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The policy of the kernel wait for an acquisition that begins
+    // `pause` after a release, while another descriptor holds the lock.
+    let policy_after = |pause: Duration| -> u32 {
+        rt.block_on(async {
+            let guard = locks.lock(Category::Manifest, &target).await.unwrap();
+            let lock_path = std::fs::canonicalize(guard.lock_path()).unwrap();
+            let rival = std::fs::File::open(&lock_path).unwrap();
+            drop(guard);
+            rival.lock().unwrap();
+            std::thread::sleep(pause);
+            let mut waiting = Box::pin(locks.lock(Category::Manifest, &target));
+            assert!(futures_util::poll!(&mut waiting).is_pending(), "not busy");
+            let mut policy = None;
+            assert!(
+                eventually(Duration::from_secs(10), || {
+                    policy = policy_of_thread_in_flock_on(&lock_path);
+                    policy.is_some()
+                }),
+                "no kernel wait in flock"
+            );
+            drop(rival);
+            drop(waiting.await.unwrap());
+            policy.unwrap()
+        })
+    };
+    let batch = libc::SCHED_BATCH as u32;
+    assert!(
+        (0..20).any(|_| policy_after(Duration::ZERO) == batch),
+        "no back-to-back wait gave up wake-up preemption"
+    );
+    assert_eq!(
+        policy_after(Duration::from_millis(5)),
+        libc::SCHED_OTHER as u32,
+        "a wait after a pause gave up wake-up preemption"
+    );
+}
