@@ -127,13 +127,20 @@ enum Here {
 /// (a server) may take: a try has no deadline of its own.
 const ASYNC_TRY_BOUND: Duration = Duration::from_secs(10);
 
-/// A wait that begins this soon after this process let go of the same lock
-/// is a back-to-back taker's ([`LockRequest::just_released`]): its kernel
-/// wait gives up wake-up preemption (ARCHITECTURE.md, "Kernel-wait threads
-/// of back-to-back takers wake without preempting"). Far above the
+/// A wait that begins this soon after this process let go of the same
+/// lock, after a holding shorter than [`BRIEF_HOLDING`], is a back-to-back
+/// taker's ([`LockRequest::just_released`]): its kernel wait gives up
+/// wake-up preemption (ARCHITECTURE.md, "Kernel-wait threads of
+/// back-to-back takers wake without preempting"). Far above the
 /// microseconds between one holding and the next try of a loop, far below
 /// the milliseconds of a worker that does anything between its holdings.
 pub(crate) const JUST_RELEASED: Duration = Duration::from_micros(100);
+
+/// See [`JUST_RELEASED`]: a holding this long or longer is worth a
+/// hand-over to a waiting process at once, whatever the waiter's own
+/// history (a steal costs it little, and waiting for a slice would cost
+/// the waiter much under CPU load).
+pub(crate) const BRIEF_HOLDING: Duration = Duration::from_micros(100);
 
 impl Engine {
     /// One attempt that never waits: `Ok(None)` when the lock is busy, in
@@ -209,7 +216,7 @@ impl Engine {
             },
             token: call_off.token(),
         };
-        let (mut req, remote) = match self.request_where_safe(ask, started, bound).await? {
+        let (req, remote) = match self.request_where_safe(ask, started, bound).await? {
             Ok(found) => found,
             Err(Missed::CalledOff) if let Some(off) = call_off.off() => return Ok(Err(off)),
             Err(_) => return Err(self.unresolved_timeout(ask, started)),
@@ -217,9 +224,6 @@ impl Engine {
         let span = span(ask, &req);
         async {
             let entry = table::enter(&req.lock_path);
-            // Whether this process let go of the lock just before this
-            // acquisition began: it takes the lock back to back.
-            req.just_released = entry.released_within(JUST_RELEASED, started);
             let owner = ask.owner.unwrap_or_else(Owner::current);
             let remove = self.policy.remove_on_release(ask.category)
                 || self.backend.releases_by_removal(&req);
@@ -670,7 +674,7 @@ impl Engine {
                     },
                 };
                 Ok(self
-                    .take_backend(req, remote, patience)
+                    .take_backend(entry, req, remote, patience)
                     .await?
                     .map(|os| Hold::Exclusive { os, queue }))
             }
@@ -694,7 +698,7 @@ impl Engine {
                 if let Some(os) = slot.upgrade() {
                     return Ok(Ok(Hold::Shared { os, queue }));
                 }
-                let os = match self.take_backend(req, remote, patience).await? {
+                let os = match self.take_backend(entry, req, remote, patience).await? {
                     Ok(os) => os,
                     Err(missed) => return Ok(Err(missed)),
                 };
@@ -709,6 +713,7 @@ impl Engine {
     /// allows, a wait run by its driver.
     async fn take_backend(
         &self,
+        entry: &EntryRef,
         req: &LockRequest,
         remote: Option<&Patience<'_>>,
         patience: &Patience<'_>,
@@ -741,6 +746,19 @@ impl Engine {
             return Ok(Err(Missed::Busy));
         };
         tracing::debug!("held by another process; waiting");
+        // Whether this process let go of the lock, after a brief holding,
+        // just before this wait began: it takes the lock back to back.
+        let marked;
+        let req = if entry.released_within_after_brief(JUST_RELEASED, BRIEF_HOLDING, Instant::now())
+        {
+            marked = LockRequest {
+                just_released: true,
+                ..req.clone()
+            };
+            &marked
+        } else {
+            req
+        };
         Ok(match self.backend.wait(req, deadline, token).await? {
             Some(os) => Ok(os),
             // A backend ends a wait without the lock only at the deadline

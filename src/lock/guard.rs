@@ -442,8 +442,11 @@ impl GuardParts {
         // a soft lock's door) is not the holder's.
         let ended = Instant::now();
         let held = ended.saturating_duration_since(self.acquired);
-        // For this process's next wait on it (see `Entry::released_within`).
-        self.entry.note_release(ended);
+        // For this process's next wait on it (see `acquire::JUST_RELEASED`);
+        // a shared holder's release may leave the OS lock to its siblings.
+        if let Hold::Exclusive { .. } = self.hold {
+            self.entry.note_release(ended, held);
+        }
         // Cleared right after the OS lock is let go, or while unwinding if
         // letting go panics: records of a holding that ended never stay.
         let disowning = disown.then(|| {

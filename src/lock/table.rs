@@ -49,9 +49,12 @@ pub(crate) struct Entry {
     /// and to name this task as the holder in a timeout. One at a time but
     /// for shared holders, so inline (no allocation per holding).
     owners: Mutex<SmallVec<[Owner; 2]>>,
-    /// When a holder of this process last let go of it, in nanoseconds
-    /// after [`epoch`] (0: not since the entry was made).
+    /// When a holder of this process last let go of it exclusively, in
+    /// nanoseconds after [`epoch`] (0: not since the entry was made), and
+    /// how long that holding lasted, in nanoseconds. Two stores, read
+    /// without a lock: a hint, which a release in between may mix.
     released_at: AtomicU64,
+    last_held: AtomicU64,
 }
 
 /// The instant release times are counted from (they are kept in atomics).
@@ -69,16 +72,27 @@ fn since_epoch(at: Instant) -> u64 {
 }
 
 impl Entry {
-    /// Notes that a holder of this process let go of the lock at `at`.
-    pub fn note_release(&self, at: Instant) {
+    /// Notes that a holder of this process let go of the lock at `at`
+    /// after holding it for `held`.
+    pub fn note_release(&self, at: Instant, held: Duration) {
+        let held = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
+        self.last_held.store(held, Ordering::Relaxed);
         self.released_at.store(since_epoch(at), Ordering::Relaxed);
     }
 
     /// Whether a holder of this process let go of the lock within `window`
-    /// before `at`: the process takes it back to back.
-    pub fn released_within(&self, window: Duration, at: Instant) -> bool {
+    /// before `at` (or after it) after holding it for less than `brief`:
+    /// the process takes it back to back, briefly each time.
+    pub fn released_within_after_brief(
+        &self,
+        window: Duration,
+        brief: Duration,
+        at: Instant,
+    ) -> bool {
         let released = self.released_at.load(Ordering::Relaxed);
-        released != 0 && u128::from(since_epoch(at).saturating_sub(released)) < window.as_nanos()
+        released != 0
+            && u128::from(since_epoch(at).saturating_sub(released)) < window.as_nanos()
+            && u128::from(self.last_held.load(Ordering::Relaxed)) < brief.as_nanos()
     }
 
     fn owners(&self) -> MutexGuard<'_, SmallVec<[Owner; 2]>> {
@@ -223,6 +237,7 @@ pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
                 shared: tokio::sync::Mutex::new(Weak::new()),
                 owners: Mutex::new(SmallVec::new()),
                 released_at: AtomicU64::new(0),
+                last_held: AtomicU64::new(0),
             });
             map.entries
                 .insert(PathKey(Arc::clone(lock_path)), Arc::clone(&entry));
@@ -304,21 +319,25 @@ mod tests {
     }
 
     #[test]
-    fn a_release_is_recent_within_its_window_only() {
+    fn a_release_counts_within_its_window_and_after_a_brief_holding_only() {
         let entry = enter(&path(3_000_000));
         // Instants before the epoch (the first one asked for) all count
         // as the epoch itself: this test's are after it.
         let _ = epoch();
         std::thread::sleep(Duration::from_millis(1));
         let now = Instant::now();
-        let window = Duration::from_micros(100);
-        assert!(!entry.released_within(window, now), "never released");
-        entry.note_release(now);
-        assert!(entry.released_within(window, now));
-        assert!(entry.released_within(window, now + window - Duration::from_nanos(1)));
-        assert!(!entry.released_within(window, now + window));
+        let (window, brief) = (Duration::from_micros(100), Duration::from_micros(50));
+        let recent = |at| entry.released_within_after_brief(window, brief, at);
+        assert!(!recent(now), "never released");
+        entry.note_release(now, Duration::from_micros(3));
+        assert!(recent(now));
+        assert!(recent(now + window - Duration::from_nanos(1)));
+        assert!(!recent(now + window));
         // A clock read before the release (another thread's) is as recent.
-        assert!(entry.released_within(window, now - Duration::from_micros(1)));
+        assert!(recent(now - Duration::from_micros(1)));
+        // A holding that was not brief does not count.
+        entry.note_release(now, brief);
+        assert!(!recent(now));
     }
 
     /// A lock used between every use of many other paths is kept: used

@@ -48,16 +48,19 @@ pub(crate) fn fork_generation() -> u64 {
 /// ARCHITECTURE.md, "Kernel-wait threads of back-to-back takers wake
 /// without preempting").
 ///
-/// Hand-written, two calls: rustix leaves the scheduler calls out, and the
-/// thread-priority crate would bring four dependencies for them. Through
+/// Hand-written, three calls: rustix leaves the scheduler calls out, and
+/// the thread-priority crate would bring four dependencies for them. Through
 /// `pthread_*schedparam`, which glibc and musl both apply to the one
 /// thread (musl's `sched_setscheduler` always fails).
+///
+/// Returns whether the policy changed (not for a thread of another
+/// policy, nor on other systems).
 ///
 /// # Errors
 ///
 /// The OS's refusal (a seccomp filter, say); the thread then keeps its
 /// policy, which is correct, only slower under contention.
-pub(crate) fn set_wake_up_preemption(on: bool) -> std::io::Result<()> {
+pub(crate) fn set_wake_up_preemption(on: bool) -> std::io::Result<bool> {
     #[cfg(target_os = "linux")]
     {
         let (from, to) = if on {
@@ -70,27 +73,30 @@ pub(crate) fn set_wake_up_preemption(on: bool) -> std::io::Result<()> {
         // pointers to locals that outlive them. The change is made only
         // between the two normal policies, at priority 0, which needs no
         // privilege.
-        let failed = unsafe {
+        let (failed, changed) = unsafe {
             let thread = libc::pthread_self();
             let mut policy: libc::c_int = 0;
             let mut param: libc::sched_param = std::mem::zeroed();
             match libc::pthread_getschedparam(thread, &mut policy, &mut param) {
                 0 if policy == from => {
                     let param: libc::sched_param = std::mem::zeroed();
-                    libc::pthread_setschedparam(thread, to, &param)
+                    (libc::pthread_setschedparam(thread, to, &param), true)
                 }
-                0 => 0,
-                failed => failed,
+                0 => (0, false),
+                failed => (failed, false),
             }
         };
         // These return the error number instead of setting `errno`.
         if failed != 0 {
             return Err(std::io::Error::from_raw_os_error(failed));
         }
+        Ok(changed)
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = on;
-    Ok(())
+    {
+        let _ = on;
+        Ok(false)
+    }
 }
 
 /// Raises this process's soft limit on open descriptors to its hard limit,

@@ -394,24 +394,50 @@ fn spawn_kernel_thread(waits: &'static Waits, first: Arc<Pending>) -> std::io::R
 /// event wait or a queued job, or exits after [`IDLE_FOR`] idle.
 fn kernel_thread(waits: &'static Waits, first: Arc<Pending>) {
     let mut job = Some(first);
-    // Whether this thread is set to wait without wake-up preemption, as
-    // last applied (`None`: as it was started).
-    let mut batch = None;
+    let mut policy = ThreadPolicy::AsStarted;
     while let Some(pending) = job.take().or_else(|| next_job(waits)) {
-        let want = batch_kernel_threads() && pending.req.just_released;
-        if batch != Some(want) {
-            // Woken by every release of its lock, a back-to-back taker's
-            // wait would otherwise take the lock from the releaser's next
-            // attempt (ARCHITECTURE.md, "Kernel-wait threads of
-            // back-to-back takers wake without preempting"). Refused: more
-            // hand-overs, still right; not asked again until it changes.
-            if let Err(e) = crate::sys::set_wake_up_preemption(!want) {
-                tracing::debug!(error = %e, batch = want, "kernel-wait thread's policy unchanged");
-            }
-            batch = Some(want);
-        }
+        // Woken by every release of its lock, a back-to-back taker's wait
+        // would otherwise take the lock from the releaser's next attempt.
+        policy.set_for(batch_kernel_threads() && pending.req.just_released);
         let result = wait_in_kernel(&pending);
         job = waits.kernel_finished(&pending, result);
+    }
+}
+
+/// A kernel thread's scheduling policy as this crate left it: whether a
+/// wait gives up wake-up preemption (ARCHITECTURE.md, "Kernel-wait threads
+/// of back-to-back takers wake without preempting").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ThreadPolicy {
+    /// As the thread was started (inherited from the thread that spawned
+    /// it), and not changed.
+    AsStarted,
+    /// Moved to batch by this crate (from the normal policy).
+    Batch,
+    /// Moved back to the normal policy by this crate.
+    Normal,
+    /// Not ours to change: started with another policy (real-time, idle,
+    /// batch chosen by the program), or a change was refused.
+    Left,
+}
+
+impl ThreadPolicy {
+    /// Sets the calling thread up for a wait that should (`batch`) or
+    /// should not give up wake-up preemption: only a thread this crate
+    /// moved to batch is moved back, and a refusal is not asked again.
+    fn set_for(&mut self, batch: bool) {
+        if batch == (*self == ThreadPolicy::Batch) || *self == ThreadPolicy::Left {
+            return;
+        }
+        *self = match crate::sys::set_wake_up_preemption(!batch) {
+            Ok(true) if batch => ThreadPolicy::Batch,
+            Ok(true) => ThreadPolicy::Normal,
+            Ok(false) => ThreadPolicy::Left,
+            Err(e) => {
+                tracing::debug!(error = %e, batch, "kernel-wait thread's policy left as it is");
+                ThreadPolicy::Left
+            }
+        };
     }
 }
 
@@ -530,32 +556,80 @@ mod tests {
         found
     }
 
-    /// The policy of the kernel thread that waits for lock `i` in `dir`
-    /// (held meanwhile by another descriptor), or `None` if it could not be
-    /// seen.
+    /// This thread's scheduling policy: field 41 of `stat`, counted from 1
+    /// with the name in parentheses as field 2.
     #[cfg(target_os = "linux")]
-    fn policy_of_a_kernel_wait(dir: &Path, i: usize, just_released: bool) -> Option<u32> {
+    fn own_policy() -> Option<u32> {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        rest.split_whitespace().nth(41 - 3)?.parse().ok()
+    }
+
+    /// Whether the policy tests can run here: threads inherit the
+    /// process's policy (a real-time or idle one is left as it is), and
+    /// `/proc/<tid>/syscall` is missing on some kernels and sandboxes.
+    #[cfg(target_os = "linux")]
+    fn policies_are_visible() -> bool {
+        let normal = own_policy() == Some(libc::SCHED_OTHER as u32);
+        let syscall = std::fs::read_to_string("/proc/thread-self/syscall").is_ok();
+        if !(normal && syscall) {
+            eprintln!(
+                "skipped: policy {:?}, or no /proc/<tid>/syscall",
+                own_policy()
+            );
+        }
+        normal && syscall
+    }
+
+    /// The thread of `waits` that waits for lock `i` in `dir` (held
+    /// meanwhile by another descriptor), and its policy. Returns once that
+    /// thread is idle again.
+    #[cfg(target_os = "linux")]
+    fn kernel_wait(
+        waits: &'static Waits,
+        dir: &Path,
+        i: usize,
+        just_released: bool,
+    ) -> (String, u32) {
         let req = LockRequest {
             just_released,
             ..request(dir, i)
         };
         let holder = open_lock_file(&req).expect("open");
         try_flock(&holder, LockMode::Exclusive).expect("hold");
-        let wait = waits().start(&req).expect("start");
+        let wait = waits.start(&req).expect("start");
         let place = wait.pending.as_ref().map(|p| p.inner().place);
         assert_eq!(place, Some(Place::Kernel), "not a kernel wait");
         // As `/proc` names the descriptor's file.
         let lock_path = std::fs::canonicalize(&req.lock_path).expect("lock file");
         let since = std::time::Instant::now();
-        let mut policies = policies_of_threads_in_flock_on(&lock_path);
-        while policies.is_empty() && since.elapsed() < Duration::from_secs(10) {
+        let mut found = policies_of_threads_in_flock_on(&lock_path);
+        while found.is_empty() && since.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(1));
-            policies = policies_of_threads_in_flock_on(&lock_path);
+            found = policies_of_threads_in_flock_on(&lock_path);
         }
         drop(wait);
         drop(holder);
-        assert!(policies.len() <= 1, "{policies:?}");
-        policies.first().map(|(_, policy)| *policy)
+        let idle = || {
+            let state = waits.state();
+            state.idle == state.kernel_threads
+        };
+        while !idle() && since.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(idle(), "the kernel thread did not come free");
+        assert_eq!(found.len(), 1, "{found:?}");
+        found.remove(0)
+    }
+
+    /// Puts the process-wide switch back when dropped, a failed assertion
+    /// included.
+    struct SwitchBack;
+
+    impl Drop for SwitchBack {
+        fn drop(&mut self) {
+            set_batch_kernel_threads(true);
+        }
     }
 
     /// A back-to-back taker's kernel wait must not preempt the thread that
@@ -563,39 +637,65 @@ mod tests {
     /// gap before the releaser's next attempt, and hand-overs between
     /// processes (each a thread wake more than plain `flock`'s) doubled.
     /// Any other wait keeps the normal policy (its grant runs at once on a
-    /// busy CPU), and so does every wait once switched off; the same
-    /// thread serves them in turn.
+    /// busy CPU), and so does every wait once switched off. One thread
+    /// (of a registry of this test's own) serves the waits in turn, so each
+    /// change is made on a thread that served the other kind before.
     #[cfg(target_os = "linux")]
     #[test]
     fn only_a_back_to_back_takers_kernel_wait_gives_up_wake_up_preemption() {
-        // Threads inherit the process's policy, and a real-time or idle
-        // one is left as it is; `/proc/<tid>/syscall` is missing on some
-        // kernels and sandboxes.
-        let own_policy = std::fs::read_to_string("/proc/thread-self/stat")
-            .ok()
-            .and_then(|stat| {
-                let (_, rest) = stat.rsplit_once(')')?;
-                rest.split_whitespace().nth(41 - 3)?.parse::<u32>().ok()
-            });
-        if own_policy != Some(libc::SCHED_OTHER as u32)
-            || std::fs::read_to_string("/proc/thread-self/syscall").is_err()
-        {
-            eprintln!("skipped: policy {own_policy:?}, or no /proc/<tid>/syscall");
+        if !policies_are_visible() {
             return;
         }
-        let (batch, normal) = (
-            Some(libc::SCHED_BATCH as u32),
-            Some(libc::SCHED_OTHER as u32),
-        );
+        let (batch, normal) = (libc::SCHED_BATCH as u32, libc::SCHED_OTHER as u32);
+        let waits: &'static Waits = Box::leak(Box::default());
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(batch_kernel_threads(), "the default");
-        assert_eq!(policy_of_a_kernel_wait(dir.path(), 0, true), batch);
-        assert_eq!(policy_of_a_kernel_wait(dir.path(), 1, false), normal);
-        assert_eq!(policy_of_a_kernel_wait(dir.path(), 2, true), batch);
+        let first = kernel_wait(waits, dir.path(), 0, true);
+        assert_eq!(first.1, batch);
+        let thread = first.0;
+        assert_eq!(
+            kernel_wait(waits, dir.path(), 1, false),
+            (thread.clone(), normal)
+        );
+        assert_eq!(
+            kernel_wait(waits, dir.path(), 2, true),
+            (thread.clone(), batch)
+        );
+        let _back = SwitchBack;
         set_batch_kernel_threads(false);
-        let switched_off = policy_of_a_kernel_wait(dir.path(), 3, true);
-        set_batch_kernel_threads(true);
-        assert_eq!(switched_off, normal);
+        assert_eq!(kernel_wait(waits, dir.path(), 3, true), (thread, normal));
+    }
+
+    /// A thread the program runs as batch itself (`chrt -b`, say) stays so
+    /// after a wait that is not a back-to-back taker's: only what this
+    /// crate moved to batch is moved back (found in review).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_that_was_batch_already_is_left_batch() {
+        if !policies_are_visible() {
+            return;
+        }
+        let policies = std::thread::spawn(|| {
+            let mut policy = ThreadPolicy::AsStarted;
+            policy.set_for(true);
+            let ours = (policy, own_policy());
+            policy.set_for(false);
+            let back = (policy, own_policy());
+            // As if started batch by the program.
+            crate::sys::set_wake_up_preemption(false).expect("batch");
+            let mut policy = ThreadPolicy::AsStarted;
+            policy.set_for(false);
+            let left_alone = own_policy();
+            policy.set_for(true);
+            (ours, back, left_alone, (policy, own_policy()))
+        })
+        .join()
+        .expect("thread");
+        let (batch, normal) = (libc::SCHED_BATCH as u32, libc::SCHED_OTHER as u32);
+        assert_eq!(policies.0, (ThreadPolicy::Batch, Some(batch)));
+        assert_eq!(policies.1, (ThreadPolicy::Normal, Some(normal)));
+        assert_eq!(policies.2, Some(batch), "a batch thread was made normal");
+        assert_eq!(policies.3, (ThreadPolicy::Left, Some(batch)));
     }
 
     /// A wait started and dropped at once leaves an abandoned kernel wait;
