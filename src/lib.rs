@@ -222,7 +222,7 @@
 //!   non-blocking `flock` on the calling thread. A contended one becomes a
 //!   wait that never touches tokio's blocking pool (law 11): up to
 //!   [`max_wait_threads`] (16) crate threads block in a real `flock`, which
-//!   the kernel hands over fairly; every wait beyond those costs no thread,
+//!   the kernel wakes at every release; every wait beyond those costs no thread,
 //!   woken by file events (inotify) with a backoff poll as the backstop
 //!   (which also finds the release of a lock file that stays after a
 //!   holding under 20 µs: that unlock tells no event).
@@ -354,8 +354,9 @@ pub fn set_max_wait_threads(n: usize) {
 }
 
 /// Sets whether a back-to-back taker's waits give up wake-up preemption
-/// (on by default). A wait that begins within 100 µs of this process's own
-/// release of the same lock is a back-to-back taker's; on Linux its kernel
+/// (on by default); no other wait ever does. A wait that begins within
+/// 100 µs of this process's own release of the same lock, after a holding
+/// under 100 µs, is a back-to-back taker's; on Linux its kernel
 /// wait (one of at most [`max_wait_threads`] threads blocked in `flock`)
 /// then runs as `SCHED_BATCH`: same nice level, same share of the CPU, no
 /// preemption on wake-up. Such a thread is woken by every release of the
@@ -363,11 +364,13 @@ pub fn set_max_wait_threads(n: usize) {
 /// thread's next attempt, and between processes that all take one lock
 /// back to back the lock changed hands twice as often as between plain
 /// `flock` callers. Other waits keep the normal policy, so that their
-/// grants run at once on a busy CPU; a back-to-back taker's grant on a busy
-/// CPU waits until the running thread blocks or its slice ends (about
-/// 1.5 ms on 2 CPUs). Threads of a real-time or idle policy (the
-/// program's, `chrt`'s) are left as they are; other systems have no such
-/// policy. Each wait thread applies the setting before its next wait. Also
+/// threads run at once on a busy CPU; a back-to-back taker's thread, woken
+/// on a busy CPU, runs when the running thread blocks or its slice ends
+/// (about 1.5 ms on 2 CPUs), and may find the lock taken again by then.
+/// Threads of another policy (real-time, idle, or batch: the program's,
+/// `chrt`'s) are left as they are; other systems have no such policy.
+/// Each wait thread applies the setting before its next wait; a wait
+/// already in `flock` keeps the policy it began with. Also
 /// set by `ASYNC_FILELOCK_BATCH_WAIT_THREADS` when a handle reads the
 /// environment.
 ///

@@ -64,7 +64,7 @@ pub const ENV_WAIT_THREADS: &str = "ASYNC_FILELOCK_WAIT_THREADS";
 /// ```
 pub const ENV_HOT_FILES: &str = "ASYNC_FILELOCK_HOT_FILES";
 /// Whether a back-to-back taker's waits give up wake-up preemption
-/// (`1`/`true`/`on`, the default, or `0`/`false`/`off`; see
+/// (`1`/`true`/`on`/`yes`, the default, or `0`/`false`/`off`/`no`; see
 /// [`crate::set_batch_wait_threads`]); process-wide.
 ///
 /// ```
@@ -195,7 +195,7 @@ fn parse_switch(key: &str, value: &OsStr) -> Result<bool, LockError> {
         "0" | "false" | "off" | "no" => Ok(false),
         _ => Err(config(
             key,
-            &format!("{value:?} is not 1 or 0 (true, false, on, off)"),
+            &format!("{value:?} is not 1 or 0 (true, false, on, off, yes, no)"),
         )),
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! * **a kernel wait**: one of a bounded number of crate-owned threads
 //!   ([`super::kernel`]) blocks in a real `flock` for it, so the kernel
-//!   queues it fairly and hands it the lock the moment it is released;
+//!   wakes it at every release, as it wakes any blocking `flock` caller
+//!   (Linux wakes every waiter of the lock; the first to run takes it);
 //! * **an event wait**: no thread of its own. The one event thread
 //!   ([`super::events`]) keeps its lock file open, watches it for the
 //!   events a release causes (closed, read, removed) and tries a
@@ -18,7 +19,8 @@
 //! and a runtime shutting down never waits for one.
 //!
 //! A kernel thread that serves a back-to-back taker's wait (this process
-//! let go of the lock just before, [`LockRequest::just_released`]) wakes
+//! let go of the lock, after a brief holding, just before the wait began:
+//! [`LockRequest::just_released`]) wakes
 //! without preempting the thread that released the lock (`SCHED_BATCH`,
 //! see ARCHITECTURE.md, "Kernel-wait threads of back-to-back takers wake
 //! without preempting"): otherwise a release often handed it the lock ahead
