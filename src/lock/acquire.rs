@@ -894,4 +894,72 @@ mod tests {
             assert!(!request(category).removed_on_release, "{category:?}");
         }
     }
+
+    /// A wait that begins right after this process let go of the same lock
+    /// (a task taking it back to back, which another descriptor took in
+    /// between) is served by a kernel thread that gives up wake-up
+    /// preemption; one that begins after a pause keeps the normal policy.
+    /// Through `Locks`: the guard notes its release, the wait marks its
+    /// request, the kernel thread sets its policy. The back-to-back case is
+    /// tried up to 20 times (a preempted test thread may begin its wait more
+    /// than 100 µs after the release); the paused one sleeps 5 ms.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_back_to_back_takers_wait_gives_up_wake_up_preemption_and_a_later_one_does_not() {
+        use crate::backend::os::waits::policy_probe::{
+            hold_switch, policies_are_visible, threads_in_flock_on,
+        };
+        let _switch = hold_switch();
+        if !policies_are_visible() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let locks = crate::lock::Locks::builder()
+            .lock_dir(dir.path().join("locks"))
+            .build()
+            .expect("locks");
+        let target = dir.path().join("manifest.jsonl");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // The policy of the kernel wait for an acquisition that begins
+        // `pause` after a release, while another descriptor holds the lock.
+        let policy_after = |pause: Duration| -> u32 {
+            rt.block_on(async {
+                let guard = locks.lock(Category::Manifest, &target).await.expect("lock");
+                let lock_path = std::fs::canonicalize(guard.lock_path()).expect("lock file");
+                let rival = std::fs::File::open(&lock_path).expect("open");
+                drop(guard);
+                // Free: ours was just let go.
+                crate::backend::os::flock::try_flock(&rival, LockMode::Exclusive).expect("rival");
+                std::thread::sleep(pause);
+                let mut waiting = Box::pin(locks.lock(Category::Manifest, &target));
+                assert!(
+                    futures_util::poll!(&mut waiting).is_pending(),
+                    "the lock was free"
+                );
+                let since = Instant::now();
+                let mut found = threads_in_flock_on(&lock_path);
+                while found.is_empty() && since.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    found = threads_in_flock_on(&lock_path);
+                }
+                drop(rival);
+                drop(waiting.await.expect("granted"));
+                assert_eq!(found.len(), 1, "{found:?}");
+                found[0].1
+            })
+        };
+        let batch = libc::SCHED_BATCH as u32;
+        assert!(
+            (0..20).any(|_| policy_after(Duration::ZERO) == batch),
+            "no back-to-back wait gave up wake-up preemption"
+        );
+        assert_eq!(
+            policy_after(Duration::from_millis(5)),
+            libc::SCHED_OTHER as u32,
+            "a wait after a pause gave up wake-up preemption"
+        );
+    }
 }

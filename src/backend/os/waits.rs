@@ -505,24 +505,44 @@ impl Drop for OsWait {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::os::file::open_lock_file;
-    use crate::backend::os::flock::try_flock;
+/// For tests that look at the kernel-wait threads' scheduling policy, here
+/// and in the lock layer's.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod policy_probe {
     use std::path::Path;
-    use std::time::Duration;
+    use std::sync::{Mutex, MutexGuard};
 
-    fn request(dir: &Path, i: usize) -> LockRequest {
-        LockRequest::exclusive_in(dir, &format!("r{i}"))
+    /// The policy from a `stat` line: field 41, counted from 1 with the
+    /// name in parentheses (which may hold anything) as field 2.
+    fn policy_in_stat(stat: &str) -> Option<u32> {
+        let (_, rest) = stat.rsplit_once(')')?;
+        rest.split_whitespace().nth(41 - 3)?.parse().ok()
     }
 
-    /// The scheduling policy of each thread of this process blocked in
-    /// `flock` on a descriptor of `lock_path`, read from `/proc` (the
-    /// call's first argument is the descriptor). Other tests' threads, on
-    /// other lock files, are not counted.
-    #[cfg(target_os = "linux")]
-    fn policies_of_threads_in_flock_on(lock_path: &Path) -> Vec<(String, u32)> {
+    /// This thread's scheduling policy.
+    pub(crate) fn own_policy() -> Option<u32> {
+        policy_in_stat(&std::fs::read_to_string("/proc/thread-self/stat").ok()?)
+    }
+
+    /// Whether the policy tests can run here: threads inherit the
+    /// process's policy (one of another policy is left as it is), and
+    /// `/proc/<tid>/syscall` is missing on some kernels and sandboxes.
+    pub(crate) fn policies_are_visible() -> bool {
+        let normal = own_policy() == Some(libc::SCHED_OTHER as u32);
+        let syscall = std::fs::read_to_string("/proc/thread-self/syscall").is_ok();
+        if !(normal && syscall) {
+            eprintln!(
+                "skipped: policy {:?}, or no /proc/<tid>/syscall",
+                own_policy()
+            );
+        }
+        normal && syscall
+    }
+
+    /// Each thread of this process blocked in `flock` on a descriptor of
+    /// `lock_path` (the call's first argument), with its policy. Other
+    /// tests' threads, on other lock files, are not counted.
+    pub(crate) fn threads_in_flock_on(lock_path: &Path) -> Vec<(String, u32)> {
         let mut found = Vec::new();
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
             return found;
@@ -545,42 +565,42 @@ mod tests {
             if on != lock_path {
                 continue;
             }
-            // Field 41 of `stat` is the policy; fields are counted from 1
-            // and the command name in parentheses is field 2.
-            let policy = read("stat")
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
-                .and_then(|p| p.parse().ok());
-            if let Some(policy) = policy {
+            if let Some(policy) = policy_in_stat(&read("stat")) {
                 found.push((dir.display().to_string(), policy));
             }
         }
         found
     }
 
-    /// This thread's scheduling policy: field 41 of `stat`, counted from 1
-    /// with the name in parentheses as field 2.
-    #[cfg(target_os = "linux")]
-    fn own_policy() -> Option<u32> {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-        let (_, rest) = stat.rsplit_once(')')?;
-        rest.split_whitespace().nth(41 - 3)?.parse().ok()
+    /// Held by each test that reads or changes the process-wide switch, so
+    /// that none sees another's change; puts the switch back when dropped,
+    /// a failed assertion included.
+    pub(crate) struct SwitchHeld(#[allow(dead_code)] MutexGuard<'static, ()>);
+
+    pub(crate) fn hold_switch() -> SwitchHeld {
+        static SWITCH: Mutex<()> = Mutex::new(());
+        SwitchHeld(SWITCH.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Whether the policy tests can run here: threads inherit the
-    /// process's policy (a real-time or idle one is left as it is), and
-    /// `/proc/<tid>/syscall` is missing on some kernels and sandboxes.
-    #[cfg(target_os = "linux")]
-    fn policies_are_visible() -> bool {
-        let normal = own_policy() == Some(libc::SCHED_OTHER as u32);
-        let syscall = std::fs::read_to_string("/proc/thread-self/syscall").is_ok();
-        if !(normal && syscall) {
-            eprintln!(
-                "skipped: policy {:?}, or no /proc/<tid>/syscall",
-                own_policy()
-            );
+    impl Drop for SwitchHeld {
+        fn drop(&mut self) {
+            crate::backend::os::waits::set_batch_kernel_threads(true);
         }
-        normal && syscall
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    use super::policy_probe::{hold_switch, own_policy, policies_are_visible, threads_in_flock_on};
+    use super::*;
+    use crate::backend::os::file::open_lock_file;
+    use crate::backend::os::flock::try_flock;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn request(dir: &Path, i: usize) -> LockRequest {
+        LockRequest::exclusive_in(dir, &format!("r{i}"))
     }
 
     /// The thread of `waits` that waits for lock `i` in `dir` (held
@@ -605,10 +625,10 @@ mod tests {
         // As `/proc` names the descriptor's file.
         let lock_path = std::fs::canonicalize(&req.lock_path).expect("lock file");
         let since = std::time::Instant::now();
-        let mut found = policies_of_threads_in_flock_on(&lock_path);
+        let mut found = threads_in_flock_on(&lock_path);
         while found.is_empty() && since.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(1));
-            found = policies_of_threads_in_flock_on(&lock_path);
+            found = threads_in_flock_on(&lock_path);
         }
         drop(wait);
         drop(holder);
@@ -624,16 +644,6 @@ mod tests {
         found.remove(0)
     }
 
-    /// Puts the process-wide switch back when dropped, a failed assertion
-    /// included.
-    struct SwitchBack;
-
-    impl Drop for SwitchBack {
-        fn drop(&mut self) {
-            set_batch_kernel_threads(true);
-        }
-    }
-
     /// A back-to-back taker's kernel wait must not preempt the thread that
     /// released the lock: woken by every release, it took the lock in the
     /// gap before the releaser's next attempt, and hand-overs between
@@ -645,6 +655,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn only_a_back_to_back_takers_kernel_wait_gives_up_wake_up_preemption() {
+        let _switch = hold_switch();
         if !policies_are_visible() {
             return;
         }
@@ -663,7 +674,6 @@ mod tests {
             kernel_wait(waits, dir.path(), 2, true),
             (thread.clone(), batch)
         );
-        let _back = SwitchBack;
         set_batch_kernel_threads(false);
         assert_eq!(kernel_wait(waits, dir.path(), 3, true), (thread, normal));
     }
