@@ -742,6 +742,12 @@ fn main() {
         jsonl_child(&args[i + 1..]);
         return;
     }
+    if args.iter().any(|a| a == "--hog") {
+        // A busy CPU for `RATIOS_HOGS`: spins until killed.
+        loop {
+            std::hint::spin_loop();
+        }
+    }
     if let Some(i) = args.iter().position(|a| a == "--contend") {
         // `--contend P HOLD_US THINK_US [OPS]`: one JSON line per kind.
         let num = |k: usize, default: u64| {
@@ -757,6 +763,19 @@ fn main() {
         );
         // RATIOS_KINDS=baseline,crate runs only those (to profile one).
         let only = std::env::var("RATIOS_KINDS").ok();
+        // RATIOS_HOGS=N keeps N more processes busy spinning meanwhile: a
+        // host whose CPUs are all busy.
+        let hogs: Vec<_> = (0..std::env::var("RATIOS_HOGS")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0))
+            .map(|_| {
+                Command::new(std::env::current_exe().expect("exe"))
+                    .arg("--hog")
+                    .spawn()
+                    .expect("hog")
+            })
+            .collect();
         for kind in ["baseline", "baseline_hop", "crate", "raw_append", "sink"] {
             if only
                 .as_ref()
@@ -769,6 +788,10 @@ fn main() {
                 "{{\"run\":\"{kind}\",\"procs\":{procs},\"hold_us\":{hold},\"think_us\":{think},\"ops_per_s\":{:.0},\"wait_p50_us\":{:.0},\"wait_p99_us\":{:.0},\"wait_max_us\":{:.0},\"handovers\":{}}}",
                 r.ops_per_s, r.p50_us, r.p99_us, r.max_us, r.handovers
             );
+        }
+        for mut hog in hogs {
+            let _ = hog.kill();
+            let _ = hog.wait();
         }
         return;
     }

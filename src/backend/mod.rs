@@ -71,9 +71,9 @@ pub(crate) struct LockRequest {
     /// be kept open by its holder, whose release after a brief holding no
     /// file event tells (see `os::hot`).
     pub removed_on_release: bool,
-    /// Whether a holder of this process let go of this lock moments ago
-    /// (within `lock::acquire::JUST_RELEASED`): the process takes it back
-    /// to back, and a wait of its had better not take the lock from under
+    /// Whether a holder of this process let go of this lock moments ago,
+    /// after a brief holding (`lock::acquire::JUST_RELEASED`,
+    /// `BRIEF_HOLDING`): the process takes it back to back, and a wait of its had better not take the lock from under
     /// another process doing the same (the OS backend's kernel wait then
     /// gives up wake-up preemption, see `os::waits`). Set for waits only.
     pub just_released: bool,

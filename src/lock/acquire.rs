@@ -861,16 +861,20 @@ fn span(ask: Ask<'_>, req: &LockRequest) -> tracing::Span {
 mod tests {
     use super::*;
 
+    fn locks_in(dir: &Path) -> crate::lock::Locks {
+        crate::lock::Locks::builder()
+            .lock_dir(dir.join("locks"))
+            .build()
+            .expect("locks")
+    }
+
     /// A request says whether its category's lock files are removed on
     /// release: an event wait polls by it (a release that keeps the file
     /// may be told by no event).
     #[test]
     fn a_request_says_whether_its_lock_file_is_removed_on_release() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let locks = crate::lock::Locks::builder()
-            .lock_dir(dir.path().join("locks"))
-            .build()
-            .expect("locks");
+        let locks = locks_in(dir.path());
         let target = dir.path().join("paper.pdf");
         let request = |category| {
             let ask = Ask {
@@ -914,10 +918,7 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let locks = crate::lock::Locks::builder()
-            .lock_dir(dir.path().join("locks"))
-            .build()
-            .expect("locks");
+        let locks = locks_in(dir.path());
         let target = dir.path().join("manifest.jsonl");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -266,8 +266,7 @@ impl Events {
         }
         let Some(file) = entry.file.as_ref() else {
             entry.next_try = Instant::now() + entry.pause;
-            entry.pause =
-                (entry.pause * 2).min(longest_pause(false, entry.pending.req.removed_on_release));
+            entry.pause = (entry.pause * 2).min(POLL_UNWATCHED);
             return false;
         };
         match try_flock(file, entry.pending.req.mode) {

@@ -396,7 +396,7 @@ fn spawn_kernel_thread(waits: &'static Waits, first: Arc<Pending>) -> std::io::R
 /// event wait or a queued job, or exits after [`IDLE_FOR`] idle.
 fn kernel_thread(waits: &'static Waits, first: Arc<Pending>) {
     let mut job = Some(first);
-    let mut policy = ThreadPolicy::AsStarted;
+    let mut policy = ThreadPolicy::Unchanged;
     while let Some(pending) = job.take().or_else(|| next_job(waits)) {
         // Woken by every release of its lock, a back-to-back taker's wait
         // would otherwise take the lock from the releaser's next attempt.
@@ -412,12 +412,10 @@ fn kernel_thread(waits: &'static Waits, first: Arc<Pending>) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ThreadPolicy {
     /// As the thread was started (inherited from the thread that spawned
-    /// it), and not changed.
-    AsStarted,
+    /// it), or moved back to it by this crate.
+    Unchanged,
     /// Moved to batch by this crate (from the normal policy).
     Batch,
-    /// Moved back to the normal policy by this crate.
-    Normal,
     /// Not ours to change: started with another policy (real-time, idle,
     /// batch chosen by the program), or a change was refused.
     Left,
@@ -433,7 +431,7 @@ impl ThreadPolicy {
         }
         *self = match crate::sys::set_wake_up_preemption(!batch) {
             Ok(true) if batch => ThreadPolicy::Batch,
-            Ok(true) => ThreadPolicy::Normal,
+            Ok(true) => ThreadPolicy::Unchanged,
             Ok(false) => ThreadPolicy::Left,
             Err(e) => {
                 tracing::debug!(error = %e, batch, "kernel-wait thread's policy left as it is");
@@ -688,14 +686,14 @@ mod tests {
             return;
         }
         let policies = std::thread::spawn(|| {
-            let mut policy = ThreadPolicy::AsStarted;
+            let mut policy = ThreadPolicy::Unchanged;
             policy.set_for(true);
             let ours = (policy, own_policy());
             policy.set_for(false);
             let back = (policy, own_policy());
             // As if started batch by the program.
             crate::sys::set_wake_up_preemption(false).expect("batch");
-            let mut policy = ThreadPolicy::AsStarted;
+            let mut policy = ThreadPolicy::Unchanged;
             policy.set_for(false);
             let left_alone = own_policy();
             policy.set_for(true);
@@ -705,7 +703,7 @@ mod tests {
         .expect("thread");
         let (batch, normal) = (libc::SCHED_BATCH as u32, libc::SCHED_OTHER as u32);
         assert_eq!(policies.0, (ThreadPolicy::Batch, Some(batch)));
-        assert_eq!(policies.1, (ThreadPolicy::Normal, Some(normal)));
+        assert_eq!(policies.1, (ThreadPolicy::Unchanged, Some(normal)));
         assert_eq!(policies.2, Some(batch), "a batch thread was made normal");
         assert_eq!(policies.3, (ThreadPolicy::Left, Some(batch)));
     }
