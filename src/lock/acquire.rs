@@ -576,13 +576,23 @@ impl Engine {
 
     /// What the backend needs to lock `ask.target` in `ask.category`.
     fn request(&self, ask: Ask<'_>, now: Instant) -> Result<LockRequest, LockError> {
-        let normal = naming::normalize_target(ask.target, now)?;
-        Ok(self.request_for(ask, normal))
+        let (normal, lock_path) = self.policy.resolve(ask.category, ask.target, now)?;
+        Ok(self.request_at(ask, normal, lock_path))
     }
 
     fn request_for(&self, ask: Ask<'_>, normal: naming::NormalTarget) -> LockRequest {
+        let lock_path = self.policy.lock_path(ask.category, &normal);
+        self.request_at(ask, normal, lock_path)
+    }
+
+    fn request_at(
+        &self,
+        ask: Ask<'_>,
+        normal: naming::NormalTarget,
+        lock_path: Arc<Path>,
+    ) -> LockRequest {
         LockRequest {
-            lock_path: self.policy.lock_path(ask.category, &normal),
+            lock_path,
             target: normal.path,
             mode: ask.mode,
             file_mode: self.policy.file_mode,
@@ -817,7 +827,6 @@ impl Engine {
             lock_path: req.lock_path,
             waited,
             remove_on_release,
-            track_order: self.policy.order_check != OrderCheck::Off,
             budget: self.policy.budget(category),
             recorder: Arc::clone(&self.recorder),
             token: OnceLock::new(),

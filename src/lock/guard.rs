@@ -70,8 +70,6 @@ pub(crate) struct GuardParts {
     /// When the lock was granted (the end of `waited`).
     pub acquired: Instant,
     pub remove_on_release: bool,
-    /// Whether this lock is in the per-owner held set of [`super::order`].
-    pub track_order: bool,
     pub budget: Option<Duration>,
     pub recorder: Arc<Recorder>,
     /// The fencing token, once issued.
@@ -86,10 +84,7 @@ impl LockGuard {
             Hold::Exclusive { os, .. } => os.lost().cloned(),
             Hold::Shared { os, .. } => os.lost(),
         };
-        parts.entry.add_owner(parts.owner);
-        if parts.track_order {
-            order::record(parts.owner, parts.category, &parts.lock_path);
-        }
+        order::record(parts.owner, parts.category, &parts.lock_path);
         LockGuard { inner: Some(parts) }
     }
 
@@ -402,13 +397,7 @@ impl GuardParts {
     /// the blocking pool: it may ask for the lock again at once and queue
     /// behind that release, which is no deadlock.
     fn disown(&self) {
-        drop(Disowning::of(
-            &self.entry,
-            self.owner,
-            self.track_order,
-            self.category,
-            &self.lock_path,
-        ));
+        drop(Disowning::of(self.owner, self.category, &self.lock_path));
     }
 
     /// [`Self::release`] (of parts not yet disowned if `disown`) for a
@@ -449,15 +438,7 @@ impl GuardParts {
         }
         // Cleared right after the OS lock is let go, or while unwinding if
         // letting go panics: records of a holding that ended never stay.
-        let disowning = disown.then(|| {
-            Disowning::of(
-                &self.entry,
-                self.owner,
-                self.track_order,
-                self.category,
-                &self.lock_path,
-            )
-        });
+        let disowning = disown.then(|| Disowning::of(self.owner, self.category, &self.lock_path));
         // This process's queue is let go last.
         let (result, queue) = match self.hold {
             Hold::Exclusive { os, queue } => (
@@ -505,37 +486,27 @@ impl GuardParts {
     }
 }
 
-/// Clears a holding's owner records when dropped (see
-/// [`GuardParts::disown`]).
+/// Clears a holding's record (who holds it, for the same-task check and
+/// the lock order) when dropped (see [`GuardParts::disown`]).
 struct Disowning<'a> {
-    entry: &'a EntryRef,
     owner: Owner,
-    /// The lock order's record, if one was made.
-    order: Option<(Category, &'a Path)>,
+    category: Category,
+    lock_path: &'a Path,
 }
 
 impl<'a> Disowning<'a> {
-    fn of(
-        entry: &'a EntryRef,
-        owner: Owner,
-        track_order: bool,
-        category: Category,
-        lock_path: &'a Path,
-    ) -> Self {
+    fn of(owner: Owner, category: Category, lock_path: &'a Path) -> Self {
         Disowning {
-            entry,
             owner,
-            order: track_order.then_some((category, lock_path)),
+            category,
+            lock_path,
         }
     }
 }
 
 impl Drop for Disowning<'_> {
     fn drop(&mut self) {
-        self.entry.remove_owner(self.owner);
-        if let Some((category, lock_path)) = self.order {
-            order::forget(self.owner, category, lock_path);
-        }
+        order::forget(self.owner, self.category, self.lock_path);
     }
 }
 
@@ -624,7 +595,6 @@ mod tests {
             waited: Duration::ZERO,
             acquired: Instant::now(),
             remove_on_release: false,
-            track_order: true,
             budget: None,
             recorder: Arc::new(Recorder::new()),
             token: OnceLock::new(),

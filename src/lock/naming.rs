@@ -63,7 +63,29 @@ const CACHE_MAX: usize = 8192;
 /// Keyed by the caller's spelling as bytes: `Path`'s own `Hash` parses
 /// components, a visible share of an uncontended acquisition, and two
 /// spellings of one target are merely two entries with the same value.
-type Cache = FxHashMap<OsString, (NormalTarget, Instant)>;
+type Cache = FxHashMap<OsString, Cached>;
+
+/// A resolution, when it was made, and the last lock path made from it.
+#[derive(Debug)]
+struct Cached {
+    normal: NormalTarget,
+    at: Instant,
+    lock_path: Option<LockPathMemo>,
+}
+
+/// A lock path made from a cached resolution, and what it was made for:
+/// the same target asked for again in the same category and lock dir (a
+/// hot lock taken again and again) gets it without building its path anew,
+/// a visible share of an uncontended acquisition. One per target: a target
+/// asked for in turn in two categories builds its path each time, as
+/// without the memo.
+#[derive(Debug)]
+struct LockPathMemo {
+    category: Category,
+    /// The fixed lock dir it is in; `None`: beside the target.
+    lock_dir: Option<Arc<Path>>,
+    lock_path: Arc<Path>,
+}
 
 /// Per process: a child made by `fork()` must not find it locked by a
 /// parent thread that does not exist in the child (see `per_process`).
@@ -83,24 +105,78 @@ pub(crate) fn normalize_target(target: &Path, now: Instant) -> Result<NormalTarg
     if !target.is_absolute() {
         return resolve_target(target);
     }
+    if let Some(cached) = cache().get(target.as_os_str())
+        && now.duration_since(cached.at) < CACHE_TTL
     {
-        let cache = cache();
-        if let Some((hit, at)) = cache.get(target.as_os_str())
-            && now.duration_since(*at) < CACHE_TTL
-        {
-            return Ok(hit.clone());
-        }
+        return Ok(cached.normal.clone());
     }
     let resolved = resolve_target(target)?;
+    insert(target, resolved.clone(), now, None);
+    Ok(resolved)
+}
+
+/// [`normalize_target`] and the lock path of the result in `category` and
+/// `lock_dir` (`None`: beside the target), made by `make` unless the cached
+/// resolution remembers it (see [`LockPathMemo`]).
+pub(crate) fn normalize_with_lock_path(
+    target: &Path,
+    now: Instant,
+    category: Category,
+    lock_dir: Option<&Path>,
+    make: impl FnOnce(&NormalTarget) -> Arc<Path>,
+) -> Result<(NormalTarget, Arc<Path>), LockError> {
+    if !target.is_absolute() {
+        let normal = resolve_target(target)?;
+        let lock_path = make(&normal);
+        return Ok((normal, lock_path));
+    }
+    let memo_for = |memo: &LockPathMemo| {
+        memo.category == category
+            && memo.lock_dir.as_deref().map(Path::as_os_str) == lock_dir.map(Path::as_os_str)
+    };
+    if let Some(cached) = cache().get_mut(target.as_os_str())
+        && now.duration_since(cached.at) < CACHE_TTL
+    {
+        let normal = cached.normal.clone();
+        if let Some(memo) = cached.lock_path.as_ref().filter(|m| memo_for(m)) {
+            return Ok((normal, Arc::clone(&memo.lock_path)));
+        }
+        let lock_path = make(&normal);
+        cached.lock_path = Some(LockPathMemo {
+            category,
+            lock_dir: lock_dir.map(Arc::from),
+            lock_path: Arc::clone(&lock_path),
+        });
+        return Ok((normal, lock_path));
+    }
+    let normal = resolve_target(target)?;
+    let lock_path = make(&normal);
+    let memo = LockPathMemo {
+        category,
+        lock_dir: lock_dir.map(Arc::from),
+        lock_path: Arc::clone(&lock_path),
+    };
+    insert(target, normal.clone(), now, Some(memo));
+    Ok((normal, lock_path))
+}
+
+/// Caches `normal` for `target`, resolved at `now`.
+fn insert(target: &Path, normal: NormalTarget, now: Instant, lock_path: Option<LockPathMemo>) {
     let mut cache = cache();
     if cache.len() >= CACHE_MAX {
-        cache.retain(|_, (_, at)| now.duration_since(*at) < CACHE_TTL);
+        cache.retain(|_, cached| now.duration_since(cached.at) < CACHE_TTL);
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
     }
-    cache.insert(target.as_os_str().to_owned(), (resolved.clone(), now));
-    Ok(resolved)
+    cache.insert(
+        target.as_os_str().to_owned(),
+        Cached {
+            normal,
+            at: now,
+            lock_path,
+        },
+    );
 }
 
 fn resolve_target(target: &Path) -> Result<NormalTarget, LockError> {
@@ -146,8 +222,8 @@ fn resolve_target(target: &Path) -> Result<NormalTarget, LockError> {
 /// last resolution if one was cached (however old), else the path made
 /// absolute and its `.` and `..` folded lexically.
 pub(crate) fn normalize_without_io(target: &Path) -> NormalTarget {
-    if let Some((hit, _)) = cache().get(target.as_os_str()) {
-        return hit.clone();
+    if let Some(cached) = cache().get(target.as_os_str()) {
+        return cached.normal.clone();
     }
     let absolute = if target.is_absolute() {
         target.to_path_buf()
@@ -284,6 +360,60 @@ mod tests {
         let target = dir.path().join("a.json");
         let resolved = normalize_target(&target, Instant::now()).unwrap();
         assert_eq!(normalize_without_io(&target).hash, resolved.hash);
+    }
+
+    /// A target asked for again in the same category and lock dir gets the
+    /// lock path made the first time; another category or lock dir gets
+    /// its own, made anew, and a resolution past its time starts afresh.
+    #[test]
+    fn a_lock_path_is_remembered_for_its_category_and_lock_dir_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("memo.json");
+        let made = std::cell::Cell::new(0);
+        let ask = |category, lock_dir: Option<&Path>, now| {
+            normalize_with_lock_path(&target, now, category, lock_dir, |normal| {
+                made.set(made.get() + 1);
+                let dirs = [lock_dir.unwrap_or(Path::new("/beside")).as_os_str()];
+                lock_path_in(&dirs, category, normal)
+            })
+            .unwrap()
+        };
+        let now = Instant::now();
+        let (normal, first) = ask(Category::Manifest, Some(Path::new("/l1")), now);
+        assert_eq!(
+            &*normal.path,
+            dir.path().canonicalize().unwrap().join("memo.json")
+        );
+        let (_, again) = ask(Category::Manifest, Some(Path::new("/l1")), now);
+        assert!(Arc::ptr_eq(&first, &again), "remembered");
+        assert_eq!(made.get(), 1);
+        let (_, other_dir) = ask(Category::Manifest, Some(Path::new("/l2")), now);
+        let (_, beside) = ask(Category::Manifest, None, now);
+        let (_, other_category) = ask(Category::Summary, None, now);
+        assert_eq!(made.get(), 4, "each made anew");
+        assert!(other_dir.starts_with("/l2") && beside.starts_with("/beside"));
+        assert!(
+            other_category
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("summary.")
+        );
+        let (_, back) = ask(Category::Manifest, Some(Path::new("/l1")), now);
+        assert_eq!(
+            back, first,
+            "the same path, made again: one memo per target"
+        );
+        assert_eq!(made.get(), 5);
+        let later = now + CACHE_TTL;
+        let (_, expired) = ask(Category::Manifest, Some(Path::new("/l1")), later);
+        assert_eq!(expired, first);
+        assert_eq!(
+            made.get(),
+            6,
+            "a resolution past its time is made afresh, memo and all"
+        );
     }
 
     #[test]

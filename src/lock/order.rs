@@ -34,7 +34,8 @@ pub enum OrderCheck {
     /// that existing callers keep working while they are fixed).
     #[default]
     Warn,
-    /// Do not track held locks at all.
+    /// Do not check the order. (Held locks are still recorded: the
+    /// same-task check of [`crate::SameTask`] reads the same records.)
     Off,
 }
 
@@ -92,15 +93,42 @@ pub(crate) fn record(owner: Owner, category: Category, lock_path: &Arc<Path>) {
     order.records.fetch_add(1, Ordering::Release);
 }
 
+/// Whether `owner` holds the lock at `lock_path`: the same-task check
+/// reads the records of the lock order, so a holding is recorded once.
+pub(crate) fn holds(owner: Owner, lock_path: &Path) -> bool {
+    let order = order();
+    if order.records.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let held = order.held();
+    held.get(&owner)
+        .is_some_and(|list| list.iter().any(|(_, p)| same_path(p, lock_path)))
+}
+
+/// Bytes: a lock path is built by this crate, so one lock has one spelling
+/// (`Path`'s own equality walks components); most often it is the very
+/// `Arc` that was recorded.
+fn same_path(recorded: &Arc<Path>, lock_path: &Path) -> bool {
+    std::ptr::eq(&**recorded, lock_path) || recorded.as_os_str() == lock_path.as_os_str()
+}
+
+/// How many owners hold the lock at `lock_path` (test support: the table's
+/// count of those asking for a lock leaves its holders out).
+#[cfg(feature = "test-util")]
+pub(crate) fn holders_of(lock_path: &Path) -> usize {
+    let held = order().held();
+    held.values()
+        .map(|list| list.iter().filter(|(_, p)| same_path(p, lock_path)).count())
+        .sum()
+}
+
 pub(crate) fn forget(owner: Owner, category: Category, lock_path: &Path) {
     let order = order();
     let mut held = order.held();
     if let Some(list) = held.get_mut(&owner) {
         if let Some(i) = list
             .iter()
-            // Bytes: the path recorded is this same lock path (`Path`'s own
-            // equality walks components).
-            .position(|(c, p)| *c == category && p.as_os_str() == lock_path.as_os_str())
+            .position(|(c, p)| *c == category && same_path(p, lock_path))
         {
             list.swap_remove(i);
             order.records.fetch_sub(1, Ordering::Release);

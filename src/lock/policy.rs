@@ -98,6 +98,23 @@ impl Policy {
         }
     }
 
+    /// `target` normalised, and its lock path in `category`
+    /// ([`Policy::lock_path`], remembered with the cached resolution).
+    pub fn resolve(
+        &self,
+        category: Category,
+        target: &Path,
+        now: std::time::Instant,
+    ) -> Result<(NormalTarget, Arc<Path>), crate::error::LockError> {
+        let fixed = match &self.lock_dir {
+            LockDir::Fixed(dir) => Some(dir.as_path()),
+            LockDir::BesideTarget => None,
+        };
+        naming::normalize_with_lock_path(target, now, category, fixed, |normal| {
+            self.lock_path(category, normal)
+        })
+    }
+
     /// The lock dir made absolute, refused if it names something that is
     /// not a directory.
     pub fn resolve_lock_dir(&mut self) -> Result<(), crate::error::LockError> {

@@ -16,7 +16,6 @@
 // Fx: keys are local paths, where hash flooding is no threat and SipHash
 // was a visible share of an uncontended acquisition.
 use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,10 +44,6 @@ pub(crate) struct Entry {
     /// The OS shared lock all shared holders in this process use, if any.
     /// The async mutex makes concurrent shared waiters take it once.
     pub shared: tokio::sync::Mutex<Weak<SharedHeld>>,
-    /// Who holds this lock: for the same-task check ([`super::owner::SameTask`])
-    /// and to name this task as the holder in a timeout. One at a time but
-    /// for shared holders, so inline (no allocation per holding).
-    owners: Mutex<SmallVec<[Owner; 2]>>,
     /// When a holder of this process last let go of it exclusively, in
     /// nanoseconds after [`epoch`] (0: not since the entry was made), and
     /// how long that holding lasted, in nanoseconds. Two stores, read
@@ -95,23 +90,11 @@ impl Entry {
             && u128::from(self.last_held.load(Ordering::Relaxed)) < brief.as_nanos()
     }
 
-    fn owners(&self) -> MutexGuard<'_, SmallVec<[Owner; 2]>> {
-        self.owners.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+    /// Whether `id` holds this lock: for the same-task check
+    /// ([`super::owner::SameTask`]) and to name this task as the holder in
+    /// a timeout. Who holds what is recorded once, in [`super::order`].
     pub fn is_held_by(&self, id: Owner) -> bool {
-        self.owners().contains(&id)
-    }
-
-    pub fn add_owner(&self, id: Owner) {
-        self.owners().push(id);
-    }
-
-    pub fn remove_owner(&self, id: Owner) {
-        let mut owners = self.owners();
-        if let Some(i) = owners.iter().position(|o| *o == id) {
-            owners.swap_remove(i);
-        }
+        super::order::holds(id, &self.lock_path)
     }
 }
 
@@ -200,7 +183,7 @@ pub(crate) fn asking(lock_path: &Path) -> usize {
     let Some(entry) = map.entries.get(lock_path.as_os_str()) else {
         return 0;
     };
-    let holders = entry.owners().len();
+    let holders = super::order::holders_of(lock_path);
     Arc::strong_count(entry).saturating_sub(1 + holders)
 }
 
@@ -235,7 +218,6 @@ pub(crate) fn enter(lock_path: &Arc<Path>) -> EntryRef {
                 reused: AtomicBool::new(false),
                 queue: Arc::new(RwLock::new(())),
                 shared: tokio::sync::Mutex::new(Weak::new()),
-                owners: Mutex::new(SmallVec::new()),
                 released_at: AtomicU64::new(0),
                 last_held: AtomicU64::new(0),
             });
