@@ -41,7 +41,64 @@ pub enum OrderCheck {
 
 /// What each owner holds: a few locks at most, inline (no allocation per
 /// holding).
-type Held = FxHashMap<Owner, SmallVec<[(Category, Arc<Path>); 4]>>;
+type Holdings = SmallVec<[(Category, Arc<Path>); 4]>;
+
+/// The holdings of every owner that held a lock lately. An owner whose last
+/// holding ended keeps its (empty) list: a task taking one lock after
+/// another, the common case, then changes a list in place instead of
+/// inserting and removing a map entry each time, which was most of what
+/// recording cost. Empty lists are swept once they outnumber the others
+/// (and [`SWEEP_AFTER`]), so they never cost more than the live ones.
+#[derive(Debug, Default)]
+struct Held {
+    lists: FxHashMap<Owner, Holdings>,
+    empty: usize,
+}
+
+/// Empty lists kept at least before a sweep.
+const SWEEP_AFTER: usize = 64;
+
+impl Held {
+    fn of(&self, owner: Owner) -> &[(Category, Arc<Path>)] {
+        self.lists.get(&owner).map_or(&[], |list| list.as_slice())
+    }
+
+    fn record(&mut self, owner: Owner, category: Category, lock_path: &Arc<Path>) {
+        let Held { lists, empty } = self;
+        let list = lists.entry(owner).or_insert_with(|| {
+            // Counted as empty from here: filled just below.
+            *empty += 1;
+            Holdings::new()
+        });
+        if list.is_empty() {
+            *empty -= 1;
+        }
+        list.push((category, Arc::clone(lock_path)));
+    }
+
+    /// Removes the record; whether there was one.
+    fn forget(&mut self, owner: Owner, category: Category, lock_path: &Path) -> bool {
+        let Some(list) = self.lists.get_mut(&owner) else {
+            return false;
+        };
+        let Some(i) = list
+            .iter()
+            .position(|(c, p)| *c == category && same_path(p, lock_path))
+        else {
+            return false;
+        };
+        list.swap_remove(i);
+        if list.is_empty() {
+            self.empty += 1;
+            let live = self.lists.len().saturating_sub(self.empty);
+            if self.empty > SWEEP_AFTER.max(live) {
+                self.lists.retain(|_, list| !list.is_empty());
+                self.empty = 0;
+            }
+        }
+        true
+    }
+}
 
 /// What every owner holds, and how many records that is: with none (one
 /// lock at a time in the process, the common case) a check needs no lock.
@@ -77,7 +134,7 @@ pub(crate) fn later_held(
         return None;
     }
     let held = order.held();
-    held.get(&owner)?
+    held.of(owner)
         .iter()
         .filter(|(c, p)| (*c, &**p) > (category, lock_path))
         .max()
@@ -86,10 +143,7 @@ pub(crate) fn later_held(
 
 pub(crate) fn record(owner: Owner, category: Category, lock_path: &Arc<Path>) {
     let order = order();
-    let mut held = order.held();
-    held.entry(owner)
-        .or_default()
-        .push((category, Arc::clone(lock_path)));
+    order.held().record(owner, category, lock_path);
     order.records.fetch_add(1, Ordering::Release);
 }
 
@@ -101,8 +155,7 @@ pub(crate) fn holds(owner: Owner, lock_path: &Path) -> bool {
         return false;
     }
     let held = order.held();
-    held.get(&owner)
-        .is_some_and(|list| list.iter().any(|(_, p)| same_path(p, lock_path)))
+    held.of(owner).iter().any(|(_, p)| same_path(p, lock_path))
 }
 
 /// Bytes: a lock path is built by this crate, so one lock has one spelling
@@ -117,7 +170,8 @@ fn same_path(recorded: &Arc<Path>, lock_path: &Path) -> bool {
 #[cfg(feature = "test-util")]
 pub(crate) fn holders_of(lock_path: &Path) -> usize {
     let held = order().held();
-    held.values()
+    held.lists
+        .values()
         .map(|list| list.iter().filter(|(_, p)| same_path(p, lock_path)).count())
         .sum()
 }
@@ -125,16 +179,75 @@ pub(crate) fn holders_of(lock_path: &Path) -> usize {
 pub(crate) fn forget(owner: Owner, category: Category, lock_path: &Path) {
     let order = order();
     let mut held = order.held();
-    if let Some(list) = held.get_mut(&owner) {
-        if let Some(i) = list
-            .iter()
-            .position(|(c, p)| *c == category && same_path(p, lock_path))
-        {
-            list.swap_remove(i);
-            order.records.fetch_sub(1, Ordering::Release);
+    if held.forget(owner, category, lock_path) {
+        order.records.fetch_sub(1, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distinct owners, as threads are (a task's id cannot be made here).
+    fn owners(n: usize) -> Vec<Owner> {
+        (0..n)
+            .map(|_| {
+                std::thread::spawn(Owner::current)
+                    .join()
+                    .expect("owner thread")
+            })
+            .collect()
+    }
+
+    fn empty_lists(held: &Held) -> usize {
+        held.lists.values().filter(|l| l.is_empty()).count()
+    }
+
+    /// An owner's emptied list is kept for its next holding, and emptied
+    /// lists are swept before they outnumber the live ones (and a floor):
+    /// owners that come and go do not grow the map without bound.
+    #[test]
+    fn emptied_lists_are_kept_for_reuse_and_swept_past_the_live_ones() {
+        let lock: Arc<Path> = Path::new("/run/locks/manifest.x.lock").into();
+        let other: Arc<Path> = Path::new("/run/locks/summary.y.lock").into();
+        let mut held = Held::default();
+        let owners = owners(3 * SWEEP_AFTER);
+        let (first, live, passing) = (
+            owners[0],
+            &owners[1..=SWEEP_AFTER],
+            &owners[SWEEP_AFTER + 1..],
+        );
+        held.record(first, Category::Manifest, &lock);
+        assert!(held.forget(first, Category::Manifest, &lock));
+        assert!(
+            !held.forget(first, Category::Manifest, &lock),
+            "forgotten once"
+        );
+        assert_eq!(
+            (held.lists.len(), held.empty),
+            (1, 1),
+            "kept, counted empty"
+        );
+        held.record(first, Category::Manifest, &lock);
+        held.record(first, Category::Summary, &other);
+        assert_eq!(held.of(first).len(), 2);
+        assert_eq!(held.empty, 0, "the kept list reused");
+        for owner in live {
+            held.record(*owner, Category::Manifest, &lock);
         }
-        if list.is_empty() {
-            held.remove(&owner);
+        for owner in passing {
+            held.record(*owner, Category::Summary, &other);
+            assert!(held.forget(*owner, Category::Summary, &other));
+            assert_eq!(held.empty, empty_lists(&held), "the count is exact");
+            let live = held.lists.len() - held.empty;
+            assert!(held.empty <= SWEEP_AFTER.max(live), "swept in time");
         }
+        assert!(
+            held.lists.len() <= 2 * (SWEEP_AFTER + 1) + 1,
+            "{}",
+            held.lists.len()
+        );
+        assert_eq!(held.of(first).len(), 2, "live lists survive a sweep");
+        assert!(live.iter().all(|o| held.of(*o).len() == 1));
     }
 }
