@@ -12,9 +12,10 @@ async fn main() -> Result<(), LockError> {
     let dir = std::env::temp_dir().join(format!("async-filelock-hot-loop-{}", std::process::id()));
     let locks = Locks::builder().lock_dir(dir.join("locks")).build()?;
     let target = dir.join("manifest.jsonl");
+    let drop_guards = std::env::var_os("HOT_LOOP_DROP").is_some();
     let started = std::time::Instant::now();
     for _ in 0..n {
-        if std::env::var_os("HOT_LOOP_DROP").is_some() {
+        if drop_guards {
             drop(locks.lock(Category::Manifest, &target).await?);
         } else {
             locks

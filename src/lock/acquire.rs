@@ -576,24 +576,19 @@ impl Engine {
 
     /// What the backend needs to lock `ask.target` in `ask.category`.
     fn request(&self, ask: Ask<'_>, now: Instant) -> Result<LockRequest, LockError> {
-        let (normal, lock_path) = self.policy.resolve(ask.category, ask.target, now)?;
-        Ok(self.request_at(ask, normal, lock_path))
+        let (target, lock_path) = self.policy.resolve(ask.category, ask.target, now)?;
+        Ok(self.request_at(ask, target, lock_path))
     }
 
     fn request_for(&self, ask: Ask<'_>, normal: naming::NormalTarget) -> LockRequest {
         let lock_path = self.policy.lock_path(ask.category, &normal);
-        self.request_at(ask, normal, lock_path)
+        self.request_at(ask, normal.path, lock_path)
     }
 
-    fn request_at(
-        &self,
-        ask: Ask<'_>,
-        normal: naming::NormalTarget,
-        lock_path: Arc<Path>,
-    ) -> LockRequest {
+    fn request_at(&self, ask: Ask<'_>, target: Arc<Path>, lock_path: Arc<Path>) -> LockRequest {
         LockRequest {
             lock_path,
-            target: normal.path,
+            target,
             mode: ask.mode,
             file_mode: self.policy.file_mode,
             dir_mode: self.policy.dir_mode,

@@ -115,7 +115,7 @@ pub(crate) fn normalize_target(target: &Path, now: Instant) -> Result<NormalTarg
     Ok(resolved)
 }
 
-/// [`normalize_target`] and the lock path of the result in `category` and
+/// [`normalize_target`] (the path alone) and the lock path of the result in `category` and
 /// `lock_dir` (`None`: beside the target), made by `make` unless the cached
 /// resolution remembers it (see [`LockPathMemo`]).
 pub(crate) fn normalize_with_lock_path(
@@ -124,11 +124,11 @@ pub(crate) fn normalize_with_lock_path(
     category: Category,
     lock_dir: Option<&Path>,
     make: impl FnOnce(&NormalTarget) -> Arc<Path>,
-) -> Result<(NormalTarget, Arc<Path>), LockError> {
+) -> Result<(Arc<Path>, Arc<Path>), LockError> {
     if !target.is_absolute() {
         let normal = resolve_target(target)?;
         let lock_path = make(&normal);
-        return Ok((normal, lock_path));
+        return Ok((normal.path, lock_path));
     }
     let memo_for = |memo: &LockPathMemo| {
         memo.category == category
@@ -137,17 +137,18 @@ pub(crate) fn normalize_with_lock_path(
     if let Some(cached) = cache().get_mut(target.as_os_str())
         && now.duration_since(cached.at) < CACHE_TTL
     {
-        let normal = cached.normal.clone();
+        // The path alone: its hash is in the lock path already.
+        let path = Arc::clone(&cached.normal.path);
         if let Some(memo) = cached.lock_path.as_ref().filter(|m| memo_for(m)) {
-            return Ok((normal, Arc::clone(&memo.lock_path)));
+            return Ok((path, Arc::clone(&memo.lock_path)));
         }
-        let lock_path = make(&normal);
+        let lock_path = make(&cached.normal);
         cached.lock_path = Some(LockPathMemo {
             category,
             lock_dir: lock_dir.map(Arc::from),
             lock_path: Arc::clone(&lock_path),
         });
-        return Ok((normal, lock_path));
+        return Ok((path, lock_path));
     }
     let normal = resolve_target(target)?;
     let lock_path = make(&normal);
@@ -156,8 +157,9 @@ pub(crate) fn normalize_with_lock_path(
         lock_dir: lock_dir.map(Arc::from),
         lock_path: Arc::clone(&lock_path),
     };
-    insert(target, normal.clone(), now, Some(memo));
-    Ok((normal, lock_path))
+    let path = Arc::clone(&normal.path);
+    insert(target, normal, now, Some(memo));
+    Ok((path, lock_path))
 }
 
 /// Caches `normal` for `target`, resolved at `now`.
@@ -381,7 +383,7 @@ mod tests {
         let now = Instant::now();
         let (normal, first) = ask(Category::Manifest, Some(Path::new("/l1")), now);
         assert_eq!(
-            &*normal.path,
+            &*normal,
             dir.path().canonicalize().unwrap().join("memo.json")
         );
         let (_, again) = ask(Category::Manifest, Some(Path::new("/l1")), now);

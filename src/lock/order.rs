@@ -119,6 +119,15 @@ impl Order {
     fn held(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Counts `by` records more (or fewer), under `_held`: every change is
+    /// made under the mutex, so a load and a store suffice (a
+    /// read-modify-write was a visible share of recording).
+    fn records_changed(&self, _held: &MutexGuard<'_, Held>, by: isize) {
+        let now = self.records.load(Ordering::Relaxed);
+        self.records
+            .store(now.saturating_add_signed(by), Ordering::Release);
+    }
 }
 
 /// The latest lock `owner` holds that comes after `(category, lock_path)`.
@@ -143,8 +152,9 @@ pub(crate) fn later_held(
 
 pub(crate) fn record(owner: Owner, category: Category, lock_path: &Arc<Path>) {
     let order = order();
-    order.held().record(owner, category, lock_path);
-    order.records.fetch_add(1, Ordering::Release);
+    let mut held = order.held();
+    held.record(owner, category, lock_path);
+    order.records_changed(&held, 1);
 }
 
 /// Whether `owner` holds the lock at `lock_path`: the same-task check
@@ -180,7 +190,7 @@ pub(crate) fn forget(owner: Owner, category: Category, lock_path: &Path) {
     let order = order();
     let mut held = order.held();
     if held.forget(owner, category, lock_path) {
-        order.records.fetch_sub(1, Ordering::Release);
+        order.records_changed(&held, -1);
     }
 }
 

@@ -98,14 +98,14 @@ impl Policy {
         }
     }
 
-    /// `target` normalised, and its lock path in `category`
+    /// `target` normalised (its path), and its lock path in `category`
     /// ([`Policy::lock_path`], remembered with the cached resolution).
     pub fn resolve(
         &self,
         category: Category,
         target: &Path,
         now: std::time::Instant,
-    ) -> Result<(NormalTarget, Arc<Path>), crate::error::LockError> {
+    ) -> Result<(Arc<Path>, Arc<Path>), crate::error::LockError> {
         let fixed = match &self.lock_dir {
             LockDir::Fixed(dir) => Some(dir.as_path()),
             LockDir::BesideTarget => None,
