@@ -16,6 +16,50 @@ use crate::mode::LockMode;
 /// The started acquisition inside an [`Acquire`].
 type Running = Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send>>;
 
+/// Targets this long or shorter (in bytes) are kept inside the [`Acquire`]
+/// itself: an acquisition taken at once then allocates nothing for its
+/// target, a visible share of an uncontended one. Most paths are shorter.
+const INLINE_TARGET: usize = 120;
+
+/// The target as the caller spelled it.
+enum Target {
+    Inline { len: u8, bytes: [u8; INLINE_TARGET] },
+    Shared(Arc<Path>),
+}
+
+impl Target {
+    fn new(path: &Path) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = path.as_os_str().as_bytes();
+        match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE_TARGET => {
+                let mut inline = [0u8; INLINE_TARGET];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                Target::Inline { len, bytes: inline }
+            }
+            _ => Target::Shared(Arc::from(path)),
+        }
+    }
+
+    fn as_path(&self) -> &Path {
+        use std::os::unix::ffi::OsStrExt;
+        match self {
+            Target::Inline { len, bytes } => {
+                Path::new(std::ffi::OsStr::from_bytes(&bytes[..usize::from(*len)]))
+            }
+            Target::Shared(path) => path,
+        }
+    }
+
+    /// The target shared, for an acquisition that outlives its first poll.
+    fn shared(&self) -> Arc<Path> {
+        match self {
+            Target::Inline { .. } => Arc::from(self.as_path()),
+            Target::Shared(path) => Arc::clone(path),
+        }
+    }
+}
+
 /// One configured acquisition, from [`crate::Locks::acquire`], [`crate::Locks::lock`] or
 /// [`crate::Locks::lock_shared`]: a future of a [`LockGuard`]. Configure it, then
 /// await it (or hand it to `select!`, `timeout`, `block_on`).
@@ -51,7 +95,7 @@ type Running = Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send>
 pub struct Acquire {
     engine: Arc<Engine>,
     category: Category,
-    target: Arc<Path>,
+    target: Target,
     mode: LockMode,
     timeout: Option<Duration>,
     stage: Stage,
@@ -71,7 +115,7 @@ impl std::fmt::Debug for Acquire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Acquire")
             .field("category", &self.category)
-            .field("target", &self.target)
+            .field("target", &self.target.as_path())
             .field("mode", &self.mode)
             .field("timeout", &self.timeout)
             .field("started", &!matches!(self.stage, Stage::New))
@@ -83,13 +127,13 @@ impl Acquire {
     pub(crate) fn new(
         engine: Arc<Engine>,
         category: Category,
-        target: Arc<Path>,
+        target: &Path,
         timeout: Option<Duration>,
     ) -> Self {
         Acquire {
             engine,
             category,
-            target,
+            target: Target::new(target),
             mode: LockMode::Exclusive,
             timeout,
             stage: Stage::New,
@@ -189,7 +233,7 @@ impl Acquire {
     pub async fn try_now(self) -> Result<Option<LockGuard>, LockError> {
         let ask = Ask {
             category: self.category,
-            target: &self.target,
+            target: self.target.as_path(),
             mode: self.mode,
             owner: None,
         };
@@ -209,7 +253,7 @@ impl Future for Acquire {
             let started = Instant::now();
             let ask = Ask {
                 category: this.category,
-                target: &this.target,
+                target: this.target.as_path(),
                 mode: this.mode,
                 owner: None,
             };
@@ -242,7 +286,7 @@ impl Acquire {
                 Arc::clone(&self.engine),
                 self.category,
                 // Shared, not copied: a waiter carries one copy of its path.
-                Arc::clone(&self.target),
+                self.target.shared(),
                 self.mode,
                 self.timeout,
             );
@@ -267,5 +311,60 @@ impl Acquire {
                 }
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A short target is kept inline and a long one shared, and both read
+    /// back exactly as spelled, non-UTF-8 bytes and all.
+    #[test]
+    fn a_target_reads_back_as_spelled_inline_or_shared() {
+        use std::os::unix::ffi::OsStrExt;
+        let short = Path::new(std::ffi::OsStr::from_bytes(b"/data/\xffpaper.pdf"));
+        let at_bound = format!("/{}", "a".repeat(INLINE_TARGET - 1));
+        let long = format!("/{}", "b".repeat(INLINE_TARGET));
+        for (path, inline) in [
+            (short, true),
+            (Path::new(&at_bound), true),
+            (Path::new(&long), false),
+        ] {
+            let target = Target::new(path);
+            assert_eq!(matches!(target, Target::Inline { .. }), inline, "{path:?}");
+            assert_eq!(target.as_path(), path);
+            assert_eq!(&*target.shared(), path);
+        }
+    }
+
+    /// Through the public API: a target too long to keep inline is taken
+    /// at once and by waiting like any other.
+    #[tokio::test]
+    async fn a_long_target_is_taken_at_once_and_by_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let locks = crate::Locks::builder()
+            .lock_dir(dir.path().join("locks"))
+            .build()
+            .expect("locks");
+        let target = dir
+            .path()
+            .join(format!("{}.json", "t".repeat(INLINE_TARGET)));
+        let first = locks
+            .lock(Category::Summary, &target)
+            .await
+            .expect("at once");
+        let second = tokio::spawn(locks.lock(Category::Summary, &target));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!second.is_finished(), "it waits for the first");
+        drop(first);
+        let second = second.await.expect("join").expect("by waiting");
+        assert_eq!(
+            second.target(),
+            dir.path()
+                .canonicalize()
+                .expect("dir")
+                .join(target.file_name().expect("name"))
+        );
     }
 }

@@ -157,7 +157,7 @@ impl Locks {
         Acquire::new(
             Arc::clone(&self.engine),
             category,
-            Arc::from(target.as_ref()),
+            target.as_ref(),
             self.engine.policy.timeout(category),
         )
     }
