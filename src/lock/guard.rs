@@ -403,23 +403,22 @@ impl GuardParts {
     /// [`Self::release`] (of parts not yet disowned if `disown`) for a
     /// release nobody waits on: an error is logged.
     fn release_or_warn(self, disown: bool) {
-        let lock_path = Arc::clone(&self.lock_path);
-        if let Err(e) = self.release_then(disown) {
-            tracing::warn!(lock_path = %lock_path.display(), error = %e, "releasing lock");
-        }
+        // The error was logged where the lock path is at hand.
+        let _ = self.release_then(disown, true);
     }
 
     /// Lets go of everything; blocks only if the lock file is to be removed.
     fn release(self) -> Result<(), LockError> {
-        self.release_then(false)
+        self.release_then(false, false)
     }
 
     /// [`Self::release`], and for parts not yet disowned (`disown`): the OS
     /// lock goes first, then the owner's records, then this process's queue
     /// (so that no other task of it can ask the backend while the records
     /// still name this owner). Other processes wait on the OS lock alone,
-    /// which is so held no longer than the caller held the guard.
-    fn release_then(self, disown: bool) -> Result<(), LockError> {
+    /// which is so held no longer than the caller held the guard. An error
+    /// is also logged if `warn` (nobody waits on this release).
+    fn release_then(self, disown: bool, warn: bool) -> Result<(), LockError> {
         let lost = self.lost.clone();
         let lost_error = |why: String| LockError::Lost {
             category: self.category,
@@ -482,6 +481,9 @@ impl GuardParts {
             hold_ms = held.as_secs_f64() * 1e3,
             "released"
         );
+        if warn && let Err(e) = &result {
+            tracing::warn!(lock_path = %self.lock_path.display(), error = %e, "releasing lock");
+        }
         result
     }
 }
