@@ -26,6 +26,16 @@
 //! `RATIOS_HOP=1` adds `baseline_hop`: the baseline's blocking lock taken on
 //! another thread and handed back, which isolates the cost of not blocking
 //! the caller (law 3) from the crate's own.
+//!
+//! Two diagnostics split a `--contend` gap into its parts:
+//! `RATIOS_STREAK=1` has each crate and baseline child print on stderr the
+//! median time per operation within its streaks (consecutive holdings of
+//! its own, neither of which waited): the per-holding cost, without the
+//! hand-overs between processes. `RATIOS_BASELINE_THREAD=1` gives each
+//! baseline child one idle thread before it starts, the shape of a process
+//! whose runtime or lock waits ever started a thread: Linux then counts
+//! references on every descriptor a system call uses, and glibc wraps every
+//! cancellable call, for as long as the process lives.
 
 // The baseline is std's `File::lock` (Rust 1.89); the benches are not part
 // of the library's MSRV (1.88, Cargo.toml's rust-version).
@@ -527,6 +537,15 @@ fn child(args: &[String]) {
     let mut line = String::new();
     await_go(&mut line);
     let mut waits = Vec::with_capacity(ops);
+    // For RATIOS_STREAK: when each holding was asked for.
+    let mut asked: Vec<Instant> = Vec::with_capacity(ops);
+    if kind == "baseline" && std::env::var_os("RATIOS_BASELINE_THREAD").is_some() {
+        std::thread::spawn(|| {
+            loop {
+                std::thread::park();
+            }
+        });
+    }
     let append = &|i: usize| {
         let mut f = OpenOptions::new()
             .append(true)
@@ -572,6 +591,7 @@ fn child(args: &[String]) {
             let path = baseline_path(&dir);
             for i in 0..ops {
                 let t = Instant::now();
+                asked.push(t);
                 let f = open_baseline(&path);
                 f.lock().expect("lock");
                 waits.push(t.elapsed().as_micros() as u64);
@@ -611,6 +631,7 @@ fn child(args: &[String]) {
             rt.block_on(async {
                 for i in 0..ops {
                     let t = Instant::now();
+                    asked.push(t);
                     let g = locks.lock(Category::Manifest, &target).await.expect("lock");
                     waits.push(t.elapsed().as_micros() as u64);
                     hold_release_think(append, i, hold, think, || drop(g));
@@ -620,6 +641,9 @@ fn child(args: &[String]) {
     }
     print_ended();
     // After the stamp: not what is measured.
+    if std::env::var_os("RATIOS_STREAK").is_some() {
+        print_streak(kind, id, &asked, &waits);
+    }
     if kind == "crate" && std::env::var_os("RATIOS_STATS").is_some() {
         let m = locks.metrics();
         eprintln!(
@@ -630,6 +654,28 @@ fn child(args: &[String]) {
     }
     let joined: Vec<String> = waits.iter().map(u64::to_string).collect();
     println!("waits {}", joined.join(","));
+}
+
+/// RATIOS_STREAK: the median time from one holding's ask to the next's,
+/// over pairs where neither waited (under 5 µs) and nothing came between
+/// (under 50 µs): what a holding costs in a streak of this process's own.
+fn print_streak(kind: &str, id: &str, asked: &[Instant], waits: &[u64]) {
+    let mut within: Vec<u128> = asked
+        .windows(2)
+        .zip(waits.windows(2))
+        .filter(|(_, w)| w[0] < 5 && w[1] < 5)
+        .map(|(t, _)| (t[1] - t[0]).as_nanos())
+        .filter(|ns| *ns < 50_000)
+        .collect();
+    if within.is_empty() {
+        return;
+    }
+    within.sort_unstable();
+    eprintln!(
+        "{{\"streak\":\"{kind}\",\"child\":\"{id}\",\"per_holding_ns\":{},\"holdings\":{}}}",
+        within[within.len() / 2],
+        within.len()
+    );
 }
 
 struct RunResult {
