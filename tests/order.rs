@@ -290,3 +290,43 @@ async fn law7_a_jsonl_commit_against_the_order_is_counted_once() {
         "one commit against the order, counted once"
     );
 }
+
+/// A handle that checks nothing (`OrderCheck::Off`) leaves its holdings out
+/// of other handles' order checks, as it always did: a library that opted
+/// out must not make the application's own `Error` handle refuse. (Its
+/// holdings are still recorded, for the same-task check.)
+#[tokio::test]
+async fn law7_locks_held_through_an_unchecked_handle_do_not_count_against_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let unchecked = locks(dir.path(), OrderCheck::Off);
+    let strict = locks(dir.path(), OrderCheck::Error);
+    let summary = unchecked
+        .lock(Category::Summary, dir.path().join("summary.json"))
+        .await
+        .unwrap();
+    let artifact = strict
+        .lock(Category::Artifact, dir.path().join("paper.pdf"))
+        .await
+        .expect("an unchecked handle's holding is not the strict handle's to judge");
+    assert_eq!(
+        strict
+            .metrics()
+            .category(Category::Artifact)
+            .order_violations,
+        0
+    );
+    drop((artifact, summary));
+    // The strict handle's own holdings still count.
+    let _summary = strict
+        .lock(Category::Summary, dir.path().join("summary.json"))
+        .await
+        .unwrap();
+    let refused = strict
+        .lock(Category::Artifact, dir.path().join("paper.pdf"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, LockError::OrderViolation { .. }),
+        "{refused:?}"
+    );
+}

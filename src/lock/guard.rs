@@ -70,6 +70,10 @@ pub(crate) struct GuardParts {
     /// When the lock was granted (the end of `waited`).
     pub acquired: Instant,
     pub remove_on_release: bool,
+    /// Taken through a handle that checks the lock order: the holding then
+    /// counts against later acquisitions of its owner (see
+    /// [`super::order::later_held`]).
+    pub order_checked: bool,
     pub budget: Option<Duration>,
     pub recorder: Arc<Recorder>,
     /// The fencing token, once issued.
@@ -84,7 +88,12 @@ impl LockGuard {
             Hold::Exclusive { os, .. } => os.lost().cloned(),
             Hold::Shared { os, .. } => os.lost(),
         };
-        order::record(parts.owner, parts.category, &parts.lock_path);
+        order::record(
+            parts.owner,
+            parts.category,
+            &parts.lock_path,
+            parts.order_checked,
+        );
         LockGuard { inner: Some(parts) }
     }
 
@@ -597,6 +606,7 @@ mod tests {
             waited: Duration::ZERO,
             acquired: Instant::now(),
             remove_on_release: false,
+            order_checked: true,
             budget: None,
             recorder: Arc::new(Recorder::new()),
             token: OnceLock::new(),

@@ -143,9 +143,20 @@ pub(crate) fn normalize_with_lock_path(
             return Ok((path, Arc::clone(&memo.lock_path)));
         }
         let lock_path = make(&cached.normal);
+        // A target taken in turn in two categories keeps its lock dir's
+        // copy rather than making one per acquisition.
+        let lock_dir = match (
+            cached.lock_path.as_ref().and_then(|m| m.lock_dir.as_ref()),
+            lock_dir,
+        ) {
+            (Some(kept), Some(dir)) if kept.as_os_str() == dir.as_os_str() => {
+                Some(Arc::clone(kept))
+            }
+            (_, dir) => dir.map(Arc::from),
+        };
         cached.lock_path = Some(LockPathMemo {
             category,
-            lock_dir: lock_dir.map(Arc::from),
+            lock_dir,
             lock_path: Arc::clone(&lock_path),
         });
         return Ok((path, lock_path));

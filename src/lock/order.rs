@@ -34,14 +34,26 @@ pub enum OrderCheck {
     /// that existing callers keep working while they are fixed).
     #[default]
     Warn,
-    /// Do not check the order. (Held locks are still recorded: the
-    /// same-task check of [`crate::SameTask`] reads the same records.)
+    /// Do not check the order, and leave this handle's holdings out of
+    /// other handles' checks. (They are still recorded: the same-task check
+    /// of [`crate::SameTask`] reads the same records.)
     Off,
 }
 
 /// What each owner holds: a few locks at most, inline (no allocation per
 /// holding).
-type Holdings = SmallVec<[(Category, Arc<Path>); 4]>;
+type Holdings = SmallVec<[Holding; 4]>;
+
+/// One lock an owner holds.
+#[derive(Debug)]
+struct Holding {
+    category: Category,
+    lock_path: Arc<Path>,
+    /// Taken through a handle that checks the order: only such holdings
+    /// count against the order (a handle with [`OrderCheck::Off`] opted
+    /// out), while the same-task check reads them all.
+    checked: bool,
+}
 
 /// The holdings of every owner that held a lock lately. An owner whose last
 /// holding ended keeps its (empty) list: a task taking one lock after
@@ -59,11 +71,11 @@ struct Held {
 const SWEEP_AFTER: usize = 64;
 
 impl Held {
-    fn of(&self, owner: Owner) -> &[(Category, Arc<Path>)] {
+    fn of(&self, owner: Owner) -> &[Holding] {
         self.lists.get(&owner).map_or(&[], |list| list.as_slice())
     }
 
-    fn record(&mut self, owner: Owner, category: Category, lock_path: &Arc<Path>) {
+    fn record(&mut self, owner: Owner, category: Category, lock_path: &Arc<Path>, checked: bool) {
         let Held { lists, empty } = self;
         let list = lists.entry(owner).or_insert_with(|| {
             // Counted as empty from here: filled just below.
@@ -73,7 +85,11 @@ impl Held {
         if list.is_empty() {
             *empty -= 1;
         }
-        list.push((category, Arc::clone(lock_path)));
+        list.push(Holding {
+            category,
+            lock_path: Arc::clone(lock_path),
+            checked,
+        });
     }
 
     /// Removes the record; whether there was one.
@@ -83,7 +99,7 @@ impl Held {
         };
         let Some(i) = list
             .iter()
-            .position(|(c, p)| *c == category && same_path(p, lock_path))
+            .position(|h| h.category == category && same_path(&h.lock_path, lock_path))
         else {
             return false;
         };
@@ -94,6 +110,8 @@ impl Held {
             if self.empty > SWEEP_AFTER.max(live) {
                 self.lists.retain(|_, list| !list.is_empty());
                 self.empty = 0;
+                // A burst of owners leaves no outsized table behind.
+                self.lists.shrink_to(2 * SWEEP_AFTER.max(self.lists.len()));
             }
         }
         true
@@ -130,7 +148,8 @@ impl Order {
     }
 }
 
-/// The latest lock `owner` holds that comes after `(category, lock_path)`.
+/// The latest lock `owner` holds through a handle that checks the order
+/// and that comes after `(category, lock_path)`.
 pub(crate) fn later_held(
     owner: Owner,
     category: Category,
@@ -145,15 +164,18 @@ pub(crate) fn later_held(
     let held = order.held();
     held.of(owner)
         .iter()
-        .filter(|(c, p)| (*c, &**p) > (category, lock_path))
+        .filter(|h| h.checked && (h.category, &*h.lock_path) > (category, lock_path))
+        .map(|h| (h.category, &h.lock_path))
         .max()
-        .map(|(c, p)| (*c, p.to_path_buf()))
+        .map(|(c, p)| (c, p.to_path_buf()))
 }
 
-pub(crate) fn record(owner: Owner, category: Category, lock_path: &Arc<Path>) {
+/// Records that `owner` holds `lock_path`, taken through a handle that
+/// checks the order (`checked`) or not.
+pub(crate) fn record(owner: Owner, category: Category, lock_path: &Arc<Path>, checked: bool) {
     let order = order();
     let mut held = order.held();
-    held.record(owner, category, lock_path);
+    held.record(owner, category, lock_path, checked);
     order.records_changed(&held, 1);
 }
 
@@ -165,7 +187,9 @@ pub(crate) fn holds(owner: Owner, lock_path: &Path) -> bool {
         return false;
     }
     let held = order.held();
-    held.of(owner).iter().any(|(_, p)| same_path(p, lock_path))
+    held.of(owner)
+        .iter()
+        .any(|h| same_path(&h.lock_path, lock_path))
 }
 
 /// Bytes: a lock path is built by this crate, so one lock has one spelling
@@ -182,7 +206,11 @@ pub(crate) fn holders_of(lock_path: &Path) -> usize {
     let held = order().held();
     held.lists
         .values()
-        .map(|list| list.iter().filter(|(_, p)| same_path(p, lock_path)).count())
+        .map(|list| {
+            list.iter()
+                .filter(|h| same_path(&h.lock_path, lock_path))
+                .count()
+        })
         .sum()
 }
 
@@ -227,7 +255,7 @@ mod tests {
             &owners[1..=SWEEP_AFTER],
             &owners[SWEEP_AFTER + 1..],
         );
-        held.record(first, Category::Manifest, &lock);
+        held.record(first, Category::Manifest, &lock, true);
         assert!(held.forget(first, Category::Manifest, &lock));
         assert!(
             !held.forget(first, Category::Manifest, &lock),
@@ -238,15 +266,15 @@ mod tests {
             (1, 1),
             "kept, counted empty"
         );
-        held.record(first, Category::Manifest, &lock);
-        held.record(first, Category::Summary, &other);
+        held.record(first, Category::Manifest, &lock, true);
+        held.record(first, Category::Summary, &other, true);
         assert_eq!(held.of(first).len(), 2);
         assert_eq!(held.empty, 0, "the kept list reused");
         for owner in live {
-            held.record(*owner, Category::Manifest, &lock);
+            held.record(*owner, Category::Manifest, &lock, true);
         }
         for owner in passing {
-            held.record(*owner, Category::Summary, &other);
+            held.record(*owner, Category::Summary, &other, true);
             assert!(held.forget(*owner, Category::Summary, &other));
             assert_eq!(held.empty, empty_lists(&held), "the count is exact");
             let live = held.lists.len() - held.empty;
