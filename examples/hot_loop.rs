@@ -1,5 +1,7 @@
 //! Acquires and releases one uncontended lock in a loop, for profiling:
-//! `cargo run --release --example hot_loop -- 100000`.
+//! `cargo run --release --example hot_loop -- 100000`. Each guard is
+//! released with `release().await`, or dropped with `HOT_LOOP_DROP=1` (the
+//! path most callers take, and the ratios bench's).
 
 use async_filelock::{Category, LockError, Locks};
 
