@@ -21,42 +21,24 @@ type Running = Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send>
 /// target, a visible share of an uncontended one. Most paths are shorter.
 const INLINE_TARGET: usize = 120;
 
-/// The target as the caller spelled it.
-enum Target {
-    Inline { len: u8, bytes: [u8; INLINE_TARGET] },
-    Shared(Arc<Path>),
-}
+/// The target as the caller spelled it, its bytes inline up to
+/// [`INLINE_TARGET`].
+struct Target(smallvec::SmallVec<[u8; INLINE_TARGET]>);
 
 impl Target {
     fn new(path: &Path) -> Self {
         use std::os::unix::ffi::OsStrExt;
-        let bytes = path.as_os_str().as_bytes();
-        match u8::try_from(bytes.len()) {
-            Ok(len) if bytes.len() <= INLINE_TARGET => {
-                let mut inline = [0u8; INLINE_TARGET];
-                inline[..bytes.len()].copy_from_slice(bytes);
-                Target::Inline { len, bytes: inline }
-            }
-            _ => Target::Shared(Arc::from(path)),
-        }
+        Target(smallvec::SmallVec::from_slice(path.as_os_str().as_bytes()))
     }
 
     fn as_path(&self) -> &Path {
         use std::os::unix::ffi::OsStrExt;
-        match self {
-            Target::Inline { len, bytes } => {
-                Path::new(std::ffi::OsStr::from_bytes(&bytes[..usize::from(*len)]))
-            }
-            Target::Shared(path) => path,
-        }
+        Path::new(std::ffi::OsStr::from_bytes(&self.0))
     }
 
     /// The target shared, for an acquisition that outlives its first poll.
     fn shared(&self) -> Arc<Path> {
-        match self {
-            Target::Inline { .. } => Arc::from(self.as_path()),
-            Target::Shared(path) => Arc::clone(path),
-        }
+        Arc::from(self.as_path())
     }
 }
 
@@ -332,7 +314,7 @@ mod tests {
             (Path::new(&long), false),
         ] {
             let target = Target::new(path);
-            assert_eq!(matches!(target, Target::Inline { .. }), inline, "{path:?}");
+            assert_eq!(!target.0.spilled(), inline, "{path:?}");
             assert_eq!(target.as_path(), path);
             assert_eq!(&*target.shared(), path);
         }

@@ -262,11 +262,16 @@ impl Recorder {
         }
     }
 
+    /// Whether this process made it (see `generation`).
+    fn is_ours(&self) -> bool {
+        fork_generation() == self.generation
+    }
+
     /// `f` on the category's recorder; `None` in a forked child (see
     /// `generation`), whose metrics of handles made before the fork stay
     /// empty.
     fn with<R>(&self, category: Category, f: impl FnOnce(&mut CategoryRecorder) -> R) -> Option<R> {
-        if fork_generation() != self.generation {
+        if !self.is_ours() {
             return None;
         }
         // Counters stay meaningful after a panic elsewhere: ignore poisoning.
@@ -282,7 +287,7 @@ impl Recorder {
                 r.acquisitions += 1;
                 r.wait.saturating_record(micros(waited));
             })
-        } else if fork_generation() == self.generation {
+        } else if self.is_ours() {
             self.at_once[category.index()].fetch_add(1, Ordering::Relaxed);
             Some(())
         } else {

@@ -155,19 +155,26 @@ pub(crate) fn later_held(
     category: Category,
     lock_path: &Path,
 ) -> Option<(Category, PathBuf)> {
-    // The owner's own records were made before it asks (it asks in
-    // sequence, or hands its ask to a committer through a queue).
+    holdings_of(owner, |held| {
+        held.iter()
+            .filter(|h| h.checked && (h.category, &*h.lock_path) > (category, lock_path))
+            .map(|h| (h.category, &h.lock_path))
+            .max()
+            .map(|(c, p)| (c, p.to_path_buf()))
+    })
+    .flatten()
+}
+
+/// `look` at what `owner` holds; `None`, without taking the records' lock,
+/// when nobody in the process holds anything (one lock at a time, the
+/// common case). The owner's own records were made before it asks (it asks
+/// in sequence, or hands its ask to a committer through a queue).
+fn holdings_of<R>(owner: Owner, look: impl FnOnce(&[Holding]) -> R) -> Option<R> {
     let order = order();
     if order.records.load(Ordering::Acquire) == 0 {
         return None;
     }
-    let held = order.held();
-    held.of(owner)
-        .iter()
-        .filter(|h| h.checked && (h.category, &*h.lock_path) > (category, lock_path))
-        .map(|h| (h.category, &h.lock_path))
-        .max()
-        .map(|(c, p)| (c, p.to_path_buf()))
+    Some(look(order.held().of(owner)))
 }
 
 /// Records that `owner` holds `lock_path`, taken through a handle that
@@ -182,14 +189,10 @@ pub(crate) fn record(owner: Owner, category: Category, lock_path: &Arc<Path>, ch
 /// Whether `owner` holds the lock at `lock_path`: the same-task check
 /// reads the records of the lock order, so a holding is recorded once.
 pub(crate) fn holds(owner: Owner, lock_path: &Path) -> bool {
-    let order = order();
-    if order.records.load(Ordering::Acquire) == 0 {
-        return false;
-    }
-    let held = order.held();
-    held.of(owner)
-        .iter()
-        .any(|h| same_path(&h.lock_path, lock_path))
+    holdings_of(owner, |held| {
+        held.iter().any(|h| same_path(&h.lock_path, lock_path))
+    })
+    .unwrap_or(false)
 }
 
 /// Bytes: a lock path is built by this crate, so one lock has one spelling
