@@ -4,9 +4,11 @@
 //! test binary of its own, for a global subscriber (see
 //! `tracing_spans.rs`).
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 
-use async_filelock::{Category, Locks};
+use async_filelock::Category;
 use tracing::span::{Attributes, Id};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::filter_fn;
@@ -32,10 +34,7 @@ async fn a_span_only_subscriber_gets_each_acquisitions_span() {
         .with(SpanNames(Arc::clone(&names)).with_filter(filter_fn(|m| m.is_span())))
         .init();
     let dir = tempfile::tempdir().unwrap();
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .build()
-        .unwrap();
+    let locks = support::locks_in(dir.path());
     let guard = locks
         .lock(Category::Summary, dir.path().join("summary.json"))
         .await

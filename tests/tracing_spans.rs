@@ -3,11 +3,13 @@
 //! that the subscriber is the process's global one: a thread's own default
 //! shares tracing's per-callsite interest cache with other tests' threads.
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_filelock::{Category, Locks};
+use async_filelock::Category;
 
 /// What the subscriber wrote.
 #[derive(Clone, Default)]
@@ -37,10 +39,7 @@ async fn an_acquisitions_events_are_inside_its_lock_span() {
         .with_writer(move || writer.clone())
         .init();
     let dir = tempfile::tempdir().unwrap();
-    let locks = Locks::builder()
-        .lock_dir(dir.path().join("locks"))
-        .build()
-        .unwrap();
+    let locks = support::locks_in(dir.path());
     let target = dir.path().join("traced.jsonl");
     let first = locks.lock(Category::Manifest, &target).await.unwrap();
     let second = tokio::spawn(locks.lock(Category::Manifest, &target));
