@@ -19,7 +19,9 @@ type Running = Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send>
 /// Targets this long or shorter (in bytes) are kept inside the [`Acquire`]
 /// itself: an acquisition taken at once then allocates nothing for its
 /// target, a visible share of an uncontended one. Most paths are shorter.
-const INLINE_TARGET: usize = 120;
+/// (128: one of the sizes `smallvec` takes without its const-generics
+/// feature.)
+const INLINE_TARGET: usize = 128;
 
 /// The target as the caller spelled it, its bytes inline up to
 /// [`INLINE_TARGET`].
