@@ -589,3 +589,36 @@ async fn a_failed_token_write_lets_go_of_the_lock() {
         "the lock taken with the failed token stayed held"
     );
 }
+
+/// Handles that meet a database without the token table all at once each
+/// create it, and every one of them locks: a session that loses the race
+/// meets the table, or its row type, made by another (found in CI: "type
+/// async_filelock_tokens already exists", SQLSTATE 42710).
+#[test]
+fn handles_creating_the_token_table_at_once_all_lock() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = support::runtime();
+    rt.block_on(async {
+        for round in 0..20 {
+            let db = format!("fresh_tokens_{round}");
+            server.query(&format!("CREATE DATABASE {db}")).await;
+            let url = server
+                .url()
+                .replace("dbname=postgres", &format!("dbname={db}"));
+            let takers: Vec<_> = (0..16)
+                .map(|i| {
+                    let locks = locks(&url, 23, dir.path());
+                    let target = dir.path().join(format!("{db}-{i}.bin"));
+                    tokio::spawn(async move {
+                        let guard = locks.lock(Category::Artifact, &target).await?;
+                        guard.release().await
+                    })
+                })
+                .collect();
+            for taker in takers {
+                taker.await.unwrap().unwrap_or_else(|e| panic!("{db}: {e}"));
+            }
+        }
+    });
+}

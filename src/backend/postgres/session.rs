@@ -383,12 +383,18 @@ async fn refuse_transaction_pooling(client: &Client) -> Result<i32, ServiceError
     Ok(pids[0])
 }
 
-/// Two sessions creating the token table at once: one of them meets a
-/// unique violation on the catalog; the table exists either way.
+/// Two sessions creating the token table at once: the one that loses the
+/// race meets the table (duplicate table), its row type (duplicate object:
+/// `type "async_filelock_tokens" already exists`) or a catalog row (unique
+/// violation) made by the other; the table exists either way.
 fn ignore_concurrent_create(e: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
     use tokio_postgres::error::SqlState;
     match e.code() {
-        Some(code) if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::DUPLICATE_TABLE => {
+        Some(code)
+            if *code == SqlState::UNIQUE_VIOLATION
+                || *code == SqlState::DUPLICATE_TABLE
+                || *code == SqlState::DUPLICATE_OBJECT =>
+        {
             Ok(())
         }
         _ => Err(e),
