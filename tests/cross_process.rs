@@ -549,29 +549,104 @@ async fn timeouts_at_the_edge_of_the_type_wait_forever_without_panicking() {
 /// holder that is not this crate (util-linux `flock(1)`): the kept
 /// descriptor's inode is no lock file any more, and the identity check
 /// after its `flock` must notice, so the lock is busy, not granted twice.
+/// After one holding the check is a full one; after several, it is told by
+/// the file's watch (see `backend::os::identity`), which must tell it too.
+/// Removed by `rm`, and replaced by a rename (as editors and `mv` do).
 #[tokio::test(flavor = "current_thread")]
 async fn a_kept_descriptor_of_a_lock_file_removed_by_hand_never_grants_a_lock_held_at_its_path() {
+    for holdings in [1, 4] {
+        for replace in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let locks = locks_in(dir.path());
+            let target = dir.path().join("manifest.jsonl");
+            // Taken and let go: the descriptor stays open in this process.
+            let mut lock_path = None;
+            for _ in 0..holdings {
+                let guard = locks.lock(Category::Manifest, &target).await.unwrap();
+                lock_path = Some(guard.lock_path().to_path_buf());
+            }
+            let lock_path = lock_path.unwrap();
+            if replace {
+                let new = lock_path.with_extension("new");
+                std::fs::write(&new, b"").unwrap();
+                std::fs::rename(&new, &lock_path).unwrap();
+            } else {
+                std::fs::remove_file(&lock_path).unwrap();
+            }
+            let mut holder = flock_holder(&lock_path);
+            let tried = locks.try_lock(Category::Manifest, &target).await.unwrap();
+            assert!(
+                tried.is_none(),
+                "after {holdings} holdings, replaced {replace}: granted through a descriptor of the removed file while flock(1) holds the lock file"
+            );
+            holder.kill().unwrap();
+            holder.wait().unwrap();
+            let guard = locks
+                .acquire(Category::Manifest, &target)
+                .timeout(Duration::from_secs(30))
+                .await
+                .expect("granted once flock(1) is gone");
+            assert_eq!(guard.lock_path(), lock_path);
+        }
+    }
+}
+
+/// A lock file removed by another process while it holds the lock (as this
+/// crate's own removal on release does; here a Python `fcntl` holder),
+/// while this process keeps a descriptor of it open between holdings that
+/// its watch vouches for: the next holding here must take the new file at
+/// the path, so that it excludes a holder of that file.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lock_file_removed_under_its_lock_elsewhere_is_not_taken_through_a_kept_descriptor() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let locks = locks_in(dir.path());
-    let target = dir.path().join("manifest.jsonl");
-    // Taken and let go: the descriptor stays open in this process.
-    let guard = locks.lock(Category::Manifest, &target).await.unwrap();
-    let lock_path = guard.lock_path().to_path_buf();
-    drop(guard);
-    std::fs::remove_file(&lock_path).unwrap();
-    let mut holder = flock_holder(&lock_path);
-    let tried = locks.try_lock(Category::Manifest, &target).await.unwrap();
+    let target = dir.path().join("summary.json");
+    let mut lock_path = None;
+    for _ in 0..4 {
+        let guard = locks.lock(Category::Summary, &target).await.unwrap();
+        lock_path = Some(guard.lock_path().to_path_buf());
+    }
+    let lock_path = lock_path.unwrap();
+    // Locks the file, removes it, makes and locks a new one at the path,
+    // then lets go of the old one and holds the new until told.
+    let script = r#"
+import fcntl, os, sys
+path = sys.argv[1]
+old = os.open(path, os.O_RDWR)
+fcntl.flock(old, fcntl.LOCK_EX)
+os.unlink(path)
+new = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(new, fcntl.LOCK_EX)
+os.close(old)
+print("held", flush=True)
+sys.stdin.readline()
+"#;
+    let mut holder = Command::new("python3")
+        .args(["-c", script])
+        .arg(&lock_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    let tried = locks.try_lock(Category::Summary, &target).await.unwrap();
     assert!(
         tried.is_none(),
-        "granted through a descriptor of the removed file while flock(1) holds the lock file"
+        "granted through a kept descriptor of the removed file while its replacement is held"
     );
-    holder.kill().unwrap();
+    holder.stdin.take().unwrap().write_all(b"go\n").unwrap();
     holder.wait().unwrap();
     let guard = locks
-        .acquire(Category::Manifest, &target)
+        .acquire(Category::Summary, &target)
         .timeout(Duration::from_secs(30))
         .await
-        .expect("granted once flock(1) is gone");
+        .expect("granted once the holder is gone");
     assert_eq!(guard.lock_path(), lock_path);
 }
 

@@ -62,6 +62,45 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 /// No keep-size preallocation: the file grows as it is written.
 pub(crate) fn reserve(_file: &File, _len: u64) {}
 
+/// No file events: kept lock files are checked by `fstat` at every
+/// holding. [`FileChanges::new`] always fails, so nothing else is called.
+#[derive(Debug)]
+pub(crate) struct FileChanges(());
+
+/// What [`FileChanges::drain`] found (never made here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileChange {
+    Changed(WatchId),
+    Ended(WatchId),
+    Unknown,
+}
+
+impl FileChanges {
+    pub(crate) fn new() -> io::Result<Self> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no file events on this platform",
+        ))
+    }
+
+    pub(crate) fn watch(&self, _file: &File) -> io::Result<WatchId> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no file events on this platform",
+        ))
+    }
+
+    pub(crate) fn unwatch(&self, _id: WatchId) {}
+
+    pub(crate) fn queued(&self) -> bool {
+        true
+    }
+
+    pub(crate) fn drain(&self, mut f: impl FnMut(FileChange)) {
+        f(FileChange::Unknown);
+    }
+}
+
 /// No file events: waits poll. [`EventSource::watch`] always fails, and
 /// [`EventSource::wait`] only sleeps until woken or timed out.
 #[derive(Debug, Default)]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
-use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, epoll, eventfd, poll};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
 /// How many times `/proc/locks` is read into one snapshot. The kernel hands
@@ -385,6 +385,101 @@ impl EventSource {
     /// Wakes a thread in [`EventSource::wait`]. Callable from any thread.
     pub(crate) fn wake(&self) {
         let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+    }
+}
+
+/// Changes to files this process keeps open, told without a system call
+/// per file: inotify watches each for what changes a lock file's identity
+/// (`IN_ATTRIB`: unlinked, replaced by a rename, or its owner or mode
+/// changed; `IN_MOVE_SELF`: renamed; `IN_MODIFY`: written or truncated;
+/// `IN_DELETE_SELF`), and an epoll set holding the inotify descriptor
+/// answers "is anything queued?" in one `epoll_wait` with no timeout, about
+/// half the cost of the `fstat` it replaces. The kernel queues the event,
+/// and marks the epoll set ready, inside the system call that made the
+/// change, so a change made before this process's `flock` returned is seen
+/// by a [`FileChanges::queued`] made after it.
+#[derive(Debug)]
+pub(crate) struct FileChanges {
+    inotify: OwnedFd,
+    epoll: OwnedFd,
+}
+
+/// What [`FileChanges::drain`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileChange {
+    /// A watched file changed.
+    Changed(WatchId),
+    /// A watch ended (removed, or its file's filesystem unmounted): it
+    /// tells nothing from now on.
+    Ended(WatchId),
+    /// Events were lost (the queue overflowed, or reading it failed): any
+    /// watched file may have changed.
+    Unknown,
+}
+
+impl FileChanges {
+    pub(crate) fn new() -> io::Result<Self> {
+        let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &epoll,
+            &inotify,
+            epoll::EventData::new_u64(0),
+            epoll::EventFlags::IN,
+        )?;
+        Ok(FileChanges { inotify, epoll })
+    }
+
+    /// Watches the file `file` is open on (whatever name it has now, or
+    /// none). Watching one file twice gives the same id.
+    pub(crate) fn watch(&self, file: &File) -> io::Result<WatchId> {
+        use std::os::fd::AsRawFd;
+        // The descriptor's own inode, through procfs: a name could lead to
+        // another file by now.
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let flags = WatchFlags::ATTRIB
+            | WatchFlags::MOVE_SELF
+            | WatchFlags::MODIFY
+            | WatchFlags::DELETE_SELF;
+        Ok(inotify::add_watch(&self.inotify, path.as_str(), flags)?)
+    }
+
+    /// Stops watching; an id already ended is fine.
+    pub(crate) fn unwatch(&self, id: WatchId) {
+        let _ = inotify::remove_watch(&self.inotify, id);
+    }
+
+    /// Whether events are queued (or asking failed, which counts as yes).
+    pub(crate) fn queued(&self) -> bool {
+        let mut ready = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 1];
+        let none = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        !matches!(epoll::wait(&self.epoll, &mut ready, Some(&none)), Ok((found, _)) if found.is_empty())
+    }
+
+    /// Reads every queued event, telling each to `f`.
+    pub(crate) fn drain(&self, mut f: impl FnMut(FileChange)) {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(self.inotify.as_fd(), &mut buf);
+        loop {
+            match reader.next() {
+                Ok(event) if event.events().contains(ReadFlags::QUEUE_OVERFLOW) => {
+                    f(FileChange::Unknown)
+                }
+                Ok(event) if event.events().contains(ReadFlags::IGNORED) => {
+                    f(FileChange::Ended(event.wd()))
+                }
+                Ok(event) => f(FileChange::Changed(event.wd())),
+                Err(rustix::io::Errno::WOULDBLOCK) => return,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => {
+                    f(FileChange::Unknown);
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -37,9 +37,9 @@ pub(crate) use unix::{
 mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    EventSource, FileLocks, LockHolders, ProcessState, TableMode, WatchId, boot_id, command_name,
-    holder_key, local_fs_name, lock_holders, lock_table, network_fs_name, network_mounts,
-    pid_namespace, process_start_time, process_state, rename_noreplace, reserve,
+    EventSource, FileChange, FileChanges, FileLocks, LockHolders, ProcessState, TableMode, WatchId,
+    boot_id, command_name, holder_key, local_fs_name, lock_holders, lock_table, network_fs_name,
+    network_mounts, pid_namespace, process_start_time, process_state, rename_noreplace, reserve,
 };
 
 #[cfg(any(not(target_os = "linux"), test))]
@@ -47,7 +47,7 @@ pub(crate) use linux::{
 mod fallback;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use fallback::{
-    EventSource, FileLocks, LockHolders, ProcessState, TableMode, WatchId, boot_id, command_name,
-    holder_key, local_fs_name, lock_holders, lock_table, network_fs_name, network_mounts,
-    pid_namespace, process_start_time, process_state, rename_noreplace, reserve,
+    EventSource, FileChange, FileChanges, FileLocks, LockHolders, ProcessState, TableMode, WatchId,
+    boot_id, command_name, holder_key, local_fs_name, lock_holders, lock_table, network_fs_name,
+    network_mounts, pid_namespace, process_start_time, process_state, rename_noreplace, reserve,
 };

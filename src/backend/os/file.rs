@@ -22,6 +22,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::flock::{try_flock, unlock};
 use super::hot::{HotSet, max_hot_files};
+use super::identity::{self, Watch};
 use crate::backend::dirs::{self, LockDirFd};
 use crate::backend::{HeldLock, LockRequest, tokens};
 use crate::error::LockError;
@@ -55,6 +56,24 @@ pub(super) fn check_busy_lock_file(
 pub(super) struct LockFile {
     file: File,
     dir: Arc<LockDirFd>,
+    /// How its identity is told between holdings, once it is kept.
+    identity: Identity,
+}
+
+/// How a lock file's identity is checked after its `flock`.
+#[derive(Debug, Default)]
+enum Identity {
+    /// By `fstat`; not watched yet (it has not been kept).
+    #[default]
+    Unwatched,
+    /// By `fstat`: it cannot be watched.
+    Unwatchable,
+    /// Watched ([`super::identity`]): once checked in full for a shared
+    /// group (`checked_for`, the check depends on it), by asking the watch.
+    Watched {
+        watch: Arc<Watch>,
+        checked_for: Option<Option<u32>>,
+    },
 }
 
 impl std::ops::Deref for LockFile {
@@ -161,6 +180,7 @@ pub(super) fn open_lock_file(req: &LockRequest) -> Result<LockFile, LockError> {
                 return Ok(LockFile {
                     file: File::from(fd),
                     dir: dir_fd,
+                    identity: Identity::Unwatched,
                 });
             }
             // The lock dir was removed since it was checked (creating in a
@@ -208,7 +228,30 @@ fn open_error(path: &Path, e: io::Error) -> LockError {
 /// hard-linked elsewhere; nothing of this crate does that.
 pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<OsHeld>, LockError> {
     let path = &*req.lock_path;
-    let LockFile { file, dir } = lock_file;
+    let LockFile {
+        file,
+        dir,
+        mut identity,
+    } = lock_file;
+    if let Identity::Watched { watch, checked_for } = &mut identity {
+        if *checked_for == Some(req.shared_group) && watch.unchanged() {
+            // Nothing about it changed since the full check below found it
+            // linked, ours and recorded.
+            return Ok(Some(OsHeld {
+                file,
+                dir,
+                lock_path: Arc::clone(&req.lock_path),
+                target: Arc::clone(&req.target),
+                mode: req.mode,
+                keep_open: !crate::mounts::may_hang(path),
+                generation: fork_generation(),
+                identity,
+            }));
+        }
+        // Changes from here on are told to the next holding.
+        watch.checking();
+        *checked_for = None;
+    }
     let mine =
         rustix::fs::fstat(&file).map_err(|e| LockError::io("inspect lock file", path, e.into()))?;
     if FileType::from_raw_mode(mine.st_mode) != FileType::RegularFile {
@@ -242,16 +285,23 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
             }
         }
     }
+    // Kept open after release only where a release can be told by a read
+    // (see `tells_release`) and file calls cannot hang.
+    let keep_open = readable && !crate::mounts::may_hang(path);
+    if let Identity::Watched { checked_for, .. } = &mut identity
+        && keep_open
+    {
+        *checked_for = Some(req.shared_group);
+    }
     Ok(Some(OsHeld {
         file,
         dir,
         lock_path: Arc::clone(&req.lock_path),
         target: Arc::clone(&req.target),
         mode: req.mode,
-        // Kept open after release only where a release can be told by a
-        // read (see `tells_release`) and file calls cannot hang.
-        keep_open: readable && !crate::mounts::may_hang(path),
+        keep_open,
         generation: fork_generation(),
+        identity,
     }))
 }
 
@@ -293,6 +343,8 @@ pub(super) struct OsHeld {
     /// The fork generation that took the lock: a forked child shares the
     /// open file description, and must not unlock the parent's lock.
     generation: u64,
+    /// How its identity is told at its next holding, once kept.
+    identity: Identity,
 }
 
 impl OsHeld {
@@ -317,10 +369,30 @@ impl OsHeld {
             file,
             dir,
             lock_path,
+            identity,
             ..
         } = self;
+        // Watched from its first keeping on; the next holding checks it in
+        // full once (a new watch vouches for nothing).
+        let identity = match identity {
+            Identity::Unwatched => match identity::watch(&file) {
+                Some(watch) => Identity::Watched {
+                    watch,
+                    checked_for: None,
+                },
+                None => Identity::Unwatchable,
+            },
+            known => known,
+        };
         // `keep_open` said the filesystem is local when the lock was taken.
-        drop(kept().keep(lock_path, LockFile { file, dir }));
+        drop(kept().keep(
+            lock_path,
+            LockFile {
+                file,
+                dir,
+                identity,
+            },
+        ));
     }
 }
 

@@ -12,7 +12,8 @@
 //!
 //! * [`flock`]: the only calls of the OS lock functions.
 //! * [`file`](mod@file): opening the lock file (in a lock dir checked by
-//!   [`crate::backend::dirs`]) and its identity checks.
+//!   [`crate::backend::dirs`]) and its identity checks, told by
+//!   [`identity`] for the lock files kept open between holdings.
 //! * [`waits`]: the process's pending waits and where each is served:
 //!   [`kernel`] threads blocked in `flock` (bounded), or the [`events`]
 //!   thread (file events and a backoff poll, no thread per wait).
@@ -41,6 +42,7 @@ mod file;
 pub(crate) mod flock;
 mod holders;
 pub(crate) mod hot;
+mod identity;
 mod kernel;
 mod pending;
 pub(crate) mod scratch;
