@@ -22,7 +22,8 @@
 //! processes for the crate's lock, the crate's JSONL sink (no fsync), std
 //! `flock` and raw `O_APPEND`, one JSON line each.
 //! `-- syscalls` times the three system calls of an uncontended holding of
-//! a kept lock file against that floor, with no bookkeeping around them.
+//! a kept lock file (`flock`, the identity question, `LOCK_UN`) against
+//! that floor, with no bookkeeping around them.
 //! `RATIOS_HOP=1` adds `baseline_hop`: the baseline's blocking lock taken on
 //! another thread and handed back, which isolates the cost of not blocking
 //! the caller (law 3) from the crate's own.
@@ -197,39 +198,76 @@ fn uncontended(rounds: usize, n: usize) {
 }
 
 /// The system calls of an uncontended holding of a kept lock file (`flock`,
-/// `fstat`, `LOCK_UN`) against the open + `flock` + unlock + close floor,
-/// in alternating rounds: how far under the floor the crate could get with
-/// no bookkeeping at all. Also the one-byte read that tells other
-/// processes' event waits of a release after a holding that was not brief
-/// (`read_ns`: what a brief holding's release saves).
+/// the identity question, `LOCK_UN`) against the open + `flock` + unlock +
+/// close floor, in alternating rounds: how far under the floor the crate
+/// could get with no bookkeeping at all. The question is an `epoll_wait`
+/// with no timeout on an epoll set holding an inotify descriptor that
+/// watches the file (what `backend::os::identity` asks); `fstat_ns` is the
+/// `fstat` it replaced, which a holding after a change still makes. Also
+/// the one-byte read that tells other processes' event waits of a release
+/// after a holding that was not brief (`read_ns`: what a brief holding's
+/// release saves).
 fn syscall_floor(rounds: usize, n: usize) {
+    use rustix::event::{Timespec, epoll};
+    use rustix::fs::inotify;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("locks")).expect("lock dir");
     let path = baseline_path(dir.path());
     let kept = open_baseline(&path);
     kept.write_all_at(b"target\n", 0).expect("record");
-    let (mut floor, mut calls, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+    let watches = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+        .expect("inotify");
+    inotify::add_watch(
+        &watches,
+        format!("/proc/self/fd/{}", kept.as_raw_fd()).as_str(),
+        inotify::WatchFlags::ATTRIB
+            | inotify::WatchFlags::MOVE_SELF
+            | inotify::WatchFlags::MODIFY
+            | inotify::WatchFlags::DELETE_SELF,
+    )
+    .expect("watch");
+    let queue = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
+    epoll::add(
+        &queue,
+        &watches,
+        epoll::EventData::new_u64(0),
+        epoll::EventFlags::IN,
+    )
+    .expect("epoll add");
+    let no_wait = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let (mut floor, mut calls, mut stats, mut reads) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         floor.push(floor_round(&path, n));
         calls.push(per_op(n, || {
             kept.lock().expect("lock");
+            let mut ready = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 1];
+            let (found, _) = epoll::wait(&queue, &mut ready, Some(&no_wait)).expect("epoll");
+            assert!(found.is_empty(), "nothing changed the file");
+            kept.unlock().expect("unlock");
+        }));
+        stats.push(per_op(n, || {
             // The crate's `fstat` (rustix's; std's `metadata` is a `statx`
             // of every field).
             std::hint::black_box(rustix::fs::fstat(&kept).expect("fstat"));
-            kept.unlock().expect("unlock");
         }));
         let mut byte = [0u8; 1];
         reads.push(per_op(n, || {
             kept.read_at(&mut byte, 0).expect("read");
         }));
     }
-    let (f, c, r) = (median(floor), median(calls), median(reads));
+    let (f, c, st, r) = (median(floor), median(calls), median(stats), median(reads));
     println!(
-        "{{\"bench\":\"kept_lock_file_syscalls_vs_floor\",\"floor_ns\":{:.0},\"syscalls_ns\":{:.0},\"ratio\":{:.2},\"read_ns\":{:.0}}}",
+        "{{\"bench\":\"kept_lock_file_syscalls_vs_floor\",\"floor_ns\":{:.0},\"syscalls_ns\":{:.0},\"ratio\":{:.2},\"fstat_ns\":{:.0},\"read_ns\":{:.0}}}",
         f * 1e9,
         c * 1e9,
         c / f,
+        st * 1e9,
         r * 1e9
     );
 }

@@ -391,8 +391,9 @@ impl EventSource {
 /// Changes to files this process keeps open, told without a system call
 /// per file: inotify watches each for what changes a lock file's identity
 /// (`IN_ATTRIB`: unlinked, replaced by a rename, or its owner or mode
-/// changed; `IN_MOVE_SELF`: renamed; `IN_MODIFY`: written or truncated;
-/// `IN_DELETE_SELF`), and an epoll set holding the inotify descriptor
+/// changed; `IN_MOVE_SELF`: renamed; `IN_DELETE_SELF`; not writes, which
+/// change no identity: fencing tokens are written into lock files), and an
+/// epoll set holding the inotify descriptor
 /// answers "is anything queued?" in one `epoll_wait` with no timeout, about
 /// half the cost of the `fstat` it replaces. The kernel queues the event,
 /// and marks the epoll set ready, inside the system call that made the
@@ -418,7 +419,17 @@ pub(crate) enum FileChange {
 }
 
 impl FileChanges {
+    /// Fails where inotify cannot be had (its per-user limit of instances
+    /// reached), or `/proc` is not procfs (a watch names its file through
+    /// `/proc/thread-self/fd`).
     pub(crate) fn new() -> io::Result<Self> {
+        const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+        if rustix::fs::statfs("/proc")?.f_type as u64 != PROC_SUPER_MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "/proc is not procfs",
+            ));
+        }
         let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         epoll::add(
@@ -435,12 +446,10 @@ impl FileChanges {
     pub(crate) fn watch(&self, file: &File) -> io::Result<WatchId> {
         use std::os::fd::AsRawFd;
         // The descriptor's own inode, through procfs: a name could lead to
-        // another file by now.
-        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let flags = WatchFlags::ATTRIB
-            | WatchFlags::MOVE_SELF
-            | WatchFlags::MODIFY
-            | WatchFlags::DELETE_SELF;
+        // another file by now. The calling thread's table of descriptors
+        // (`thread-self`): a thread that unshared its table has its own.
+        let path = format!("/proc/thread-self/fd/{}", file.as_raw_fd());
+        let flags = WatchFlags::ATTRIB | WatchFlags::MOVE_SELF | WatchFlags::DELETE_SELF;
         Ok(inotify::add_watch(&self.inotify, path.as_str(), flags)?)
     }
 

@@ -3,8 +3,10 @@
 //! is.
 //!
 //! Lock file identity: after locking, the descriptor is checked to still be
-//! linked (see [`confirm`]); before removing a lock file on release, that it
-//! is still the file at the lock path (device and inode). A holder may remove
+//! linked (see [`confirm`]; for a descriptor kept open between holdings,
+//! only when its watch tells of a change, see [`super::identity`]); before
+//! removing a lock file on release, that it is still the file at the lock
+//! path (device and inode). A holder may remove
 //! the lock file on release while others wait on the old inode; they see it
 //! and retry on the new file, so exclusion holds across removal. (Python's
 //! filelock removed on release without such a check and had to revert it.)
@@ -22,7 +24,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::flock::{try_flock, unlock};
 use super::hot::{HotSet, max_hot_files};
-use super::identity::{self, Watch};
+use super::identity::{self, Watch, Watching};
 use crate::backend::dirs::{self, LockDirFd};
 use crate::backend::{HeldLock, LockRequest, tokens};
 use crate::error::LockError;
@@ -61,20 +63,27 @@ pub(super) struct LockFile {
 }
 
 /// How a lock file's identity is checked after its `flock`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 enum Identity {
-    /// By `fstat`; not watched yet (it has not been kept).
-    #[default]
-    Unwatched,
+    /// By `fstat`; not watched yet: `keeps` times kept so far.
+    Unwatched { keeps: u32 },
     /// By `fstat`: it cannot be watched.
     Unwatchable,
     /// Watched ([`super::identity`]): once checked in full for a shared
-    /// group (`checked_for`, the check depends on it), by asking the watch.
+    /// group (`checked_for`: the ownership check depends on it), when the
+    /// watch's count was `seen`, by asking the watch.
     Watched {
         watch: Arc<Watch>,
         checked_for: Option<Option<u32>>,
+        seen: u64,
     },
 }
+
+/// A lock file is watched from its this-many-th keeping on: making and
+/// ending a watch costs about as much as 35 holdings save, so a descriptor
+/// the hot set evicts before it is used again (more lock files taken in
+/// turn than it keeps) is never watched.
+const WATCH_AFTER_KEEPS: u32 = 4;
 
 impl std::ops::Deref for LockFile {
     type Target = File;
@@ -180,7 +189,7 @@ pub(super) fn open_lock_file(req: &LockRequest) -> Result<LockFile, LockError> {
                 return Ok(LockFile {
                     file: File::from(fd),
                     dir: dir_fd,
-                    identity: Identity::Unwatched,
+                    identity: Identity::Unwatched { keeps: 0 },
                 });
             }
             // The lock dir was removed since it was checked (creating in a
@@ -224,8 +233,12 @@ fn open_error(path: &Path, e: io::Error) -> LockError {
 /// the last holding (see [`super::hot`]), flock and fstat, then `LOCK_UN`
 /// (and, after a holding that was not brief, a one-byte read) to release.
 /// The same check makes a kept descriptor safe: a lock file removed while
-/// it was kept (by a holder, or by hand) shows the link count of zero here. It assumes lock files are not
-/// hard-linked elsewhere; nothing of this crate does that.
+/// it was kept (by a holder, or by hand) shows the link count of zero here.
+/// It assumes lock files are not hard-linked elsewhere; nothing of this
+/// crate does that. A kept descriptor whose file is watched
+/// ([`super::identity`]) makes the check once, and from then on only where
+/// the watch tells of a change: a holding of it is `flock`, one
+/// `epoll_wait` with no timeout, and `LOCK_UN`.
 pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<OsHeld>, LockError> {
     let path = &*req.lock_path;
     let LockFile {
@@ -233,8 +246,14 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         dir,
         mut identity,
     } = lock_file;
-    if let Identity::Watched { watch, checked_for } = &mut identity {
-        if *checked_for == Some(req.shared_group) && watch.unchanged() {
+    let told = matches!(identity, Identity::Watched { .. });
+    if let Identity::Watched {
+        watch,
+        checked_for,
+        seen,
+    } = &mut identity
+    {
+        if *checked_for == Some(req.shared_group) && watch.unchanged(*seen) {
             // Nothing about it changed since the full check below found it
             // linked, ours and recorded.
             return Ok(Some(OsHeld {
@@ -248,8 +267,8 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
                 identity,
             }));
         }
-        // Changes from here on are told to the next holding.
-        watch.checking();
+        // Changes from here on are told to this descriptor's next holding.
+        *seen = watch.checking();
         *checked_for = None;
     }
     let mine =
@@ -261,6 +280,12 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         });
     }
     if mine.st_nlink == 0 {
+        return Ok(None);
+    }
+    // A watched file is checked in full only after a change was told, so
+    // the check can afford to ask its path too: renamed away (still
+    // linked), it is no lock file any more.
+    if told && !is_at_its_path(&dir, path, &mine) {
         return Ok(None);
     }
     dir.check_lock_file(path, &mine, req.shared_group)?;
@@ -303,6 +328,15 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         generation: fork_generation(),
         identity,
     }))
+}
+
+/// Whether the file at `path` in `dir` is the one `mine` describes.
+fn is_at_its_path(dir: &LockDirFd, path: &Path, mine: &rustix::fs::Stat) -> bool {
+    let Some((_, name)) = split_lock_path(path) else {
+        return false;
+    };
+    rustix::fs::statat(dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|now| now.st_dev == mine.st_dev && now.st_ino == mine.st_ino)
 }
 
 /// A holding this long or longer has its release told to other processes'
@@ -375,13 +409,18 @@ impl OsHeld {
         // Watched from its first keeping on; the next holding checks it in
         // full once (a new watch vouches for nothing).
         let identity = match identity {
-            Identity::Unwatched => match identity::watch(&file) {
-                Some(watch) => Identity::Watched {
-                    watch,
-                    checked_for: None,
-                },
-                None => Identity::Unwatchable,
-            },
+            Identity::Unwatched { keeps } if keeps + 1 >= WATCH_AFTER_KEEPS => {
+                match identity::watch(&file) {
+                    Watching::Watched(watch) => Identity::Watched {
+                        watch,
+                        checked_for: None,
+                        seen: 0,
+                    },
+                    Watching::Never => Identity::Unwatchable,
+                    Watching::NotNow => Identity::Unwatched { keeps: 0 },
+                }
+            }
+            Identity::Unwatched { keeps } => Identity::Unwatched { keeps: keeps + 1 },
             known => known,
         };
         // `keep_open` said the filesystem is local when the lock was taken.
@@ -494,6 +533,134 @@ mod tests {
         assert!(
             ready.contains(&watch),
             "a longer holding's release was not told"
+        );
+    }
+
+    /// Holdings enough for the lock file's kept descriptor to be watched
+    /// and checked in full once: from then on its watch vouches for it.
+    const WATCHED_AFTER: u32 = WATCH_AFTER_KEEPS + 1;
+
+    /// Two kept descriptors of one lock file share its watch (a reviewer's
+    /// case: an abandoned kernel wait's descriptor and a shared holder's);
+    /// after the file is removed, each must find it removed, whichever
+    /// checks first.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn two_descriptors_sharing_a_watch_each_find_their_file_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let req = LockRequest::exclusive_in(dir.path(), "two.test");
+        let watched = |mut f: LockFile| -> LockFile {
+            for _ in 0..WATCHED_AFTER {
+                try_flock(&f, req.mode).expect("lock");
+                let held = confirm(f, &req).expect("confirm").expect("linked");
+                held.unlock_and_keep(None);
+                f = kept().take(&req.lock_path).expect("kept");
+            }
+            f
+        };
+        let a = watched(open_lock_file(&req).expect("open"));
+        let b = watched(open_lock_file(&req).expect("open"));
+        match (&a.identity, &b.identity) {
+            (
+                Identity::Watched {
+                    watch: wa,
+                    checked_for: Some(_),
+                    ..
+                },
+                Identity::Watched {
+                    watch: wb,
+                    checked_for: Some(_),
+                    ..
+                },
+            ) => assert!(Arc::ptr_eq(wa, wb), "one watch"),
+            other => panic!("not both watched and checked: {other:?}"),
+        }
+        std::fs::remove_file(&req.lock_path).expect("rm");
+        try_flock(&a, req.mode).expect("lock a");
+        assert!(confirm(a, &req).expect("confirm a").is_none(), "a: removed");
+        try_flock(&b, req.mode).expect("lock b");
+        assert!(
+            confirm(b, &req).expect("confirm b").is_none(),
+            "b: granted through a descriptor of a removed lock file"
+        );
+    }
+
+    /// The same through the backend, as a reviewer found it: an exclusive
+    /// kernel wait checks out the kept descriptor and is abandoned; shared
+    /// holdings open, keep and check a second one; another holder removes
+    /// the file under its lock; the abandoned wait is granted on the
+    /// removed file and lets go. A holder of the new file at the path must
+    /// not be joined through the second descriptor.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_abandoned_kernel_wait_leaves_no_kept_descriptor_vouched_for() {
+        use crate::backend::os::waits::waits;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exclusive = LockRequest::exclusive_in(dir.path(), "abandoned.test");
+        let mut shared = exclusive.clone();
+        shared.mode = LockMode::Shared;
+        let take_and_keep = |req: &LockRequest| {
+            for _ in 0..WATCHED_AFTER {
+                OsBackend
+                    .try_lock(req)
+                    .expect("try")
+                    .expect("free")
+                    .release(false, None)
+                    .expect("release");
+            }
+        };
+        take_and_keep(&exclusive);
+        // Another process's hold (an open file description of its own).
+        let rival = open_lock_file(&exclusive).expect("open");
+        try_flock(&rival, LockMode::Shared).expect("rival holds it shared");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let wait = waits().start(&exclusive).expect("start");
+            let _ = tokio::time::timeout(Duration::from_millis(200), wait).await;
+        });
+        assert!(
+            kept().take(&exclusive.lock_path).is_none(),
+            "the kept descriptor is in the abandoned kernel wait"
+        );
+        take_and_keep(&shared);
+        try_flock(&rival, LockMode::Exclusive).expect("rival exclusive");
+        std::fs::remove_file(&exclusive.lock_path).expect("rm");
+        drop(rival);
+        // The abandoned wait is granted on the removed file and lets go.
+        std::thread::sleep(Duration::from_millis(300));
+        let other = open_lock_file(&exclusive).expect("open the new file");
+        try_flock(&other, LockMode::Exclusive).expect("another holds the new file");
+        assert!(
+            OsBackend.try_lock(&shared).expect("try").is_none(),
+            "granted through a kept descriptor of the removed file while the new one is held"
+        );
+    }
+
+    /// A kept lock file renamed away is still linked, so `fstat` alone
+    /// cannot tell; its watch tells of the rename, and the full check that
+    /// follows asks the path.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_watched_lock_file_renamed_away_is_not_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let req = LockRequest::exclusive_in(dir.path(), "moved.test");
+        for _ in 0..WATCHED_AFTER {
+            OsBackend
+                .try_lock(&req)
+                .expect("try")
+                .expect("free")
+                .release(false, None)
+                .expect("release");
+        }
+        std::fs::rename(&req.lock_path, dir.path().join("moved.away")).expect("mv");
+        let other = open_lock_file(&req).expect("open the new file");
+        try_flock(&other, LockMode::Exclusive).expect("another holds the new file");
+        assert!(
+            OsBackend.try_lock(&req).expect("try").is_none(),
+            "granted through the renamed-away file"
         );
     }
 

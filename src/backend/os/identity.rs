@@ -4,49 +4,61 @@
 //! A descriptor taken from the hot set is checked after its `flock` (see
 //! [`super::file::confirm`]): still linked, still a regular file, still
 //! owned as the lock dir requires. That `fstat` was the dearest call of an
-//! uncontended holding, about as much as the `flock` and `LOCK_UN` around
-//! it. Here the OS tells instead: each kept lock file is watched
+//! uncontended holding. Here the OS tells instead: each kept lock file is watched
 //! ([`FileChanges`]: inotify, through an epoll set) for whatever changes
-//! that answer (unlinked or replaced, renamed, owner or mode changed,
-//! written or truncated), and a holding asks one question of the whole
-//! process, "has anything been queued?", in a call that costs half the
-//! `fstat`. Only when something has (rarely: lock files are not touched
-//! while in use) is the queue read and the files named in it checked by
-//! `fstat` again.
+//! that answer (unlinked or replaced, renamed, owner or mode changed), and
+//! a holding asks one question of the whole process, "has anything been
+//! queued?", in a call that costs half the `fstat`. Only when something has (rarely: nothing changes a lock file's
+//! identity while it is in use) is the queue read, and the files named in
+//! it checked by `fstat` again.
 //!
 //! Why a change is never missed:
-//! * a watch is made before the full check it vouches for: a new one
-//!   starts marked suspect, so the next holding checks in full, and
-//!   every change after that check is queued;
+//! * a descriptor is vouched for only by the count of changes its own last
+//!   full check saw ([`Watch::checking`]), and its first full check comes
+//!   after its watch was made: every change after that check is counted;
+//!   two descriptors of one file share its watch, and one's check never
+//!   vouches for the other;
 //! * a change that matters is made before the `flock` that asks: this
 //!   crate removes a lock file only while holding its lock, and the kernel
 //!   queues the event (and marks the epoll set ready) inside the call that
 //!   made the change, so a question asked after the `flock` returned sees
 //!   it. (A lock file removed by hand while its lock is held elsewhere is a
 //!   race with any check, the `fstat` too: the holder's next holding sees
-//!   it, as before.)
-//! * events read by another thread are seen through the marks that thread
-//!   leaves: a drain marks every watch it read of before it ends, and the
+//!   it, as before.) Only known local filesystems are watched: on a shared
+//!   or network one, another host's change is never queued here;
+//! * events read by another thread are seen through the counts that thread
+//!   leaves: a drain counts every watch it read of before it ends, and the
 //!   [`Watcher::drains`] count (odd while one runs) tells a question that
-//!   overlapped a drain to check in full;
-//! * lost events (the queue overflowed, reading it failed) mark every
-//!   watch; a watch that ended (its filesystem unmounted) tells nothing
-//!   any more and is always checked in full.
+//!   overlapped a drain to check in full; drains run one at a time, so a
+//!   question that drained itself has seen every earlier one's counts;
+//! * lost events (the queue overflowed, reading it failed) count against
+//!   every watch; a watch that ended (its filesystem unmounted) tells
+//!   nothing any more, and its files are always checked in full.
 //!
-//! Where there is no watcher (not Linux, inotify's per-user limit reached,
-//! no procfs to name a descriptor by), or no watch for a file (the per-user
-//! limit of watches reached), every holding checks by `fstat`, as before.
-//! The watcher is per process: a forked child makes its own and never reads
-//! or changes its parent's.
+//! A full check after a change also asks the lock file's path
+//! (`file::confirm`): renamed away, a file is still linked, and only its
+//! path tells that it is no lock file any more.
+//!
+//! A descriptor is watched from its fourth keeping on (`file.rs`): making
+//! and ending a watch costs what about 35 holdings save, and a descriptor
+//! the hot set evicts before its next use would never repay it. Where there
+//! is no watcher (not Linux, no procfs, inotify's per-user limit of
+//! instances reached), or no watch for a file (the per-user limit of
+//! watches reached: no new watch is tried for a second after one fails),
+//! every holding checks by `fstat`, as before. The watcher is per process:
+//! a forked child makes its own and never reads or changes its parent's.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
 use crate::per_process::PerProcess;
-use crate::sys::{FileChange, FileChanges, WatchId, fork_generation};
+use crate::sys::{
+    FileChange, FileChanges, WatchId, coarse_now, fork_generation, local_fs_name, nanos,
+};
 
 /// One watched lock file, shared by every descriptor of it this process
 /// keeps (a file watched twice is one watch).
@@ -58,12 +70,14 @@ pub(super) struct Watch {
     generation: u64,
 }
 
-/// What drains leave on a watch (read under no lock, set under the
-/// watcher's).
+/// What drains leave on a watch (set under the watcher's lock, read under
+/// none).
 #[derive(Debug)]
 struct Marks {
-    /// The file may have changed since its last full check.
-    suspect: AtomicBool,
+    /// Changes read for the file so far. Counted, not flagged: each
+    /// descriptor of the file remembers the count its own full check saw,
+    /// so one descriptor's check never vouches for another.
+    changes: AtomicU64,
     /// The watch ended: it tells nothing any more.
     ended: AtomicBool,
 }
@@ -89,18 +103,15 @@ struct Known {
 /// This process's watcher; `None` where it cannot be had.
 fn watcher() -> Option<&'static Watcher> {
     static WATCHER: PerProcess<Option<Watcher>> = PerProcess::new();
+    // Not logged: a subscriber that takes a lock through this crate would
+    // come back here while the watcher is being made.
     WATCHER
         .get(|| {
-            FileChanges::new()
-                .map_err(|e| {
-                    tracing::debug!(error = %e, "kept lock files are checked by fstat: no file events");
-                })
-                .ok()
-                .map(|changes| Watcher {
-                    changes,
-                    drains: AtomicU64::new(0),
-                    watches: Mutex::new(FxHashMap::default()),
-                })
+            FileChanges::new().ok().map(|changes| Watcher {
+                changes,
+                drains: AtomicU64::new(0),
+                watches: Mutex::new(FxHashMap::default()),
+            })
         })
         .as_ref()
 }
@@ -113,60 +124,86 @@ impl Watcher {
     }
 
     /// Reads the queue, marking each watch it names (every watch if events
-    /// were lost).
+    /// were lost). Drains run one at a time, under the watcher's lock.
     fn drain(&self) {
         let watches = self.watches();
         self.drains.fetch_add(1, Ordering::SeqCst);
-        let mark = |marks: &Marks, ended: bool| {
-            marks.suspect.store(true, Ordering::SeqCst);
-            if ended {
-                marks.ended.store(true, Ordering::SeqCst);
-            }
-        };
-        self.changes.drain(|change| match change {
-            FileChange::Changed(id) => {
-                if let Some(known) = watches.get(&id) {
-                    mark(&known.marks, false);
-                }
-            }
-            FileChange::Ended(id) => {
-                if let Some(known) = watches.get(&id) {
-                    mark(&known.marks, true);
-                }
-            }
-            FileChange::Unknown => {
-                for known in watches.values() {
-                    mark(&known.marks, false);
-                }
-            }
-        });
+        self.changes.drain(|change| mark(&watches, change));
         self.drains.fetch_add(1, Ordering::SeqCst);
     }
 }
 
-/// A watch of the file `file` is open on, to be checked in full once
-/// before it vouches for anything; `None` if there is no watcher or the
-/// file cannot be watched (then `fstat` checks it).
-pub(super) fn watch(file: &File) -> Option<Arc<Watch>> {
-    let watcher = watcher()?;
+/// Marks what `change` tells of.
+fn mark(watches: &FxHashMap<WatchId, Known>, change: FileChange) {
+    let marked = |known: &Known, ended: bool| {
+        known.marks.changes.fetch_add(1, Ordering::SeqCst);
+        if ended {
+            known.marks.ended.store(true, Ordering::SeqCst);
+        }
+    };
+    match change {
+        FileChange::Changed(id) => watches.get(&id).into_iter().for_each(|k| marked(k, false)),
+        FileChange::Ended(id) => watches.get(&id).into_iter().for_each(|k| marked(k, true)),
+        FileChange::Unknown => watches.values().for_each(|k| marked(k, false)),
+    }
+}
+
+/// Until when (by [`coarse_now`]) no new watch is tried, after one failed
+/// (the per-user limit of watches reached, most likely): a failed
+/// `inotify_add_watch` costs a few microseconds, and descriptors come and
+/// go.
+static NO_WATCH_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// How long [`NO_WATCH_UNTIL`] puts watching off.
+const RETRY_WATCH_AFTER: Duration = Duration::from_secs(1);
+
+/// What [`watch`] made of a file.
+#[derive(Debug)]
+pub(super) enum Watching {
+    Watched(Arc<Watch>),
+    /// Never for this descriptor: no watcher in this process, or the file
+    /// is on a filesystem whose changes may not all be made through this
+    /// kernel (only known local filesystems are watched: on a shared or
+    /// network one, another host's `unlink` is never told).
+    Never,
+    /// Not now (a watch failed lately); ask again later.
+    NotNow,
+}
+
+/// A watch of the file `file` is open on. Where there is none, `fstat`
+/// checks it at every holding.
+pub(super) fn watch(file: &File) -> Watching {
+    let now = nanos(coarse_now());
+    if now < NO_WATCH_UNTIL.load(Ordering::Relaxed) {
+        return Watching::NotNow;
+    }
+    let Some(watcher) = watcher() else {
+        return Watching::Never;
+    };
+    if !rustix::fs::fstatfs(file).is_ok_and(|fs| local_fs_name(fs.f_type as u64).is_some()) {
+        return Watching::Never;
+    }
     let mut watches = watcher.watches();
     let id = match watcher.changes.watch(file) {
         Ok(id) => id,
         Err(e) => {
-            tracing::debug!(error = %e, "kept lock file checked by fstat: cannot watch it");
-            return None;
+            drop(watches);
+            let until = nanos(RETRY_WATCH_AFTER).saturating_add(now);
+            NO_WATCH_UNTIL.store(until, Ordering::Relaxed);
+            tracing::debug!(error = %e, "kept lock files checked by fstat for a second: cannot watch");
+            return Watching::NotNow;
         }
     };
     // Dropped after the watcher's lock: dropping a last reference takes it.
     let mut replaced = None;
     if let Some(known) = watches.get(&id).and_then(|known| known.watch.upgrade()) {
         if !known.marks.ended.load(Ordering::SeqCst) {
-            return Some(known);
+            return Watching::Watched(known);
         }
         replaced = Some(known);
     }
     let marks = Arc::new(Marks {
-        suspect: AtomicBool::new(true),
+        changes: AtomicU64::new(0),
         ended: AtomicBool::new(false),
     });
     let watch = Arc::new(Watch {
@@ -183,40 +220,46 @@ pub(super) fn watch(file: &File) -> Option<Arc<Watch>> {
     );
     drop(watches);
     drop(replaced);
-    Some(watch)
+    Watching::Watched(watch)
 }
 
 impl Watch {
-    /// Whether the file is still what its last full check found: nothing
-    /// queued, marked or missed since. Asked after the `flock`.
-    pub(super) fn unchanged(&self) -> bool {
+    /// Whether the file is still what a full check found when the watch's
+    /// count was `seen` ([`Watch::checking`]): nothing changed, queued or
+    /// missed since. Asked after the `flock`.
+    pub(super) fn unchanged(&self, seen: u64) -> bool {
         if self.generation != fork_generation() {
             return false;
         }
         let Some(watcher) = watcher() else {
             return false;
         };
+        let untold = || {
+            self.marks.changes.load(Ordering::SeqCst) == seen
+                && !self.marks.ended.load(Ordering::SeqCst)
+        };
         let drains = watcher.drains.load(Ordering::SeqCst);
-        if drains % 2 == 1
-            || self.marks.suspect.load(Ordering::SeqCst)
-            || self.marks.ended.load(Ordering::SeqCst)
-        {
+        if drains % 2 == 1 || !untold() {
             return false;
         }
         if watcher.changes.queued() {
+            // Drains run one at a time: once this one is done, every event
+            // queued before the `flock` returned has been read and marked,
+            // by it or by one before it.
             watcher.drain();
-            return false;
+            return untold();
         }
         // A drain that read this file's event before the question above
         // found the queue empty has marked it, or is still counted as
         // running.
-        !self.marks.suspect.load(Ordering::SeqCst)
-            && watcher.drains.load(Ordering::SeqCst) == drains
+        untold() && watcher.drains.load(Ordering::SeqCst) == drains
     }
 
-    /// Before a full check: changes from now on mark it again.
-    pub(super) fn checking(&self) {
-        self.marks.suspect.store(false, Ordering::SeqCst);
+    /// Before a full check: the count to pass to [`Watch::unchanged`] for
+    /// the same descriptor's next holdings (changes from now on are
+    /// counted after it).
+    pub(super) fn checking(&self) -> u64 {
+        self.marks.changes.load(Ordering::SeqCst)
     }
 }
 
@@ -247,6 +290,7 @@ impl Drop for Watch {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::time::Instant;
 
     fn lock_file(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, File) {
         let path = dir.join(name);
@@ -261,68 +305,82 @@ mod tests {
         (path, file)
     }
 
-    /// Whether `watch` vouches for its file once other tests' events (the
-    /// watcher is the process's, and tests run at once) are read: a
-    /// question that finds any event queued, or a drain running, answers
-    /// no, which only costs a full check.
-    fn vouches(watch: &Watch) -> bool {
-        (0..1000).any(|_| watch.unchanged())
+    fn watched(file: &File) -> Arc<Watch> {
+        match watch(file) {
+            Watching::Watched(watch) => watch,
+            other => panic!("not watched: {other:?}"),
+        }
     }
 
-    /// Checked in full once, then vouched for.
-    fn checked(watch: &Watch) {
-        assert!(!watch.unchanged(), "a new watch vouches for nothing");
-        watch.checking();
-        assert!(vouches(watch), "nothing changed since the check");
+    /// Whether `watch` vouches for its file as checked at `seen`, once
+    /// other tests' events (the watcher is the process's, and tests run
+    /// at once) are read: a question that meets a drain running answers
+    /// no, which costs only a full check.
+    fn vouches(watch: &Watch, seen: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if watch.unchanged(seen) {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        false
+    }
+
+    /// Checked in full now, and vouched for since.
+    fn checked(watch: &Watch) -> u64 {
+        let seen = watch.checking();
+        assert!(vouches(watch, seen), "nothing changed since the check");
+        seen
     }
 
     #[test]
-    fn each_change_of_identity_is_told_once_and_a_check_clears_it() {
+    fn each_change_of_identity_is_told_until_checked_again() {
         let dir = tempfile::tempdir().expect("tempdir");
-        type Change<'a> = (&'a str, &'a dyn Fn(&std::path::Path, &File));
-        let changes: [Change<'_>; 5] = [
-            ("unlinked", &|path, _| {
-                std::fs::remove_file(path).expect("rm")
-            }),
-            ("replaced by a rename", &|path, _| {
+        type Change<'a> = (&'a str, &'a dyn Fn(&std::path::Path));
+        let changes: [Change<'_>; 4] = [
+            ("unlinked", &|path| std::fs::remove_file(path).expect("rm")),
+            ("replaced by a rename", &|path| {
                 let other = path.with_extension("new");
                 std::fs::write(&other, b"x").expect("write");
                 std::fs::rename(&other, path).expect("rename");
             }),
-            ("renamed away", &|path, _| {
+            ("renamed away", &|path| {
                 std::fs::rename(path, path.with_extension("away")).expect("rename")
             }),
-            ("its mode changed", &|path, _| {
+            ("its mode changed", &|path| {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
                     .expect("chmod")
             }),
-            ("truncated", &|_, file| file.set_len(0).expect("truncate")),
         ];
         for (i, (what, change)) in changes.iter().enumerate() {
             let (path, file) = lock_file(dir.path(), &format!("{i}.lock"));
-            let watch = watch(&file).expect("watch");
-            checked(&watch);
-            change(&path, &file);
-            assert!(!watch.unchanged(), "{what}: not told");
-            assert!(!watch.unchanged(), "{what}: told, then forgotten unchecked");
-            watch.checking();
-            assert!(vouches(&watch), "{what}: still told after a check");
+            let watch = watched(&file);
+            let seen = checked(&watch);
+            change(&path);
+            assert!(!watch.unchanged(seen), "{what}: not told");
+            assert!(!watch.unchanged(seen), "{what}: told once, then forgotten");
+            let seen = watch.checking();
+            assert!(vouches(&watch, seen), "{what}: still told after a check");
         }
     }
 
     #[test]
-    fn reading_or_locking_the_file_changes_nothing() {
+    fn reading_writing_or_locking_the_file_changes_nothing() {
+        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let (_, file) = lock_file(dir.path(), "a.lock");
-        let watch = watch(&file).expect("watch");
-        checked(&watch);
+        let watch = watched(&file);
+        let seen = checked(&watch);
         let mut byte = [0u8; 1];
-        std::os::unix::fs::FileExt::read_at(&file, &mut byte, 0).expect("read");
+        file.read_at(&mut byte, 0).expect("read");
+        // A fencing token is written into the lock file.
+        file.write_all_at(b"token 1\n", 8).expect("write");
         crate::backend::os::flock::try_flock(&file, crate::mode::LockMode::Exclusive)
             .expect("lock");
         crate::backend::os::flock::unlock(&file).expect("unlock");
-        assert!(vouches(&watch));
+        assert!(vouches(&watch, seen));
     }
 
     #[test]
@@ -330,8 +388,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, file) = lock_file(dir.path(), "a.lock");
         let again = File::open(&path).expect("open again");
-        let first = watch(&file).expect("watch");
-        let second = watch(&again).expect("watch");
+        let (first, second) = (watched(&file), watched(&again));
         assert!(Arc::ptr_eq(&first, &second));
         let id = first.id;
         drop((first, second));
@@ -340,26 +397,81 @@ mod tests {
             !watcher.watches().contains_key(&id),
             "ended with its last user"
         );
-        // A new watch of the file starts unchecked.
-        let third = watch(&file).expect("watch");
-        assert!(!third.unchanged());
+    }
+
+    /// Two descriptors of one file share its watch; each vouches only by
+    /// the count its own check saw, so one's check after a change never
+    /// vouches for the other (a reviewer's case: an abandoned kernel wait's
+    /// descriptor and a shared holder's).
+    #[test]
+    fn a_check_through_one_descriptor_vouches_for_no_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, file) = lock_file(dir.path(), "shared.lock");
+        let again = File::open(&path).expect("open again");
+        let (first, second) = (watched(&file), watched(&again));
+        let first_seen = checked(&first);
+        let second_seen = checked(&second);
+        std::fs::remove_file(&path).expect("rm");
+        assert!(!second.unchanged(second_seen), "told");
+        let second_seen = second.checking();
+        assert!(vouches(&second, second_seen));
+        assert!(
+            !first.unchanged(first_seen),
+            "the other descriptor's check vouched for this one"
+        );
     }
 
     #[test]
-    fn a_change_read_by_another_drain_is_still_told() {
+    fn a_change_read_by_another_question_is_still_told() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (a_path, a) = lock_file(dir.path(), "a.lock");
         let (_, b) = lock_file(dir.path(), "b.lock");
-        let (a_watch, b_watch) = (watch(&a).expect("watch"), watch(&b).expect("watch"));
-        checked(&a_watch);
-        checked(&b_watch);
+        let (a_watch, b_watch) = (watched(&a), watched(&b));
+        let a_seen = checked(&a_watch);
+        let b_seen = checked(&b_watch);
         std::fs::remove_file(&a_path).expect("rm");
-        // b's question reads the queue, a's event with it.
-        assert!(!b_watch.unchanged(), "something was queued");
-        assert!(vouches(&b_watch), "b itself did not change");
+        // b's question reads the queue (a's event with it), or another
+        // test's question did: either way b did not change, and a did.
+        assert!(vouches(&b_watch, b_seen), "b itself did not change");
         assert!(
-            !a_watch.unchanged(),
-            "a's change, read by b's drain, was lost"
+            !a_watch.unchanged(a_seen),
+            "a's change, read by another question, was lost"
         );
+    }
+
+    /// What a drain marks: the watch named, every watch when events were
+    /// lost, and an ended watch for good. (Overflowing the kernel's queue
+    /// on purpose would race with the other tests' drains.)
+    #[test]
+    fn lost_events_mark_every_watch_and_an_ended_watch_vouches_no_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, a) = lock_file(dir.path(), "a.lock");
+        let (_, b) = lock_file(dir.path(), "b.lock");
+        let (a_watch, b_watch) = (watched(&a), watched(&b));
+        let (a_seen, b_seen) = (checked(&a_watch), checked(&b_watch));
+        // These two alone: marking every watch of the process would tell
+        // the other tests' files of changes they did not make.
+        let watches: FxHashMap<WatchId, Known> = [&a_watch, &b_watch]
+            .into_iter()
+            .map(|w| {
+                let known = Known {
+                    watch: Arc::downgrade(w),
+                    marks: Arc::clone(&w.marks),
+                };
+                (w.id, known)
+            })
+            .collect();
+        mark(&watches, FileChange::Changed(a_watch.id));
+        assert!(!a_watch.unchanged(a_seen));
+        assert!(vouches(&b_watch, b_seen), "only the watch named");
+        let a_seen = a_watch.checking();
+        mark(&watches, FileChange::Unknown);
+        assert!(!a_watch.unchanged(a_seen), "lost events: a");
+        assert!(!b_watch.unchanged(b_seen), "lost events: b");
+        let a_seen = a_watch.checking();
+        mark(&watches, FileChange::Ended(a_watch.id));
+        assert!(!a_watch.unchanged(a_seen));
+        let a_seen = a_watch.checking();
+        assert!(!a_watch.unchanged(a_seen), "an ended watch vouched again");
     }
 }
