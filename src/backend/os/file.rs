@@ -79,11 +79,14 @@ enum Identity {
     },
 }
 
-/// A lock file is watched from its this-many-th keeping on: making and
-/// ending a watch costs about as much as 35 holdings save, so a descriptor
-/// the hot set evicts before it is used again (more lock files taken in
-/// turn than it keeps) is never watched.
-const WATCH_AFTER_KEEPS: u32 = 4;
+/// A lock file is watched from its this-many-th keeping on. Making and
+/// ending a watch costs about what 35 holdings save, so a descriptor the
+/// hot set evicts before it is used again (more lock files taken in turn
+/// than it keeps) is never watched; and a process whose inotify instance
+/// has watches takes longer to exit (up to about 10 ms: the kernel waits
+/// for a grace period to free it), which a process that takes a lock a few
+/// times and ends (a command) should not pay.
+const WATCH_AFTER_KEEPS: u32 = 32;
 
 impl std::ops::Deref for LockFile {
     type Target = File;
