@@ -554,9 +554,9 @@ async fn timeouts_at_the_edge_of_the_type_wait_forever_without_panicking() {
 /// Removed by `rm`, and replaced by a rename (as editors and `mv` do).
 #[tokio::test(flavor = "current_thread")]
 async fn a_kept_descriptor_of_a_lock_file_removed_by_hand_never_grants_a_lock_held_at_its_path() {
-    // After 40, the descriptor has been watched (from its 32nd keeping)
-    // and checked in full once since.
-    for holdings in [1, 40] {
+    // After 1,030, the descriptor has been watched (from its 1,024th
+    // keeping) and checked in full once since.
+    for holdings in [1, 1030] {
         for replace in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let locks = locks_in(dir.path());
@@ -606,7 +606,7 @@ async fn a_lock_file_removed_under_its_lock_elsewhere_is_not_taken_through_a_kep
     let locks = locks_in(dir.path());
     let target = dir.path().join("summary.json");
     let mut lock_path = None;
-    for _ in 0..40 {
+    for _ in 0..1030 {
         let guard = locks.lock(Category::Summary, &target).await.unwrap();
         lock_path = Some(guard.lock_path().to_path_buf());
     }

@@ -79,14 +79,14 @@ enum Identity {
     },
 }
 
-/// A lock file is watched from its this-many-th keeping on. Making and
-/// ending a watch costs about what 35 holdings save, so a descriptor the
-/// hot set evicts before it is used again (more lock files taken in turn
-/// than it keeps) is never watched; and a process whose inotify instance
-/// has watches takes longer to exit (up to about 10 ms: the kernel waits
-/// for a grace period to free it), which a process that takes a lock a few
-/// times and ends (a command) should not pay.
-const WATCH_AFTER_KEEPS: u32 = 32;
+/// A lock file is watched from its this-many-th keeping on: a hot lock of
+/// a long-running process. Making and ending a watch costs about what 35
+/// holdings save, so a descriptor the hot set evicts before it is used
+/// again is never watched; and a process whose inotify instance has
+/// watches takes up to about 10 ms longer to exit (the kernel waits for a
+/// grace period to free it), about what 100,000 holdings save, which a
+/// command that takes a lock a few hundred times and ends should not pay.
+const WATCH_AFTER_KEEPS: u32 = 1024;
 
 impl std::ops::Deref for LockFile {
     type Target = File;

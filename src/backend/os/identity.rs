@@ -39,12 +39,13 @@
 //! (`file::confirm`): renamed away, a file is still linked, and only its
 //! path tells that it is no lock file any more.
 //!
-//! A descriptor is watched from its 32nd keeping on (`file.rs`): making
-//! and ending a watch costs what about 35 holdings save, a descriptor the
-//! hot set evicts before its next use would never repay it, and a process
-//! whose instance has watches takes up to about 10 ms longer to exit (the
-//! kernel waits for a grace period to free the instance), which a command
-//! that takes a lock a few times should not pay. Where there
+//! A descriptor is watched from its 1,024th keeping on (`file.rs`): a hot
+//! lock of a long-running process. Making and ending a watch costs what
+//! about 35 holdings save, a descriptor the hot set evicts before its next
+//! use would never repay it, and a process whose instance has watches
+//! takes up to about 10 ms longer to exit (the kernel waits for a grace
+//! period to free the instance), which a command that takes a lock a few
+//! hundred times should not pay. Where there
 //! is no watcher (not Linux, no procfs, inotify's per-user limit of
 //! instances reached), or no watch for a file (the per-user limit of
 //! watches reached: no new watch is tried for a second after one fails),
