@@ -642,6 +642,33 @@ mod tests {
         );
     }
 
+    /// Taking and letting go of a watched lock file (by this process or
+    /// another) is no change of its identity: its watch still vouches.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn locking_a_watched_lock_file_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let req = LockRequest::exclusive_in(dir.path(), "locked.test");
+        let file = open_lock_file(&req).expect("open");
+        let Watching::Watched(watch) = identity::watch(&file) else {
+            panic!("not watched");
+        };
+        let seen = watch.checking();
+        let other = open_lock_file(&req).expect("open");
+        for f in [&file, &other] {
+            try_flock(f, LockMode::Exclusive).expect("lock");
+            unlock(f).expect("unlock");
+        }
+        // Other tests' events (the watcher is the process's) may be read
+        // by this question, or another test's may be running: ask again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut vouched = false;
+        while !vouched && std::time::Instant::now() < deadline {
+            vouched = watch.unchanged(seen);
+        }
+        assert!(vouched);
+    }
+
     /// A kept lock file renamed away is still linked, so `fstat` alone
     /// cannot tell; its watch tells of the rename, and the full check that
     /// follows asks the path.
