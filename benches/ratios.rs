@@ -221,10 +221,9 @@ fn syscall_floor(rounds: usize, n: usize) {
         .expect("inotify");
     inotify::add_watch(
         &watches,
-        format!("/proc/self/fd/{}", kept.as_raw_fd()).as_str(),
+        format!("/proc/thread-self/fd/{}", kept.as_raw_fd()).as_str(),
         inotify::WatchFlags::ATTRIB
             | inotify::WatchFlags::MOVE_SELF
-            | inotify::WatchFlags::MODIFY
             | inotify::WatchFlags::DELETE_SELF,
     )
     .expect("watch");

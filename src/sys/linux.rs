@@ -393,16 +393,35 @@ impl EventSource {
 /// (`IN_ATTRIB`: unlinked, replaced by a rename, or its owner or mode
 /// changed; `IN_MOVE_SELF`: renamed; `IN_DELETE_SELF`; not writes, which
 /// change no identity: fencing tokens are written into lock files), and an
-/// epoll set holding the inotify descriptor
-/// answers "is anything queued?" in one `epoll_wait` with no timeout, about
-/// half the cost of the `fstat` it replaces. The kernel queues the event,
-/// and marks the epoll set ready, inside the system call that made the
-/// change, so a change made before this process's `flock` returned is seen
-/// by a [`FileChanges::queued`] made after it.
+/// epoll set holding the inotify descriptor answers "is anything queued?"
+/// in one `epoll_wait` with no timeout, about half the cost of the `fstat`
+/// it replaces. The kernel queues the event, and puts the inotify
+/// descriptor on every epoll set's ready list, inside the system call that
+/// made the change, so a change made before this process's `flock`
+/// returned is seen by a [`FileChanges::queued`] made after it.
+///
+/// One epoll set per thread that asks: an `epoll_wait` with no timeout
+/// checks the ready list without a lock, and while another thread's
+/// `epoll_wait` on the same set is scanning it, the list can look empty
+/// (Linux 5.11 and later; the kernel's maintainers hold that a caller with
+/// no timeout must ask again). A thread never scans while it asks, so its
+/// own set answers truly. A mutex around one shared set would do too, but
+/// measured as dear as the `fstat` it replaces.
 #[derive(Debug)]
 pub(crate) struct FileChanges {
     inotify: OwnedFd,
+}
+
+/// This thread's epoll set for the [`FileChanges`] at `owner` (its address:
+/// one per process, never moved), made in the fork generation `generation`.
+struct ThreadAsks {
+    owner: usize,
+    generation: u64,
     epoll: OwnedFd,
+}
+
+thread_local! {
+    static ASKS: std::cell::RefCell<Option<ThreadAsks>> = const { std::cell::RefCell::new(None) };
 }
 
 /// What [`FileChanges::drain`] found.
@@ -431,14 +450,19 @@ impl FileChanges {
             ));
         }
         let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        Ok(FileChanges { inotify })
+    }
+
+    /// A new epoll set holding the inotify descriptor.
+    fn epoll_set(&self) -> io::Result<OwnedFd> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         epoll::add(
             &epoll,
-            &inotify,
+            &self.inotify,
             epoll::EventData::new_u64(0),
             epoll::EventFlags::IN,
         )?;
-        Ok(FileChanges { inotify, epoll })
+        Ok(epoll)
     }
 
     /// Watches the file `file` is open on (whatever name it has now, or
@@ -458,14 +482,37 @@ impl FileChanges {
         let _ = inotify::remove_watch(&self.inotify, id);
     }
 
-    /// Whether events are queued (or asking failed, which counts as yes).
+    /// Whether events are queued (or asking failed, which counts as yes),
+    /// asked through this thread's own epoll set.
     pub(crate) fn queued(&self) -> bool {
-        let mut ready = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 1];
-        let none = Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
+        let owner = self as *const Self as usize;
+        let generation = super::fork_generation();
+        let ask = |asks: &mut Option<ThreadAsks>| -> io::Result<bool> {
+            let current = asks
+                .as_ref()
+                .is_some_and(|a| a.owner == owner && a.generation == generation);
+            if !current {
+                *asks = Some(ThreadAsks {
+                    owner,
+                    generation,
+                    epoll: self.epoll_set()?,
+                });
+            }
+            let Some(asks) = asks.as_ref() else {
+                return Ok(true);
+            };
+            let mut ready = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 1];
+            let none = Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let (found, _) = epoll::wait(&asks.epoll, &mut ready, Some(&none))?;
+            Ok(!found.is_empty())
         };
-        !matches!(epoll::wait(&self.epoll, &mut ready, Some(&none)), Ok((found, _)) if found.is_empty())
+        // A thread being torn down has no set left: counted as yes.
+        ASKS.try_with(|asks| ask(&mut asks.borrow_mut()))
+            .unwrap_or(Ok(true))
+            .unwrap_or(true)
     }
 
     /// Reads every queued event, telling each to `f`.

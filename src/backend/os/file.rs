@@ -83,7 +83,7 @@ enum Identity {
 /// a long-running process. Making and ending a watch costs about what 35
 /// holdings save, so a descriptor the hot set evicts before it is used
 /// again is never watched; and a process whose inotify instance has
-/// watches takes up to about 10 ms longer to exit (the kernel waits for a
+/// watches takes up to about 12 ms longer to exit (the kernel waits for a
 /// grace period to free it), about what 100,000 holdings save, which a
 /// command that takes a lock a few hundred times and ends should not pay.
 const WATCH_AFTER_KEEPS: u32 = 1024;
@@ -409,8 +409,8 @@ impl OsHeld {
             identity,
             ..
         } = self;
-        // Watched from its first keeping on; the next holding checks it in
-        // full once (a new watch vouches for nothing).
+        // Watched from its `WATCH_AFTER_KEEPS`th keeping on; the next
+        // holding checks it in full once (`checked_for: None`).
         let identity = match identity {
             Identity::Unwatched { keeps } if keeps + 1 >= WATCH_AFTER_KEEPS => {
                 match identity::watch(&file) {
@@ -543,8 +543,8 @@ mod tests {
     /// and checked in full once: from then on its watch vouches for it.
     const WATCHED_AFTER: u32 = WATCH_AFTER_KEEPS + 1;
 
-    /// Two kept descriptors of one lock file share its watch (a reviewer's
-    /// case: an abandoned kernel wait's descriptor and a shared holder's);
+    /// Two kept descriptors of one lock file share its watch (as an
+    /// abandoned kernel wait's descriptor and a shared holder's do, below);
     /// after the file is removed, each must find it removed, whichever
     /// checks first.
     #[cfg(target_os = "linux")]
@@ -588,7 +588,7 @@ mod tests {
         );
     }
 
-    /// The same through the backend, as a reviewer found it: an exclusive
+    /// The same through the backend: an exclusive
     /// kernel wait checks out the kept descriptor and is abandoned; shared
     /// holdings open, keep and check a second one; another holder removes
     /// the file under its lock; the abandoned wait is granted on the
@@ -613,6 +613,7 @@ mod tests {
             }
         };
         take_and_keep(&exclusive);
+        assert_kept_and_vouched_for(&exclusive);
         // Another process's hold (an open file description of its own).
         let rival = open_lock_file(&exclusive).expect("open");
         try_flock(&rival, LockMode::Shared).expect("rival holds it shared");
@@ -685,6 +686,7 @@ mod tests {
                 .release(false, None)
                 .expect("release");
         }
+        assert_kept_and_vouched_for(&req);
         std::fs::rename(&req.lock_path, dir.path().join("moved.away")).expect("mv");
         let other = open_lock_file(&req).expect("open the new file");
         try_flock(&other, LockMode::Exclusive).expect("another holds the new file");
@@ -692,6 +694,54 @@ mod tests {
             OsBackend.try_lock(&req).expect("try").is_none(),
             "granted through the renamed-away file"
         );
+    }
+
+    /// A lock file removed after the full check of the holding whose
+    /// release makes its watch, and before the watch: the watch never
+    /// tells of it, so the first holding through the new watch must check
+    /// in full.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_lock_file_removed_before_its_watch_was_made_is_not_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let req = LockRequest::exclusive_in(dir.path(), "late.test");
+        for _ in 0..WATCH_AFTER_KEEPS - 1 {
+            OsBackend
+                .try_lock(&req)
+                .expect("try")
+                .expect("free")
+                .release(false, None)
+                .expect("release");
+        }
+        let held = OsBackend.try_lock(&req).expect("try").expect("free");
+        std::fs::remove_file(&req.lock_path).expect("rm");
+        held.release(false, None)
+            .expect("release: the watch is made");
+        let other = open_lock_file(&req).expect("open the new file");
+        try_flock(&other, LockMode::Exclusive).expect("another holds the new file");
+        assert!(
+            OsBackend.try_lock(&req).expect("try").is_none(),
+            "granted through a descriptor of a file removed before its watch was made"
+        );
+    }
+
+    /// The kept descriptor of `req`'s lock file, watched and checked in
+    /// full since (so its watch vouches for it), given back to the set.
+    #[cfg(target_os = "linux")]
+    fn assert_kept_and_vouched_for(req: &LockRequest) {
+        let kept_file = kept().take(&req.lock_path).expect("kept");
+        assert!(
+            matches!(
+                kept_file.identity,
+                Identity::Watched {
+                    checked_for: Some(_),
+                    ..
+                }
+            ),
+            "not watched and checked: {:?}",
+            kept_file.identity
+        );
+        give_back(&req.lock_path, kept_file);
     }
 
     #[test]

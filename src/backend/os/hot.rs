@@ -1,9 +1,9 @@
 //! Hot lock files: a bounded set of lock-file descriptors this process
 //! keeps open between holdings, so that taking a lock it took before is a
-//! `flock` and a question to the process's file watch (see
-//! [`super::identity`]) instead of an `open`, a `flock`, an `fstat` and a
-//! `close` (the `open` is the dearest of them: a path walk and a new open
-//! file description).
+//! `flock` and an `fstat` (from its 1,024th keeping, a question to the
+//! process's file watch instead, see [`super::identity`]) instead of an
+//! `open`, a `flock`, an `fstat` and a `close` (the `open` is the dearest
+//! of them: a path walk and a new open file description).
 //!
 //! Which files: those released without removal (manifests, telemetry,
 //! SQLite, summaries: long-lived targets), on a local filesystem. A
@@ -16,9 +16,9 @@
 //! * the identity check: a descriptor taken from the set is confirmed
 //!   after its `flock` like a fresh one (still a regular file, still
 //!   linked), so a lock file removed while the descriptor sat here, by this
-//!   crate or by hand, is noticed and opened anew by path; a kept file is
-//!   watched ([`super::identity`]), so the `fstat` is made only after the
-//!   OS tells of a change;
+//!   crate or by hand, is noticed and opened anew by path; a hot file is
+//!   watched ([`super::identity`]), and its `fstat` is then made only
+//!   after the OS tells of a change;
 //! * the lock dir's trust (law 10): a descriptor is used only while its
 //!   lock dir is the one the check of [`crate::backend::dirs`] trusts now;
 //! * the release event, after a holding that was not brief: a release by
