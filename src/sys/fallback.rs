@@ -92,8 +92,8 @@ impl FileChanges {
 
     pub(crate) fn unwatch(&self, _id: WatchId) {}
 
-    pub(crate) fn queued(&self) -> bool {
-        true
+    pub(crate) fn queued(&self) -> Option<bool> {
+        None
     }
 
     pub(crate) fn drain(&self, mut f: impl FnMut(FileChange)) {

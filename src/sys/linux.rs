@@ -398,7 +398,9 @@ impl EventSource {
 /// it replaces. The kernel queues the event, and puts the inotify
 /// descriptor on every epoll set's ready list, inside the system call that
 /// made the change, so a change made before this process's `flock`
-/// returned is seen by a [`FileChanges::queued`] made after it.
+/// returned is seen by a [`FileChanges::queued`] made after it; except an
+/// event merged into an identical one still queued, which wakes nothing
+/// itself (see `backend::os::identity`).
 ///
 /// One epoll set per thread that asks: an `epoll_wait` with no timeout
 /// checks the ready list without a lock, and while another thread's
@@ -410,12 +412,14 @@ impl EventSource {
 #[derive(Debug)]
 pub(crate) struct FileChanges {
     inotify: OwnedFd,
+    /// Names it for the threads' epoll sets (unique in the process).
+    id: u64,
 }
 
-/// This thread's epoll set for the [`FileChanges`] at `owner` (its address:
-/// one per process, never moved), made in the fork generation `generation`.
+/// This thread's epoll set for the [`FileChanges`] named `owner`, made in
+/// the fork generation `generation`.
 struct ThreadAsks {
-    owner: usize,
+    owner: u64,
     generation: u64,
     epoll: OwnedFd,
 }
@@ -450,7 +454,9 @@ impl FileChanges {
             ));
         }
         let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
-        Ok(FileChanges { inotify })
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(FileChanges { inotify, id })
     }
 
     /// A new epoll set holding the inotify descriptor.
@@ -482,24 +488,25 @@ impl FileChanges {
         let _ = inotify::remove_watch(&self.inotify, id);
     }
 
-    /// Whether events are queued (or asking failed, which counts as yes),
-    /// asked through this thread's own epoll set.
-    pub(crate) fn queued(&self) -> bool {
-        let owner = self as *const Self as usize;
+    /// Whether events are queued, asked through this thread's own epoll
+    /// set; `None` if it cannot be asked (no descriptor for a set, or the
+    /// thread is being torn down).
+    pub(crate) fn queued(&self) -> Option<bool> {
         let generation = super::fork_generation();
         let ask = |asks: &mut Option<ThreadAsks>| -> io::Result<bool> {
             let current = asks
                 .as_ref()
-                .is_some_and(|a| a.owner == owner && a.generation == generation);
+                .is_some_and(|a| a.owner == self.id && a.generation == generation);
             if !current {
+                *asks = None;
                 *asks = Some(ThreadAsks {
-                    owner,
+                    owner: self.id,
                     generation,
                     epoll: self.epoll_set()?,
                 });
             }
             let Some(asks) = asks.as_ref() else {
-                return Ok(true);
+                return Err(io::ErrorKind::NotFound.into());
             };
             let mut ready = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 1];
             let none = Timespec {
@@ -509,10 +516,9 @@ impl FileChanges {
             let (found, _) = epoll::wait(&asks.epoll, &mut ready, Some(&none))?;
             Ok(!found.is_empty())
         };
-        // A thread being torn down has no set left: counted as yes.
-        ASKS.try_with(|asks| ask(&mut asks.borrow_mut()))
-            .unwrap_or(Ok(true))
-            .unwrap_or(true)
+        ASKS.try_with(|asks| ask(&mut asks.borrow_mut()).ok())
+            .ok()
+            .flatten()
     }
 
     /// Reads every queued event, telling each to `f`.

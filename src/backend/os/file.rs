@@ -717,6 +717,19 @@ mod tests {
         std::fs::remove_file(&req.lock_path).expect("rm");
         held.release(false, None)
             .expect("release: the watch is made");
+        let kept_file = kept().take(&req.lock_path).expect("kept");
+        assert!(
+            matches!(
+                kept_file.identity,
+                Identity::Watched {
+                    checked_for: None,
+                    ..
+                }
+            ),
+            "the release did not make the watch: {:?}",
+            kept_file.identity
+        );
+        give_back(&req.lock_path, kept_file);
         let other = open_lock_file(&req).expect("open the new file");
         try_flock(&other, LockMode::Exclusive).expect("another holds the new file");
         assert!(

@@ -1,7 +1,8 @@
 //! Hot lock files: a bounded set of lock-file descriptors this process
 //! keeps open between holdings, so that taking a lock it took before is a
-//! `flock` and an `fstat` (from its 1,024th keeping, a question to the
-//! process's file watch instead, see [`super::identity`]) instead of an
+//! `flock` and an `fstat` (after its 1,024th keeping and one more full
+//! check, a question to the process's file watch instead, see
+//! [`super::identity`]) instead of an
 //! `open`, a `flock`, an `fstat` and a `close` (the `open` is the dearest
 //! of them: a path walk and a new open file description).
 //!

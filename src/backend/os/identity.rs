@@ -25,7 +25,14 @@
 //!   it. (A lock file removed by hand while its lock is held elsewhere is a
 //!   race with any check, the `fstat` too: the holder's next holding sees
 //!   it, as before.) Only known local filesystems are watched: on a shared
-//!   or network one, another host's change is never queued here;
+//!   or network one, another host's change is never queued here. One
+//!   exception is known, and left open: Linux merges an event into an
+//!   identical one still queued (same file, same kind) without waking the
+//!   epoll sets again, so if a third process changed the same lock file's
+//!   attributes (`chmod`, `touch`) at the same moment, and was preempted
+//!   between queueing its event and waking the sets, the removal's event
+//!   could wait on that wake-up past our question (ARCHITECTURE.md, "Known
+//!   limits of this version");
 //! * events read by another thread are seen through the counts that thread
 //!   leaves: a drain counts every watch it read of before it ends, and the
 //!   [`Watcher::drains`] count (odd while one runs) tells a question that
@@ -254,12 +261,18 @@ impl Watch {
         if drains % 2 == 1 || !untold() {
             return false;
         }
-        if watcher.changes.queued() {
-            // Drains run one at a time: once this one is done, every event
-            // queued before the `flock` returned has been read and marked,
-            // by it or by one before it.
-            watcher.drain();
-            return untold();
+        match watcher.changes.queued() {
+            Some(false) => {}
+            Some(true) => {
+                // Drains run one at a time: once this one is done, every
+                // event queued before the `flock` returned has been read
+                // and counted, by it or by one before it.
+                watcher.drain();
+                return untold();
+            }
+            // Not asked (out of descriptors for this thread's epoll set):
+            // the full check.
+            None => return false,
         }
         // A drain that read this file's event before the question above
         // found the queue empty has marked it, or is still counted as
@@ -472,39 +485,60 @@ mod tests {
         watcher.drains.fetch_add(1, Ordering::SeqCst);
         let mut read = Vec::new();
         watcher.changes.drain(|c| read.push(c));
-        let told =
-            std::thread::scope(|s| s.spawn(|| watch.unchanged(seen)).join().expect("question"));
+        // Asked on another thread, and given up on after a while: a
+        // question that ignored the running drain and drained itself would
+        // wait on the lock held here.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let asking = Arc::clone(&watch);
+        std::thread::spawn(move || {
+            let _ = tx.send(asking.unchanged(seen));
+        });
+        let told = rx.recv_timeout(Duration::from_secs(5));
         read.into_iter().for_each(|c| mark(&watches, c));
         watcher.drains.fetch_add(1, Ordering::SeqCst);
         drop(watches);
-        assert!(!told, "vouched for while a drain held its event");
+        assert_eq!(told, Ok(false), "vouched for while a drain held its event");
         assert!(!watch.unchanged(seen), "the drain's count was lost");
     }
 
     /// While an event is queued and not read, every thread's question says
-    /// so, however many ask at once (an `epoll_wait` with no timeout on a
-    /// set another thread is scanning can say "nothing": each thread asks
-    /// through its own set).
+    /// so, however many ask at once, including threads whose sets had
+    /// already found the queue empty (the event must wake each set). An
+    /// `epoll_wait` with no timeout on a set another thread is scanning can
+    /// say "nothing" on some kernels (each thread asks through its own
+    /// set); on this project's VM that race never showed, so this test
+    /// guards the sets themselves: made, holding the inotify descriptor,
+    /// woken again after a drain.
     #[test]
     fn every_thread_asking_at_once_sees_a_queued_event() {
         let changes = FileChanges::new().expect("changes");
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, file) = lock_file(dir.path(), "queued.lock");
         changes.watch(&file).expect("watch");
-        std::fs::remove_file(&path).expect("rm");
+        let threads = 4;
+        let before = std::sync::Barrier::new(threads + 1);
+        let after = std::sync::Barrier::new(threads + 1);
         let misses = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|s| {
-            for _ in 0..4 {
+            for _ in 0..threads {
                 s.spawn(|| {
+                    assert_eq!(changes.queued(), Some(false), "nothing queued yet");
+                    before.wait();
+                    after.wait();
                     for _ in 0..20_000 {
-                        if !changes.queued() {
+                        if changes.queued() != Some(true) {
                             misses.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 });
             }
+            before.wait();
+            std::fs::remove_file(&path).expect("rm");
+            after.wait();
         });
         assert_eq!(misses.load(Ordering::Relaxed), 0);
+        changes.drain(|_| {});
+        assert_eq!(changes.queued(), Some(false), "read, then nothing queued");
     }
 
     /// What a drain marks: the watch named, every watch when events were
