@@ -543,6 +543,29 @@ mod tests {
     /// and checked in full once: from then on its watch vouches for it.
     const WATCHED_AFTER: u32 = WATCH_AFTER_KEEPS + 1;
 
+    /// `n` holdings of `req`'s lock through the backend, each let go
+    /// (keeping the descriptor).
+    #[cfg(target_os = "linux")]
+    fn take_and_keep(req: &LockRequest, n: u32) {
+        for _ in 0..n {
+            OsBackend
+                .try_lock(req)
+                .expect("try")
+                .expect("free")
+                .release(false, None)
+                .expect("release");
+        }
+    }
+
+    /// With another holder of the file now at `req`'s lock path, `asked`
+    /// must find the lock busy (`why`: what a grant would mean).
+    #[cfg(target_os = "linux")]
+    fn assert_busy_while_the_new_file_is_held(req: &LockRequest, asked: &LockRequest, why: &str) {
+        let other = open_lock_file(req).expect("open the new file");
+        try_flock(&other, LockMode::Exclusive).expect("another holds the new file");
+        assert!(OsBackend.try_lock(asked).expect("try").is_none(), "{why}");
+    }
+
     /// Two kept descriptors of one lock file share its watch (as an
     /// abandoned kernel wait's descriptor and a shared holder's do, below);
     /// after the file is removed, each must find it removed, whichever
@@ -602,17 +625,7 @@ mod tests {
         let exclusive = LockRequest::exclusive_in(dir.path(), "abandoned.test");
         let mut shared = exclusive.clone();
         shared.mode = LockMode::Shared;
-        let take_and_keep = |req: &LockRequest| {
-            for _ in 0..WATCHED_AFTER {
-                OsBackend
-                    .try_lock(req)
-                    .expect("try")
-                    .expect("free")
-                    .release(false, None)
-                    .expect("release");
-            }
-        };
-        take_and_keep(&exclusive);
+        take_and_keep(&exclusive, WATCHED_AFTER);
         assert_kept_and_vouched_for(&exclusive);
         // Another process's hold (an open file description of its own).
         let rival = open_lock_file(&exclusive).expect("open");
@@ -629,17 +642,16 @@ mod tests {
             kept().take(&exclusive.lock_path).is_none(),
             "the kept descriptor is in the abandoned kernel wait"
         );
-        take_and_keep(&shared);
+        take_and_keep(&shared, WATCHED_AFTER);
         try_flock(&rival, LockMode::Exclusive).expect("rival exclusive");
         std::fs::remove_file(&exclusive.lock_path).expect("rm");
         drop(rival);
         // The abandoned wait is granted on the removed file and lets go.
         std::thread::sleep(Duration::from_millis(300));
-        let other = open_lock_file(&exclusive).expect("open the new file");
-        try_flock(&other, LockMode::Exclusive).expect("another holds the new file");
-        assert!(
-            OsBackend.try_lock(&shared).expect("try").is_none(),
-            "granted through a kept descriptor of the removed file while the new one is held"
+        assert_busy_while_the_new_file_is_held(
+            &exclusive,
+            &shared,
+            "granted through a kept descriptor of the removed file while the new one is held",
         );
     }
 
@@ -678,22 +690,10 @@ mod tests {
     fn a_watched_lock_file_renamed_away_is_not_taken() {
         let dir = tempfile::tempdir().expect("tempdir");
         let req = LockRequest::exclusive_in(dir.path(), "moved.test");
-        for _ in 0..WATCHED_AFTER {
-            OsBackend
-                .try_lock(&req)
-                .expect("try")
-                .expect("free")
-                .release(false, None)
-                .expect("release");
-        }
+        take_and_keep(&req, WATCHED_AFTER);
         assert_kept_and_vouched_for(&req);
         std::fs::rename(&req.lock_path, dir.path().join("moved.away")).expect("mv");
-        let other = open_lock_file(&req).expect("open the new file");
-        try_flock(&other, LockMode::Exclusive).expect("another holds the new file");
-        assert!(
-            OsBackend.try_lock(&req).expect("try").is_none(),
-            "granted through the renamed-away file"
-        );
+        assert_busy_while_the_new_file_is_held(&req, &req, "granted through the renamed-away file");
     }
 
     /// A lock file removed after the full check of the holding whose
@@ -705,14 +705,7 @@ mod tests {
     fn a_lock_file_removed_before_its_watch_was_made_is_not_taken() {
         let dir = tempfile::tempdir().expect("tempdir");
         let req = LockRequest::exclusive_in(dir.path(), "late.test");
-        for _ in 0..WATCH_AFTER_KEEPS - 1 {
-            OsBackend
-                .try_lock(&req)
-                .expect("try")
-                .expect("free")
-                .release(false, None)
-                .expect("release");
-        }
+        take_and_keep(&req, WATCH_AFTER_KEEPS - 1);
         let held = OsBackend.try_lock(&req).expect("try").expect("free");
         std::fs::remove_file(&req.lock_path).expect("rm");
         held.release(false, None)
@@ -730,11 +723,10 @@ mod tests {
             kept_file.identity
         );
         give_back(&req.lock_path, kept_file);
-        let other = open_lock_file(&req).expect("open the new file");
-        try_flock(&other, LockMode::Exclusive).expect("another holds the new file");
-        assert!(
-            OsBackend.try_lock(&req).expect("try").is_none(),
-            "granted through a descriptor of a file removed before its watch was made"
+        assert_busy_while_the_new_file_is_held(
+            &req,
+            &req,
+            "granted through a descriptor of a file removed before its watch was made",
         );
     }
 
