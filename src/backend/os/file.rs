@@ -83,7 +83,7 @@ enum Identity {
 /// a long-running process. Making and ending a watch costs about what 35
 /// holdings save, so a descriptor the hot set evicts before it is used
 /// again is never watched; and a process whose inotify instance has
-/// watches takes up to about 12 ms longer to exit (the kernel waits for a
+/// watches takes up to about 20 ms longer to exit (the kernel waits for a
 /// grace period to free it), about what 100,000 holdings save, which a
 /// command that takes a lock a few hundred times and ends should not pay.
 const WATCH_AFTER_KEEPS: u32 = 1024;
@@ -249,7 +249,7 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
         dir,
         mut identity,
     } = lock_file;
-    let told = matches!(identity, Identity::Watched { .. });
+    let watched = matches!(identity, Identity::Watched { .. });
     if let Identity::Watched {
         watch,
         checked_for,
@@ -288,7 +288,7 @@ pub(super) fn confirm(lock_file: LockFile, req: &LockRequest) -> Result<Option<O
     // A watched file is checked in full only after a change was told, so
     // the check can afford to ask its path too: renamed away (still
     // linked), it is no lock file any more.
-    if told && !is_at_its_path(&dir, path, &mine) {
+    if watched && !is_at_its_path(&dir, path, &mine) {
         return Ok(None);
     }
     dir.check_lock_file(path, &mine, req.shared_group)?;

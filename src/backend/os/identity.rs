@@ -50,7 +50,7 @@
 //! lock of a long-running process. Making and ending a watch costs what
 //! about 35 holdings save, a descriptor the hot set evicts before its next
 //! use would never repay it, and a process whose instance has watches
-//! takes up to about 12 ms longer to exit (the kernel waits for a grace
+//! takes up to about 20 ms longer to exit (the kernel waits for a grace
 //! period to free the instance), which a command that takes a lock a few
 //! hundred times should not pay. Where there
 //! is no watcher (not Linux, no procfs, inotify's per-user limit of
